@@ -1,0 +1,146 @@
+/*
+ * smelt — out-of-core merging of neural-network checkpoints.
+ *
+ * The public library API. Everything the `smelt` command-line tool does goes through this header.
+ *
+ * Conventions (as in liburing and zstd):
+ *  - Functions that can fail return an int status: SMELT_OK (0) or a negative SMELT_E_* code.
+ *    The human-readable reason is kept in the context and read with smelt_errmsg(); it names the
+ *    file, the tensor and the rule that failed.
+ *  - A smelt_ctx is not thread-safe: use one per thread. Distinct contexts share nothing.
+ *  - Strings passed in are borrowed for the duration of the call; nothing returned must be freed
+ *    unless the function says so.
+ */
+#ifndef SMELT_H
+#define SMELT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes. Values are pinned: they never change between releases. */
+enum smelt_status {
+    SMELT_OK = 0,
+    SMELT_E_ARG = -1,         /* a bad argument or option from the caller */
+    SMELT_E_IO = -2,          /* a system call failed (open, read, write, rename, ...) */
+    SMELT_E_FORMAT = -3,      /* an input file breaks a format rule (safetensors, index, ...) */
+    SMELT_E_CONFIG = -4,      /* the merge configuration is invalid */
+    SMELT_E_PLAN = -5,        /* inputs do not fit together (missing tensor, shape mismatch) */
+    SMELT_E_NOMEM = -6,       /* an allocation failed */
+    SMELT_E_BUDGET = -7,      /* the memory budget cannot hold one chunk per input */
+    SMELT_E_INTERRUPTED = -8, /* stopped by a signal or the caller's cancel flag */
+    SMELT_E_UNSUPPORTED = -9, /* valid input that smelt does not handle (yet) */
+    SMELT_E_INTERNAL = -10    /* a bug in smelt: please report it */
+};
+
+/* An error/logging context. Opaque. */
+typedef struct smelt_ctx smelt_ctx;
+
+/* Creates a context. Returns NULL only when memory is exhausted. Free with smelt_ctx_free(). */
+smelt_ctx *smelt_ctx_new(void);
+
+/* Frees a context. NULL is allowed. */
+void smelt_ctx_free(smelt_ctx *ctx);
+
+/* The message of the last failure on this context ("" if none). Valid until the next call that
+ * uses the context. */
+const char *smelt_errmsg(const smelt_ctx *ctx);
+
+/* The last status returned by a call on this context. */
+int smelt_errcode(const smelt_ctx *ctx);
+
+/* A short, stable name for a status code ("SMELT_E_FORMAT"). Never NULL. */
+const char *smelt_status_name(int status);
+
+/* Severity of library notices. */
+enum smelt_log_level { SMELT_LOG_NOTICE = 0, SMELT_LOG_WARNING = 1 };
+
+/* Receives the library's notices (an I/O fallback, a truncated vocabulary, ...). The message has
+ * no trailing newline. Called from the thread that called into the library. */
+typedef void (*smelt_log_fn)(void *user, int level, const char *message);
+
+/* Sets where notices go. The default writes "smelt: notice: ..." lines to stderr; pass NULL to
+ * restore it. */
+void smelt_ctx_set_log(smelt_ctx *ctx, smelt_log_fn fn, void *user);
+
+/* The library version, "MAJOR.MINOR.PATCH". */
+const char *smelt_version(void);
+
+/* The SIMD level the merge kernels use in this process ("scalar", "avx2", "avx512", "neon").
+ * The level is the best the CPU and OS support unless the environment variable SMELT_ISA names
+ * another; an unsupported SMELT_ISA is reported by smelt_isa_select(). */
+const char *smelt_isa_name(void);
+
+/* Chooses the kernel level: NULL or "" = SMELT_ISA from the environment, else the best
+ * available. Returns SMELT_E_ARG (message in ctx) when the level is unknown or this CPU lacks it.
+ * Not thread-safe with running merges; call it once at start-up. */
+int smelt_isa_select(smelt_ctx *ctx, const char *isa);
+
+/* Parses a size: digits with an optional decimal suffix K, M, G, T (powers of 1000) or binary
+ * suffix Ki, Mi, Gi, Ti (powers of 1024); a trailing "B" is allowed ("512MB"). Returns SMELT_OK
+ * or SMELT_E_ARG with a message naming the text. */
+int smelt_parse_size(smelt_ctx *ctx, const char *text, uint64_t *out);
+
+/* Progress of a running merge, handed to smelt_progress_fn. */
+typedef struct smelt_progress {
+    uint64_t tensors_done, tensors_total;
+    uint64_t bytes_read, bytes_to_read;     /* input bytes */
+    uint64_t bytes_written, bytes_to_write; /* output bytes */
+    double seconds;                         /* since the engine started */
+} smelt_progress;
+
+/* Called from the merging thread, at most a few times per second and once at the end. */
+typedef void (*smelt_progress_fn)(void *user, const smelt_progress *progress);
+
+/* Options of a merge. Start from smelt_merge_options_default(); zero fields mean "default". */
+typedef struct smelt_merge_options {
+    uint64_t max_memory;     /* the engine's whole buffer budget in bytes (default 512 MiB) */
+    uint64_t out_shard_size; /* the largest output shard in bytes (default 5 GB, decimal) */
+    int threads;             /* worker threads (default: online CPUs) */
+    int force_pread;         /* 1: never use io_uring (also SMELT_IO=pread in the environment) */
+    int overwrite;           /* 1: replace a model already in the output directory */
+    uint64_t random_seed;    /* for random methods (DARE, DELLA) */
+    smelt_progress_fn progress; /* may be NULL */
+    void *progress_user;
+    volatile int *cancel;    /* when non-NULL and set to non-zero, the merge stops at the next
+                                chunk with SMELT_E_INTERRUPTED (set it from a signal handler) */
+} smelt_merge_options;
+
+/* Fills *opts with the defaults. */
+void smelt_merge_options_default(smelt_merge_options *opts);
+
+/* Runs the merge that the mergekit-style YAML file at config_path describes, writing a Hugging
+ * Face model directory to out_dir (created if missing). Every input is validated and the whole
+ * plan is checked before any output byte is written; output files carry temporary names until
+ * everything succeeded, so a failed merge leaves nothing that looks complete. Returns SMELT_OK or
+ * a negative status with the reason in ctx. */
+int smelt_merge(smelt_ctx *ctx, const char *config_path, const char *out_dir,
+                const smelt_merge_options *opts);
+
+/* Options of smelt_synth(): a Llama-shaped model with deterministic pseudo-random weights. */
+typedef struct smelt_synth_options {
+    uint64_t size;          /* approximate total tensor bytes (required) */
+    const char *dtype;      /* "bfloat16" (default), "float16" or "float32" */
+    uint64_t seed;          /* the model's weights (or, with base_seed, the perturbation) */
+    int has_base;           /* 1: a fine-tune: weights = base(base_seed) + delta * noise(seed) */
+    uint64_t base_seed;
+    double delta;           /* the perturbation's scale for a fine-tune (default 0.01) */
+    uint64_t shard_size;    /* the largest shard in bytes (default 1 GB) */
+    int threads;            /* generator threads (default: online CPUs) */
+} smelt_synth_options;
+
+/* Fills *opts with the defaults (size 0: the caller must set it). */
+void smelt_synth_options_default(smelt_synth_options *opts);
+
+/* Writes a synthetic model directory (config.json, tokenizer_config.json, safetensors shards
+ * with index) to out_dir. The same options always give the same bytes. A fine-tune and its
+ * base share the same architecture when their size, dtype and base seed agree. */
+int smelt_synth(smelt_ctx *ctx, const char *out_dir, const smelt_synth_options *opts);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SMELT_H */

@@ -1,0 +1,32 @@
+/* A small pthread pool for splitting one piece of work across cores.
+ *
+ * Determinism: the pool never decides how work is divided. Callers cut work into tasks at fixed
+ * boundaries that do not depend on the thread count, and each task writes only its own output,
+ * so results are bit-identical for any number of threads. */
+#ifndef SMELT_POOL_H
+#define SMELT_POOL_H
+
+#include <stddef.h>
+
+typedef struct smelt_pool smelt_pool;
+
+/* Task body: runs task number `task` (0..ntasks-1) on worker `worker` (0..threads-1; the calling
+ * thread is worker 0). */
+typedef void (*smelt_task_fn)(void *arg, size_t task, unsigned worker);
+
+/* Starts threads-1 workers (threads <= 0: online CPUs). Returns NULL when threads cannot be
+ * created or memory is exhausted. */
+smelt_pool *smelt_pool_new(int threads);
+
+/* Number of workers including the caller. */
+unsigned smelt_pool_threads(const smelt_pool *pool);
+
+/* Runs fn for every task and returns when all are done. The caller takes part. Tasks are handed
+ * out dynamically, so their order of execution varies; see the determinism note above. Only one
+ * thread may call this at a time. */
+void smelt_pool_run(smelt_pool *pool, size_t ntasks, smelt_task_fn fn, void *arg);
+
+/* Stops and joins the workers. NULL is allowed. */
+void smelt_pool_free(smelt_pool *pool);
+
+#endif

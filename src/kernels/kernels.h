@@ -1,0 +1,63 @@
+/* The merge kernels: one dispatch table of function pointers per SIMD level.
+ *
+ * kernels_scalar.c is the readable reference and is always built; kernels_avx2.c,
+ * kernels_avx512.c and kernels_neon.c are separate translation units compiled with their own
+ * flags. Every entry of every level gives results bit-identical to the scalar reference, for
+ * every input including NaN, ±Inf, ±0 and subnormals (the one canonical quiet NaN is produced
+ * on encode). No FMA: the reference rounds after the multiply and after the add.
+ *
+ * All pointers may be unaligned; n may be any size including 0. Kernels are pure functions of
+ * their arguments: safe to call from any number of threads on disjoint outputs. */
+#ifndef SMELT_KERNELS_H
+#define SMELT_KERNELS_H
+
+#include "common/dtype.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The canonical quiet NaN written for any NaN input (PyTorch's scalar cast gives these). */
+#define SMELT_BF16_NAN 0x7FC0u
+#define SMELT_F16_NAN 0x7E00u
+
+typedef struct smelt_kernels {
+    const char *name; /* "scalar", "avx2", "avx512", "neon" */
+
+    /* dst[i] = (float)src[i]: exact. */
+    void (*decode_bf16)(float *dst, const uint16_t *src, size_t n);
+    void (*decode_f16)(float *dst, const uint16_t *src, size_t n);
+    /* dst[i] = round-to-nearest-even(src[i]), subnormals kept, overflow to ±Inf, NaN to the
+     * canonical NaN. */
+    void (*encode_bf16)(uint16_t *dst, const float *src, size_t n);
+    void (*encode_f16)(uint16_t *dst, const float *src, size_t n);
+
+    /* acc[i] = acc[i] + w * x[i] (two roundings). */
+    void (*axpy)(float *acc, const float *x, float w, size_t n);
+    /* dst[i] = w * x[i]. */
+    void (*scale)(float *dst, const float *x, float w, size_t n);
+
+    /* Further entries (task-vector arithmetic, reductions, histograms, random masks) follow;
+     * see each declaration. */
+#include "kernels/kernels_ops.h"
+} smelt_kernels;
+
+/* The table in use. Set once by smelt_kernels_select() (the first smelt_kernels_get() selects
+ * the default); read-only afterwards. */
+const smelt_kernels *smelt_kernels_get(void);
+
+/* Selects a level: NULL or "" = the SMELT_ISA environment variable if set, else the best level
+ * this CPU and OS support. Returns 0, or -1 with a message in err when the name is unknown or the
+ * CPU lacks it. Not thread-safe; call before starting workers. */
+int smelt_kernels_select(const char *isa, char *err, size_t errlen);
+
+/* A specific level's table, or NULL when it is not built or not supported here (for tests and
+ * benchmarks that compare levels). */
+const smelt_kernels *smelt_kernels_level(const char *isa);
+
+/* Converts n elements of any mergeable dtype to f32 (F32 is a copy). */
+void smelt_decode(const smelt_kernels *k, float *dst, const void *src, smelt_dtype dt, size_t n);
+
+/* Converts n f32 elements to a mergeable dtype (F32 is a copy). */
+void smelt_encode(const smelt_kernels *k, void *dst, const float *src, smelt_dtype dt, size_t n);
+
+#endif
