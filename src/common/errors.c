@@ -75,7 +75,14 @@ void smelt_error_prefix(smelt_ctx *ctx, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, ctx->message, sizeof old);
-    snprintf(ctx->message, sizeof ctx->message, "%s%s", prefix, old);
+    size_t plen = strlen(prefix), olen = strlen(old);
+    if (plen >= sizeof ctx->message)
+        plen = sizeof ctx->message - 1;
+    if (olen > sizeof ctx->message - 1 - plen)
+        olen = sizeof ctx->message - 1 - plen;
+    memcpy(ctx->message, prefix, plen);
+    memcpy(ctx->message + plen, old, olen);
+    ctx->message[plen + olen] = '\0';
 }
 
 void smelt_ctx_set_log(smelt_ctx *ctx, smelt_log_fn fn, void *user)
