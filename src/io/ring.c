@@ -1,0 +1,202 @@
+#include "io/ring.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* One read, possibly finished in several pieces after short reads. */
+typedef struct ring_request {
+    int fd;
+    char *buf;
+    size_t len, done;
+    uint64_t off;
+    uint64_t tag;
+    int in_use;
+} ring_request;
+
+struct smelt_ring {
+    int uring_ok;
+    struct io_uring uring;
+    unsigned depth;
+    ring_request *requests;
+    unsigned *free_ids;
+    unsigned nfree;
+    unsigned pending;   /* queued or in flight */
+    /* pread mode: requests wait here in FIFO order until smelt_ring_wait performs them. */
+    unsigned *fifo;
+    unsigned fifo_head, fifo_len;
+};
+
+static int uring_queue_piece(smelt_ring *ring, unsigned id)
+{
+    ring_request *req = &ring->requests[id];
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&ring->uring);
+    if (!sqe) {
+        /* The submission queue is as deep as the ring, so this only happens when earlier
+         * entries were not submitted yet: submit them to make room. */
+        int rc = io_uring_submit(&ring->uring);
+        if (rc < 0)
+            return -rc;
+        sqe = io_uring_get_sqe(&ring->uring);
+        if (!sqe)
+            return EBUSY;
+    }
+    io_uring_prep_read(sqe, req->fd, req->buf + req->done, (unsigned)(req->len - req->done),
+                       req->off + req->done);
+    io_uring_sqe_set_data64(sqe, id);
+    return 0;
+}
+
+int smelt_ring_open(smelt_ctx *ctx, unsigned depth, int force_pread, smelt_ring **out)
+{
+    smelt_ring *ring = calloc(1, sizeof *ring);
+    if (!ring)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory for the read ring");
+    ring->depth = depth ? depth : 1;
+    ring->requests = calloc(ring->depth, sizeof *ring->requests);
+    ring->free_ids = calloc(ring->depth, sizeof *ring->free_ids);
+    ring->fifo = calloc(ring->depth, sizeof *ring->fifo);
+    if (!ring->requests || !ring->free_ids || !ring->fifo) {
+        smelt_ring_close(ring);
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory for the read ring");
+    }
+    for (unsigned i = 0; i < ring->depth; i++)
+        ring->free_ids[i] = ring->depth - 1 - i;
+    ring->nfree = ring->depth;
+    if (!force_pread) {
+        int rc = io_uring_queue_init(ring->depth, &ring->uring, 0);
+        if (rc == 0)
+            ring->uring_ok = 1;
+        else
+            smelt_notice(ctx, SMELT_LOG_NOTICE, "io_uring unavailable (%s); reading with pread",
+                         strerror(-rc));
+    }
+    *out = ring;
+    return SMELT_OK;
+}
+
+int smelt_ring_is_uring(const smelt_ring *ring) { return ring->uring_ok; }
+
+unsigned smelt_ring_pending(const smelt_ring *ring) { return ring->pending; }
+
+int smelt_ring_queue_read(smelt_ring *ring, int fd, void *buf, size_t len, uint64_t off,
+                          uint64_t tag)
+{
+    if (ring->nfree == 0)
+        return -1;
+    unsigned id = ring->free_ids[--ring->nfree];
+    ring->requests[id] = (ring_request){fd, buf, len, 0, off, tag, 1};
+    ring->pending++;
+    if (ring->uring_ok) {
+        int rc = uring_queue_piece(ring, id);
+        if (rc != 0) {
+            ring->requests[id].in_use = 0;
+            ring->free_ids[ring->nfree++] = id;
+            ring->pending--;
+            return -1;
+        }
+    } else {
+        ring->fifo[(ring->fifo_head + ring->fifo_len++) % ring->depth] = id;
+    }
+    return 0;
+}
+
+int smelt_ring_submit(smelt_ring *ring)
+{
+    if (!ring->uring_ok)
+        return 0;
+    int rc = io_uring_submit(&ring->uring);
+    return rc < 0 ? -rc : 0;
+}
+
+static void release(smelt_ring *ring, unsigned id, smelt_completion *done, int error)
+{
+    done->tag = ring->requests[id].tag;
+    done->error = error;
+    ring->requests[id].in_use = 0;
+    ring->free_ids[ring->nfree++] = id;
+    ring->pending--;
+}
+
+static int pread_wait(smelt_ring *ring, smelt_completion *done)
+{
+    unsigned id = ring->fifo[ring->fifo_head];
+    ring->fifo_head = (ring->fifo_head + 1) % ring->depth;
+    ring->fifo_len--;
+    ring_request *req = &ring->requests[id];
+    while (req->done < req->len) {
+        ssize_t n = pread(req->fd, req->buf + req->done, req->len - req->done,
+                          (off_t)(req->off + req->done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            release(ring, id, done, n < 0 ? errno : EIO);
+            return 1;
+        }
+        req->done += (size_t)n;
+    }
+    release(ring, id, done, 0);
+    return 1;
+}
+
+int smelt_ring_wait(smelt_ring *ring, smelt_completion *done)
+{
+    if (ring->pending == 0)
+        return 0;
+    if (!ring->uring_ok)
+        return pread_wait(ring, done);
+    for (;;) {
+        struct io_uring_cqe *cqe;
+        int rc = io_uring_wait_cqe(&ring->uring, &cqe);
+        if (rc == -EINTR)
+            continue;
+        if (rc < 0)
+            return rc;
+        unsigned id = (unsigned)io_uring_cqe_get_data64(cqe);
+        int res = cqe->res;
+        io_uring_cqe_seen(&ring->uring, cqe);
+        ring_request *req = &ring->requests[id];
+        int transient = res == -EAGAIN || res == -EINTR;
+        if (res < 0 && !transient) {
+            release(ring, id, done, -res);
+            return 1;
+        }
+        if (res == 0) {
+            release(ring, id, done, EIO); /* the file ended before the range did */
+            return 1;
+        }
+        if (!transient)
+            req->done += (size_t)res;
+        if (req->done == req->len) {
+            release(ring, id, done, 0);
+            return 1;
+        }
+        /* A short or interrupted read: ask again for the rest. */
+        int qrc = uring_queue_piece(ring, id);
+        if (qrc == 0)
+            qrc = smelt_ring_submit(ring);
+        if (qrc != 0) {
+            release(ring, id, done, qrc);
+            return 1;
+        }
+    }
+}
+
+void smelt_ring_close(smelt_ring *ring)
+{
+    if (!ring)
+        return;
+    if (ring->uring_ok) {
+        smelt_completion ignored;
+        smelt_ring_submit(ring);
+        while (ring->pending > 0 && smelt_ring_wait(ring, &ignored) > 0)
+            ;
+        io_uring_queue_exit(&ring->uring);
+    }
+    free(ring->requests);
+    free(ring->free_ids);
+    free(ring->fifo);
+    free(ring);
+}
