@@ -1,0 +1,392 @@
+#include "engine/engine.h"
+
+#include "common/pool.h"
+#include "common/util.h"
+#include "io/ring.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Elements one method call sees: small enough that every input's f32 tile stays in L1. */
+#define TILE_ELEMS 1024u
+/* Elements per pool task. Fixed, so the split never depends on the thread count. */
+#define TASK_ELEMS (64u * 1024u)
+/* Preferred chunk: large sequential reads; a bigger budget buys depth, not size. */
+#define CHUNK_ELEMS_TARGET (2u * 1024u * 1024u)
+#define MAX_DEPTH 16u
+#define BUFFER_ALIGN 4096u
+
+/* Bytes per element of input i's buffer, and of the output buffer, over the whole plan. */
+static void element_sizes(const smelt_plan *plan, uint64_t *in_elem, uint64_t *out_elem)
+{
+    for (size_t i = 0; i < plan->ninputs; i++)
+        in_elem[i] = 0;
+    *out_elem = 2;
+    for (size_t t = 0; t < plan->ntensors; t++) {
+        const smelt_plan_tensor *pt = &plan->tensors[t];
+        if (pt->kind != SMELT_TASK_MERGE)
+            continue;
+        for (size_t i = 0; i < plan->ninputs; i++)
+            if (smelt_dtype_size(pt->inputs[i]->dtype) > in_elem[i])
+                in_elem[i] = smelt_dtype_size(pt->inputs[i]->dtype);
+        if (smelt_dtype_size(pt->out_dtype) > *out_elem)
+            *out_elem = smelt_dtype_size(pt->out_dtype);
+    }
+}
+
+static uint64_t scratch_bytes(const smelt_plan *plan, unsigned threads)
+{
+    return (uint64_t)threads * (plan->ninputs + 1) * TILE_ELEMS * sizeof(float);
+}
+
+int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max_memory,
+                            int threads, smelt_engine_layout *layout)
+{
+    uint64_t in_elem[plan->ninputs + 1], out_elem;
+    element_sizes(plan, in_elem, &out_elem);
+    uint64_t per_elem = out_elem;
+    for (size_t i = 0; i < plan->ninputs; i++)
+        per_elem += in_elem[i];
+    unsigned nthreads = threads > 0 ? (unsigned)threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+    uint64_t fixed = scratch_bytes(plan, nthreads) + (plan->ninputs + 1) * MAX_DEPTH * BUFFER_ALIGN;
+    uint64_t avail = max_memory > fixed ? max_memory - fixed : 0;
+    uint64_t chunk = CHUNK_ELEMS_TARGET;
+    uint64_t depth = avail / (per_elem * chunk);
+    if (depth > MAX_DEPTH)
+        depth = MAX_DEPTH;
+    if (depth < 2) {
+        /* Less than two full chunks: shrink the chunk so reading can still overlap compute. */
+        depth = 2;
+        chunk = avail / (per_elem * depth) / TILE_ELEMS * TILE_ELEMS;
+        if (chunk < TILE_ELEMS) {
+            uint64_t need = fixed + 2 * per_elem * TILE_ELEMS;
+            return smelt_fail(ctx, SMELT_E_BUDGET,
+                              "a memory budget of %llu bytes cannot hold two chunks of %u "
+                              "elements for %zu input%s and the output (%llu bytes are needed "
+                              "at %u threads); raise --max-memory",
+                              (unsigned long long)max_memory, TILE_ELEMS, plan->ninputs,
+                              plan->ninputs == 1 ? "" : "s", (unsigned long long)need, nthreads);
+        }
+    }
+    layout->chunk_elements = chunk;
+    layout->depth = (unsigned)depth;
+    layout->buffer_bytes = fixed + depth * per_elem * chunk;
+    return SMELT_OK;
+}
+
+/* One chunk of one tensor, and the buffers it is read into. */
+typedef struct slot {
+    int busy;
+    size_t tensor;
+    uint64_t start, count; /* elements (MERGE) or bytes (COPY) */
+    unsigned pending;      /* reads not yet completed */
+    uint8_t **in;          /* per input */
+    uint8_t *out;
+} slot;
+
+typedef struct engine {
+    smelt_ctx *ctx;
+    const smelt_plan *plan;
+    const smelt_kernels *k;
+    smelt_engine_layout layout;
+    uint64_t in_elem[256], out_elem;
+    smelt_ring *ring;
+    smelt_pool *pool;
+    slot *slots;
+    float *scratch;        /* per worker: (ninputs + 1) tiles */
+    size_t cursor_tensor;  /* next chunk to read */
+    uint64_t cursor_pos;
+    smelt_progress progress;
+    double started, last_report;
+} engine;
+
+/* What one pool call computes: one chunk of a MERGE tensor. */
+typedef struct compute_job {
+    engine *e;
+    const smelt_plan_tensor *pt;
+    const slot *s;
+} compute_job;
+
+static void compute_task(void *arg, size_t task, unsigned worker)
+{
+    const compute_job *job = arg;
+    const engine *e = job->e;
+    const smelt_plan_tensor *pt = job->pt;
+    size_t ninputs = e->plan->ninputs;
+    float *tiles = e->scratch + (size_t)worker * (ninputs + 1) * TILE_ELEMS;
+    const float *in[ninputs];
+    uint64_t begin = (uint64_t)task * TASK_ELEMS;
+    uint64_t end = begin + TASK_ELEMS < job->s->count ? begin + TASK_ELEMS : job->s->count;
+    unsigned out_size = smelt_dtype_size(pt->out_dtype);
+    for (uint64_t at = begin; at < end; at += TILE_ELEMS) {
+        size_t n = end - at < TILE_ELEMS ? (size_t)(end - at) : TILE_ELEMS;
+        for (size_t i = 0; i < ninputs; i++) {
+            smelt_dtype dt = pt->inputs[i]->dtype;
+            const uint8_t *src = job->s->in[i] + at * smelt_dtype_size(dt);
+            if (dt == SMELT_DT_F32) {
+                in[i] = (const float *)src; /* already f32 and 4-byte aligned: no copy */
+            } else {
+                smelt_decode(e->k, tiles + i * TILE_ELEMS, src, dt, n);
+                in[i] = tiles + i * TILE_ELEMS;
+            }
+        }
+        uint8_t *dst = job->s->out + at * out_size;
+        float *result = pt->out_dtype == SMELT_DT_F32 ? (float *)dst : tiles + ninputs * TILE_ELEMS;
+        e->plan->method->apply(pt->method_state, e->k, in, result, n, job->s->start + at);
+        if (pt->out_dtype != SMELT_DT_F32)
+            smelt_encode(e->k, dst, result, pt->out_dtype, n);
+    }
+}
+
+static uint64_t chunk_units(const smelt_plan_tensor *pt)
+{
+    if (pt->kind == SMELT_TASK_MERGE)
+        return pt->ref->numel;
+    return pt->inputs[0]->nbytes;
+}
+
+/* Assigns the next chunk to a free slot and queues its reads. 0 = queued, 1 = nothing left. */
+static int start_chunk(engine *e, slot *s, size_t slot_index)
+{
+    const smelt_plan *plan = e->plan;
+    while (e->cursor_tensor < plan->ntensors &&
+           e->cursor_pos >= chunk_units(&plan->tensors[e->cursor_tensor])) {
+        if (chunk_units(&plan->tensors[e->cursor_tensor]) == 0)
+            e->progress.tensors_done++; /* empty tensors have no chunk */
+        e->cursor_tensor++;
+        e->cursor_pos = 0;
+    }
+    if (e->cursor_tensor >= plan->ntensors)
+        return 1;
+    const smelt_plan_tensor *pt = &plan->tensors[e->cursor_tensor];
+    uint64_t total = chunk_units(pt);
+    uint64_t cap = pt->kind == SMELT_TASK_MERGE ? e->layout.chunk_elements
+                                                : e->layout.chunk_elements * e->out_elem;
+    s->busy = 1;
+    s->tensor = e->cursor_tensor;
+    s->start = e->cursor_pos;
+    s->count = total - s->start < cap ? total - s->start : cap;
+    s->pending = 0;
+    e->cursor_pos += s->count;
+    if (pt->kind == SMELT_TASK_COPY) {
+        const smelt_tensor_info *t = pt->inputs[0];
+        int fd = plan->models[plan->ref_model]->files[t->file].fd;
+        if (smelt_ring_queue_read(e->ring, fd, s->out, s->count, t->offset + s->start,
+                                  slot_index << 8) != 0)
+            return smelt_fail(e->ctx, SMELT_E_INTERNAL, "read ring full");
+        s->pending = 1;
+        return 0;
+    }
+    for (size_t i = 0; i < plan->ninputs; i++) {
+        const smelt_tensor_info *t = pt->inputs[i];
+        unsigned size = smelt_dtype_size(t->dtype);
+        int fd = plan->models[plan->input_model[i]]->files[t->file].fd;
+        if (smelt_ring_queue_read(e->ring, fd, s->in[i], s->count * size,
+                                  t->offset + s->start * size, slot_index << 8 | i) != 0)
+            return smelt_fail(e->ctx, SMELT_E_INTERNAL, "read ring full");
+        s->pending++;
+    }
+    return 0;
+}
+
+static int read_failed(engine *e, const smelt_completion *c)
+{
+    const smelt_plan *plan = e->plan;
+    const slot *s = &e->slots[c->tag >> 8];
+    const smelt_plan_tensor *pt = &plan->tensors[s->tensor];
+    size_t input = c->tag & 0xff;
+    const smelt_model *m = pt->kind == SMELT_TASK_COPY ? plan->models[plan->ref_model]
+                                                       : plan->models[plan->input_model[input]];
+    const smelt_tensor_info *t = pt->inputs[pt->kind == SMELT_TASK_COPY ? 0 : input];
+    return smelt_fail_errno(e->ctx, c->error, "%s: tensor '%s': read failed",
+                            m->files[t->file].path, t->name);
+}
+
+/* Input data that was consumed will not be read again: let the kernel drop it. */
+static void drop_inputs(const engine *e, const slot *s)
+{
+    const smelt_plan *plan = e->plan;
+    const smelt_plan_tensor *pt = &plan->tensors[s->tensor];
+    if (pt->kind == SMELT_TASK_COPY) {
+        const smelt_tensor_info *t = pt->inputs[0];
+        posix_fadvise(plan->models[plan->ref_model]->files[t->file].fd,
+                      (off_t)(t->offset + s->start), (off_t)s->count, POSIX_FADV_DONTNEED);
+        return;
+    }
+    for (size_t i = 0; i < plan->ninputs; i++) {
+        const smelt_tensor_info *t = pt->inputs[i];
+        unsigned size = smelt_dtype_size(t->dtype);
+        posix_fadvise(plan->models[plan->input_model[i]]->files[t->file].fd,
+                      (off_t)(t->offset + s->start * size), (off_t)(s->count * size),
+                      POSIX_FADV_DONTNEED);
+    }
+}
+
+static int finish_chunk(engine *e, slot *s, smelt_out_file *files)
+{
+    const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
+    uint64_t out_off, out_len;
+    if (pt->kind == SMELT_TASK_MERGE) {
+        compute_job job = {e, pt, s};
+        smelt_pool_run(e->pool, (size_t)((s->count + TASK_ELEMS - 1) / TASK_ELEMS), compute_task,
+                       &job);
+        unsigned size = smelt_dtype_size(pt->out_dtype);
+        out_off = pt->out_offset + s->start * size;
+        out_len = s->count * size;
+        for (size_t i = 0; i < e->plan->ninputs; i++)
+            e->progress.bytes_read += s->count * smelt_dtype_size(pt->inputs[i]->dtype);
+    } else {
+        out_off = pt->out_offset + s->start;
+        out_len = s->count;
+        e->progress.bytes_read += s->count;
+    }
+    int rc = smelt_out_write(e->ctx, &files[pt->shard], s->out, out_len, out_off);
+    if (rc != SMELT_OK)
+        return rc;
+    drop_inputs(e, s);
+    e->progress.bytes_written += out_len;
+    if (s->start + s->count == chunk_units(pt))
+        e->progress.tensors_done++;
+    s->busy = 0;
+    return SMELT_OK;
+}
+
+/* Calls the progress callback at most four times a second (and always when final). */
+static void report(engine *e, const smelt_engine_options *opts, int final)
+{
+    if (!opts->progress)
+        return;
+    double now = smelt_now();
+    if (!final && now - e->last_report < 0.25)
+        return;
+    e->last_report = now;
+    e->progress.seconds = now - e->started;
+    opts->progress(opts->progress_user, &e->progress);
+}
+
+static int alloc_buffers(engine *e)
+{
+    const smelt_plan *plan = e->plan;
+    unsigned depth = e->layout.depth;
+    uint64_t chunk = e->layout.chunk_elements;
+    e->slots = calloc(depth, sizeof *e->slots);
+    if (!e->slots)
+        return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory");
+    for (unsigned d = 0; d < depth; d++) {
+        slot *s = &e->slots[d];
+        s->in = calloc(plan->ninputs + 1, sizeof *s->in);
+        s->out = smelt_aligned_alloc(BUFFER_ALIGN, chunk * e->out_elem);
+        if (!s->in || !s->out)
+            return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the chunk buffers");
+        for (size_t i = 0; i < plan->ninputs; i++)
+            if (e->in_elem[i] &&
+                !(s->in[i] = smelt_aligned_alloc(BUFFER_ALIGN, chunk * e->in_elem[i])))
+                return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the chunk buffers");
+    }
+    unsigned threads = smelt_pool_threads(e->pool);
+    e->scratch = smelt_aligned_alloc(64, scratch_bytes(plan, threads));
+    if (!e->scratch)
+        return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory");
+    return SMELT_OK;
+}
+
+static void free_buffers(engine *e)
+{
+    for (unsigned d = 0; e->slots && d < e->layout.depth; d++) {
+        if (e->slots[d].in)
+            for (size_t i = 0; i < e->plan->ninputs; i++)
+                free(e->slots[d].in[i]);
+        free(e->slots[d].in);
+        free(e->slots[d].out);
+    }
+    free(e->slots);
+    free(e->scratch);
+}
+
+static int write_headers(engine *e, smelt_out_file *files)
+{
+    for (size_t s = 0; s < e->plan->nshards; s++) {
+        const smelt_plan_shard *sh = &e->plan->shards[s];
+        int rc = smelt_out_write(e->ctx, &files[s], sh->header, sh->header_len, 0);
+        if (rc != SMELT_OK)
+            return rc;
+    }
+    return SMELT_OK;
+}
+
+static int pipeline(engine *e, smelt_out_file *files, const smelt_engine_options *opts)
+{
+    unsigned depth = e->layout.depth;
+    unsigned oldest = 0, next_free = 0;
+    for (;;) {
+        /* Keep every free slot reading, in order, so chunks finish in file order. */
+        while (!e->slots[next_free].busy) {
+            int rc = start_chunk(e, &e->slots[next_free], next_free);
+            if (rc < 0)
+                return rc;
+            if (rc == 1)
+                break;
+            next_free = (next_free + 1) % depth;
+        }
+        int err = smelt_ring_submit(e->ring);
+        if (err)
+            return smelt_fail_errno(e->ctx, err, "cannot submit reads");
+        slot *s = &e->slots[oldest];
+        if (!s->busy)
+            return SMELT_OK; /* nothing in flight and nothing left */
+        while (s->pending > 0) {
+            smelt_completion c;
+            int got = smelt_ring_wait(e->ring, &c);
+            if (got < 0)
+                return smelt_fail_errno(e->ctx, -got, "waiting for reads failed");
+            if (got == 0)
+                return smelt_fail(e->ctx, SMELT_E_INTERNAL, "read ring lost a request");
+            if (c.error)
+                return read_failed(e, &c);
+            e->slots[c.tag >> 8].pending--;
+        }
+        int rc = finish_chunk(e, s, files);
+        if (rc != SMELT_OK)
+            return rc;
+        oldest = (oldest + 1) % depth;
+        if (opts->cancel && *opts->cancel)
+            return smelt_fail(e->ctx, SMELT_E_INTERRUPTED, "interrupted");
+        report(e, opts, 0);
+    }
+}
+
+int smelt_engine_run(smelt_ctx *ctx, const smelt_plan *plan, smelt_out_file *files,
+                     const smelt_engine_options *opts)
+{
+    if (plan->ninputs > 255) /* the read tag keeps the input index in 8 bits */
+        return smelt_fail(ctx, SMELT_E_UNSUPPORTED, "at most 255 models can be merged at once");
+    engine e = {.ctx = ctx, .plan = plan, .k = smelt_kernels_get()};
+    int rc = smelt_engine_layout_for(ctx, plan, opts->max_memory, opts->threads, &e.layout);
+    if (rc != SMELT_OK)
+        return rc;
+    element_sizes(plan, e.in_elem, &e.out_elem);
+    e.progress.tensors_total = plan->ntensors;
+    e.progress.bytes_to_read = plan->bytes_to_read;
+    e.progress.bytes_to_write = plan->bytes_to_write;
+    e.started = e.last_report = smelt_now();
+    e.pool = smelt_pool_new(opts->threads);
+    if (!e.pool)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "cannot start worker threads");
+    rc = smelt_ring_open(ctx, e.layout.depth * (unsigned)(plan->ninputs + 1), opts->force_pread,
+                         &e.ring);
+    if (rc == SMELT_OK)
+        rc = alloc_buffers(&e);
+    if (rc == SMELT_OK)
+        rc = write_headers(&e, files);
+    if (rc == SMELT_OK)
+        rc = pipeline(&e, files, opts);
+    smelt_ring_close(e.ring);
+    free_buffers(&e);
+    smelt_pool_free(e.pool);
+    if (rc == SMELT_OK)
+        report(&e, opts, 1);
+    return rc;
+}

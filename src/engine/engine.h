@@ -1,0 +1,37 @@
+/* The engine walks a plan chunk by chunk: reads land in a fixed pool of aligned buffers through
+ * the ring, the pool of threads decodes them to f32 tiles and runs the method, and the encoded
+ * output goes straight to its precomputed offset. Every buffer comes out of one budget. */
+#ifndef SMELT_ENGINE_H
+#define SMELT_ENGINE_H
+
+#include "io/writer.h"
+#include "plan/plan.h"
+
+typedef struct smelt_engine_options {
+    uint64_t max_memory;
+    int threads;
+    int force_pread;
+    smelt_progress_fn progress;
+    void *progress_user;
+    volatile int *cancel;
+} smelt_engine_options;
+
+/* How the engine divides the budget (reported by `smelt plan` and the benchmarks). */
+typedef struct smelt_engine_layout {
+    uint64_t chunk_elements; /* elements of one tensor per chunk */
+    unsigned depth;          /* chunks in flight (reading or being computed) */
+    uint64_t buffer_bytes;   /* all buffers together: never more than the budget */
+} smelt_engine_layout;
+
+/* Works out chunk size and read-ahead depth for a plan under a budget. SMELT_E_BUDGET with a
+ * message giving the smallest workable budget when one chunk per input does not fit. */
+int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max_memory,
+                            int threads, smelt_engine_layout *layout);
+
+/* Writes every tensor of the plan into files[s] (created by the caller with the shard sizes
+ * from the plan; headers are written here). Returns SMELT_OK or the first error; on error the
+ * files hold partial data and must be discarded. */
+int smelt_engine_run(smelt_ctx *ctx, const smelt_plan *plan, smelt_out_file *files,
+                     const smelt_engine_options *opts);
+
+#endif

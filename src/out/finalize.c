@@ -1,0 +1,286 @@
+#include "out/finalize.h"
+
+#include "common/util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Files of a Hugging Face model directory that smelt writes or replaces. */
+static int is_model_file(const char *name)
+{
+    size_t len = strlen(name);
+    if (strcmp(name, "model.safetensors.index.json") == 0)
+        return 1;
+    return strncmp(name, "model", 5) == 0 && len > 12 && strcmp(name + len - 12, ".safetensors") == 0;
+}
+
+int smelt_out_dir_prepare(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
+                          int overwrite)
+{
+    char out_real[PATH_MAX], in_real[PATH_MAX];
+    if (realpath(out_dir, out_real)) {
+        for (size_t i = 0; i < plan->nmodels; i++) {
+            const char *dir = plan->models[i]->dir;
+            if (dir && realpath(dir, in_real) && strcmp(in_real, out_real) == 0)
+                return smelt_fail(ctx, SMELT_E_ARG,
+                                  "%s: the output directory is the input model '%s'; choose "
+                                  "another directory", out_dir, plan->models[i]->ref);
+        }
+        DIR *d = opendir(out_dir);
+        if (!d)
+            return smelt_fail_errno(ctx, errno, "%s: cannot open output directory", out_dir);
+        struct dirent *ent;
+        int found = 0;
+        char example[256] = "";
+        while ((ent = readdir(d)))
+            if (is_model_file(ent->d_name)) {
+                found = 1;
+                snprintf(example, sizeof example, "%s", ent->d_name);
+            }
+        closedir(d);
+        if (found && !overwrite)
+            return smelt_fail(ctx, SMELT_E_ARG,
+                              "%s: already holds a model (%s); pass --overwrite to replace it",
+                              out_dir, example);
+    }
+    return smelt_mkdir_p(ctx, out_dir);
+}
+
+/* Removes model files of an earlier merge that the new one does not replace (a different
+ * shard count leaves stale shards otherwise). */
+static int remove_stale(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir)
+{
+    DIR *d = opendir(out_dir);
+    if (!d)
+        return smelt_fail_errno(ctx, errno, "%s: cannot open output directory", out_dir);
+    struct dirent *ent;
+    int rc = SMELT_OK;
+    while ((ent = readdir(d)) && rc == SMELT_OK) {
+        if (!is_model_file(ent->d_name))
+            continue;
+        int ours = 0;
+        for (size_t s = 0; s < plan->nshards; s++)
+            ours |= strcmp(plan->shards[s].name, ent->d_name) == 0;
+        if (ours)
+            continue;
+        char *path = smelt_path_join(out_dir, ent->d_name);
+        if (!path || unlink(path) != 0)
+            rc = smelt_fail_errno(ctx, path ? errno : ENOMEM, "%s: cannot remove", out_dir);
+        free(path);
+    }
+    closedir(d);
+    return rc;
+}
+
+int smelt_write_index(smelt_ctx *ctx, const char *dir, const char *const *names,
+                      const char *const *files, size_t n, uint64_t total_size)
+{
+    json_t *root = json_object(), *meta = json_object(), *map = json_object();
+    int rc = SMELT_OK;
+    if (!root || !meta || !map) {
+        rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+        goto out;
+    }
+    json_object_set_new(meta, "total_size", json_integer((json_int_t)total_size));
+    for (size_t i = 0; i < n; i++)
+        json_object_set_new(map, names[i], json_string(files[i]));
+    json_object_set(root, "metadata", meta);
+    json_object_set(root, "weight_map", map);
+    char *text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
+    if (!text) {
+        rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+        goto out;
+    }
+    size_t len = strlen(text);
+    char *with_newline = realloc(text, len + 2);
+    if (with_newline) {
+        text = with_newline;
+        text[len++] = '\n';
+        text[len] = '\0';
+    }
+    char *path = smelt_path_join(dir, "model.safetensors.index.json");
+    rc = path ? smelt_write_file_atomic(ctx, path, text, len)
+              : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    free(path);
+    free(text);
+out:
+    json_decref(root);
+    json_decref(meta);
+    json_decref(map);
+    return rc;
+}
+
+/* config.json of the reference model, with torch_dtype set to what was written. */
+static int write_config_json(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir)
+{
+    const smelt_model *ref = plan->models[plan->ref_model];
+    if (!ref->dir)
+        return SMELT_OK;
+    char *src = smelt_path_join(ref->dir, "config.json");
+    if (!src)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    if (access(src, F_OK) != 0) {
+        smelt_notice(ctx, SMELT_LOG_NOTICE, "%s has no config.json; the output has none either",
+                     ref->ref);
+        free(src);
+        return SMELT_OK;
+    }
+    json_error_t jerr;
+    json_t *config = json_load_file(src, JSON_REJECT_DUPLICATES, &jerr);
+    if (!config || !json_is_object(config)) {
+        json_decref(config);
+        int rc = smelt_fail(ctx, SMELT_E_FORMAT, "%s:%d:%d: not a JSON object: %s", src,
+                            jerr.line, jerr.column, config ? "top level" : jerr.text);
+        free(src);
+        return rc;
+    }
+    free(src);
+    /* The dtype of the largest merged tensor class decides; with a forced dtype all agree. */
+    smelt_dtype out = SMELT_DT_INVALID;
+    uint64_t best = 0, by_dtype[SMELT_DT_COUNT] = {0};
+    for (size_t i = 0; i < plan->ntensors; i++)
+        if (plan->tensors[i].kind == SMELT_TASK_MERGE)
+            by_dtype[plan->tensors[i].out_dtype] += plan->tensors[i].out_nbytes + 1;
+    for (int dt = 0; dt < SMELT_DT_COUNT; dt++)
+        if (by_dtype[dt] > best) {
+            best = by_dtype[dt];
+            out = (smelt_dtype)dt;
+        }
+    if (out != SMELT_DT_INVALID)
+        json_object_set_new(config, "torch_dtype", json_string(smelt_dtype_torch_name(out)));
+    char *text = json_dumps(config, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(config);
+    char *dst = smelt_path_join(out_dir, "config.json");
+    int rc = text && dst ? smelt_write_file_atomic(ctx, dst, text, strlen(text))
+                         : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    free(text);
+    free(dst);
+    return rc;
+}
+
+static int copy_file(smelt_ctx *ctx, const char *src, const char *dst)
+{
+    char *data;
+    size_t len;
+    int rc = smelt_read_file(ctx, src, (size_t)1 << 30, &data, &len);
+    if (rc != SMELT_OK)
+        return rc;
+    rc = smelt_write_file_atomic(ctx, dst, data, len);
+    free(data);
+    return rc;
+}
+
+static int copy_tokenizer(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir)
+{
+    static const char *const names[] = {
+        "tokenizer.json",       "tokenizer_config.json", "special_tokens_map.json",
+        "tokenizer.model",      "added_tokens.json",     "vocab.json",
+        "merges.txt",           "vocab.txt",             "generation_config.json",
+        "chat_template.jinja",  "chat_template.json",    "preprocessor_config.json",
+    };
+    const smelt_model *ref = plan->models[plan->ref_model];
+    if (!ref->dir)
+        return SMELT_OK;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char *src = smelt_path_join(ref->dir, names[i]);
+        char *dst = smelt_path_join(out_dir, names[i]);
+        int rc = !src || !dst ? smelt_fail(ctx, SMELT_E_NOMEM, "out of memory")
+                 : access(src, F_OK) == 0 ? copy_file(ctx, src, dst)
+                                          : SMELT_OK;
+        free(src);
+        free(dst);
+        if (rc != SMELT_OK)
+            return rc;
+    }
+    return SMELT_OK;
+}
+
+static int write_model_card(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir)
+{
+    const smelt_merge_spec *spec = plan->spec;
+    char *card = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&card, &len);
+    if (!f)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    fprintf(f, "---\nbase_model:\n");
+    if (spec->base_model)
+        fprintf(f, "- %s\n", spec->base_model);
+    for (size_t i = 0; i < spec->nmodels; i++)
+        if (!spec->base_model || strcmp(spec->models[i].model, spec->base_model) != 0)
+            fprintf(f, "- %s\n", spec->models[i].model);
+    fprintf(f, "library_name: transformers\ntags:\n- mergekit\n- merge\n- smelt\n---\n");
+    fprintf(f, "# Merged model\n\nThis is a merge of pre-trained language models made with "
+               "smelt %s.\n\n## Merge Details\n### Merge Method\n\n"
+               "This model was merged using the `%s` merge method",
+            smelt_version(), plan->method->name);
+    if (spec->base_model)
+        fprintf(f, ", with %s as the base", spec->base_model);
+    fprintf(f, ".\n\n### Models Merged\n\nThe following models were included in the merge:\n");
+    for (size_t i = 0; i < spec->nmodels; i++)
+        fprintf(f, "* %s\n", spec->models[i].model);
+    fprintf(f, "\n### Configuration\n\nThe following YAML configuration was used to produce "
+               "this model:\n\n```yaml\n%s%s```\n",
+            spec->text, spec->text[0] && spec->text[strlen(spec->text) - 1] == '\n' ? "" : "\n");
+    if (fclose(f) != 0) {
+        free(card);
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    }
+    char *path = smelt_path_join(out_dir, "README.md");
+    int rc = path ? smelt_write_file_atomic(ctx, path, card, len)
+                  : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    free(path);
+    free(card);
+    if (rc != SMELT_OK)
+        return rc;
+    /* mergekit saves the config under this name; tools that read it keep working. */
+    path = smelt_path_join(out_dir, "mergekit_config.yml");
+    rc = path ? smelt_write_file_atomic(ctx, path, spec->text, strlen(spec->text))
+              : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    free(path);
+    return rc;
+}
+
+int smelt_finalize(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
+                   smelt_out_file *files)
+{
+    int rc;
+    for (size_t s = 0; s < plan->nshards; s++)
+        if ((rc = smelt_out_finish(ctx, &files[s])) != SMELT_OK)
+            return rc;
+    if ((rc = write_config_json(ctx, plan, out_dir)) != SMELT_OK ||
+        (rc = copy_tokenizer(ctx, plan, out_dir)) != SMELT_OK ||
+        (rc = write_model_card(ctx, plan, out_dir)) != SMELT_OK ||
+        (rc = remove_stale(ctx, plan, out_dir)) != SMELT_OK)
+        return rc;
+    for (size_t s = 0; s < plan->nshards; s++)
+        if ((rc = smelt_out_commit(ctx, &files[s])) != SMELT_OK)
+            return rc;
+    if (plan->nshards > 1) {
+        const char **names = calloc(plan->ntensors + 1, sizeof *names);
+        const char **shard_of = calloc(plan->ntensors + 1, sizeof *shard_of);
+        if (!names || !shard_of) {
+            free(names);
+            free(shard_of);
+            return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+        }
+        for (size_t i = 0; i < plan->ntensors; i++) {
+            names[i] = plan->tensors[i].ref->name;
+            shard_of[i] = plan->shards[plan->tensors[i].shard].name;
+        }
+        rc = smelt_write_index(ctx, out_dir, names, shard_of, plan->ntensors,
+                               plan->bytes_to_write);
+        free(names);
+        free(shard_of);
+        if (rc != SMELT_OK)
+            return rc;
+    }
+    return smelt_fsync_dir(ctx, out_dir);
+}

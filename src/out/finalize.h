@@ -1,0 +1,26 @@
+/* The last step of a merge: make the output directory a complete Hugging Face model, in an
+ * order that never leaves something that looks complete before it is. */
+#ifndef SMELT_FINALIZE_H
+#define SMELT_FINALIZE_H
+
+#include "io/writer.h"
+#include "plan/plan.h"
+
+/* Refuses an output directory that already holds a model (unless overwrite) or that is one of
+ * the input model directories. Creates it when missing. */
+int smelt_out_dir_prepare(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
+                          int overwrite);
+
+/* Given the shard files the engine wrote (still under temporary names), writes config.json,
+ * the tokenizer files, the model card and the config copy, renames the shards into place and
+ * writes the index last. On failure the shards are left under temporary names. */
+int smelt_finalize(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
+                   smelt_out_file *files);
+
+/* Writes model.safetensors.index.json in dir: {"metadata": {"total_size": N},
+ * "weight_map": {tensor: file}} with 2-space indent and sorted keys. names[i] lives in
+ * files[i]. */
+int smelt_write_index(smelt_ctx *ctx, const char *dir, const char *const *names,
+                      const char *const *files, size_t n, uint64_t total_size);
+
+#endif
