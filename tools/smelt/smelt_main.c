@@ -1,1 +1,283 @@
-int main(void){return 0;}
+/* The smelt command-line tool. It sees only the public API in smelt.h. */
+#include "smelt.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char usage_text[] =
+    "usage: smelt <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  merge CONFIG.yml OUT_DIR   merge the models a mergekit-style config describes\n"
+    "  synth OUT_DIR --size SIZE  write a synthetic Llama-shaped model (for tests and demos)\n"
+    "  version                    print the version and the SIMD level in use\n"
+    "  help                       print this help\n"
+    "\n"
+    "merge options:\n"
+    "  --max-memory SIZE      the engine's whole buffer budget (default 512Mi)\n"
+    "  --out-shard-size SIZE  the largest output shard (default 5G)\n"
+    "  -j, --threads N        worker threads (default: all online CPUs)\n"
+    "  --overwrite            replace a model already in OUT_DIR\n"
+    "  --random-seed N        seed for random methods (default 0)\n"
+    "  -q, --quiet            no progress line\n"
+    "\n"
+    "synth options:\n"
+    "  --size SIZE            total tensor bytes, approximately (required)\n"
+    "  --dtype D              bfloat16 (default), float16 or float32\n"
+    "  --seed N               weights seed (default 0)\n"
+    "  --base-seed N          make a fine-tune of the model with this seed\n"
+    "  --delta X              the fine-tune's perturbation scale (default 0.01)\n"
+    "  --shard-size SIZE      the largest shard (default 1G)\n"
+    "  -j, --threads N        generator threads\n"
+    "\n"
+    "SIZE takes K, M, G, T (powers of 1000) or Ki, Mi, Gi, Ti (powers of 1024).\n"
+    "See smelt(1) for details.\n";
+
+static volatile int cancel_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    cancel_requested = 1;
+}
+
+static int fail_usage(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "smelt: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nRun 'smelt help' for usage.\n");
+    return 2;
+}
+
+static int report_error(smelt_ctx *ctx, int status)
+{
+    fprintf(stderr, "smelt: error: %s\n", smelt_errmsg(ctx));
+    return status == SMELT_E_INTERRUPTED ? 130 : 1;
+}
+
+static int parse_count(const char *text, const char *flag, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || *end || end == text || v < 0 || v > max) {
+        fprintf(stderr, "smelt: %s: '%s' is not a whole number from 0 to %ld\n", flag, text, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_u64(const char *text, const char *flag, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno || *end || end == text || text[0] == '-') {
+        fprintf(stderr, "smelt: %s: '%s' is not a non-negative whole number\n", flag, text);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_size_flag(smelt_ctx *ctx, const char *text, const char *flag, uint64_t *out)
+{
+    if (smelt_parse_size(ctx, text, out) != SMELT_OK) {
+        fprintf(stderr, "smelt: %s: %s\n", flag, smelt_errmsg(ctx));
+        return -1;
+    }
+    return 0;
+}
+
+static void format_duration(char *buf, size_t len, double seconds)
+{
+    if (seconds < 0 || seconds > 359999)
+        snprintf(buf, len, "--:--");
+    else if (seconds >= 3600)
+        snprintf(buf, len, "%d:%02d:%02d", (int)seconds / 3600, (int)seconds / 60 % 60,
+                 (int)seconds % 60);
+    else
+        snprintf(buf, len, "%d:%02d", (int)seconds / 60, (int)seconds % 60);
+}
+
+/* One line, redrawn in place: tensors done, bytes read, speed, time left. */
+static void draw_progress(void *user, const smelt_progress *p)
+{
+    (void)user;
+    double rate = p->seconds > 0 ? (double)p->bytes_read / p->seconds : 0;
+    double left = rate > 0 ? (double)(p->bytes_to_read - p->bytes_read) / rate : -1;
+    char eta[32];
+    format_duration(eta, sizeof eta, left);
+    fprintf(stderr, "\r\033[K%" PRIu64 "/%" PRIu64 " tensors  %.2f/%.2f GB  %.2f GB/s  ETA %s",
+            p->tensors_done, p->tensors_total, (double)p->bytes_read / 1e9,
+            (double)p->bytes_to_read / 1e9, rate / 1e9, eta);
+    if (p->tensors_done == p->tensors_total)
+        fprintf(stderr, "\n");
+    fflush(stderr);
+}
+
+static int cmd_merge(smelt_ctx *ctx, int argc, char **argv)
+{
+    enum { OPT_MAX_MEMORY = 256, OPT_SHARD, OPT_OVERWRITE, OPT_SEED };
+    static const struct option options[] = {
+        {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
+        {"out-shard-size", required_argument, NULL, OPT_SHARD},
+        {"threads", required_argument, NULL, 'j'},
+        {"overwrite", no_argument, NULL, OPT_OVERWRITE},
+        {"random-seed", required_argument, NULL, OPT_SEED},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    smelt_merge_options opts;
+    smelt_merge_options_default(&opts);
+    int quiet = 0, c;
+    long threads;
+    while ((c = getopt_long(argc, argv, "j:qh", options, NULL)) != -1) {
+        switch (c) {
+        case OPT_MAX_MEMORY:
+            if (parse_size_flag(ctx, optarg, "--max-memory", &opts.max_memory))
+                return 2;
+            if (opts.max_memory == 0)
+                return fail_usage("--max-memory: '%s' must be larger than 0", optarg);
+            break;
+        case OPT_SHARD:
+            if (parse_size_flag(ctx, optarg, "--out-shard-size", &opts.out_shard_size))
+                return 2;
+            if (opts.out_shard_size == 0)
+                return fail_usage("--out-shard-size: '%s' must be larger than 0", optarg);
+            break;
+        case 'j':
+            if (parse_count(optarg, "--threads", 1024, &threads))
+                return 2;
+            opts.threads = (int)threads;
+            break;
+        case OPT_OVERWRITE: opts.overwrite = 1; break;
+        case OPT_SEED:
+            if (parse_u64(optarg, "--random-seed", &opts.random_seed))
+                return 2;
+            break;
+        case 'q': quiet = 1; break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        default: return 2;
+        }
+    }
+    if (argc - optind != 2)
+        return fail_usage("merge takes CONFIG.yml and OUT_DIR%s", "");
+    if (!quiet && isatty(STDERR_FILENO)) {
+        opts.progress = draw_progress;
+        opts.progress_user = NULL;
+    }
+    opts.cancel = &cancel_requested;
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    int rc = smelt_merge(ctx, argv[optind], argv[optind + 1], &opts);
+    if (rc != SMELT_OK) {
+        if (opts.progress)
+            fprintf(stderr, "\n");
+        return report_error(ctx, rc);
+    }
+    return 0;
+}
+
+static int cmd_synth(smelt_ctx *ctx, int argc, char **argv)
+{
+    enum { OPT_SIZE = 256, OPT_DTYPE, OPT_SEED, OPT_BASE_SEED, OPT_DELTA, OPT_SHARD };
+    static const struct option options[] = {
+        {"size", required_argument, NULL, OPT_SIZE},
+        {"dtype", required_argument, NULL, OPT_DTYPE},
+        {"seed", required_argument, NULL, OPT_SEED},
+        {"base-seed", required_argument, NULL, OPT_BASE_SEED},
+        {"delta", required_argument, NULL, OPT_DELTA},
+        {"shard-size", required_argument, NULL, OPT_SHARD},
+        {"threads", required_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    smelt_synth_options opts;
+    smelt_synth_options_default(&opts);
+    int c;
+    long threads;
+    char *end;
+    while ((c = getopt_long(argc, argv, "j:h", options, NULL)) != -1) {
+        switch (c) {
+        case OPT_SIZE:
+            if (parse_size_flag(ctx, optarg, "--size", &opts.size))
+                return 2;
+            break;
+        case OPT_DTYPE: opts.dtype = optarg; break;
+        case OPT_SEED:
+            if (parse_u64(optarg, "--seed", &opts.seed))
+                return 2;
+            break;
+        case OPT_BASE_SEED:
+            if (parse_u64(optarg, "--base-seed", &opts.base_seed))
+                return 2;
+            opts.has_base = 1;
+            break;
+        case OPT_DELTA:
+            errno = 0;
+            opts.delta = strtod(optarg, &end);
+            if (errno || *end || end == optarg)
+                return fail_usage("--delta: '%s' is not a number", optarg);
+            break;
+        case OPT_SHARD:
+            if (parse_size_flag(ctx, optarg, "--shard-size", &opts.shard_size))
+                return 2;
+            break;
+        case 'j':
+            if (parse_count(optarg, "--threads", 1024, &threads))
+                return 2;
+            opts.threads = (int)threads;
+            break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        default: return 2;
+        }
+    }
+    if (argc - optind != 1)
+        return fail_usage("synth takes one OUT_DIR%s", "");
+    if (!opts.size)
+        return fail_usage("synth needs --size%s", "");
+    int rc = smelt_synth(ctx, argv[optind], &opts);
+    return rc == SMELT_OK ? 0 : report_error(ctx, rc);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return fputs(usage_text, stderr), 2;
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    smelt_ctx *ctx = smelt_ctx_new();
+    if (!ctx) {
+        fprintf(stderr, "smelt: out of memory\n");
+        return 1;
+    }
+    int rc;
+    if (smelt_isa_select(ctx, NULL) != SMELT_OK) {
+        rc = report_error(ctx, SMELT_E_ARG);
+    } else if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("smelt %s (kernels: %s)\n", smelt_version(), smelt_isa_name());
+        rc = 0;
+    } else if (!strcmp(cmd, "merge")) {
+        rc = cmd_merge(ctx, argc - 1, argv + 1);
+    } else if (!strcmp(cmd, "synth")) {
+        rc = cmd_synth(ctx, argc - 1, argv + 1);
+    } else {
+        rc = fail_usage("unknown command '%s'", cmd);
+    }
+    smelt_ctx_free(ctx);
+    return rc;
+}
