@@ -1,0 +1,47 @@
+# Shared by the end-to-end tests: sourced, not run. Expects $SMELT (the CLI) and
+# $SMELT_TEST_HELPERS (the test tools) from ctest; falls back to ./build.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SMELT=${SMELT:-$here/../../build/smelt}
+SMELT_TEST_HELPERS=${SMELT_TEST_HELPERS:-$here/../../build/tests}
+work=$(mktemp -d "${TMPDIR:-/tmp}/smelt-e2e.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+failures=0
+
+fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+pass() { echo "ok: $*"; }
+
+# expect_error NAME PHRASE CMD...: the command must exit non-zero and print PHRASE on stderr.
+expect_error() {
+  local name=$1 phrase=$2; shift 2
+  local out rc=0
+  out=$("$@" 2>&1) || rc=$?
+  if [ "$rc" -eq 0 ]; then fail "$name: exit 0, expected an error containing '$phrase'"; return; fi
+  if ! grep -qF -- "$phrase" <<<"$out"; then
+    fail "$name: message lacks '$phrase': $out"; return
+  fi
+  pass "$name: exit $rc: $(head -1 <<<"$out")"
+}
+
+# no_model_output DIR: nothing in DIR looks like a finished model.
+no_model_output() {
+  local dir=$1
+  if compgen -G "$dir/model*.safetensors" >/dev/null || [ -e "$dir/model.safetensors.index.json" ]; then
+    fail "output in $dir looks complete after a failure: $(ls "$dir")"
+  fi
+  if compgen -G "$dir/*.smelt-tmp" >/dev/null; then fail "temporary files left in $dir"; fi
+}
+
+# linear_config FILE BASE W1 M1 [W2 M2 ...]: a mergekit linear config.
+linear_config() {
+  local file=$1 base=$2; shift 2
+  { echo "merge_method: linear"; echo "base_model: $base"; echo "models:"
+    while [ $# -gt 0 ]; do
+      printf '  - model: %s\n    parameters:\n      weight: %s\n' "$2" "$1"; shift 2
+    done; } > "$file"
+}
+
+finish() {
+  if [ "$failures" -gt 0 ]; then echo "$failures check(s) failed"; exit 1; fi
+  echo "all checks passed"
+}
