@@ -1,0 +1,101 @@
+/* io/ring: io_uring and pread serve the same reads with the same results. */
+#include "io/ring.h"
+#include "testutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define FILE_BYTES (3u << 20)
+
+static char *make_file(unsigned char **content)
+{
+    char *dir = tu_tmpdir();
+    char *path = tu_path(dir, "data.bin");
+    unsigned char *data = malloc(FILE_BYTES);
+    for (size_t i = 0; i < FILE_BYTES; i++)
+        data[i] = (unsigned char)(i * 2654435761u >> 13);
+    tu_write_file(path, data, FILE_BYTES);
+    *content = data;
+    free(dir);
+    return path;
+}
+
+static void read_everything(int force_pread)
+{
+    unsigned char *want;
+    char *path = make_file(&want);
+    int fd = open(path, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    smelt_ctx *ctx = smelt_ctx_new();
+    smelt_ring *ring;
+    ck_assert_int_eq(smelt_ring_open(ctx, 8, force_pread, &ring), SMELT_OK);
+    if (force_pread)
+        ck_assert_int_eq(smelt_ring_is_uring(ring), 0);
+    /* Pieces of uneven sizes, queued 8 at a time, land where they belong. */
+    unsigned char *got = calloc(1, FILE_BYTES);
+    size_t piece = 100003, at = 0;
+    unsigned long done_mask = 0, queued = 0;
+    while (at < FILE_BYTES || smelt_ring_pending(ring)) {
+        while (at < FILE_BYTES && smelt_ring_pending(ring) < 8) {
+            size_t len = FILE_BYTES - at < piece ? FILE_BYTES - at : piece;
+            ck_assert_int_eq(smelt_ring_queue_read(ring, fd, got + at, len, at, queued++), 0);
+            at += len;
+        }
+        ck_assert_int_eq(smelt_ring_submit(ring), 0);
+        smelt_completion c;
+        ck_assert_int_eq(smelt_ring_wait(ring, &c), 1);
+        ck_assert_int_eq(c.error, 0);
+        ck_assert_uint_lt(c.tag, 64);
+        done_mask |= 1ul << c.tag;
+    }
+    ck_assert_uint_eq(done_mask, (1ul << queued) - 1);
+    ck_assert_int_eq(memcmp(got, want, FILE_BYTES), 0);
+
+    /* The ring holds at most its depth. */
+    for (int i = 0; i < 8; i++)
+        ck_assert_int_eq(smelt_ring_queue_read(ring, fd, got, 16, 0, 100 + (unsigned)i), 0);
+    ck_assert_int_eq(smelt_ring_queue_read(ring, fd, got, 16, 0, 200), -1);
+    smelt_ring_submit(ring);
+    smelt_completion c;
+    for (int i = 0; i < 8; i++)
+        ck_assert_int_eq(smelt_ring_wait(ring, &c), 1);
+    ck_assert_int_eq(smelt_ring_wait(ring, &c), 0);
+
+    /* A range past the end of the file is an error, not a silent short buffer. */
+    ck_assert_int_eq(smelt_ring_queue_read(ring, fd, got, 4096, FILE_BYTES - 100, 7), 0);
+    smelt_ring_submit(ring);
+    ck_assert_int_eq(smelt_ring_wait(ring, &c), 1);
+    ck_assert_uint_eq(c.tag, 7);
+    ck_assert_int_eq(c.error, EIO);
+    /* A bad descriptor reports its errno. */
+    ck_assert_int_eq(smelt_ring_queue_read(ring, 9999, got, 16, 0, 9), 0);
+    smelt_ring_submit(ring);
+    ck_assert_int_eq(smelt_ring_wait(ring, &c), 1);
+    ck_assert_int_eq(c.error, EBADF);
+
+    smelt_ring_close(ring);
+    smelt_ctx_free(ctx);
+    close(fd);
+    free(got);
+    free(want);
+    free(path);
+}
+
+START_TEST(uring_reads) { read_everything(0); }
+END_TEST
+
+START_TEST(pread_reads) { read_everything(1); }
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("ring");
+    TCase *tc = tcase_create("ring");
+    tcase_add_test(tc, uring_reads);
+    tcase_add_test(tc, pread_reads);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}
