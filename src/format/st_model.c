@@ -549,7 +549,9 @@ static int open_hub(smelt_ctx *ctx, smelt_model *m, const char *ref)
     }
     sprintf(snapshot, "%s/snapshots/%s", repo, commit);
     struct stat st;
-    if (!*commit || strstr(commit, "..") || stat(snapshot, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    /* The commit names one directory under snapshots/, never a path out of it. */
+    if (!*commit || strchr(commit, '/') || strstr(commit, "..") || stat(snapshot, &st) != 0 ||
+        !S_ISDIR(st.st_mode)) {
         rc = not_cached(ctx, ref, snapshot);
         goto out;
     }
