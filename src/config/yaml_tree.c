@@ -134,24 +134,31 @@ static int check_tag(ybuild *b, const yaml_char_t *tag, const char *plain_tag, i
                  "value without a tag)", t);
 }
 
-static int add_anchor(ybuild *b, const yaml_char_t *name, smelt_ynode *node, int line)
+/* Registers node's anchor (if any); *slot gets its index, or NO_ANCHOR. */
+#define NO_ANCHOR SIZE_MAX
+static int add_anchor(ybuild *b, const yaml_char_t *name, smelt_ynode *node, int line,
+                      size_t *slot)
 {
+    *slot = NO_ANCHOR;
     if (!name)
         return SMELT_OK;
+    /* Alias lookup is linear: bound the table so a hostile file cannot make it quadratic. */
+    if (b->nanchors >= SMELT_YAML_MAX_ANCHORS)
+        return yfail(b, SMELT_E_CONFIG, line, "more than %d anchors", SMELT_YAML_MAX_ANCHORS);
     if (grow((void **)&b->anchors, &b->capanchors, b->nanchors, sizeof *b->anchors) != 0)
         return nomem(b, line);
     char *copy = strdup((const char *)name);
     if (!copy)
         return nomem(b, line);
-    b->anchors[b->nanchors++] = (yanchor){copy, node, 0};
+    b->anchors[b->nanchors] = (yanchor){copy, node, 0};
+    *slot = b->nanchors++;
     return SMELT_OK;
 }
 
-static void complete_anchor(ybuild *b, const smelt_ynode *node)
+static void complete_anchor(ybuild *b, size_t slot)
 {
-    for (size_t i = b->nanchors; i-- > 0;)
-        if (b->anchors[i].node == node)
-            b->anchors[i].complete = 1;
+    if (slot != NO_ANCHOR)
+        b->anchors[slot].complete = 1;
 }
 
 static smelt_ynode *copy_node(ybuild *b, const smelt_ynode *src, int depth, int line, int *rc)
@@ -226,7 +233,11 @@ static smelt_ynode *scalar_node(ybuild *b, const yaml_event_t *ev, int *rc)
     smelt_ynode *n = new_node(b, SMELT_YN_SCALAR, line, rc);
     if (!n)
         return NULL;
-    n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && !ev->data.scalar.tag;
+    /* PyYAML types a scalar implicitly when it is plain and untagged, or tagged '!' whatever
+     * its style (its parser sets implicit=(True, False) for '!': `! "0.5"` loads as 0.5). */
+    const char *tag = (const char *)ev->data.scalar.tag;
+    n->plain = (ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && !tag) ||
+               (tag && strcmp(tag, "!") == 0);
     n->len = len;
     if (!(n->text = malloc(len + 1))) {
         *rc = nomem(b, line);
@@ -235,11 +246,12 @@ static smelt_ynode *scalar_node(ybuild *b, const yaml_event_t *ev, int *rc)
     }
     memcpy(n->text, ev->data.scalar.value, len);
     n->text[len] = '\0';
-    if ((*rc = add_anchor(b, ev->data.scalar.anchor, n, line)) != SMELT_OK) {
+    size_t slot;
+    if ((*rc = add_anchor(b, ev->data.scalar.anchor, n, line, &slot)) != SMELT_OK) {
         smelt_ynode_free(n);
         return NULL;
     }
-    complete_anchor(b, n);
+    complete_anchor(b, slot);
     return n;
 }
 
@@ -251,7 +263,8 @@ static smelt_ynode *seq_node(ybuild *b, const yaml_event_t *start, int depth, in
     smelt_ynode *n = new_node(b, SMELT_YN_SEQ, line, rc);
     if (!n)
         return NULL;
-    if ((*rc = add_anchor(b, start->data.sequence_start.anchor, n, line)) != SMELT_OK)
+    size_t slot;
+    if ((*rc = add_anchor(b, start->data.sequence_start.anchor, n, line, &slot)) != SMELT_OK)
         goto fail;
     size_t cap = 0;
     for (;;) {
@@ -273,11 +286,51 @@ static smelt_ynode *seq_node(ybuild *b, const yaml_event_t *start, int depth, in
         }
         n->items[n->nitems++] = item;
     }
-    complete_anchor(b, n);
+    complete_anchor(b, slot);
     return n;
 fail:
     smelt_ynode_free(n);
     return NULL;
+}
+
+typedef struct keyref {
+    const char *text;
+    size_t index;
+} keyref;
+
+static int keyref_cmp(const void *a, const void *b)
+{
+    const keyref *x = a, *y = b;
+    int c = strcmp(x->text, y->text);
+    return c ? c : (x->index > y->index) - (x->index < y->index);
+}
+
+/* Refuses a key given twice, naming the earliest repeat in document order. Sorting keeps this
+ * O(n log n): a pairwise check would let one large hostile mapping take hours. */
+static int check_duplicates(ybuild *b, const smelt_ynode *map)
+{
+    if (map->npairs < 2)
+        return SMELT_OK;
+    keyref *refs = malloc(map->npairs * sizeof *refs);
+    if (!refs)
+        return nomem(b, map->line);
+    for (size_t i = 0; i < map->npairs; i++)
+        refs[i] = (keyref){map->pairs[i].key->text, i};
+    qsort(refs, map->npairs, sizeof *refs, keyref_cmp);
+    size_t repeat = SIZE_MAX, first = 0;
+    for (size_t i = 1; i < map->npairs; i++) {
+        /* Within a run of equal keys, the second element is that key's first repeat. */
+        if (strcmp(refs[i].text, refs[i - 1].text) == 0 &&
+            (i < 2 || strcmp(refs[i - 1].text, refs[i - 2].text) != 0) &&
+            refs[i].index < repeat)
+            repeat = refs[i].index, first = refs[i - 1].index;
+    }
+    free(refs);
+    if (repeat == SIZE_MAX)
+        return SMELT_OK;
+    const smelt_ynode *key = map->pairs[repeat].key;
+    return yfail(b, SMELT_E_CONFIG, key->line, "duplicate key '%s' (first given on line %d)",
+                 key->text, map->pairs[first].key->line);
 }
 
 static smelt_ynode *map_node(ybuild *b, const yaml_event_t *start, int depth, int *rc)
@@ -288,7 +341,8 @@ static smelt_ynode *map_node(ybuild *b, const yaml_event_t *start, int depth, in
     smelt_ynode *n = new_node(b, SMELT_YN_MAP, line, rc);
     if (!n)
         return NULL;
-    if ((*rc = add_anchor(b, start->data.mapping_start.anchor, n, line)) != SMELT_OK)
+    size_t slot;
+    if ((*rc = add_anchor(b, start->data.mapping_start.anchor, n, line, &slot)) != SMELT_OK)
         goto fail;
     size_t cap = 0;
     for (;;) {
@@ -315,13 +369,6 @@ static smelt_ynode *map_node(ybuild *b, const yaml_event_t *start, int depth, in
             smelt_ynode_free(key);
             goto fail;
         }
-        const smelt_ypair *dup = smelt_ymap_find(n, key->text);
-        if (dup) {
-            *rc = yfail(b, SMELT_E_CONFIG, key->line, "duplicate key '%s' (first given on line "
-                        "%d)", key->text, dup->key->line);
-            smelt_ynode_free(key);
-            goto fail;
-        }
         if (grow((void **)&n->pairs, &cap, n->npairs, sizeof *n->pairs) != 0) {
             smelt_ynode_free(key);
             *rc = nomem(b, line);
@@ -337,7 +384,9 @@ static smelt_ynode *map_node(ybuild *b, const yaml_event_t *start, int depth, in
             goto fail;
         n->pairs[n->npairs - 1].value = value;
     }
-    complete_anchor(b, n);
+    if ((*rc = check_duplicates(b, n)) != SMELT_OK)
+        goto fail;
+    complete_anchor(b, slot);
     return n;
 fail:
     smelt_ynode_free(n);
@@ -740,6 +789,6 @@ const char *smelt_ynode_describe(const smelt_ynode *n)
     case SMELT_YS_INT:
     case SMELT_YS_FLOAT: return "a number";
     case SMELT_YS_TIMESTAMP: return "a date";
-    default: return "an invalid scalar";
+    default: return "a value PyYAML cannot load";
     }
 }

@@ -1,10 +1,10 @@
 /* A small YAML document tree built from libyaml's event parser.
  *
- * libyaml's own document API loses scalar styles' meaning and aliases' origin, and gives no
- * bounds, so configs are read through this tree instead: one document, scalars keep whether they
- * were plain (only plain scalars are typed implicitly), every node keeps its 1-based line for
- * messages, aliases are expanded into copies (bounded), and hostile input (deep nesting, alias
- * bombs, huge files, duplicate keys, several documents) is refused with a "path:line: " message.
+ * libyaml's own document API has no bounds (nesting, alias expansion) and no duplicate-key
+ * check, so configs are read through this tree instead: one document, scalars keep whether they
+ * are typed implicitly, every node keeps its 1-based line for messages, aliases are expanded
+ * into bounded copies that carry the alias's line, and hostile input (deep nesting, alias bombs,
+ * huge files, duplicate keys, several documents) is refused with a "path:line: " message.
  *
  * Scalars are typed the way PyYAML's safe_load (YAML 1.1 resolver) types them, because that is
  * what mergekit sees: `1e-3` is a string there, `yes` is a boolean, `0x10` is 16. */
@@ -19,8 +19,10 @@
 #define SMELT_YAML_MAX_BYTES ((size_t)16 << 20)
 /* Deeper nesting is refused (bounds recursion; mergekit configs nest about 6 levels). */
 #define SMELT_YAML_MAX_DEPTH 64
-/* Most nodes a document may expand to, aliases included (stops "billion laughs" documents). */
+/* Most nodes a document may hold, alias copies included (stops "billion laughs" documents). */
 #define SMELT_YAML_MAX_NODES ((size_t)1 << 20)
+/* Most anchors a document may define (alias lookup is a linear scan). */
+#define SMELT_YAML_MAX_ANCHORS 10000
 
 typedef enum smelt_ynode_kind {
     SMELT_YN_SCALAR,
@@ -42,7 +44,7 @@ struct smelt_ynode {
     /* SCALAR: NUL-terminated (scalars holding a NUL character are refused when parsing). */
     char *text;
     size_t len;
-    int plain;           /* 1 = plain style and no tag: subject to implicit typing */
+    int plain;           /* 1 = typed implicitly: plain and untagged, or tagged '!' (PyYAML) */
     /* SEQ */
     smelt_ynode **items;
     size_t nitems;
@@ -56,7 +58,8 @@ struct smelt_ynode {
  * syntax errors (libyaml's problem and context), an empty stream, more than one document,
  * a duplicate mapping key (naming it and the line of its first occurrence), a non-scalar key,
  * an undefined or self-referencing alias, nesting deeper than SMELT_YAML_MAX_DEPTH, more than
- * SMELT_YAML_MAX_NODES nodes, input larger than SMELT_YAML_MAX_BYTES, a NUL in a scalar;
+ * SMELT_YAML_MAX_NODES nodes or SMELT_YAML_MAX_ANCHORS anchors, input larger than
+ * SMELT_YAML_MAX_BYTES, a NUL in a scalar;
  * SMELT_E_UNSUPPORTED for merge keys (`<<`) and tags other than !!str/!!seq/!!map/`!`;
  * SMELT_E_NOMEM. On success *root is the document's root node, freed with smelt_ynode_free().
  * Thread-safe (no shared state). */
@@ -91,7 +94,7 @@ typedef enum smelt_yscalar_type {
 smelt_yscalar_type smelt_yscalar_resolve(const smelt_ynode *scalar, double *number);
 
 /* A short phrase for messages: "a string", "a number", "a boolean", "null", "a date", "a list",
- * "a mapping", "an invalid scalar". */
+ * "a mapping", "a value PyYAML cannot load". */
 const char *smelt_ynode_describe(const smelt_ynode *node);
 
 #endif
