@@ -71,7 +71,11 @@ typedef struct smelt_merge_spec {
 /* Reads and checks a config file. Unknown keys (at any level), a wrong value type, a missing
  * merge_method or models, and YAML syntax errors are SMELT_E_CONFIG errors naming the file, the
  * line and the key. Keys smelt knows but does not implement yet (slices, tokenizer, modules)
- * are SMELT_E_UNSUPPORTED errors naming them. Caller frees with smelt_spec_free(). */
+ * are SMELT_E_UNSUPPORTED errors naming them, as are LoRA references ("model+lora"), model
+ * references written as mappings, and lists of strings as parameter values. Every message
+ * starts "path:line: " (I/O failures reading the file: "path: "). Scalars are typed as PyYAML's
+ * safe_load types them (mergekit's loader): quoted values and `1e-3` are strings, `yes`/`off`
+ * are booleans, `.5` and `1.0e-3` are numbers. Caller frees with smelt_spec_free(). */
 int smelt_config_load(smelt_ctx *ctx, const char *path, smelt_merge_spec **out);
 
 /* Same, from a string (path used in messages only). */
