@@ -35,6 +35,10 @@ typedef __m256d VD;
 #define VI_FROM_VH(h) _mm256_cvtepu16_epi32(h)
 /* Unsigned saturation never triggers: every lane already fits 16 bits. */
 #define VH_FROM_VI(a) _mm_packus_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256((a), 1))
+/* One in-lane pack of two vectors, then one cross-lane permute back into element order. */
+#define VH2_STOREU(p, a, b)                                                                  \
+    _mm256_storeu_si256((__m256i *)(void *)(p),                                               \
+                        _mm256_permute4x64_epi64(_mm256_packus_epi32((a), (b)), 0xD8))
 #define VF_FROM_F16(h) _mm256_cvtph_ps(h)
 #define F16_FROM_VF(v) _mm256_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define VM_LT(a, b) _mm256_cmp_ps((a), (b), _CMP_LT_OQ)

@@ -17,6 +17,8 @@
  *   DL, VD, VD_ZERO VD_LOAD_F32 (DL floats widened) VD_ADD VD_MUL VD_ABS VD_STOREU
  *   k_mulhilo(VI a, VI m, VI *hi, VI *lo)     per-lane 32x32 -> 64-bit product halves
  *   k_store4(float *p, VF a, VF b, VF c, VF d) p[4i + 0..3] = a[i], b[i], c[i], d[i]
+ * and may define VH2_STOREU(p, a, b): store the u32 lanes (<= 0xFFFF) of a then b as 2 * VL u16
+ * (one wide pack is cheaper than two narrow ones on AVX2).
  */
 #ifndef KLEVEL
 #error "kernels_simd.h is included by a level's .c after it defines the level's macros"
@@ -27,18 +29,22 @@
 #define K_CAT2(a, b) a##b
 #define K_CAT(a, b) K_CAT2(a, b)
 
+#ifndef VH2_STOREU
+#define VH2_STOREU(p, a, b) (VH_STOREU((p), VH_FROM_VI(a)), VH_STOREU((p) + VL, VH_FROM_VI(b)))
+#endif
+
 static inline VF k_dec_bf16(const uint16_t *p) { return VI_AS_VF(VI_SLLI(VI_FROM_VH(VH_LOADU(p)), 16)); }
 
 static inline VF k_dec_f16(const uint16_t *p) { return VF_FROM_F16(VH_LOADU(p)); }
 
 /* The same integer rounding as the reference: add just under half an ulp, plus one when the kept
  * part is odd, so exact ties go to even; overflow lands on the Inf pattern. */
-static inline VH k_enc_bf16(VF v)
+static inline VI k_enc_bf16(VF v)
 {
     VI u = VF_AS_VI(v);
     VI odd = VI_AND(VI_SRLI(u, 16), VI_SET1(1));
     VI r = VI_SRLI(VI_ADD(u, VI_ADD(odd, VI_SET1(0x7FFF))), 16);
-    return VH_FROM_VI(VI_SELECT(VM_UNORD(v), VI_SET1(SMELT_BF16_NAN), r));
+    return VI_SELECT(VM_UNORD(v), VI_SET1(SMELT_BF16_NAN), r);
 }
 
 /* The hardware conversion is exact-RNE with subnormals for every non-NaN; only NaN needs fixing. */
@@ -67,8 +73,10 @@ static void k_decode_f16(float *dst, const uint16_t *src, size_t n)
 static void k_encode_bf16(uint16_t *dst, const float *src, size_t n)
 {
     size_t i = 0;
+    for (; i + 2 * VL <= n; i += 2 * VL)
+        VH2_STOREU(dst + i, k_enc_bf16(VF_LOADU(src + i)), k_enc_bf16(VF_LOADU(src + i + VL)));
     for (; i + VL <= n; i += VL)
-        VH_STOREU(dst + i, k_enc_bf16(VF_LOADU(src + i)));
+        VH_STOREU(dst + i, VH_FROM_VI(k_enc_bf16(VF_LOADU(src + i))));
     smelt_ref_encode_bf16(dst + i, src + i, n - i);
 }
 
@@ -151,8 +159,11 @@ static void k_axpy_bf16_encode(uint16_t *out, const float *acc, const uint16_t *
 {
     const VF vw = VF_SET1(w);
     size_t i = 0;
+    for (; i + 2 * VL <= n; i += 2 * VL)
+        VH2_STOREU(out + i, k_enc_bf16(VF_ADD(VF_LOADU(acc + i), VF_MUL(vw, k_dec_bf16(x + i)))),
+                   k_enc_bf16(VF_ADD(VF_LOADU(acc + i + VL), VF_MUL(vw, k_dec_bf16(x + i + VL)))));
     for (; i + VL <= n; i += VL)
-        VH_STOREU(out + i, k_enc_bf16(VF_ADD(VF_LOADU(acc + i), VF_MUL(vw, k_dec_bf16(x + i)))));
+        VH_STOREU(out + i, VH_FROM_VI(k_enc_bf16(VF_ADD(VF_LOADU(acc + i), VF_MUL(vw, k_dec_bf16(x + i))))));
     smelt_ref_axpy_bf16_encode(out + i, acc + i, x + i, w, n - i);
 }
 
