@@ -169,8 +169,8 @@ int main(int argc, char **argv)
     for (int s = 0; s < 2; s++) {
         bufs B = make(sizes[s]);
         double min_s = s == 0 ? 0.05 : 0.0;
-        printf("\n%s: n = %zu elements (%zu MiB per f32 array); GB/s = (read + written) / s\n",
-               where[s], B.n, B.n * 4 >> 20);
+        printf("\n%s: n = %zu elements (%zu KiB per f32 array); GB/s = (read + written) / s\n",
+               where[s], B.n, B.n * 4 >> 10);
         printf("%-20s %6s", "kernel", "B/elem");
         for (int l = 0; l < nl; l++)
             printf(" %9s", lv[l]->name);
