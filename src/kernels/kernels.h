@@ -7,7 +7,9 @@
  * on encode). No FMA: the reference rounds after the multiply and after the add.
  *
  * All pointers may be unaligned; n may be any size including 0. Kernels are pure functions of
- * their arguments: safe to call from any number of threads on disjoint outputs. */
+ * their arguments: safe to call from any number of threads on disjoint outputs. An output may be
+ * the very same array as an input of the same type (in place), never a partial overlap. Nothing
+ * is allocated or kept: the caller owns every buffer. The tables are immutable. */
 #ifndef SMELT_KERNELS_H
 #define SMELT_KERNELS_H
 
@@ -19,11 +21,19 @@
 /* The canonical quiet NaN written for any NaN input (PyTorch's scalar cast gives these). */
 #define SMELT_BF16_NAN 0x7FC0u
 #define SMELT_F16_NAN 0x7E00u
+/* The canonical quiet NaN of f32 outputs (encode_f32). */
+#define SMELT_F32_NAN 0x7FC00000u
+
+/* The most elements one reduction call (dot_f64, sumsq_f64, sum_abs_f64) may be given. Callers
+ * cut longer arrays at fixed multiples of it and add the block results in order, so a sum never
+ * depends on thread count or chunk size. */
+#define SMELT_REDUCE_BLOCK 65536u
 
 typedef struct smelt_kernels {
     const char *name; /* "scalar", "avx2", "avx512", "neon" */
 
-    /* dst[i] = (float)src[i]: exact. */
+    /* dst[i] = (float)src[i]: exact. A f16 NaN keeps its sign and payload and comes out quiet
+     * (bit 22 set), as F16C and NEON convert it; bf16 is a plain shift. */
     void (*decode_bf16)(float *dst, const uint16_t *src, size_t n);
     void (*decode_f16)(float *dst, const uint16_t *src, size_t n);
     /* dst[i] = round-to-nearest-even(src[i]), subnormals kept, overflow to ±Inf, NaN to the
@@ -54,10 +64,11 @@ int smelt_kernels_select(const char *isa, char *err, size_t errlen);
  * benchmarks that compare levels). */
 const smelt_kernels *smelt_kernels_level(const char *isa);
 
-/* Converts n elements of any mergeable dtype to f32 (F32 is a copy). */
+/* Converts n elements of any mergeable dtype (F32, F16, BF16) to f32 (F32 is a plain copy). */
 void smelt_decode(const smelt_kernels *k, float *dst, const void *src, smelt_dtype dt, size_t n);
 
-/* Converts n f32 elements to a mergeable dtype (F32 is a copy). */
+/* Converts n f32 elements to a mergeable dtype; F32 goes through encode_f32, so its NaNs are
+ * canonical too. */
 void smelt_encode(const smelt_kernels *k, void *dst, const float *src, smelt_dtype dt, size_t n);
 
 #endif

@@ -1,1 +1,57 @@
-/* Entries of smelt_kernels beyond the basic casts (included inside the struct). */
+/* Entries of smelt_kernels beyond the basic casts (included inside the struct). The rules of
+ * kernels.h hold for each: any n, unaligned pointers, in place allowed, thread-safe, and every
+ * level bit-identical to the scalar reference (arithmetic results may differ only in the payload
+ * of a NaN, which encode then canonicalizes). */
+
+/* dst[i] = src[i], except that any NaN becomes SMELT_F32_NAN: f32 outputs then never carry a
+ * payload that depends on the SIMD level or on the compiler's operand order. */
+void (*encode_f32)(float *dst, const float *src, size_t n);
+
+/* acc[i] = acc[i] + w * decode(x[i]): the linear-merge step without a decoded tile. Equal to
+ * decode_bf16/decode_f16 followed by axpy, bit for bit. */
+void (*axpy_bf16)(float *acc, const uint16_t *x, float w, size_t n);
+void (*axpy_f16)(float *acc, const uint16_t *x, float w, size_t n);
+/* dst[i] = w * decode(x[i]); equal to decode followed by scale. */
+void (*scale_bf16)(float *dst, const uint16_t *x, float w, size_t n);
+void (*scale_f16)(float *dst, const uint16_t *x, float w, size_t n);
+/* out[i] = encode_bf16(acc[i] + w * decode_bf16(x[i])): the last model of a bf16 linear merge,
+ * fused so the f32 sum never goes back to memory. Equal to axpy_bf16 then encode_bf16. out may
+ * not overlap acc or x. */
+void (*axpy_bf16_encode)(uint16_t *out, const float *acc, const uint16_t *x, float w, size_t n);
+
+/* dst[i] = a[i] - b[i] (task vectors). */
+void (*sub)(float *dst, const float *a, const float *b, size_t n);
+
+/* One model's step of TIES sign consensus. vote[i] is the sum over models of the weighted task
+ * vectors; its sign s is +1 when vote[i] >= 0 (so +0, -0 and NaN votes count as +1) and -1 when
+ * vote[i] < 0. wd[i] = w * d[i] is this model's weighted task vector. Where wd[i] agrees with s
+ * (wd[i] > 0 and s = +1, or wd[i] < 0 and s = -1) mixed[i] += wd[i] and div[i] += w; elsewhere
+ * both stay untouched (bit for bit: no "+ 0" that would turn -0 into +0). A NaN wd[i] agrees with
+ * either sign, so a NaN in an input shows in the output instead of vanishing. */
+void (*masked_accum)(float *mixed, float *div, const float *wd, const float *vote, float w,
+                     size_t n);
+
+/* Reductions in f64 with one fixed association, so every level returns the identical double:
+ * element i goes to lane i % 16 of 16 f64 accumulators (each term computed exactly in f64 from
+ * the f32 values), the lanes are added in order, and at the end lane[j] += lane[j + 8], then
+ * + 4, + 2, + 1 (j ascending); lane 0 is the result. n <= SMELT_REDUCE_BLOCK. */
+double (*dot_f64)(const float *a, const float *b, size_t n); /* sum a[i] * b[i] */
+double (*sumsq_f64)(const float *a, size_t n);               /* sum a[i]^2 */
+double (*sum_abs_f64)(const float *a, size_t n);             /* sum |a[i]| */
+
+/* Radix-select histogram over magnitude bit patterns m = bits(x[i]) & 0x7FFFFFFF (magnitudes
+ * order like their bit patterns; NaN magnitudes sort above Inf). For each element with
+ * prefix_shift >= 32 or (m >> prefix_shift) == prefix, hist[(m >> shift) & ((1 << bits) - 1)]
+ * is incremented. hist has 1 << bits entries (1 <= bits <= 24), is not cleared, and is owned by
+ * the caller (one per thread); counts wrap at 2^32, so add them up per block. All levels share
+ * the scalar loop: a scattered increment gains nothing from these SIMD sets (no conflict
+ * detection on AVX2/NEON) and the pass is bound by reading x. */
+void (*hist_mag)(uint32_t *hist, const float *x, size_t n, uint32_t prefix,
+                 unsigned prefix_shift, unsigned shift, unsigned bits);
+
+/* Counter-based uniform numbers in [0, 1): Philox4x32-10 (Salmon et al., SC'11). The element of
+ * global index j = index0 + i is output word j & 3 of the block with counter
+ * (c0, c1, c2, c3) = (low 32 of j >> 2, high 32 of j >> 2, 0, 0) under key (low 32, high 32 of
+ * key), mapped r -> (r >> 8) * 2^-24. It depends only on (key, j): never on n, on index0's
+ * alignment, or on the level. */
+void (*philox_uniform)(float *dst, uint64_t key, uint64_t index0, size_t n);

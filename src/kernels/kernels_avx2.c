@@ -1,0 +1,85 @@
+/* The AVX2 level (with F16C for the half conversions). Built with -mavx2 -mfma -mf16c; FMA is
+ * allowed by the flags but never used: -ffp-contract=off keeps every multiply and add separate,
+ * as in the reference. */
+#include <immintrin.h>
+#include <stdint.h>
+
+#define KLEVEL avx2
+#define KLEVEL_NAME "avx2"
+#define VL 8
+typedef __m256 VF;
+typedef __m256i VI;
+typedef __m128i VH;
+typedef __m256 VM; /* all-ones lanes, as the compares return them */
+typedef __m256d VD;
+#define DL 4
+
+#define VF_LOADU(p) _mm256_loadu_ps(p)
+#define VF_STOREU(p, v) _mm256_storeu_ps((p), (v))
+#define VF_SET1(x) _mm256_set1_ps(x)
+#define VF_ADD(a, b) _mm256_add_ps((a), (b))
+#define VF_SUB(a, b) _mm256_sub_ps((a), (b))
+#define VF_MUL(a, b) _mm256_mul_ps((a), (b))
+#define VI_SET1(x) _mm256_set1_epi32((int)(uint32_t)(x))
+#define VI_IOTA _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
+#define VI_ADD(a, b) _mm256_add_epi32((a), (b))
+#define VI_AND(a, b) _mm256_and_si256((a), (b))
+#define VI_XOR(a, b) _mm256_xor_si256((a), (b))
+#define VI_SRLI(a, k) _mm256_srli_epi32((a), (k))
+#define VI_SLLI(a, k) _mm256_slli_epi32((a), (k))
+#define VI_TO_VF(a) _mm256_cvtepi32_ps(a)
+#define VF_AS_VI(a) _mm256_castps_si256(a)
+#define VI_AS_VF(a) _mm256_castsi256_ps(a)
+#define VH_LOADU(p) _mm_loadu_si128((const __m128i *)(const void *)(p))
+#define VH_STOREU(p, v) _mm_storeu_si128((__m128i *)(void *)(p), (v))
+#define VI_FROM_VH(h) _mm256_cvtepu16_epi32(h)
+/* Unsigned saturation never triggers: every lane already fits 16 bits. */
+#define VH_FROM_VI(a) _mm_packus_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256((a), 1))
+/* One in-lane pack of two vectors, then one cross-lane permute back into element order. */
+#define VH2_STOREU(p, a, b)                                                                  \
+    _mm256_storeu_si256((__m256i *)(void *)(p),                                               \
+                        _mm256_permute4x64_epi64(_mm256_packus_epi32((a), (b)), 0xD8))
+#define VF_FROM_F16(h) _mm256_cvtph_ps(h)
+#define F16_FROM_VF(v) _mm256_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VM_LT(a, b) _mm256_cmp_ps((a), (b), _CMP_LT_OQ)
+#define VM_GT(a, b) _mm256_cmp_ps((a), (b), _CMP_GT_OQ)
+#define VM_UNORD(a) _mm256_cmp_ps((a), (a), _CMP_UNORD_Q)
+#define VM_AND(a, b) _mm256_and_ps((a), (b))
+#define VM_OR(a, b) _mm256_or_ps((a), (b))
+#define VM_ANDNOT(a, b) _mm256_andnot_ps((a), (b))
+#define VF_SELECT(m, a, b) _mm256_blendv_ps((b), (a), (m))
+#define VI_SELECT(m, a, b) \
+    _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(b), _mm256_castsi256_ps(a), (m)))
+#define VD_ZERO _mm256_setzero_pd()
+#define VD_LOAD_F32(p) _mm256_cvtps_pd(_mm_loadu_ps(p))
+#define VD_ADD(a, b) _mm256_add_pd((a), (b))
+#define VD_MUL(a, b) _mm256_mul_pd((a), (b))
+#define VD_ABS(a) _mm256_andnot_pd(_mm256_set1_pd(-0.0), (a))
+#define VD_STOREU(p, v) _mm256_storeu_pd((p), (v))
+
+/* vpmuludq multiplies the even 32-bit lanes; the odd lanes go through a 64-bit shift. */
+static inline void k_mulhilo(VI a, VI m, VI *hi, VI *lo)
+{
+    __m256i even = _mm256_mul_epu32(a, m);
+    __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+    *hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+    *lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+}
+
+static inline void k_store4(float *p, VF a, VF b, VF c, VF d)
+{
+    __m256d ab_lo = _mm256_castps_pd(_mm256_unpacklo_ps(a, b)); /* a0 b0 a1 b1 | a4 b4 a5 b5 */
+    __m256d ab_hi = _mm256_castps_pd(_mm256_unpackhi_ps(a, b)); /* a2 b2 a3 b3 | a6 b6 a7 b7 */
+    __m256d cd_lo = _mm256_castps_pd(_mm256_unpacklo_ps(c, d));
+    __m256d cd_hi = _mm256_castps_pd(_mm256_unpackhi_ps(c, d));
+    __m256 r0 = _mm256_castpd_ps(_mm256_unpacklo_pd(ab_lo, cd_lo)); /* element 0 | 4 */
+    __m256 r1 = _mm256_castpd_ps(_mm256_unpackhi_pd(ab_lo, cd_lo)); /* 1 | 5 */
+    __m256 r2 = _mm256_castpd_ps(_mm256_unpacklo_pd(ab_hi, cd_hi)); /* 2 | 6 */
+    __m256 r3 = _mm256_castpd_ps(_mm256_unpackhi_pd(ab_hi, cd_hi)); /* 3 | 7 */
+    _mm256_storeu_ps(p, _mm256_permute2f128_ps(r0, r1, 0x20));
+    _mm256_storeu_ps(p + 8, _mm256_permute2f128_ps(r2, r3, 0x20));
+    _mm256_storeu_ps(p + 16, _mm256_permute2f128_ps(r0, r1, 0x31));
+    _mm256_storeu_ps(p + 24, _mm256_permute2f128_ps(r2, r3, 0x31));
+}
+
+#include "kernels/kernels_simd.h"

@@ -1,0 +1,69 @@
+/* The NEON level (AArch64 Advanced SIMD, always present there). The conversions follow FPCR:
+ * Linux starts processes with round-to-nearest-even and no flush-to-zero, which is what the
+ * reference does (tests/neon checks it under qemu). */
+#include <arm_neon.h>
+#include <stdint.h>
+
+#define KLEVEL neon
+#define KLEVEL_NAME "neon"
+#define VL 4
+typedef float32x4_t VF;
+typedef uint32x4_t VI;
+typedef uint16x4_t VH;
+typedef uint32x4_t VM;
+typedef float64x2_t VD;
+#define DL 2
+
+#define VF_LOADU(p) vld1q_f32(p)
+#define VF_STOREU(p, v) vst1q_f32((p), (v))
+#define VF_SET1(x) vdupq_n_f32(x)
+#define VF_ADD(a, b) vaddq_f32((a), (b))
+#define VF_SUB(a, b) vsubq_f32((a), (b))
+#define VF_MUL(a, b) vmulq_f32((a), (b))
+#define VI_SET1(x) vdupq_n_u32((uint32_t)(x))
+static const uint32_t k_iota[4] = {0, 1, 2, 3};
+#define VI_IOTA vld1q_u32(k_iota)
+#define VI_ADD(a, b) vaddq_u32((a), (b))
+#define VI_AND(a, b) vandq_u32((a), (b))
+#define VI_XOR(a, b) veorq_u32((a), (b))
+#define VI_SRLI(a, k) vshrq_n_u32((a), (k))
+#define VI_SLLI(a, k) vshlq_n_u32((a), (k))
+#define VI_TO_VF(a) vcvtq_f32_u32(a)
+#define VF_AS_VI(a) vreinterpretq_u32_f32(a)
+#define VI_AS_VF(a) vreinterpretq_f32_u32(a)
+#define VH_LOADU(p) vld1_u16(p)
+#define VH_STOREU(p, v) vst1_u16((p), (v))
+#define VI_FROM_VH(h) vmovl_u16(h)
+#define VH_FROM_VI(a) vmovn_u32(a)
+#define VF_FROM_F16(h) vcvt_f32_f16(vreinterpret_f16_u16(h))
+#define F16_FROM_VF(v) vreinterpret_u16_f16(vcvt_f16_f32(v))
+#define VM_LT(a, b) vcltq_f32((a), (b))
+#define VM_GT(a, b) vcgtq_f32((a), (b))
+#define VM_UNORD(a) vmvnq_u32(vceqq_f32((a), (a)))
+#define VM_AND(a, b) vandq_u32((a), (b))
+#define VM_OR(a, b) vorrq_u32((a), (b))
+#define VM_ANDNOT(a, b) vbicq_u32((b), (a))
+#define VF_SELECT(m, a, b) vbslq_f32((m), (a), (b))
+#define VI_SELECT(m, a, b) vbslq_u32((m), (a), (b))
+#define VD_ZERO vdupq_n_f64(0.0)
+#define VD_LOAD_F32(p) vcvt_f64_f32(vld1_f32(p))
+#define VD_ADD(a, b) vaddq_f64((a), (b))
+#define VD_MUL(a, b) vmulq_f64((a), (b))
+#define VD_ABS(a) vabsq_f64(a)
+#define VD_STOREU(p, v) vst1q_f64((p), (v))
+
+static inline void k_mulhilo(VI a, VI m, VI *hi, VI *lo)
+{
+    uint32x4_t p01 = vreinterpretq_u32_u64(vmull_u32(vget_low_u32(a), vget_low_u32(m)));
+    uint32x4_t p23 = vreinterpretq_u32_u64(vmull_high_u32(a, m));
+    *hi = vuzp2q_u32(p01, p23);
+    *lo = vuzp1q_u32(p01, p23);
+}
+
+static inline void k_store4(float *p, VF a, VF b, VF c, VF d)
+{
+    float32x4x4_t v = {{a, b, c, d}};
+    vst4q_f32(p, v);
+}
+
+#include "kernels/kernels_simd.h"

@@ -1,0 +1,331 @@
+/* kernels/: every SIMD level present on this machine against the scalar reference, bit for bit;
+ * the reference against independent formulas; dispatch; histograms; Philox known answers. */
+#include "common/cpu.h"
+#include "common/errors.h"
+#include "kernel_equiv.h"
+#include "kernels/kernels_ref.h"
+#include "testutil.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const simd_levels[] = {"avx2", "avx512", "neon"};
+
+static void expect_clean(const keq *q)
+{
+    ck_assert_msg(q->failed == 0, "%lu of %lu checks failed; first: %s", q->failed, q->checks,
+                  q->msg);
+    ck_assert_uint_gt(q->checks, 0);
+}
+
+START_TEST(levels_match_scalar)
+{
+    const char *name = simd_levels[_i];
+    const smelt_kernels *k = smelt_kernels_level(name);
+    if (!k) {
+        fprintf(stderr, "test_kernels: level %s not available here, not compared\n", name);
+        return;
+    }
+    keq q = {0};
+    keq_levels(&q, &smelt_kernels_scalar, k);
+    keq_fused(&q, k);
+    expect_clean(&q);
+}
+END_TEST
+
+START_TEST(encoders_match_formulas)
+{
+    const char *names[] = {"scalar", "avx2", "avx512", "neon"};
+    const smelt_kernels *k = smelt_kernels_level(names[_i]);
+    if (!k)
+        return;
+    keq q = {0};
+    keq_encode_formulas(&q, k, 1u << 20);
+    keq_roundtrips(&q, k);
+    expect_clean(&q);
+}
+END_TEST
+
+START_TEST(scalar_fused_equals_unfused)
+{
+    keq q = {0};
+    keq_fused(&q, &smelt_kernels_scalar);
+    expect_clean(&q);
+}
+END_TEST
+
+/* A few casts by hand, so a wrong formula in both places still shows. */
+START_TEST(cast_edges)
+{
+    const smelt_kernels *k = &smelt_kernels_scalar;
+    static const struct { uint32_t f; uint16_t bf16, f16; } cases[] = {
+        {0x3F800000u, 0x3F80, 0x3C00}, {0x3F808000u, 0x3F80, 0x3C04}, /* tie to even: down */
+        {0x3F818000u, 0x3F82, 0x3C0C}, {0x3F801000u, 0x3F80, 0x3C00}, /* f16 tie: down */
+        {0x3F803000u, 0x3F80, 0x3C02}, /* f16 tie: up to even */
+        {0x477FE000u, 0x4780, 0x7BFF}, /* 65504 */
+        {0x477FEFFFu, 0x4780, 0x7BFF}, /* 65519.996 */
+        {0x477FF000u, 0x4780, 0x7C00}, /* 65520 -> Inf */
+        {0x7F7F7FFFu, 0x7F7F, 0x7C00}, {0x7F7F8000u, 0x7F80, 0x7C00}, /* bf16 max / overflow */
+        {0x33800000u, 0x3380, 0x0001}, /* 2^-24 */
+        {0x33000000u, 0x3300, 0x0000}, /* 2^-25: tie to even 0 */
+        {0x33400000u, 0x3340, 0x0001}, /* 1.5 * 2^-25 */
+        {0x00000001u, 0x0000, 0x0000}, {0x80008000u, 0x8000, 0x8000}, /* f32 subnormals */
+        {0x00018000u, 0x0002, 0x0000},
+        {0xFF800001u, 0x7FC0, 0x7E00}, {0x7FC12345u, 0x7FC0, 0x7E00}, /* any NaN canonical */
+        {0xFF800000u, 0xFF80, 0xFC00},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        float f = keq_float(cases[i].f);
+        uint16_t b, h;
+        k->encode_bf16(&b, &f, 1);
+        k->encode_f16(&h, &f, 1);
+        ck_assert_msg(b == cases[i].bf16, "bf16(%08x) = %04x", cases[i].f, b);
+        ck_assert_msg(h == cases[i].f16, "f16(%08x) = %04x", cases[i].f, h);
+    }
+    /* Half decodes: subnormal, signalling NaN made quiet with its payload. */
+    uint16_t hs[] = {0x0001, 0x03FF, 0x8400, 0x7C01, 0xFE00, 0x7BFF};
+    uint32_t want[] = {0x33800000u, 0x387FC000u, 0xB8800000u, 0x7FC02000u, 0xFFC00000u, 0x477FE000u};
+    float out[6];
+    k->decode_f16(out, hs, 6);
+    for (int i = 0; i < 6; i++)
+        ck_assert_msg(keq_bits(out[i]) == want[i], "decode_f16(%04x) = %08x", hs[i], keq_bits(out[i]));
+}
+END_TEST
+
+START_TEST(encode_f32_canonical_nan)
+{
+    const smelt_kernels *k = smelt_kernels_get();
+    float in[5] = {keq_float(0x7F800001u), keq_float(0xFFC12345u), -0.0f, keq_float(1), 3.5f};
+    float out[5], copy[5];
+    smelt_encode(k, out, in, SMELT_DT_F32, 5);
+    ck_assert_uint_eq(keq_bits(out[0]), SMELT_F32_NAN);
+    ck_assert_uint_eq(keq_bits(out[1]), SMELT_F32_NAN);
+    ck_assert_uint_eq(keq_bits(out[2]), 0x80000000u);
+    ck_assert_uint_eq(keq_bits(out[3]), 1);
+    ck_assert(out[4] == 3.5f);
+    smelt_decode(k, copy, in, SMELT_DT_F32, 5); /* decode F32 is a plain copy: payloads stay */
+    ck_assert_int_eq(memcmp(copy, in, sizeof in), 0);
+}
+END_TEST
+
+START_TEST(masked_accum_rules)
+{
+    /* vote: +, +0, -0, -, NaN; wd: agreeing, zero, disagreeing, NaN */
+    float vote[] = {1, 0.0f, -0.0f, -2, NAN, 1, -1, 1, -1};
+    float wd[] = {0.5f, 0.25f, 0.125f, -1, 2, 0.0f, -0.0f, -3, NAN};
+    float mixed[9], div[9];
+    for (int i = 0; i < 9; i++)
+        mixed[i] = -0.0f, div[i] = 0.0f;
+    smelt_kernels_scalar.masked_accum(mixed, div, wd, vote, 0.5f, 9);
+    int agrees[] = {1, 1, 1, 1, 1, 0, 0, 0, 1};
+    for (int i = 0; i < 9; i++) {
+        if (agrees[i]) {
+            ck_assert_msg(div[i] == 0.5f, "element %d should agree", i);
+        } else {
+            ck_assert_msg(keq_bits(mixed[i]) == 0x80000000u && div[i] == 0.0f,
+                          "element %d should be untouched", i);
+        }
+    }
+    ck_assert(mixed[8] != mixed[8]);
+}
+END_TEST
+
+/* The reductions' definition, written out independently of the kernels. */
+START_TEST(reductions_definition)
+{
+    size_t n = 5000;
+    float *a = malloc(n * 4), *b = malloc(n * 4);
+    uint64_t s = 5;
+    keq_fill_f32(a, n, &s, 0);
+    keq_fill_f32(b, n, &s, 0);
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != a[i] || isinf(a[i]) || b[i] != b[i] || isinf(b[i]))
+            a[i] = 1.0f, b[i] = -2.0f;
+    double lanes[3][16] = {{0}};
+    for (size_t i = 0; i < n; i++) {
+        lanes[0][i % 16] += (double)a[i] * (double)b[i];
+        lanes[1][i % 16] += (double)a[i] * (double)a[i];
+        lanes[2][i % 16] += fabs((double)a[i]);
+    }
+    double want[3];
+    for (int r = 0; r < 3; r++) {
+        double *l = lanes[r];
+        for (int j = 0; j < 8; j++) l[j] += l[j + 8];
+        for (int j = 0; j < 4; j++) l[j] += l[j + 4];
+        for (int j = 0; j < 2; j++) l[j] += l[j + 2];
+        want[r] = l[0] + l[1];
+    }
+    const char *names[] = {"scalar", "avx2", "avx512", "neon"};
+    for (int i = 0; i < 4; i++) {
+        const smelt_kernels *k = smelt_kernels_level(names[i]);
+        if (!k)
+            continue;
+        for (size_t len = 0; len <= n; len += len < 40 ? 1 : 997) {
+            double d = k->dot_f64(a, b, len), q = k->sumsq_f64(a, len), t = k->sum_abs_f64(a, len);
+            if (len == n) {
+                ck_assert_msg(memcmp(&d, &want[0], 8) == 0, "%s dot %a vs %a", names[i], d, want[0]);
+                ck_assert_msg(memcmp(&q, &want[1], 8) == 0, "%s sumsq", names[i]);
+                ck_assert_msg(memcmp(&t, &want[2], 8) == 0, "%s sum_abs", names[i]);
+            }
+            double rd = smelt_kernels_scalar.dot_f64(a, b, len);
+            ck_assert_msg(memcmp(&d, &rd, 8) == 0, "%s dot at %zu", names[i], len);
+        }
+    }
+    free(a), free(b);
+}
+END_TEST
+
+START_TEST(hist_mag_counts)
+{
+    size_t n = 3001;
+    float *x = malloc(n * 4);
+    uint64_t s = 11;
+    keq_fill_f32(x, n, &s, 0);
+    static const struct { uint32_t prefix; unsigned prefix_shift, shift, bits; } passes[] = {
+        {0, 32, 20, 11}, {0x3F8, 20, 8, 12}, {0x3F, 24, 16, 8}, {0, 31, 0, 16}, {0x7F8, 20, 0, 1},
+    };
+    const char *names[] = {"scalar", "avx2", "avx512", "neon"};
+    for (int l = 0; l < 4; l++) {
+        const smelt_kernels *k = smelt_kernels_level(names[l]);
+        if (!k)
+            continue;
+        for (size_t p = 0; p < sizeof passes / sizeof passes[0]; p++) {
+            unsigned bits = passes[p].bits;
+            uint32_t *got = calloc(1u << bits, 4), *want = calloc(1u << bits, 4);
+            got[0] = want[0] = 5; /* counts add to what is there */
+            k->hist_mag(got, x, n, passes[p].prefix, passes[p].prefix_shift, passes[p].shift, bits);
+            for (size_t i = 0; i < n; i++) {
+                uint32_t m = keq_bits(x[i]) & 0x7FFFFFFFu;
+                if (passes[p].prefix_shift >= 32 || (m >> passes[p].prefix_shift) == passes[p].prefix)
+                    want[(m >> passes[p].shift) & ((1u << bits) - 1)]++;
+            }
+            ck_assert_int_eq(memcmp(got, want, (size_t)4 << bits), 0);
+            free(got), free(want);
+        }
+    }
+    free(x);
+}
+END_TEST
+
+START_TEST(philox_known_answers)
+{
+    /* Random123 tests/kat_vectors, the three philox4x32 10 lines: counter, key, output. */
+    static const uint32_t kat[3][10] = {
+        {0, 0, 0, 0, 0, 0, 0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
+        {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff,
+         0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd},
+        {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0,
+         0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1},
+    };
+    for (int t = 0; t < 3; t++) {
+        uint32_t out[4];
+        smelt_philox4x32_10(kat[t], kat[t] + 4, out);
+        for (int j = 0; j < 4; j++)
+            ck_assert_msg(out[j] == kat[t][6 + j], "kat %d word %d: %08x", t, j, out[j]);
+    }
+    /* Through philox_uniform: counter 0, key 0 is the first vector, on every level. */
+    const char *names[] = {"scalar", "avx2", "avx512", "neon"};
+    for (int l = 0; l < 4; l++) {
+        const smelt_kernels *k = smelt_kernels_level(names[l]);
+        if (!k)
+            continue;
+        float u[64];
+        k->philox_uniform(u, 0, 0, 64);
+        for (int j = 0; j < 4; j++)
+            ck_assert(u[j] == (float)(kat[0][6 + j] >> 8) * 0x1p-24f);
+    }
+}
+END_TEST
+
+START_TEST(philox_independent_of_start)
+{
+    size_t total = 5000;
+    float *all = malloc(total * 4), *part = malloc(total * 4);
+    uint64_t key = 0x0123456789ABCDEFull, base = 1000003;
+    smelt_kernels_scalar.philox_uniform(all, key, base, total);
+    for (size_t i = 0; i < total; i++)
+        ck_assert(all[i] >= 0.0f && all[i] < 1.0f);
+    const char *names[] = {"scalar", "avx2", "avx512", "neon"};
+    for (int l = 0; l < 4; l++) {
+        const smelt_kernels *k = smelt_kernels_level(names[l]);
+        if (!k)
+            continue;
+        for (size_t start = 0; start < 300; start += 1 + start / 3)
+            for (size_t n = 0; start + n <= total; n = n * 2 + 1) {
+                k->philox_uniform(part, key, base + start, n);
+                ck_assert_msg(memcmp(part, all + start, n * 4) == 0, "%s start %zu n %zu",
+                              names[l], start, n);
+            }
+    }
+    free(all), free(part);
+}
+END_TEST
+
+START_TEST(isa_selection)
+{
+    smelt_ctx *ctx = smelt_ctx_new();
+    unsetenv("SMELT_ISA");
+    ck_assert_int_eq(smelt_isa_select(ctx, NULL), SMELT_OK);
+    const char *best = smelt_isa_name();
+    unsigned f = smelt_cpu_features();
+    if (f & SMELT_CPU_AVX512)
+        ck_assert_str_eq(best, "avx512");
+    else if (f & SMELT_CPU_AVX2)
+        ck_assert_str_eq(best, "avx2");
+
+    ck_assert_int_eq(smelt_isa_select(ctx, "scalar"), SMELT_OK);
+    ck_assert_str_eq(smelt_isa_name(), "scalar");
+    ck_assert_ptr_eq(smelt_kernels_get(), &smelt_kernels_scalar);
+
+    ck_assert_int_eq(smelt_isa_select(ctx, "sse9"), SMELT_E_ARG);
+    ck_assert_ptr_nonnull(strstr(smelt_errmsg(ctx), "unknown SIMD level 'sse9'"));
+    ck_assert_ptr_nonnull(strstr(smelt_errmsg(ctx), "supported here: scalar"));
+    ck_assert_str_eq(smelt_isa_name(), "scalar"); /* a failed selection changes nothing */
+
+    /* A level this machine cannot run: neon on x86, avx2 on AArch64. */
+    const char *foreign = smelt_kernels_level("neon") ? "avx2" : "neon";
+    ck_assert_int_eq(smelt_isa_select(ctx, foreign), SMELT_E_ARG);
+    ck_assert_ptr_nonnull(strstr(smelt_errmsg(ctx), foreign));
+    ck_assert_ptr_nonnull(strstr(smelt_errmsg(ctx), "supported here:"));
+    if (!(f & SMELT_CPU_AVX512) && !smelt_kernels_level("neon")) {
+        ck_assert_int_eq(smelt_isa_select(ctx, "avx512"), SMELT_E_ARG);
+        ck_assert_ptr_nonnull(strstr(smelt_errmsg(ctx), "not supported by this CPU"));
+    }
+
+    setenv("SMELT_ISA", "scalar", 1);
+    ck_assert_int_eq(smelt_isa_select(ctx, ""), SMELT_OK);
+    ck_assert_str_eq(smelt_isa_name(), "scalar");
+    setenv("SMELT_ISA", "bogus", 1);
+    ck_assert_int_eq(smelt_isa_select(ctx, NULL), SMELT_E_ARG);
+    ck_assert_ptr_nonnull(strstr(smelt_errmsg(ctx), "'bogus' (from SMELT_ISA)"));
+    unsetenv("SMELT_ISA");
+    ck_assert_int_eq(smelt_isa_select(ctx, NULL), SMELT_OK);
+    ck_assert_str_eq(smelt_isa_name(), best);
+
+    char err[200];
+    ck_assert_int_eq(smelt_kernels_select("nope", err, sizeof err), -1);
+    ck_assert_ptr_null(smelt_kernels_level("nope"));
+    ck_assert_ptr_nonnull(smelt_kernels_level("scalar"));
+    smelt_ctx_free(ctx);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("kernels");
+    TCase *tc = tcase_create("kernels");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, levels_match_scalar, 0, 3);
+    tcase_add_loop_test(tc, encoders_match_formulas, 0, 4);
+    tcase_add_test(tc, scalar_fused_equals_unfused);
+    tcase_add_test(tc, cast_edges);
+    tcase_add_test(tc, encode_f32_canonical_nan);
+    tcase_add_test(tc, masked_accum_rules);
+    tcase_add_test(tc, reductions_definition);
+    tcase_add_test(tc, hist_mag_counts);
+    tcase_add_test(tc, philox_known_answers);
+    tcase_add_test(tc, philox_independent_of_start);
+    tcase_add_test(tc, isa_selection);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}
