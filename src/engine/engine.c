@@ -10,10 +10,10 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Elements one method call sees: small enough that every input's f32 tile stays in L1. */
-#define TILE_ELEMS 1024u
-/* Elements per pool task. Fixed, so the split never depends on the thread count. */
-#define TASK_ELEMS (64u * 1024u)
+#define TILE_ELEMS SMELT_TILE_ELEMS
+/* Chunks are whole multiples of a task, so task boundaries sit at the same tensor indices
+ * whatever the thread count or budget: per-task statistics then fold in one fixed order. */
+#define TASK_ELEMS SMELT_TASK_ELEMS
 /* Preferred chunk: large sequential reads; a bigger budget buys depth, not size. */
 #define CHUNK_ELEMS_TARGET (2u * 1024u * 1024u)
 #define MAX_DEPTH 16u
@@ -37,9 +37,33 @@ static void element_sizes(const smelt_plan *plan, uint64_t *in_elem, uint64_t *o
     }
 }
 
+static unsigned tensor_passes(const smelt_plan *plan, const smelt_plan_tensor *pt)
+{
+    if (pt->kind != SMELT_TASK_MERGE || !plan->method->passes)
+        return 0;
+    return plan->method->passes(pt->method_state);
+}
+
+/* The largest statistics partial of any tensor and pass (0 when the method keeps none). */
+static size_t max_partial_bytes(const smelt_plan *plan)
+{
+    size_t most = 0;
+    for (size_t t = 0; t < plan->ntensors; t++) {
+        const smelt_plan_tensor *pt = &plan->tensors[t];
+        for (unsigned p = 0; p < tensor_passes(plan, pt); p++) {
+            size_t bytes = plan->method->partial_size(pt->method_state, p);
+            if (bytes > most)
+                most = bytes;
+        }
+    }
+    return (most + 63) / 64 * 64; /* each partial on its own cache line */
+}
+
+/* Per-worker f32 tiles, plus one statistics partial per task of the largest chunk. */
 static uint64_t scratch_bytes(const smelt_plan *plan, unsigned threads)
 {
-    return (uint64_t)threads * (plan->ninputs + 1) * TILE_ELEMS * sizeof(float);
+    return (uint64_t)threads * (plan->ninputs + 1) * TILE_ELEMS * sizeof(float) +
+           (uint64_t)(CHUNK_ELEMS_TARGET / TASK_ELEMS) * max_partial_bytes(plan);
 }
 
 int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max_memory,
@@ -60,14 +84,14 @@ int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max
     if (depth < 2) {
         /* Less than two full chunks: shrink the chunk so reading can still overlap compute. */
         depth = 2;
-        chunk = avail / (per_elem * depth) / TILE_ELEMS * TILE_ELEMS;
-        if (chunk < TILE_ELEMS) {
-            uint64_t need = fixed + 2 * per_elem * TILE_ELEMS;
+        chunk = avail / (per_elem * depth) / TASK_ELEMS * TASK_ELEMS;
+        if (chunk < TASK_ELEMS) {
+            uint64_t need = fixed + 2 * per_elem * TASK_ELEMS;
             return smelt_fail(ctx, SMELT_E_BUDGET,
                               "a memory budget of %llu bytes cannot hold two chunks of %u "
                               "elements for %zu input%s and the output (%llu bytes are needed "
                               "at %u threads); raise --max-memory",
-                              (unsigned long long)max_memory, TILE_ELEMS, plan->ninputs,
+                              (unsigned long long)max_memory, TASK_ELEMS, plan->ninputs,
                               plan->ninputs == 1 ? "" : "s", (unsigned long long)need, nthreads);
         }
     }
@@ -81,6 +105,7 @@ int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max
 typedef struct slot {
     int busy;
     size_t tensor;
+    unsigned pass;         /* < the tensor's statistics passes: a statistics pass */
     uint64_t start, count; /* elements (MERGE) or bytes (COPY) */
     unsigned pending;      /* reads not yet completed */
     uint8_t **in;          /* per input */
@@ -97,7 +122,10 @@ typedef struct engine {
     smelt_pool *pool;
     slot *slots;
     float *scratch;        /* per worker: (ninputs + 1) tiles */
+    uint8_t *partials;     /* one per task of a chunk, partial_bytes each */
+    size_t partial_bytes;
     size_t cursor_tensor;  /* next chunk to read */
+    unsigned cursor_pass;
     uint64_t cursor_pos;
     smelt_progress progress;
     double started, last_report;
@@ -115,29 +143,35 @@ static void compute_task(void *arg, size_t task, unsigned worker)
     const compute_job *job = arg;
     const engine *e = job->e;
     const smelt_plan_tensor *pt = job->pt;
+    const smelt_method *method = e->plan->method;
     size_t ninputs = e->plan->ninputs;
-    float *tiles = e->scratch + (size_t)worker * (ninputs + 1) * TILE_ELEMS;
-    const float *in[ninputs];
+    float *scratch = e->scratch + (size_t)worker * (ninputs + 1) * TILE_ELEMS;
+    float *result = scratch + ninputs * TILE_ELEMS;
+    const void *raw[ninputs];
+    smelt_dtype dtype[ninputs];
+    for (size_t i = 0; i < ninputs; i++)
+        dtype[i] = pt->inputs[i]->dtype;
+    smelt_tile tile = {.k = e->k, .ninputs = ninputs, .raw = raw, .dtype = dtype,
+                       .scratch = scratch};
+    int stats = job->s->pass < tensor_passes(e->plan, pt);
+    void *partial = stats ? e->partials + task * e->partial_bytes : NULL;
+    if (stats)
+        memset(partial, 0, method->partial_size(pt->method_state, job->s->pass));
     uint64_t begin = (uint64_t)task * TASK_ELEMS;
     uint64_t end = begin + TASK_ELEMS < job->s->count ? begin + TASK_ELEMS : job->s->count;
     unsigned out_size = smelt_dtype_size(pt->out_dtype);
     for (uint64_t at = begin; at < end; at += TILE_ELEMS) {
-        size_t n = end - at < TILE_ELEMS ? (size_t)(end - at) : TILE_ELEMS;
-        for (size_t i = 0; i < ninputs; i++) {
-            smelt_dtype dt = pt->inputs[i]->dtype;
-            const uint8_t *src = job->s->in[i] + at * smelt_dtype_size(dt);
-            if (dt == SMELT_DT_F32) {
-                in[i] = (const float *)src; /* already f32 and 4-byte aligned: no copy */
-            } else {
-                smelt_decode(e->k, tiles + i * TILE_ELEMS, src, dt, n);
-                in[i] = tiles + i * TILE_ELEMS;
-            }
+        tile.n = end - at < TILE_ELEMS ? (size_t)(end - at) : TILE_ELEMS;
+        tile.index0 = job->s->start + at;
+        for (size_t i = 0; i < ninputs; i++)
+            raw[i] = job->s->in[i] + at * smelt_dtype_size(dtype[i]);
+        if (stats) {
+            method->stats(pt->method_state, job->s->pass, &tile, partial);
+            continue;
         }
-        uint8_t *dst = job->s->out + at * out_size;
-        float *result = pt->out_dtype == SMELT_DT_F32 ? (float *)dst : tiles + ninputs * TILE_ELEMS;
-        e->plan->method->apply(pt->method_state, e->k, in, result, n, job->s->start + at);
-        if (pt->out_dtype != SMELT_DT_F32)
-            smelt_encode(e->k, dst, result, pt->out_dtype, n);
+        method->apply(pt->method_state, &tile, result);
+        /* Encoding F32 too gives NaNs one canonical bit pattern whatever the ISA. */
+        smelt_encode(e->k, job->s->out + at * out_size, result, pt->out_dtype, tile.n);
     }
 }
 
@@ -154,10 +188,16 @@ static int start_chunk(engine *e, slot *s, size_t slot_index)
     const smelt_plan *plan = e->plan;
     while (e->cursor_tensor < plan->ntensors &&
            e->cursor_pos >= chunk_units(&plan->tensors[e->cursor_tensor])) {
-        if (chunk_units(&plan->tensors[e->cursor_tensor]) == 0)
+        const smelt_plan_tensor *done = &plan->tensors[e->cursor_tensor];
+        e->cursor_pos = 0;
+        if (chunk_units(done) > 0 && e->cursor_pass < tensor_passes(plan, done)) {
+            e->cursor_pass++; /* read the tensor again for the next pass */
+            continue;
+        }
+        if (chunk_units(done) == 0)
             e->progress.tensors_done++; /* empty tensors have no chunk */
         e->cursor_tensor++;
-        e->cursor_pos = 0;
+        e->cursor_pass = 0;
     }
     if (e->cursor_tensor >= plan->ntensors)
         return 1;
@@ -167,6 +207,7 @@ static int start_chunk(engine *e, slot *s, size_t slot_index)
                                                 : e->layout.chunk_elements * e->out_elem;
     s->busy = 1;
     s->tensor = e->cursor_tensor;
+    s->pass = e->cursor_pass;
     s->start = e->cursor_pos;
     s->count = total - s->start < cap ? total - s->start : cap;
     s->pending = 0;
@@ -225,11 +266,31 @@ static void drop_inputs(const engine *e, const slot *s)
     }
 }
 
+/* A statistics chunk: accumulate per task, fold in task order, close the pass at its end. */
+static int finish_stats_chunk(engine *e, slot *s)
+{
+    const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
+    const smelt_method *method = e->plan->method;
+    size_t ntasks = (size_t)((s->count + TASK_ELEMS - 1) / TASK_ELEMS);
+    compute_job job = {e, pt, s};
+    smelt_pool_run(e->pool, ntasks, compute_task, &job);
+    for (size_t t = 0; t < ntasks; t++)
+        method->fold(pt->method_state, s->pass, e->partials + t * e->partial_bytes);
+    for (size_t i = 0; i < e->plan->ninputs; i++)
+        e->progress.bytes_read += s->count * smelt_dtype_size(pt->inputs[i]->dtype);
+    s->busy = 0;
+    if (s->start + s->count == chunk_units(pt))
+        return method->end_pass(e->ctx, pt->method_state, s->pass);
+    return SMELT_OK;
+}
+
 static int finish_chunk(engine *e, slot *s, smelt_out_file *files)
 {
     const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
     uint64_t out_off, out_len;
     if (pt->kind == SMELT_TASK_MERGE) {
+        if (s->pass < tensor_passes(e->plan, pt))
+            return finish_stats_chunk(e, s);
         compute_job job = {e, pt, s};
         smelt_pool_run(e->pool, (size_t)((s->count + TASK_ELEMS - 1) / TASK_ELEMS), compute_task,
                        &job);
@@ -246,7 +307,7 @@ static int finish_chunk(engine *e, slot *s, smelt_out_file *files)
     int rc = smelt_out_write(e->ctx, &files[pt->shard], s->out, out_len, out_off);
     if (rc != SMELT_OK)
         return rc;
-    drop_inputs(e, s);
+    drop_inputs(e, s); /* the last pass: nothing reads these bytes again */
     e->progress.bytes_written += out_len;
     if (s->start + s->count == chunk_units(pt))
         e->progress.tensors_done++;
@@ -290,6 +351,8 @@ static int alloc_buffers(engine *e)
     e->scratch = smelt_aligned_alloc(64, scratch_bytes(plan, threads));
     if (!e->scratch)
         return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory");
+    e->partial_bytes = max_partial_bytes(plan);
+    e->partials = (uint8_t *)(e->scratch + (size_t)threads * (plan->ninputs + 1) * TILE_ELEMS);
     return SMELT_OK;
 }
 

@@ -1,7 +1,9 @@
 /* A merge method: its parameter schema and its per-tile math over f32.
  *
- * Methods never see files, dtypes or buffers other than f32 tiles; the plan resolves their
- * parameters per tensor (gradients, filters, precedence) and the engine feeds them tiles. */
+ * Methods never see files or buffers; the plan resolves their parameters per tensor (gradients,
+ * filters, precedence) and the engine feeds them tiles. A tile carries its inputs in the dtype
+ * they were read in: most methods ask for f32 copies (smelt_tile_f32), while hot methods may use
+ * the fused decode-and-accumulate kernels (smelt_tile_scale/axpy) and skip the decoded copy. */
 #ifndef SMELT_METHOD_H
 #define SMELT_METHOD_H
 
@@ -42,6 +44,34 @@ typedef struct smelt_tensor_args {
     uint64_t numel;
 } smelt_tensor_args;
 
+/* Elements in one tile: small enough that every input's f32 copy stays in L1. */
+#define SMELT_TILE_ELEMS 1024u
+/* Elements in one engine task (a whole number of tiles). Tasks start at multiples of this in
+ * the tensor whatever the thread count or budget; statistics are accumulated per task. */
+#define SMELT_TASK_ELEMS (64u * 1024u)
+
+/* One tile of one tensor, as the engine hands it to a method. Read-only for the method except
+ * the scratch tiles, which belong to the calling worker thread. */
+typedef struct smelt_tile {
+    const smelt_kernels *k;
+    size_t ninputs;
+    const void *const *raw;    /* raw[i]: n elements of input i, in dtype[i] */
+    const smelt_dtype *dtype;  /* F32, F16 or BF16 */
+    float *scratch;            /* ninputs * SMELT_TILE_ELEMS floats for decoded copies */
+    size_t n;                  /* elements, at most SMELT_TILE_ELEMS */
+    uint64_t index0;           /* index of element 0 in the tensor */
+} smelt_tile;
+
+/* Input i as f32: a pointer into the raw data when it is F32, else decoded into scratch tile i.
+ * Each call decodes again, so call it once per input and tile. */
+const float *smelt_tile_f32(const smelt_tile *tile, size_t i);
+
+/* out[j] = w * input_i[j], decoding on the fly (bit-identical to decode then scale). */
+void smelt_tile_scale(const smelt_tile *tile, size_t i, float w, float *out);
+
+/* acc[j] = acc[j] + w * input_i[j], decoding on the fly (bit-identical to decode then axpy). */
+void smelt_tile_axpy(const smelt_tile *tile, size_t i, float w, float *acc);
+
 typedef struct smelt_method {
     const char *name;
     const smelt_param_def *params;
@@ -53,11 +83,34 @@ typedef struct smelt_method {
      * Returns SMELT_OK or SMELT_E_CONFIG with a message naming the tensor, model and rule. */
     int (*prepare)(smelt_ctx *ctx, const smelt_tensor_args *args, void **state);
 
-    /* out[j] for j in [0, n) from in[i][j]; index0 is the index of element 0 in the tensor
-     * (random methods key their generator with it). Must be a pure function of its arguments so
-     * results do not depend on how the engine tiles the tensor. */
-    void (*apply)(const void *state, const smelt_kernels *k, const float *const *in, float *out,
-                  size_t n, uint64_t index0);
+    /* out[j] for j in [0, tile->n) from the tile's inputs. Must be a pure function of the state
+     * and of the elements' values and indices (random methods key their generator with
+     * tile->index0 + j), so results do not depend on how the engine tiles the tensor. Called
+     * from several threads at once on disjoint tiles. */
+    void (*apply)(const void *state, const smelt_tile *tile, float *out);
+
+    /* Methods that need whole-tensor statistics (norms, dot products, thresholds) before they
+     * can write an element read the tensor in statistics passes first; the rest leave these
+     * NULL. Determinism: the engine cuts every pass into tasks at fixed tensor indices
+     * (SMELT_TASK_ELEMS), each task accumulates its tiles in index order into its own partial,
+     * and the partials are folded in task order, so statistics are bit-identical for any
+     * thread count, budget or chunk size. */
+
+    /* Statistics passes this tensor needs before apply; 0 when none. */
+    unsigned (*passes)(const void *state);
+    /* Bytes of one task's partial in `pass` (the engine allocates and zeroes them). */
+    size_t (*partial_size)(const void *state, unsigned pass);
+    /* Accumulates one tile into the task's partial. Called from several threads at once, on
+     * different partials; must not write the state. */
+    void (*stats)(const void *state, unsigned pass, const smelt_tile *tile, void *partial);
+    /* Folds one task's partial into the state: called in tensor order, one call at a time. */
+    void (*fold)(void *state, unsigned pass, const void *partial);
+    /* Called once after the last fold of a pass: derives what the next pass needs. Returns
+     * SMELT_OK or an error with a message naming the tensor. */
+    int (*end_pass)(smelt_ctx *ctx, void *state, unsigned pass);
+
+    /* Frees the state; NULL means free(). */
+    void (*release)(void *state);
 } smelt_method;
 
 /* The method named `name`, or NULL. */

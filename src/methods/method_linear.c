@@ -49,14 +49,13 @@ static int linear_prepare(smelt_ctx *ctx, const smelt_tensor_args *args, void **
     return SMELT_OK;
 }
 
-static void linear_apply(const void *state, const smelt_kernels *k, const float *const *in,
-                         float *out, size_t n, uint64_t index0)
+static void linear_apply(const void *state, const smelt_tile *tile, float *out)
 {
-    (void)index0;
     const linear_state *s = state;
-    k->scale(out, in[0], s->weights[0], n);
+    /* The fused kernels decode as they accumulate: one pass per input over an L1 tile. */
+    smelt_tile_scale(tile, 0, s->weights[0], out);
     for (size_t i = 1; i < s->n; i++)
-        k->axpy(out, in[i], s->weights[i], n);
+        smelt_tile_axpy(tile, i, s->weights[i], out);
 }
 
 const smelt_method smelt_method_linear = {

@@ -107,10 +107,18 @@ static int eval_level(smelt_ctx *ctx, const smelt_plan *plan, const smelt_params
     if (!v)
         return 0;
     int found = smelt_pvalue_eval(v, tensor, t, out);
-    if (found < 0)
-        return smelt_fail(ctx, SMELT_E_CONFIG, "%s:%d: parameter '%s' must be a %s",
+    if (found < 0) {
+        /* YAML 1.1 (PyYAML, so mergekit too) reads 1e-3 as a string: say how to write it. */
+        char *end;
+        int numeric = v->kind == SMELT_PV_STRING && v->string[0] &&
+                      (strtod(v->string, &end), *end == '\0');
+        return smelt_fail(ctx, SMELT_E_CONFIG, "%s:%d: parameter '%s' must be a %s%s%s%s",
                           plan->spec->path, v->line, def->name,
-                          def->kind == SMELT_PARAM_BOOL ? "boolean" : "number");
+                          def->kind == SMELT_PARAM_BOOL ? "boolean" : "number",
+                          numeric ? " ('" : "", numeric ? v->string : "",
+                          numeric ? "' is a string in YAML 1.1, as mergekit reads it too; "
+                                    "write it with a dot, e.g. 1.0e-3)" : "");
+    }
     return found;
 }
 
@@ -424,8 +432,10 @@ int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, uint64_t out_shard_
         if ((rc = plan_tensor(ctx, plan, pt, forced, values)) != SMELT_OK)
             goto fail;
         if (pt->kind == SMELT_TASK_MERGE) {
+            /* Statistics passes read the tensor again each time. */
+            uint64_t reads = 1 + (plan->method->passes ? plan->method->passes(pt->method_state) : 0);
             for (size_t k = 0; k < plan->ninputs; k++)
-                plan->bytes_to_read += pt->inputs[k]->nbytes;
+                plan->bytes_to_read += reads * pt->inputs[k]->nbytes;
         } else {
             plan->bytes_to_read += pt->inputs[0]->nbytes;
         }
@@ -453,7 +463,10 @@ void smelt_plan_free(smelt_plan *plan)
         return;
     for (size_t i = 0; i < plan->ntensors; i++) {
         free(plan->tensors[i].inputs);
-        free(plan->tensors[i].method_state);
+        if (plan->method && plan->method->release)
+            plan->method->release(plan->tensors[i].method_state);
+        else
+            free(plan->tensors[i].method_state);
     }
     free(plan->tensors);
     for (size_t s = 0; s < plan->nshards && plan->shards; s++) {

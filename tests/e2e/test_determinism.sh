@@ -22,8 +22,8 @@ run_variant() {
 run_variant "SMELT_IO=pread" env SMELT_IO=pread $SMELT merge "$work/c.yml"
 run_variant "SMELT_IO=uring" env SMELT_IO=uring $SMELT merge "$work/c.yml"
 for t in 1 2 7; do run_variant "--threads $t" $SMELT merge "$work/c.yml" --threads "$t"; done
-# 1 MiB: chunks of a few thousand elements, so every tensor is split many times.
-for m in 1Mi 3M 64M 1G; do run_variant "--max-memory $m" $SMELT merge "$work/c.yml" --max-memory "$m"; done
+# 3 MiB: chunks of one task (64Ki elements), so large tensors are split many times.
+for m in 3Mi 5M 64M 1G; do run_variant "--max-memory $m" $SMELT merge "$work/c.yml" --max-memory "$m"; done
 for isa in scalar avx2 avx512 neon; do
   if SMELT_ISA=$isa $SMELT version >/dev/null 2>&1; then
     run_variant "SMELT_ISA=$isa" env SMELT_ISA=$isa $SMELT merge "$work/c.yml" --threads 3

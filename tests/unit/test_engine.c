@@ -120,7 +120,7 @@ START_TEST(merges_every_kind_of_tensor)
     smelt_ctx *ctx = smelt_ctx_new();
     smelt_merge_options opts;
     smelt_merge_options_default(&opts);
-    opts.max_memory = 1 << 20; /* several chunks for the large tensor */
+    opts.max_memory = 2 << 20; /* several chunks for the large tensor */
     ck_assert_msg(smelt_merge(ctx, cfg, out_dir, &opts) == SMELT_OK, "%s", smelt_errmsg(ctx));
     smelt_model *out;
     ck_assert_msg(smelt_model_open(ctx, out_dir, &out) == SMELT_OK, "%s", smelt_errmsg(ctx));
@@ -178,7 +178,7 @@ START_TEST(budget_and_threads_do_not_change_bytes)
     char *out_dir, *cfg = setup(&out_dir);
     smelt_ctx *ctx = smelt_ctx_new();
     char *first = NULL;
-    uint64_t budgets[] = {200u << 10, 1u << 20, 64u << 20};
+    uint64_t budgets[] = {2u << 20, 3u << 20, 64u << 20};
     int threads[] = {1, 3};
     for (size_t b = 0; b < 3; b++)
         for (size_t t = 0; t < 2; t++) {
