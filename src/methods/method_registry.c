@@ -1,5 +1,7 @@
 #include "methods/method.h"
 
+#include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 extern const smelt_method smelt_method_linear;
@@ -16,7 +18,23 @@ const smelt_method *smelt_method_find(const char *name)
     return NULL;
 }
 
-const char *smelt_method_names(void) { return "linear"; }
+/* Built from the table so that a new method can never be missing from messages. */
+static char method_names[1024];
+
+static void build_method_names(void)
+{
+    size_t at = 0;
+    for (size_t i = 0; i < sizeof all_methods / sizeof all_methods[0]; i++)
+        at += (size_t)snprintf(method_names + at, sizeof method_names - at, "%s%s",
+                               i ? ", " : "", all_methods[i]->name);
+}
+
+const char *smelt_method_names(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, build_method_names);
+    return method_names;
+}
 
 int smelt_method_param_index(const smelt_method *m, const char *name)
 {
