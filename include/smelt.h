@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -103,6 +104,9 @@ typedef struct smelt_merge_options {
     int force_pread;         /* 1: never use io_uring (also SMELT_IO=pread in the environment) */
     int overwrite;           /* 1: replace a model already in the output directory */
     uint64_t random_seed;    /* for random methods (DARE, DELLA) */
+    int no_copy_tokenizer;   /* 1: do not copy the tokenizer files (mergekit --no-copy-tokenizer) */
+    int no_model_card;       /* 1: no README.md model card (mergekit --no-write-model-card) */
+    int allow_crimes;        /* 1: merge models whose config.json names different architectures */
     smelt_progress_fn progress; /* may be NULL */
     void *progress_user;
     volatile int *cancel;    /* when non-NULL and set to non-zero, the merge stops at the next
@@ -120,6 +124,13 @@ void smelt_merge_options_default(smelt_merge_options *opts);
 int smelt_merge(smelt_ctx *ctx, const char *config_path, const char *out_dir,
                 const smelt_merge_options *opts);
 
+/* Prints what smelt_merge() would do with this config — every output tensor with its method,
+ * sources and resolved parameters, the output layout, the bytes to read and write and how the
+ * memory budget is divided — without reading any tensor data or writing anything. Validates
+ * exactly as smelt_merge() does. Returns SMELT_OK or a negative status with the reason in ctx. */
+int smelt_plan_print(smelt_ctx *ctx, const char *config_path, const smelt_merge_options *opts,
+                     FILE *out);
+
 /* Options of smelt_synth(): a Llama-shaped model with deterministic pseudo-random weights. */
 typedef struct smelt_synth_options {
     uint64_t size;          /* approximate total tensor bytes (required) */
@@ -129,6 +140,7 @@ typedef struct smelt_synth_options {
     uint64_t base_seed;
     double delta;           /* the perturbation's scale for a fine-tune (default 0.01) */
     uint64_t shard_size;    /* the largest shard in bytes (default 1 GB) */
+    unsigned layers;        /* decoder layers (default 0: as many as the size gives) */
     int threads;            /* generator threads (default: online CPUs) */
 } smelt_synth_options;
 

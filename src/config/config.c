@@ -313,13 +313,32 @@ static int parse_model(const cfg *c, const smelt_ynode *n, size_t index, smelt_m
     return rc;
 }
 
-static int parse_models(const cfg *c, const smelt_ynode *root, smelt_merge_spec *spec)
+static int parse_slices(const cfg *c, const smelt_ynode *list, smelt_merge_spec *spec);
+
+static int is_null(const smelt_ypair *p)
+{
+    return p && p->value->kind == SMELT_YN_SCALAR &&
+           smelt_yscalar_resolve(p->value, NULL) == SMELT_YS_NULL;
+}
+
+/* `models:` or `slices:`: mergekit requires exactly one of them. */
+static int parse_inputs(const cfg *c, const smelt_ynode *root, smelt_merge_spec *spec)
 {
     const smelt_ypair *p = smelt_ymap_find(root, "models");
-    if (!p || (p->value->kind == SMELT_YN_SCALAR &&
-               smelt_yscalar_resolve(p->value, NULL) == SMELT_YS_NULL))
-        return cfail(c, SMELT_E_CONFIG, p ? p->value->line : root->line, "'models' is required "
-                     "(a list of {model: ..., parameters: ...})");
+    const smelt_ypair *s = smelt_ymap_find(root, "slices");
+    int line = p ? p->value->line : s ? s->value->line : root->line;
+    if (is_null(p))
+        p = NULL;
+    if (is_null(s))
+        s = NULL;
+    if (p && s)
+        return cfail(c, SMELT_E_CONFIG, s->key->line, "give either 'models' or 'slices', not "
+                     "both");
+    if (!p && !s)
+        return cfail(c, SMELT_E_CONFIG, line, "'models' is required (a list of {model: "
+                     "..., parameters: ...}), or 'slices' (a list of {sources: [...]})");
+    if (s)
+        return parse_slices(c, s->value, spec);
     const smelt_ynode *n = p->value;
     if (n->kind != SMELT_YN_SEQ)
         return cfail(c, SMELT_E_CONFIG, n->line, "'models' must be a list of {model: ..., "
@@ -337,14 +356,111 @@ static int parse_models(const cfg *c, const smelt_ynode *root, smelt_merge_spec 
     return SMELT_OK;
 }
 
+/* A YAML integer (PyYAML typing) that fits a long. */
+static int get_int(const cfg *c, const smelt_ynode *n, const char *where, long *out)
+{
+    double number;
+    if (n->kind != SMELT_YN_SCALAR || smelt_yscalar_resolve(n, &number) != SMELT_YS_INT ||
+        fabs(number) > 1e15)
+        return cfail(c, SMELT_E_CONFIG, n->line, "%sexpected an integer, not %s", where,
+                     smelt_ynode_describe(n));
+    *out = (long)number;
+    return SMELT_OK;
+}
+
+/* mergekit's InputSliceDefinition: {model, layer_range: [begin, end], parameters}. */
+static int parse_source(const cfg *c, const smelt_ynode *n, const char *slice_where, size_t index,
+                        smelt_source_spec *out)
+{
+    static const char *const keys[] = {"model", "layer_range", "parameters", NULL};
+    char where[96];
+    snprintf(where, sizeof where, "%ssources[%zu]: ", slice_where, index);
+    out->line = n->line;
+    if (n->kind != SMELT_YN_MAP)
+        return cfail(c, SMELT_E_CONFIG, n->line, "%sexpected a mapping {model: ..., layer_range: "
+                     "[a, b]}, not %s", where, smelt_ynode_describe(n));
+    int rc = check_keys(c, n, where, keys, NULL);
+    if (rc == SMELT_OK)
+        rc = get_model_ref(c, n, where, "model", &out->model, NULL);
+    if (rc == SMELT_OK && !out->model)
+        rc = cfail(c, SMELT_E_CONFIG, n->line, "%s'model' is required", where);
+    if (rc != SMELT_OK)
+        return rc;
+    const smelt_ypair *range = smelt_ymap_find(n, "layer_range");
+    if (!range)
+        return cfail(c, SMELT_E_CONFIG, n->line, "%s'layer_range' is required ([first, "
+                     "one past the last])", where);
+    const smelt_ynode *r = range->value;
+    if (r->kind != SMELT_YN_SEQ || r->nitems != 2)
+        return cfail(c, SMELT_E_CONFIG, r->line, "%s'layer_range' must be a list of two integers "
+                     "[first, one past the last], not %s", where, smelt_ynode_describe(r));
+    char what[128];
+    snprintf(what, sizeof what, "%slayer_range: ", where);
+    if ((rc = get_int(c, r->items[0], what, &out->layer_begin)) != SMELT_OK ||
+        (rc = get_int(c, r->items[1], what, &out->layer_end)) != SMELT_OK)
+        return rc;
+    if (out->layer_begin < 0 || out->layer_end < out->layer_begin)
+        return cfail(c, SMELT_E_CONFIG, r->line, "%slayer_range [%ld, %ld] must satisfy 0 <= first "
+                     "<= end", where, out->layer_begin, out->layer_end);
+    return parse_params(c, n, where, &out->params);
+}
+
+/* mergekit's OutputSliceDefinition: {sources, base_model, parameters}. */
+static int parse_slice(const cfg *c, const smelt_ynode *n, size_t index, smelt_slice_spec *out)
+{
+    static const char *const keys[] = {"sources", "base_model", "parameters", NULL};
+    static const later_key later[] = {{"residual_weight", ""}, {NULL, NULL}};
+    char where[64];
+    snprintf(where, sizeof where, "slices[%zu]: ", index);
+    out->line = n->line;
+    if (n->kind != SMELT_YN_MAP)
+        return cfail(c, SMELT_E_CONFIG, n->line, "%sexpected a mapping {sources: [...]}, not %s",
+                     where, smelt_ynode_describe(n));
+    int rc = check_keys(c, n, where, keys, later);
+    if (rc == SMELT_OK)
+        rc = get_model_ref(c, n, where, "base_model", &out->base_model, NULL);
+    if (rc == SMELT_OK)
+        rc = parse_params(c, n, where, &out->params);
+    if (rc != SMELT_OK)
+        return rc;
+    const smelt_ypair *p = smelt_ymap_find(n, "sources");
+    if (!p || p->value->kind != SMELT_YN_SEQ || p->value->nitems == 0)
+        return cfail(c, SMELT_E_CONFIG, p ? p->value->line : n->line, "%s'sources' must be a "
+                     "non-empty list of {model: ..., layer_range: [a, b]}", where);
+    const smelt_ynode *list = p->value;
+    if (!(out->sources = calloc(list->nitems, sizeof *out->sources)))
+        return nomem(c, list->line);
+    for (size_t i = 0; i < list->nitems; i++) {
+        out->nsources = i + 1;
+        if ((rc = parse_source(c, list->items[i], where, i, &out->sources[i])) != SMELT_OK)
+            return rc;
+    }
+    return SMELT_OK;
+}
+
+static int parse_slices(const cfg *c, const smelt_ynode *list, smelt_merge_spec *spec)
+{
+    if (list->kind != SMELT_YN_SEQ || list->nitems == 0)
+        return cfail(c, SMELT_E_CONFIG, list->line, "'slices' must be a non-empty list of "
+                     "{sources: [...]}, not %s", smelt_ynode_describe(list));
+    if (!(spec->slices = calloc(list->nitems, sizeof *spec->slices)))
+        return nomem(c, list->line);
+    for (size_t i = 0; i < list->nitems; i++) {
+        spec->nslices = i + 1;
+        int rc = parse_slice(c, list->items[i], i, &spec->slices[i]);
+        if (rc != SMELT_OK)
+            return rc;
+    }
+    return SMELT_OK;
+}
+
 static int parse_top(const cfg *c, const smelt_ynode *root, smelt_merge_spec *spec)
 {
-    static const char *const keys[] = {"merge_method", "base_model", "models", "parameters",
-                                       "dtype", "out_dtype", "tokenizer_source", "chat_template",
-                                       "name", NULL};
+    static const char *const keys[] = {"merge_method", "base_model", "models", "slices",
+                                       "parameters", "dtype", "out_dtype", "tokenizer_source",
+                                       "chat_template", "name", NULL};
     static const later_key later[] = {
-        {"slices", " (list whole models under 'models')"},
-        {"modules", " (list whole models under 'models')"},
+        {"modules", " (list whole models under 'models', or layers under 'slices')"},
         {"tokenizer", " (use 'tokenizer_source')"},
         {NULL, NULL},
     };
@@ -363,12 +479,20 @@ static int parse_top(const cfg *c, const smelt_ynode *root, smelt_merge_spec *sp
                      "'merge_method' is required (linear, ties, slerp, ...)");
     if ((rc = get_model_ref(c, root, "", "base_model", &spec->base_model,
                             &spec->line_base_model)) != SMELT_OK ||
-        (rc = parse_models(c, root, spec)) != SMELT_OK ||
+        (rc = parse_inputs(c, root, spec)) != SMELT_OK ||
         (rc = parse_params(c, root, "", &spec->params)) != SMELT_OK ||
         (rc = get_string(c, root, "", "dtype", &spec->dtype, NULL)) != SMELT_OK ||
         (rc = get_string(c, root, "", "out_dtype", &spec->out_dtype, NULL)) != SMELT_OK ||
         (rc = get_string(c, root, "", "chat_template", &spec->chat_template, NULL)) != SMELT_OK)
         return rc;
+    if (spec->chat_template && strcmp(spec->chat_template, "auto") != 0 &&
+        !smelt_chat_template_builtin(spec->chat_template) &&
+        !smelt_chat_template_is_jinja(spec->chat_template)) {
+        const smelt_ypair *ct = smelt_ymap_find(root, "chat_template");
+        return cfail(c, SMELT_E_CONFIG, ct->value->line, "chat_template '%s' is neither 'auto', a "
+                     "built-in template (%s) nor a Jinja template", spec->chat_template,
+                     smelt_chat_template_names());
+    }
     /* mergekit: Union[Literal["union"], Literal["base"], ModelReference]. */
     const smelt_ypair *ts = smelt_ymap_find(root, "tokenizer_source");
     int keyword = ts && ts->value->kind == SMELT_YN_SCALAR &&
@@ -425,6 +549,17 @@ void smelt_spec_free(smelt_merge_spec *spec)
         params_clear(&spec->models[i].params);
     }
     free(spec->models);
+    for (size_t i = 0; i < spec->nslices; i++) {
+        smelt_slice_spec *sl = &spec->slices[i];
+        for (size_t j = 0; j < sl->nsources; j++) {
+            free(sl->sources[j].model);
+            params_clear(&sl->sources[j].params);
+        }
+        free(sl->sources);
+        free(sl->base_model);
+        params_clear(&sl->params);
+    }
+    free(spec->slices);
     params_clear(&spec->params);
     free(spec->path);
     free(spec->text);

@@ -53,13 +53,32 @@ typedef struct smelt_model_spec {
     int line;
 } smelt_model_spec;
 
+/* One `sources:` entry of a slice: layers [layer_begin, layer_end) of a model. */
+typedef struct smelt_source_spec {
+    char *model;
+    long layer_begin, layer_end;
+    smelt_params params;  /* its `parameters:` */
+    int line;
+} smelt_source_spec;
+
+/* One `slices:` entry: output layers built from the same number of layers of every source. */
+typedef struct smelt_slice_spec {
+    smelt_source_spec *sources;
+    size_t nsources;
+    char *base_model;     /* the slice's own base_model; NULL = the top-level one */
+    smelt_params params;  /* the slice's `parameters:` */
+    int line;
+} smelt_slice_spec;
+
 typedef struct smelt_merge_spec {
     char *path;           /* the config file */
     char *text;           /* the config verbatim (for the model card and the saved copy) */
     char *merge_method;
     char *base_model;     /* NULL when absent */
-    smelt_model_spec *models;
+    smelt_model_spec *models;  /* `models:` (nmodels > 0), or ... */
     size_t nmodels;
+    smelt_slice_spec *slices;  /* ... `slices:` (nslices > 0): exactly one of the two */
+    size_t nslices;
     smelt_params params;  /* top-level `parameters:` */
     char *dtype;          /* NULL when absent */
     char *out_dtype;      /* NULL when absent */
@@ -83,6 +102,16 @@ int smelt_config_parse(smelt_ctx *ctx, const char *path, const char *text, size_
                        smelt_merge_spec **out);
 
 void smelt_spec_free(smelt_merge_spec *spec);
+
+/* The Jinja text of a built-in chat template ("chatml", "llama3", "alpaca", "mistral"), or
+ * NULL. Static storage. */
+const char *smelt_chat_template_builtin(const char *name);
+
+/* The built-in names, comma-separated, for messages. */
+const char *smelt_chat_template_names(void);
+
+/* 1 when `text` is a literal Jinja template rather than a name. */
+int smelt_chat_template_is_jinja(const char *text);
 
 /* Finds a parameter by name; NULL when absent. */
 const smelt_pvalue *smelt_params_find(const smelt_params *params, const char *name);

@@ -29,7 +29,7 @@ static void element_sizes(const smelt_plan *plan, uint64_t *in_elem, uint64_t *o
         const smelt_plan_tensor *pt = &plan->tensors[t];
         if (pt->kind != SMELT_TASK_MERGE)
             continue;
-        for (size_t i = 0; i < plan->ninputs; i++)
+        for (size_t i = 0; i < pt->ninputs; i++)
             if (smelt_dtype_size(pt->inputs[i]->dtype) > in_elem[i])
                 in_elem[i] = smelt_dtype_size(pt->inputs[i]->dtype);
         if (smelt_dtype_size(pt->out_dtype) > *out_elem)
@@ -144,8 +144,8 @@ static void compute_task(void *arg, size_t task, unsigned worker)
     const engine *e = job->e;
     const smelt_plan_tensor *pt = job->pt;
     const smelt_method *method = e->plan->method;
-    size_t ninputs = e->plan->ninputs;
-    float *scratch = e->scratch + (size_t)worker * (ninputs + 1) * TILE_ELEMS;
+    size_t ninputs = pt->ninputs;
+    float *scratch = e->scratch + (size_t)worker * (e->plan->ninputs + 1) * TILE_ELEMS;
     float *result = scratch + ninputs * TILE_ELEMS;
     const void *raw[ninputs];
     smelt_dtype dtype[ninputs];
@@ -218,17 +218,17 @@ static int start_chunk(engine *e, slot *s, size_t slot_index)
     e->cursor_pos += s->count;
     if (pt->kind == SMELT_TASK_COPY) {
         const smelt_tensor_info *t = pt->inputs[0];
-        int fd = plan->models[plan->ref_model]->files[t->file].fd;
+        int fd = plan->models[pt->input_model[0]]->files[t->file].fd;
         if (smelt_ring_queue_read(e->ring, fd, s->out, s->count, t->offset + s->start,
                                   slot_index << 8) != 0)
             return smelt_fail(e->ctx, SMELT_E_INTERNAL, "read ring full");
         s->pending = 1;
         return 0;
     }
-    for (size_t i = 0; i < plan->ninputs; i++) {
+    for (size_t i = 0; i < pt->ninputs; i++) {
         const smelt_tensor_info *t = pt->inputs[i];
         unsigned size = smelt_dtype_size(t->dtype);
-        int fd = plan->models[plan->input_model[i]]->files[t->file].fd;
+        int fd = plan->models[pt->input_model[i]]->files[t->file].fd;
         if (smelt_ring_queue_read(e->ring, fd, s->in[i], s->count * size,
                                   t->offset + s->start * size, slot_index << 8 | i) != 0)
             return smelt_fail(e->ctx, SMELT_E_INTERNAL, "read ring full");
@@ -243,8 +243,7 @@ static int read_failed(engine *e, const smelt_completion *c)
     const slot *s = &e->slots[c->tag >> 8];
     const smelt_plan_tensor *pt = &plan->tensors[s->tensor];
     size_t input = c->tag & 0xff;
-    const smelt_model *m = pt->kind == SMELT_TASK_COPY ? plan->models[plan->ref_model]
-                                                       : plan->models[plan->input_model[input]];
+    const smelt_model *m = plan->models[pt->input_model[pt->kind == SMELT_TASK_COPY ? 0 : input]];
     const smelt_tensor_info *t = pt->inputs[pt->kind == SMELT_TASK_COPY ? 0 : input];
     return smelt_fail_errno(e->ctx, c->error, "%s: tensor '%s': read failed",
                             m->files[t->file].path, t->name);
@@ -257,14 +256,14 @@ static void drop_inputs(const engine *e, const slot *s)
     const smelt_plan_tensor *pt = &plan->tensors[s->tensor];
     if (pt->kind == SMELT_TASK_COPY) {
         const smelt_tensor_info *t = pt->inputs[0];
-        posix_fadvise(plan->models[plan->ref_model]->files[t->file].fd,
+        posix_fadvise(plan->models[pt->input_model[0]]->files[t->file].fd,
                       (off_t)(t->offset + s->start), (off_t)s->count, POSIX_FADV_DONTNEED);
         return;
     }
-    for (size_t i = 0; i < plan->ninputs; i++) {
+    for (size_t i = 0; i < pt->ninputs; i++) {
         const smelt_tensor_info *t = pt->inputs[i];
         unsigned size = smelt_dtype_size(t->dtype);
-        posix_fadvise(plan->models[plan->input_model[i]]->files[t->file].fd,
+        posix_fadvise(plan->models[pt->input_model[i]]->files[t->file].fd,
                       (off_t)(t->offset + s->start * size), (off_t)(s->count * size),
                       POSIX_FADV_DONTNEED);
     }
@@ -280,7 +279,7 @@ static int finish_stats_chunk(engine *e, slot *s)
     smelt_pool_run(e->pool, ntasks, compute_task, &job);
     for (size_t t = 0; t < ntasks; t++)
         method->fold(pt->method_state, s->pass, e->partials + t * e->partial_bytes);
-    for (size_t i = 0; i < e->plan->ninputs; i++)
+    for (size_t i = 0; i < pt->ninputs; i++)
         e->progress.bytes_read += s->count * smelt_dtype_size(pt->inputs[i]->dtype);
     s->busy = 0;
     if (s->start + s->count == chunk_units(pt))
@@ -301,7 +300,7 @@ static int finish_chunk(engine *e, slot *s, smelt_out_file *files)
         unsigned size = smelt_dtype_size(pt->out_dtype);
         out_off = pt->out_offset + s->start * size;
         out_len = s->count * size;
-        for (size_t i = 0; i < e->plan->ninputs; i++)
+        for (size_t i = 0; i < pt->ninputs; i++)
             e->progress.bytes_read += s->count * smelt_dtype_size(pt->inputs[i]->dtype);
     } else {
         out_off = pt->out_offset + s->start;

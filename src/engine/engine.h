@@ -34,4 +34,10 @@ int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max
 int smelt_engine_run(smelt_ctx *ctx, const smelt_plan *plan, smelt_out_file *files,
                      const smelt_engine_options *opts);
 
+/* Writes the human-readable account of a plan that `smelt plan` prints: inputs, slices, every
+ * output tensor with its sources and resolved parameters, the shards, bytes to read and write,
+ * and how the budget is divided. */
+int smelt_plan_describe(smelt_ctx *ctx, const smelt_plan *plan, const smelt_engine_layout *layout,
+                        uint64_t max_memory, FILE *out);
+
 #endif

@@ -14,30 +14,66 @@ void smelt_merge_options_default(smelt_merge_options *opts)
     opts->out_shard_size = 5000000000ull;
 }
 
-int smelt_merge(smelt_ctx *ctx, const char *config_path, const char *out_dir,
-                const smelt_merge_options *user_opts)
+/* The caller's options with defaults filled in and the environment applied. */
+static int effective_options(smelt_ctx *ctx, const smelt_merge_options *user_opts,
+                             smelt_merge_options *opts)
 {
-    smelt_merge_options opts;
-    smelt_merge_options_default(&opts);
+    smelt_merge_options_default(opts);
     if (user_opts) {
-        opts = *user_opts;
-        if (!opts.max_memory)
-            opts.max_memory = 512ull << 20;
-        if (!opts.out_shard_size)
-            opts.out_shard_size = 5000000000ull;
+        *opts = *user_opts;
+        if (!opts->max_memory)
+            opts->max_memory = 512ull << 20;
+        if (!opts->out_shard_size)
+            opts->out_shard_size = 5000000000ull;
     }
     const char *io = getenv("SMELT_IO");
     if (io && strcmp(io, "pread") == 0)
-        opts.force_pread = 1;
+        opts->force_pread = 1;
     else if (io && *io && strcmp(io, "uring") != 0)
         return smelt_fail(ctx, SMELT_E_ARG, "SMELT_IO=%s: expected 'pread' or 'uring'", io);
+    return SMELT_OK;
+}
 
+/* Config file → validated plan. */
+static int load_plan(smelt_ctx *ctx, const char *config_path, const smelt_merge_options *opts,
+                     smelt_plan **plan)
+{
     smelt_merge_spec *spec;
     int rc = smelt_config_load(ctx, config_path, &spec);
     if (rc != SMELT_OK)
         return rc;
+    smelt_plan_options popts = {
+        .out_shard_size = opts->out_shard_size,
+        .random_seed = opts->random_seed,
+        .copy_tokenizer = !opts->no_copy_tokenizer,
+        .allow_crimes = opts->allow_crimes,
+    };
+    return smelt_plan_build(ctx, spec, &popts, plan);
+}
+
+int smelt_plan_print(smelt_ctx *ctx, const char *config_path, const smelt_merge_options *user_opts,
+                     FILE *out)
+{
+    smelt_merge_options opts;
     smelt_plan *plan;
-    if ((rc = smelt_plan_build(ctx, spec, opts.out_shard_size, &plan)) != SMELT_OK)
+    int rc = effective_options(ctx, user_opts, &opts);
+    if (rc != SMELT_OK || (rc = load_plan(ctx, config_path, &opts, &plan)) != SMELT_OK)
+        return rc;
+    smelt_engine_layout layout;
+    rc = smelt_engine_layout_for(ctx, plan, opts.max_memory, opts.threads, &layout);
+    if (rc == SMELT_OK)
+        rc = smelt_plan_describe(ctx, plan, &layout, opts.max_memory, out);
+    smelt_plan_free(plan);
+    return rc;
+}
+
+int smelt_merge(smelt_ctx *ctx, const char *config_path, const char *out_dir,
+                const smelt_merge_options *user_opts)
+{
+    smelt_merge_options opts;
+    smelt_plan *plan;
+    int rc = effective_options(ctx, user_opts, &opts);
+    if (rc != SMELT_OK || (rc = load_plan(ctx, config_path, &opts, &plan)) != SMELT_OK)
         return rc;
     smelt_engine_layout layout;
     if ((rc = smelt_engine_layout_for(ctx, plan, opts.max_memory, opts.threads, &layout)) ||
@@ -69,7 +105,7 @@ int smelt_merge(smelt_ctx *ctx, const char *config_path, const char *out_dir,
     if (rc == SMELT_OK)
         rc = smelt_engine_run(ctx, plan, files, &eopts);
     if (rc == SMELT_OK)
-        rc = smelt_finalize(ctx, plan, out_dir, files);
+        rc = smelt_finalize(ctx, plan, out_dir, files, !opts.no_model_card);
     for (size_t s = 0; s < plan->nshards; s++) {
         if (rc == SMELT_OK)
             smelt_out_release(&files[s]);

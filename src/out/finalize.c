@@ -155,6 +155,14 @@ static int write_config_json(smelt_ctx *ctx, const smelt_plan *plan, const char 
         }
     if (out != SMELT_DT_INVALID)
         json_object_set_new(config, "torch_dtype", json_string(smelt_dtype_torch_name(out)));
+    /* A frankenmerge has another number of layers than its reference model. */
+    if (plan->num_layers && plan->num_layers != plan->ref_num_layers) {
+        static const char *const keys[] = {"num_hidden_layers", "n_layer", "num_layers",
+                                           "n_layers"};
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+            if (json_is_integer(json_object_get(config, keys[k])))
+                json_object_set_new(config, keys[k], json_integer((json_int_t)plan->num_layers));
+    }
     char *text = json_dumps(config, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(config);
     char *dst = smelt_path_join(out_dir, "config.json");
@@ -185,7 +193,9 @@ static int copy_tokenizer(smelt_ctx *ctx, const smelt_plan *plan, const char *ou
         "merges.txt",           "vocab.txt",             "generation_config.json",
         "chat_template.jinja",  "chat_template.json",    "preprocessor_config.json",
     };
-    const smelt_model *ref = plan->models[plan->ref_model];
+    if (plan->tokenizer_model < 0)
+        return SMELT_OK;
+    const smelt_model *ref = plan->models[plan->tokenizer_model];
     if (!ref->dir)
         return SMELT_OK;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -202,6 +212,87 @@ static int copy_tokenizer(smelt_ctx *ctx, const smelt_plan *plan, const char *ou
     return SMELT_OK;
 }
 
+/* The chat template a model's tokenizer_config.json carries (a string), or NULL. */
+static json_t *model_chat_template(const smelt_model *m)
+{
+    if (!m->dir)
+        return NULL;
+    char *path = smelt_path_join(m->dir, "tokenizer_config.json");
+    json_t *root = path ? json_load_file(path, 0, NULL) : NULL;
+    free(path);
+    json_t *t = root ? json_object_get(root, "chat_template") : NULL;
+    json_t *copy = json_is_string(t) ? json_string(json_string_value(t)) : NULL;
+    json_decref(root);
+    return copy;
+}
+
+/* chat_template: a built-in name, a literal Jinja template, or auto — the template most of the
+ * input models carry (the first of equals), as mergekit picks it. */
+static int write_chat_template(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir)
+{
+    const char *want = plan->spec->chat_template;
+    if (!want)
+        return SMELT_OK;
+    json_t *text = NULL;
+    if (strcmp(want, "auto") == 0) {
+        size_t best = 0;
+        for (size_t i = 0; i < plan->nmodels; i++) {
+            json_t *t = model_chat_template(plan->models[i]);
+            size_t votes = 0;
+            for (size_t j = 0; t && j < plan->nmodels; j++) {
+                json_t *u = model_chat_template(plan->models[j]);
+                votes += u && json_equal(t, u);
+                json_decref(u);
+            }
+            if (votes > best) {
+                best = votes;
+                json_decref(text);
+                text = t;
+            } else {
+                json_decref(t);
+            }
+        }
+        if (!text)
+            return SMELT_OK; /* no input has one: nothing to choose */
+    } else {
+        const char *builtin = smelt_chat_template_builtin(want);
+        text = json_string(builtin ? builtin : want);
+    }
+    char *path = smelt_path_join(out_dir, "tokenizer_config.json");
+    json_t *config = path && access(path, F_OK) == 0 ? json_load_file(path, 0, NULL) : json_object();
+    int rc;
+    if (!path || !text || !json_is_object(config)) {
+        rc = smelt_fail(ctx, SMELT_E_FORMAT, "%s: cannot set its chat_template (not a JSON object)",
+                        path ? path : "tokenizer_config.json");
+    } else {
+        json_object_set(config, "chat_template", text);
+        char *dump = json_dumps(config, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        rc = dump ? smelt_write_file_atomic(ctx, path, dump, strlen(dump))
+                  : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+        free(dump);
+    }
+    json_decref(text);
+    json_decref(config);
+    free(path);
+    return rc;
+}
+
+/* Every model the merge reads, once, base first: for the model card. */
+static void list_models(FILE *f, const smelt_plan *plan, const char *prefix, int skip_base)
+{
+    const char *base = plan->spec->base_model;
+    for (size_t i = 0; i < plan->nmodels; i++) {
+        const char *ref = plan->models[i]->ref;
+        int is_base = base && strcmp(ref, base) == 0;
+        int is_input = 0;
+        for (size_t s = 0; s < plan->nslices; s++)
+            for (size_t j = 0; j < plan->slices[s].ninputs; j++)
+                is_input |= strcmp(plan->slices[s].input_names[j], ref) == 0;
+        if (is_input && !(skip_base && is_base))
+            fprintf(f, "%s%s\n", prefix, ref);
+    }
+}
+
 static int write_model_card(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir)
 {
     const smelt_merge_spec *spec = plan->spec;
@@ -213,9 +304,7 @@ static int write_model_card(smelt_ctx *ctx, const smelt_plan *plan, const char *
     fprintf(f, "---\nbase_model:\n");
     if (spec->base_model)
         fprintf(f, "- %s\n", spec->base_model);
-    for (size_t i = 0; i < spec->nmodels; i++)
-        if (!spec->base_model || strcmp(spec->models[i].model, spec->base_model) != 0)
-            fprintf(f, "- %s\n", spec->models[i].model);
+    list_models(f, plan, "- ", 1);
     fprintf(f, "library_name: transformers\ntags:\n- mergekit\n- merge\n- smelt\n---\n");
     fprintf(f, "# Merged model\n\nThis is a merge of pre-trained language models made with "
                "smelt %s.\n\n## Merge Details\n### Merge Method\n\n"
@@ -224,8 +313,7 @@ static int write_model_card(smelt_ctx *ctx, const smelt_plan *plan, const char *
     if (spec->base_model)
         fprintf(f, ", with %s as the base", spec->base_model);
     fprintf(f, ".\n\n### Models Merged\n\nThe following models were included in the merge:\n");
-    for (size_t i = 0; i < spec->nmodels; i++)
-        fprintf(f, "* %s\n", spec->models[i].model);
+    list_models(f, plan, "* ", 0);
     fprintf(f, "\n### Configuration\n\nThe following YAML configuration was used to produce "
                "this model:\n\n```yaml\n%s%s```\n",
             spec->text, spec->text[0] && spec->text[strlen(spec->text) - 1] == '\n' ? "" : "\n");
@@ -238,18 +326,21 @@ static int write_model_card(smelt_ctx *ctx, const smelt_plan *plan, const char *
                   : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     free(path);
     free(card);
-    if (rc != SMELT_OK)
-        return rc;
-    /* mergekit saves the config under this name; tools that read it keep working. */
-    path = smelt_path_join(out_dir, "mergekit_config.yml");
-    rc = path ? smelt_write_file_atomic(ctx, path, spec->text, strlen(spec->text))
-              : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    return rc;
+}
+
+/* mergekit saves the config under this name, card or not; tools that read it keep working. */
+static int save_config(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir)
+{
+    char *path = smelt_path_join(out_dir, "mergekit_config.yml");
+    int rc = path ? smelt_write_file_atomic(ctx, path, plan->spec->text, strlen(plan->spec->text))
+                  : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     free(path);
     return rc;
 }
 
 int smelt_finalize(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
-                   smelt_out_file *files)
+                   smelt_out_file *files, int write_card)
 {
     int rc;
     for (size_t s = 0; s < plan->nshards; s++)
@@ -257,7 +348,9 @@ int smelt_finalize(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
             return rc;
     if ((rc = write_config_json(ctx, plan, out_dir)) != SMELT_OK ||
         (rc = copy_tokenizer(ctx, plan, out_dir)) != SMELT_OK ||
-        (rc = write_model_card(ctx, plan, out_dir)) != SMELT_OK ||
+        (rc = write_chat_template(ctx, plan, out_dir)) != SMELT_OK ||
+        (write_card && (rc = write_model_card(ctx, plan, out_dir)) != SMELT_OK) ||
+        (rc = save_config(ctx, plan, out_dir)) != SMELT_OK ||
         (rc = remove_stale(ctx, plan, out_dir)) != SMELT_OK)
         return rc;
     for (size_t s = 0; s < plan->nshards; s++)
@@ -272,7 +365,7 @@ int smelt_finalize(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
             return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
         }
         for (size_t i = 0; i < plan->ntensors; i++) {
-            names[i] = plan->tensors[i].ref->name;
+            names[i] = plan->tensors[i].name;
             shard_of[i] = plan->shards[plan->tensors[i].shard].name;
         }
         rc = smelt_write_index(ctx, out_dir, names, shard_of, plan->ntensors,

@@ -11,11 +11,13 @@
 int smelt_out_dir_prepare(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
                           int overwrite);
 
-/* Given the shard files the engine wrote (still under temporary names), writes config.json,
- * the tokenizer files, the model card and the config copy, renames the shards into place and
- * writes the index last. On failure the shards are left under temporary names. */
+/* Given the shard files the engine wrote (still under temporary names), writes config.json
+ * (torch_dtype and, for frankenmerges, the layer count updated), the tokenizer files of the
+ * plan's tokenizer model and the chat template, the model card (when write_card) and the config
+ * copy, renames the shards into place and writes the index last. On failure the shards are left
+ * under temporary names. */
 int smelt_finalize(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
-                   smelt_out_file *files);
+                   smelt_out_file *files, int write_card);
 
 /* Writes model.safetensors.index.json in dir: {"metadata": {"total_size": N},
  * "weight_map": {tensor: file}} with 2-space indent and sorted keys. names[i] lives in

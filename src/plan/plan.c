@@ -1,13 +1,23 @@
+/* The plan: mergekit's configuration semantics (mergekit/plan.py, mergekit/config.py) turned
+ * into one entry per output tensor.
+ *
+ * A `models:` config is one slice over every layer of every model, as mergekit normalizes it.
+ * Output tensors come in three groups, as in mergekit's planner: the tensors before the layers
+ * (embeddings) from the first slice's models at t = 0, each slice's layers renumbered
+ * consecutively with t = offset / (layers - 1) (t = 1 for a one-layer slice), and the tensors
+ * after the layers (final norm, lm_head) from the last slice's models at t = 1. Which tensors
+ * exist is read off the tensor names, never from per-architecture tables. */
 #include "plan/plan.h"
 
 #include "common/util.h"
 
 #include <ctype.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-long smelt_layer_index(const char *name)
+long smelt_layer_index_at(const char *name, size_t *digits_at, size_t *ndigits)
 {
     static const char *const markers[] = {".layers.", ".h.", ".blocks.", "blk."};
     for (size_t m = 0; m < sizeof markers / sizeof markers[0]; m++) {
@@ -21,11 +31,50 @@ long smelt_layer_index(const char *name)
                 continue;
             char *end;
             long idx = strtol(digits, &end, 10);
-            if (*end == '.' || *end == '\0')
+            if (*end == '.' || *end == '\0') {
+                if (digits_at) {
+                    *digits_at = (size_t)(digits - name);
+                    *ndigits = (size_t)(end - digits);
+                }
                 return idx;
+            }
         }
     }
     return -1;
+}
+
+long smelt_layer_index(const char *name) { return smelt_layer_index_at(name, NULL, NULL); }
+
+char *smelt_layer_rename(const char *name, long layer)
+{
+    size_t at, n;
+    if (smelt_layer_index_at(name, &at, &n) < 0)
+        return smelt_strdup(name);
+    size_t len = strlen(name) + 24;
+    char *out = malloc(len);
+    if (out)
+        snprintf(out, len, "%.*s%ld%s", (int)at, name, layer, name + at + n);
+    return out;
+}
+
+/* Tensors outside the layers come before them (embeddings) or after them (final norm, lm_head):
+ * mergekit's pre_weights and post_weights. Names decide, as they do in every architecture smelt
+ * has met: token and position embeddings are "pre", everything else "post". */
+static int is_pre_weight(const char *name)
+{
+    static const char *const pre[] = {"embed", "wte", "wpe", "tok_embeddings", "token_embd",
+                                      "word_embeddings", "position_embeddings"};
+    for (size_t i = 0; i < sizeof pre / sizeof pre[0]; i++)
+        if (strstr(name, pre[i]))
+            return 1;
+    return 0;
+}
+
+/* Embedding-like tensors, whose vocabulary rows may differ between fine-tunes. */
+static int is_vocab_tensor(const char *name)
+{
+    return is_pre_weight(name) || strstr(name, "lm_head") || strcmp(name, "output.weight") == 0 ||
+           strstr(name, ".output.weight") != NULL;
 }
 
 static void format_shape(char *buf, size_t len, const smelt_tensor_info *t)
@@ -38,14 +87,17 @@ static void format_shape(char *buf, size_t len, const smelt_tensor_info *t)
         snprintf(buf + at, len - at, "]");
 }
 
-static int same_shape(const smelt_tensor_info *a, const smelt_tensor_info *b)
+/* 0: same shape; 1: same but for more rows in dimension 0; -1: incompatible. */
+static int compare_shape(const smelt_tensor_info *t, const smelt_tensor_info *ref)
 {
-    if (a->ndim != b->ndim)
+    if (t->ndim != ref->ndim)
+        return -1;
+    for (uint32_t d = 1; d < t->ndim; d++)
+        if (t->shape[d] != ref->shape[d])
+            return -1;
+    if (t->ndim == 0 || t->shape[0] == ref->shape[0])
         return 0;
-    for (uint32_t d = 0; d < a->ndim; d++)
-        if (a->shape[d] != b->shape[d])
-            return 0;
-    return 1;
+    return t->shape[0] > ref->shape[0] ? 1 : -1;
 }
 
 /* Opens `ref` unless an identical reference is open already; returns its index. */
@@ -67,13 +119,16 @@ static int open_model(smelt_ctx *ctx, smelt_plan *plan, const char *ref, uint32_
     return SMELT_OK;
 }
 
-/* The model entry whose reference is `ref`, or NULL. */
-static const smelt_model_spec *entry_for(const smelt_merge_spec *spec, const char *ref)
+/* Layers of a model, read off its tensor names (0 when it has none). */
+static uint32_t model_layers(const smelt_model *m)
 {
-    for (size_t i = 0; i < spec->nmodels; i++)
-        if (strcmp(spec->models[i].model, ref) == 0)
-            return &spec->models[i];
-    return NULL;
+    long most = -1;
+    for (size_t i = 0; i < m->ntensors; i++) {
+        long idx = smelt_layer_index(m->tensors[i].name);
+        if (idx > most)
+            most = idx;
+    }
+    return (uint32_t)(most + 1);
 }
 
 /* Every parameter the config names must be one the method takes. */
@@ -81,7 +136,7 @@ static int check_param_names(smelt_ctx *ctx, const smelt_plan *plan, const smelt
                              const char *where)
 {
     const smelt_method *m = plan->method;
-    for (size_t i = 0; i < params->n; i++) {
+    for (size_t i = 0; params && i < params->n; i++) {
         if (smelt_method_param_index(m, params->items[i].name) >= 0)
             continue;
         char list[512] = "";
@@ -95,6 +150,27 @@ static int check_param_names(smelt_ctx *ctx, const smelt_plan *plan, const smelt
                           params->items[i].name, m->name, list);
     }
     return SMELT_OK;
+}
+
+static int check_all_param_names(smelt_ctx *ctx, const smelt_plan *plan)
+{
+    const smelt_merge_spec *spec = plan->spec;
+    char where[600];
+    int rc = check_param_names(ctx, plan, &spec->params, "parameters");
+    for (size_t i = 0; rc == SMELT_OK && i < spec->nmodels; i++) {
+        snprintf(where, sizeof where, "model '%s'", spec->models[i].model);
+        rc = check_param_names(ctx, plan, &spec->models[i].params, where);
+    }
+    for (size_t s = 0; rc == SMELT_OK && s < spec->nslices; s++) {
+        snprintf(where, sizeof where, "slices[%zu]", s);
+        rc = check_param_names(ctx, plan, &spec->slices[s].params, where);
+        for (size_t j = 0; rc == SMELT_OK && j < spec->slices[s].nsources; j++) {
+            snprintf(where, sizeof where, "slices[%zu]: sources[%zu] ('%s')", s, j,
+                     spec->slices[s].sources[j].model);
+            rc = check_param_names(ctx, plan, &spec->slices[s].sources[j].params, where);
+        }
+    }
+    return rc;
 }
 
 /* Evaluates one parameter level. Returns 1 (found, *out set), 0 (not given here), or an error. */
@@ -122,39 +198,41 @@ static int eval_level(smelt_ctx *ctx, const smelt_plan *plan, const smelt_params
     return found;
 }
 
-/* Resolves every parameter of the method for one tensor into values[p][...]. */
-static int resolve_params(smelt_ctx *ctx, const smelt_plan *plan, const char *tensor, double t,
-                          double **values)
+/* Resolves every parameter of the method for one tensor into values[p][...], with mergekit's
+ * precedence: the input's own source (or models entry) parameters, then the slice's, then the
+ * top level. Per-model filters match the input's tensor name, global ones the output's. */
+int smelt_plan_resolve_params(smelt_ctx *ctx, const smelt_plan *plan,
+                              const smelt_plan_tensor *pt, double **values)
 {
     const smelt_method *m = plan->method;
     const smelt_merge_spec *spec = plan->spec;
+    const smelt_plan_slice *sl = &plan->slices[pt->slice];
     for (size_t p = 0; p < m->nparams; p++) {
         const smelt_param_def *def = &m->params[p];
-        size_t count = def->per_model ? plan->ninputs : 1;
+        size_t count = def->per_model ? pt->ninputs : 1;
         for (size_t i = 0; i < count; i++) {
             double v = def->default_value;
             int found = 0;
-            int is_base = def->per_model && plan->has_base && i == 0;
-            if (def->per_model) {
-                const smelt_model_spec *entry = entry_for(spec, plan->input_names[i]);
-                found = eval_level(ctx, plan, entry ? &entry->params : NULL, def, tensor, t, &v);
-                if (found < 0)
-                    return found;
-            }
-            if (!found) {
-                found = eval_level(ctx, plan, &spec->params, def, tensor, t, &v);
-                if (found < 0)
-                    return found;
-            }
+            int is_base = def->per_model && sl->has_base && i == 0;
+            const char *name = def->per_model ? pt->inputs[i]->name : pt->name;
+            if (def->per_model)
+                found = eval_level(ctx, plan, sl->input_params[i], def, name, pt->layer_t, &v);
+            if (!found)
+                found = eval_level(ctx, plan, sl->params, def, name, pt->layer_t, &v);
+            if (!found)
+                found = eval_level(ctx, plan, &spec->params, def, name, pt->layer_t, &v);
+            if (found < 0)
+                return found;
             if (!found && def->required && !is_base) {
                 if (def->per_model)
                     return smelt_fail(ctx, SMELT_E_CONFIG,
                                       "%s: model '%s': tensor '%s': required parameter '%s' is "
                                       "not set (give it in the model's parameters or at the top "
-                                      "level)", spec->path, plan->input_names[i], tensor, def->name);
+                                      "level)", spec->path, sl->input_names[i], pt->name,
+                                      def->name);
                 return smelt_fail(ctx, SMELT_E_CONFIG,
                                   "%s: tensor '%s': required parameter '%s' of method '%s' is not "
-                                  "set", spec->path, tensor, def->name, m->name);
+                                  "set", spec->path, pt->name, def->name, m->name);
             }
             values[p][i] = v;
         }
@@ -177,68 +255,99 @@ static int resolve_out_dtype(smelt_ctx *ctx, const smelt_merge_spec *spec, smelt
     return SMELT_OK;
 }
 
-/* Sets up inputs, sources and the output dtype of one tensor, checking every rule. */
+/* Finds input i's tensor for an output tensor whose pattern (input 0's tensor) is `pattern`:
+ * the same name with the layer index moved to the input's own layer. */
+static int find_input(smelt_ctx *ctx, const smelt_plan *plan, const smelt_plan_slice *sl,
+                      size_t i, const smelt_tensor_info *pattern, long layer,
+                      const smelt_tensor_info **out)
+{
+    const smelt_model *model = plan->models[sl->input_model[i]];
+    char *name = layer < 0 ? smelt_strdup(pattern->name) : smelt_layer_rename(pattern->name, layer);
+    if (!name)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    *out = smelt_model_find(model, name);
+    int rc = SMELT_OK;
+    if (!*out)
+        rc = smelt_fail(ctx, SMELT_E_PLAN,
+                        "model '%s': tensor '%s' is missing (it is in '%s', which defines the "
+                        "output)", model->ref, name, plan->models[sl->input_model[0]]->ref);
+    free(name);
+    return rc;
+}
+
+/* Sets up one output tensor: its inputs, kind, output dtype and method state. `layer_of_input`
+ * is NULL for tensors outside the layers. */
 static int plan_tensor(smelt_ctx *ctx, smelt_plan *plan, smelt_plan_tensor *pt,
+                       const smelt_tensor_info *pattern, const long *layer_of_input,
                        smelt_dtype forced, double **values)
 {
-    const smelt_tensor_info *ref = pt->ref;
-    const smelt_model *ref_model = plan->models[plan->ref_model];
-    if (!smelt_dtype_mergeable(ref->dtype)) {
-        if (smelt_dtype_is_float(ref->dtype))
+    const smelt_plan_slice *sl = &plan->slices[pt->slice];
+    const smelt_model *pattern_model = plan->models[sl->input_model[0]];
+    pt->ref = pattern;
+    pt->input_model = sl->input_model;
+    if (!smelt_dtype_mergeable(pattern->dtype)) {
+        if (smelt_dtype_is_float(pattern->dtype))
             return smelt_fail(ctx, SMELT_E_UNSUPPORTED,
                               "%s: tensor '%s' has dtype %s, which smelt cannot merge yet "
-                              "(supported: F32, F16, BF16)", ref_model->ref, ref->name,
-                              smelt_dtype_name(ref->dtype));
+                              "(supported: F32, F16, BF16)", pattern_model->ref, pattern->name,
+                              smelt_dtype_name(pattern->dtype));
         /* Integer and boolean tensors (position ids, masks) are not averaged: they are copied
-         * from the reference model, as mergekit does. */
+         * from the first input, as mergekit does. */
         pt->kind = SMELT_TASK_COPY;
-        pt->out_dtype = ref->dtype;
-        pt->out_nbytes = ref->nbytes;
-        pt->inputs = malloc(sizeof *pt->inputs);
-        if (!pt->inputs)
+        pt->out_dtype = pattern->dtype;
+        pt->out_nbytes = pattern->nbytes;
+        pt->ninputs = 1;
+        if (!(pt->inputs = malloc(sizeof *pt->inputs)))
             return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-        pt->inputs[0] = ref;
+        pt->inputs[0] = pattern;
         return SMELT_OK;
     }
     pt->kind = SMELT_TASK_MERGE;
-    pt->out_dtype = forced != SMELT_DT_INVALID ? forced : ref->dtype;
-    if (smelt_mul_overflow(ref->numel, smelt_dtype_size(pt->out_dtype), &pt->out_nbytes))
-        return smelt_fail(ctx, SMELT_E_FORMAT, "tensor '%s': size overflows", ref->name);
-    pt->inputs = calloc(plan->ninputs, sizeof *pt->inputs);
-    if (!pt->inputs)
+    pt->out_dtype = forced != SMELT_DT_INVALID ? forced : pattern->dtype;
+    if (smelt_mul_overflow(pattern->numel, smelt_dtype_size(pt->out_dtype), &pt->out_nbytes))
+        return smelt_fail(ctx, SMELT_E_FORMAT, "tensor '%s': size overflows", pattern->name);
+    pt->ninputs = sl->ninputs;
+    if (!(pt->inputs = calloc(sl->ninputs, sizeof *pt->inputs)))
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-    for (size_t i = 0; i < plan->ninputs; i++) {
-        const smelt_model *model = plan->models[plan->input_model[i]];
-        const smelt_tensor_info *t = smelt_model_find(model, ref->name);
-        if (!t)
-            return smelt_fail(ctx, SMELT_E_PLAN,
-                              "model '%s': tensor '%s' is missing (it is in '%s', which defines "
-                              "the output)", model->ref, ref->name, ref_model->ref);
-        if (!same_shape(t, ref)) {
+    for (size_t i = 0; i < sl->ninputs; i++) {
+        const smelt_model *model = plan->models[sl->input_model[i]];
+        const smelt_tensor_info *t;
+        int rc = find_input(ctx, plan, sl, i, pattern, layer_of_input ? layer_of_input[i] : -1, &t);
+        if (rc != SMELT_OK)
+            return rc;
+        int cmp = compare_shape(t, pattern);
+        if (cmp != 0 && !(cmp > 0 && is_vocab_tensor(pattern->name))) {
             char a[160], b[160];
             format_shape(a, sizeof a, t);
-            format_shape(b, sizeof b, ref);
+            format_shape(b, sizeof b, pattern);
             return smelt_fail(ctx, SMELT_E_PLAN,
                               "model '%s': tensor '%s' has shape %s, but %s in '%s'", model->ref,
-                              ref->name, a, b, ref_model->ref);
+                              t->name, a, b, pattern_model->ref);
         }
+        if (cmp > 0)
+            /* Rows are contiguous, so reading the first numel elements keeps the first rows:
+             * mergekit cuts extra vocabulary the same way. */
+            smelt_notice(ctx, SMELT_LOG_NOTICE,
+                         "model '%s': tensor '%s' has %llu rows; using the first %llu, as many as "
+                         "'%s' has", model->ref, t->name, (unsigned long long)t->shape[0],
+                         (unsigned long long)pattern->shape[0], pattern_model->ref);
         if (!smelt_dtype_mergeable(t->dtype))
             return smelt_fail(ctx, SMELT_E_PLAN,
                               "model '%s': tensor '%s' has dtype %s; a merged tensor must be F32, "
-                              "F16 or BF16 in every model", model->ref, ref->name,
+                              "F16 or BF16 in every model", model->ref, t->name,
                               smelt_dtype_name(t->dtype));
         pt->inputs[i] = t;
     }
-    int rc = resolve_params(ctx, plan, ref->name, pt->layer_t, values);
+    int rc = smelt_plan_resolve_params(ctx, plan, pt, values);
     if (rc != SMELT_OK)
         return rc;
     smelt_tensor_args args = {
-        .tensor = ref->name,
-        .ninputs = plan->ninputs,
-        .has_base = plan->has_base,
-        .input_names = plan->input_names,
+        .tensor = pt->name,
+        .ninputs = sl->ninputs,
+        .has_base = sl->has_base,
+        .input_names = sl->input_names,
         .values = (const double *const *)values,
-        .numel = ref->numel,
+        .numel = pattern->numel,
     };
     rc = plan->method->prepare(ctx, &args, &pt->method_state);
     if (rc != SMELT_OK)
@@ -277,7 +386,7 @@ static int layout_shards(smelt_ctx *ctx, smelt_plan *plan, uint64_t shard_limit)
         size_t n = 0;
         while (first + n < plan->ntensors && plan->tensors[first + n].shard == s) {
             const smelt_plan_tensor *pt = &plan->tensors[first + n];
-            descs[n] = (smelt_st_out_tensor){pt->ref->name, pt->out_dtype, pt->ref->ndim,
+            descs[n] = (smelt_st_out_tensor){pt->name, pt->out_dtype, pt->ref->ndim,
                                              pt->ref->shape, pt->out_nbytes};
             members[n] = first + n;
             n++;
@@ -305,13 +414,17 @@ out:
     return rc;
 }
 
-static int check_model_count(smelt_ctx *ctx, const smelt_plan *plan)
+static int check_model_count(smelt_ctx *ctx, const smelt_plan *plan, const smelt_plan_slice *sl,
+                             const char *base)
 {
     const smelt_method *m = plan->method;
-    size_t n = plan->ninputs - (plan->has_base ? 1 : 0);
-    if (m->base_use == SMELT_BASE_REQUIRED && !plan->spec->base_model)
-        return smelt_fail(ctx, SMELT_E_CONFIG, "%s: method '%s' needs a base_model",
-                          plan->spec->path, m->name);
+    size_t n = sl->ninputs - (sl->has_base ? 1 : 0);
+    char where[32] = "";
+    if (sl->index >= 0)
+        snprintf(where, sizeof where, "slices[%d]: ", sl->index);
+    if (m->base_use == SMELT_BASE_REQUIRED && !base)
+        return smelt_fail(ctx, SMELT_E_CONFIG, "%s: %smethod '%s' needs a base_model",
+                          plan->spec->path, where, m->name);
     if (n < m->min_models || (m->max_models && n > m->max_models)) {
         char want[64];
         if (m->max_models == m->min_models)
@@ -320,51 +433,288 @@ static int check_model_count(smelt_ctx *ctx, const smelt_plan *plan)
             snprintf(want, sizeof want, "%u to %u", m->min_models, m->max_models);
         else
             snprintf(want, sizeof want, "at least %u", m->min_models);
-        return smelt_fail(ctx, SMELT_E_CONFIG, "%s: method '%s' takes %s model%s besides the "
-                          "base, but the config lists %zu", plan->spec->path, m->name, want,
-                          m->min_models == 1 && m->max_models == 1 ? "" : "s", n);
+        return smelt_fail(ctx, SMELT_E_CONFIG, "%s: %smethod '%s' takes %s model%s besides the "
+                          "base, but the config lists %zu", plan->spec->path, where, m->name,
+                          want, m->min_models == 1 && m->max_models == 1 ? "" : "s", n);
     }
     return SMELT_OK;
 }
 
-/* Chooses the method's inputs: the base first when the method uses it, then every models entry
- * that is not the base. */
-static int choose_inputs(smelt_ctx *ctx, smelt_plan *plan)
+static int slice_alloc(smelt_ctx *ctx, smelt_plan_slice *sl, size_t cap)
+{
+    sl->input_model = calloc(cap, sizeof *sl->input_model);
+    sl->input_names = calloc(cap, sizeof *sl->input_names);
+    sl->layer_begin = calloc(cap, sizeof *sl->layer_begin);
+    sl->input_params = calloc(cap, sizeof *sl->input_params);
+    if (!sl->input_model || !sl->input_names || !sl->layer_begin || !sl->input_params)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    return SMELT_OK;
+}
+
+static int slice_add(smelt_ctx *ctx, smelt_plan *plan, smelt_plan_slice *sl, const char *ref,
+                     long layer_begin, const smelt_params *params)
+{
+    size_t i = sl->ninputs;
+    int rc = open_model(ctx, plan, ref, &sl->input_model[i]);
+    if (rc != SMELT_OK)
+        return rc;
+    sl->input_names[i] = ref;
+    sl->layer_begin[i] = layer_begin;
+    sl->input_params[i] = params;
+    sl->ninputs++;
+    return SMELT_OK;
+}
+
+/* A models: config as mergekit normalizes it: one slice over every layer, the base added when it
+ * is not listed. The base goes first when the method uses it; a method that ignores the base
+ * sees only the listed models. */
+static int slices_from_models(smelt_ctx *ctx, smelt_plan *plan)
 {
     const smelt_merge_spec *spec = plan->spec;
-    int use_base = spec->base_model && plan->method->base_use != SMELT_BASE_IGNORED;
-    size_t cap = spec->nmodels + 1;
-    plan->input_model = calloc(cap, sizeof *plan->input_model);
-    plan->input_names = calloc(cap, sizeof *plan->input_names);
-    if (!plan->input_model || !plan->input_names)
+    if (!(plan->slices = calloc(1, sizeof *plan->slices)))
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-    int rc;
+    plan->nslices = 1;
+    smelt_plan_slice *sl = &plan->slices[0];
+    sl->index = -1;
+    int rc = slice_alloc(ctx, sl, spec->nmodels + 1);
+    if (rc != SMELT_OK)
+        return rc;
+    int use_base = spec->base_model && plan->method->base_use != SMELT_BASE_IGNORED;
     if (use_base) {
-        rc = open_model(ctx, plan, spec->base_model, &plan->input_model[0]);
-        if (rc != SMELT_OK)
+        const smelt_params *params = NULL;
+        for (size_t i = 0; i < spec->nmodels; i++)
+            if (strcmp(spec->models[i].model, spec->base_model) == 0)
+                params = &spec->models[i].params;
+        if ((rc = slice_add(ctx, plan, sl, spec->base_model, 0, params)) != SMELT_OK)
             return rc;
-        plan->input_names[plan->ninputs++] = spec->base_model;
-        plan->has_base = 1;
+        sl->has_base = 1;
     }
     for (size_t i = 0; i < spec->nmodels; i++) {
         if (use_base && strcmp(spec->models[i].model, spec->base_model) == 0)
             continue;
-        rc = open_model(ctx, plan, spec->models[i].model, &plan->input_model[plan->ninputs]);
+        rc = slice_add(ctx, plan, sl, spec->models[i].model, 0, &spec->models[i].params);
         if (rc != SMELT_OK)
             return rc;
-        plan->input_names[plan->ninputs++] = spec->models[i].model;
     }
-    if (spec->base_model) {
-        rc = open_model(ctx, plan, spec->base_model, &plan->ref_model);
-        if (rc != SMELT_OK)
-            return rc;
-    } else if (plan->ninputs > 0) {
-        plan->ref_model = plan->input_model[0];
-    }
-    return check_model_count(ctx, plan);
+    if (sl->ninputs > 0)
+        sl->nlayers = model_layers(plan->models[sl->input_model[0]]);
+    return check_model_count(ctx, plan, sl, spec->base_model);
 }
 
-int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, uint64_t out_shard_size,
+static int slices_from_spec(smelt_ctx *ctx, smelt_plan *plan)
+{
+    const smelt_merge_spec *spec = plan->spec;
+    if (!(plan->slices = calloc(spec->nslices, sizeof *plan->slices)))
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    plan->nslices = spec->nslices;
+    uint32_t out_layer = 0;
+    for (size_t s = 0; s < spec->nslices; s++) {
+        const smelt_slice_spec *ss = &spec->slices[s];
+        smelt_plan_slice *sl = &plan->slices[s];
+        sl->index = (int)s;
+        sl->params = &ss->params;
+        int rc = slice_alloc(ctx, sl, ss->nsources);
+        if (rc != SMELT_OK)
+            return rc;
+        const char *base = ss->base_model ? ss->base_model : spec->base_model;
+        int use_base = base && plan->method->base_use != SMELT_BASE_IGNORED;
+        size_t base_source = ss->nsources;
+        if (use_base) {
+            for (size_t j = 0; j < ss->nsources && base_source == ss->nsources; j++)
+                if (strcmp(ss->sources[j].model, base) == 0)
+                    base_source = j;
+            if (base_source == ss->nsources)
+                return smelt_fail(ctx, SMELT_E_CONFIG, "%s:%d: slices[%zu]: the base_model '%s' "
+                                  "is not one of the slice's sources (method '%s' reads it from "
+                                  "them)", spec->path, ss->line, s, base, plan->method->name);
+            const smelt_source_spec *src = &ss->sources[base_source];
+            if ((rc = slice_add(ctx, plan, sl, src->model, src->layer_begin, &src->params)))
+                return rc;
+            sl->has_base = 1;
+        }
+        for (size_t j = 0; j < ss->nsources; j++) {
+            if (j == base_source)
+                continue;
+            const smelt_source_spec *src = &ss->sources[j];
+            if ((rc = slice_add(ctx, plan, sl, src->model, src->layer_begin, &src->params)))
+                return rc;
+        }
+        long span = ss->sources[0].layer_end - ss->sources[0].layer_begin;
+        for (size_t j = 0; j < ss->nsources; j++) {
+            const smelt_source_spec *src = &ss->sources[j];
+            if (src->layer_end - src->layer_begin != span)
+                return smelt_fail(ctx, SMELT_E_CONFIG, "%s:%d: slices[%zu]: every source must "
+                                  "span the same number of layers, but sources[0] has %ld and "
+                                  "sources[%zu] ('%s') has %ld", spec->path, src->line, s, span,
+                                  j, src->model, src->layer_end - src->layer_begin);
+            uint32_t idx;
+            if ((rc = open_model(ctx, plan, src->model, &idx)) != SMELT_OK)
+                return rc;
+            uint32_t have = model_layers(plan->models[idx]);
+            if ((uint64_t)src->layer_end > have)
+                return smelt_fail(ctx, SMELT_E_CONFIG, "%s:%d: slices[%zu]: sources[%zu]: "
+                                  "layer_range [%ld, %ld] goes past the %u layers of '%s'",
+                                  spec->path, src->line, s, j, src->layer_begin, src->layer_end,
+                                  have, src->model);
+        }
+        sl->nlayers = (uint32_t)span;
+        sl->out_layer0 = out_layer;
+        out_layer += sl->nlayers;
+        if ((rc = check_model_count(ctx, plan, sl, base)) != SMELT_OK)
+            return rc;
+    }
+    return SMELT_OK;
+}
+
+/* The architectures named in a model's config.json, as one string ("" when unknown). */
+static void model_architecture(const smelt_model *m, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    if (!m->dir)
+        return;
+    char *path = smelt_path_join(m->dir, "config.json");
+    json_t *root = path ? json_load_file(path, 0, NULL) : NULL;
+    free(path);
+    json_t *arch = root ? json_object_get(root, "architectures") : NULL;
+    size_t i;
+    json_t *v;
+    if (json_is_array(arch))
+        json_array_foreach(arch, i, v)
+            if (json_is_string(v)) {
+                size_t at = strlen(buf);
+                snprintf(buf + at, len - at, "%s%s", at ? "," : "", json_string_value(v));
+            }
+    json_decref(root);
+}
+
+/* mergekit refuses to merge models of different architectures unless --allow-crimes. */
+static int check_architectures(smelt_ctx *ctx, const smelt_plan *plan, int allow_crimes)
+{
+    char first[256], other[256];
+    model_architecture(plan->models[plan->ref_model], first, sizeof first);
+    if (!first[0])
+        return SMELT_OK;
+    for (size_t i = 0; i < plan->nmodels; i++) {
+        model_architecture(plan->models[i], other, sizeof other);
+        if (!other[0] || strcmp(other, first) == 0)
+            continue;
+        if (allow_crimes) {
+            smelt_notice(ctx, SMELT_LOG_NOTICE, "'%s' is a %s and '%s' a %s; merging anyway "
+                         "(--allow-crimes)", plan->models[plan->ref_model]->ref, first,
+                         plan->models[i]->ref, other);
+            continue;
+        }
+        return smelt_fail(ctx, SMELT_E_PLAN, "'%s' is a %s but '%s' is a %s: models of different "
+                          "architectures (pass --allow-crimes to merge them anyway)",
+                          plan->models[plan->ref_model]->ref, first, plan->models[i]->ref, other);
+    }
+    return SMELT_OK;
+}
+
+static int choose_tokenizer(smelt_ctx *ctx, smelt_plan *plan, int copy)
+{
+    const smelt_merge_spec *spec = plan->spec;
+    plan->tokenizer_model = copy ? (int)plan->ref_model : -1;
+    const char *source = spec->tokenizer_source;
+    if (!source || strcmp(source, "base") == 0)
+        return SMELT_OK;
+    if (strcmp(source, "union") == 0)
+        return smelt_fail(ctx, SMELT_E_UNSUPPORTED, "%s: tokenizer_source: union is not supported "
+                          "yet (it builds a new vocabulary); use 'base' or a model", spec->path);
+    uint32_t idx;
+    int rc = open_model(ctx, plan, source, &idx);
+    if (rc != SMELT_OK)
+        return rc;
+    if (copy)
+        plan->tokenizer_model = (int)idx;
+    return SMELT_OK;
+}
+
+/* Reads are fastest in each input file's byte order: sort by where input 0 lives. */
+static int by_read_order(const void *a, const void *b)
+{
+    const smelt_plan_tensor *x = a, *y = b;
+    uint32_t mx = x->input_model[0], my = y->input_model[0];
+    if (mx != my)
+        return mx < my ? -1 : 1;
+    const smelt_tensor_info *tx = x->inputs[0], *ty = y->inputs[0];
+    if (tx->file != ty->file)
+        return tx->file < ty->file ? -1 : 1;
+    if (tx->offset != ty->offset)
+        return tx->offset < ty->offset ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+/* Adds one output tensor. */
+static int add_tensor(smelt_ctx *ctx, smelt_plan *plan, size_t *cap, uint32_t slice,
+                      const smelt_tensor_info *pattern, long out_layer, const long *layer_of_input,
+                      double t, smelt_dtype forced, double **values)
+{
+    if (plan->ntensors == *cap) {
+        size_t grown_cap = *cap ? *cap * 2 : 256;
+        smelt_plan_tensor *grown = realloc(plan->tensors, grown_cap * sizeof *grown);
+        if (!grown)
+            return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+        plan->tensors = grown;
+        *cap = grown_cap;
+    }
+    smelt_plan_tensor *pt = &plan->tensors[plan->ntensors++];
+    memset(pt, 0, sizeof *pt);
+    pt->slice = slice;
+    pt->layer_t = t;
+    pt->name = out_layer < 0 ? smelt_strdup(pattern->name)
+                             : smelt_layer_rename(pattern->name, out_layer);
+    if (!pt->name)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    return plan_tensor(ctx, plan, pt, pattern, layer_of_input, forced, values);
+}
+
+static int build_tensors(smelt_ctx *ctx, smelt_plan *plan, smelt_dtype forced, double **values)
+{
+    size_t cap = 0;
+    int rc;
+    /* Outside the layers: the tensor set of the first slice's first input (for pre) and the
+     * last slice's (for post), as mergekit plans pre_weights and post_weights. */
+    for (int post = 0; post < 2; post++) {
+        uint32_t s = post ? (uint32_t)plan->nslices - 1 : 0;
+        const smelt_model *pattern = plan->models[plan->slices[s].input_model[0]];
+        for (size_t i = 0; i < pattern->ntensors; i++) {
+            const smelt_tensor_info *t = &pattern->tensors[i];
+            if (smelt_layer_index(t->name) >= 0 || is_pre_weight(t->name) == post)
+                continue;
+            if ((rc = add_tensor(ctx, plan, &cap, s, t, -1, NULL, post, forced, values)))
+                return rc;
+        }
+    }
+    for (uint32_t s = 0; s < plan->nslices; s++) {
+        const smelt_plan_slice *sl = &plan->slices[s];
+        const smelt_model *pattern = plan->models[sl->input_model[0]];
+        long layers[sl->ninputs + 1];
+        for (uint32_t o = 0; o < sl->nlayers; o++) {
+            for (size_t i = 0; i < sl->ninputs; i++)
+                layers[i] = sl->layer_begin[i] + o;
+            double t = sl->nlayers > 1 ? (double)o / (double)(sl->nlayers - 1) : 1.0;
+            for (size_t i = 0; i < pattern->ntensors; i++) {
+                const smelt_tensor_info *pt = &pattern->tensors[i];
+                if (smelt_layer_index(pt->name) != layers[0])
+                    continue;
+                rc = add_tensor(ctx, plan, &cap, s, pt, (long)(sl->out_layer0 + o), layers, t,
+                                forced, values);
+                if (rc != SMELT_OK)
+                    return rc;
+            }
+        }
+        plan->num_layers += sl->nlayers;
+    }
+    qsort(plan->tensors, plan->ntensors, sizeof *plan->tensors, by_read_order);
+    for (size_t i = 1; i < plan->ntensors; i++)
+        if (strcmp(plan->tensors[i].name, plan->tensors[i - 1].name) == 0)
+            return smelt_fail(ctx, SMELT_E_INTERNAL, "two output tensors are named '%s'",
+                              plan->tensors[i].name);
+    return SMELT_OK;
+}
+
+int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_options *opts,
                      smelt_plan **out)
 {
     smelt_plan *plan = calloc(1, sizeof *plan);
@@ -373,6 +723,7 @@ int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, uint64_t out_shard_
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     }
     plan->spec = spec;
+    plan->random_seed = opts->random_seed;
     double **values = NULL;
     int rc = SMELT_OK;
     plan->method = smelt_method_find(spec->merge_method);
@@ -382,31 +733,26 @@ int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, uint64_t out_shard_
                         smelt_method_names());
         goto fail;
     }
-    if ((rc = check_param_names(ctx, plan, &spec->params, "parameters")) != SMELT_OK)
-        goto fail;
-    for (size_t i = 0; i < spec->nmodels; i++) {
-        char where[512];
-        snprintf(where, sizeof where, "model '%s'", spec->models[i].model);
-        if ((rc = check_param_names(ctx, plan, &spec->models[i].params, where)) != SMELT_OK)
-            goto fail;
-    }
     smelt_dtype forced;
-    if ((rc = resolve_out_dtype(ctx, spec, &forced)) != SMELT_OK)
+    if ((rc = check_all_param_names(ctx, plan)) != SMELT_OK ||
+        (rc = resolve_out_dtype(ctx, spec, &forced)) != SMELT_OK)
         goto fail;
-    if ((rc = choose_inputs(ctx, plan)) != SMELT_OK)
+    rc = spec->nslices ? slices_from_spec(ctx, plan) : slices_from_models(ctx, plan);
+    if (rc != SMELT_OK)
         goto fail;
+    for (size_t s = 0; s < plan->nslices; s++)
+        if (plan->slices[s].ninputs > plan->ninputs)
+            plan->ninputs = plan->slices[s].ninputs;
+    if (spec->base_model)
+        rc = open_model(ctx, plan, spec->base_model, &plan->ref_model);
+    else
+        plan->ref_model = plan->slices[0].input_model[0];
+    if (rc != SMELT_OK || (rc = choose_tokenizer(ctx, plan, opts->copy_tokenizer)) != SMELT_OK ||
+        (rc = check_architectures(ctx, plan, opts->allow_crimes)) != SMELT_OK)
+        goto fail;
+    plan->ref_num_layers = model_layers(plan->models[plan->ref_model]);
 
-    const smelt_model *ref = plan->models[plan->ref_model];
-    long max_layer = -1;
-    for (size_t i = 0; i < ref->ntensors; i++) {
-        long idx = smelt_layer_index(ref->tensors[i].name);
-        if (idx > max_layer)
-            max_layer = idx;
-    }
-    plan->num_layers = (uint32_t)(max_layer + 1);
-
-    values = calloc(plan->method->nparams, sizeof *values);
-    if (!values) {
+    if (!(values = calloc(plan->method->nparams + 1, sizeof *values))) {
         rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
         goto fail;
     }
@@ -415,33 +761,19 @@ int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, uint64_t out_shard_
             rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
             goto fail;
         }
-    plan->tensors = calloc(ref->ntensors + 1, sizeof *plan->tensors);
-    if (!plan->tensors) {
-        rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    if ((rc = build_tensors(ctx, plan, forced, values)) != SMELT_OK)
         goto fail;
-    }
-    /* The reference model's file order reads its files front to back; the other inputs
-     * usually share that order because fine-tunes are saved by the same code. */
-    for (size_t i = 0; i < ref->ntensors; i++) {
-        smelt_plan_tensor *pt = &plan->tensors[plan->ntensors++];
-        pt->ref = &ref->tensors[i];
-        long layer = smelt_layer_index(pt->ref->name);
-        pt->layer_t = layer < 0 ? 0.0
-                      : plan->num_layers > 1 ? (double)layer / (double)(plan->num_layers - 1)
-                                             : 1.0;
-        if ((rc = plan_tensor(ctx, plan, pt, forced, values)) != SMELT_OK)
-            goto fail;
-        if (pt->kind == SMELT_TASK_MERGE) {
-            /* Statistics passes read the tensor again each time. */
-            uint64_t reads = 1 + (plan->method->passes ? plan->method->passes(pt->method_state) : 0);
-            for (size_t k = 0; k < plan->ninputs; k++)
-                plan->bytes_to_read += reads * pt->inputs[k]->nbytes;
-        } else {
-            plan->bytes_to_read += pt->inputs[0]->nbytes;
-        }
+    for (size_t i = 0; i < plan->ntensors; i++) {
+        const smelt_plan_tensor *pt = &plan->tensors[i];
+        /* Statistics passes read the tensor again each time. */
+        uint64_t reads = 1;
+        if (pt->kind == SMELT_TASK_MERGE && plan->method->passes)
+            reads += plan->method->passes(pt->method_state);
+        for (size_t k = 0; k < pt->ninputs; k++)
+            plan->bytes_to_read += reads * pt->ref->numel * smelt_dtype_size(pt->inputs[k]->dtype);
         plan->bytes_to_write += pt->out_nbytes;
     }
-    if ((rc = layout_shards(ctx, plan, out_shard_size)) != SMELT_OK)
+    if ((rc = layout_shards(ctx, plan, opts->out_shard_size)) != SMELT_OK)
         goto fail;
     for (size_t p = 0; p < plan->method->nparams; p++)
         free(values[p]);
@@ -462,8 +794,9 @@ void smelt_plan_free(smelt_plan *plan)
     if (!plan)
         return;
     for (size_t i = 0; i < plan->ntensors; i++) {
+        free(plan->tensors[i].name);
         free(plan->tensors[i].inputs);
-        if (plan->method && plan->method->release)
+        if (plan->tensors[i].kind == SMELT_TASK_MERGE && plan->method && plan->method->release)
             plan->method->release(plan->tensors[i].method_state);
         else
             free(plan->tensors[i].method_state);
@@ -474,11 +807,16 @@ void smelt_plan_free(smelt_plan *plan)
         free(plan->shards[s].header);
     }
     free(plan->shards);
+    for (size_t s = 0; s < plan->nslices && plan->slices; s++) {
+        free(plan->slices[s].input_model);
+        free(plan->slices[s].input_names);
+        free(plan->slices[s].layer_begin);
+        free(plan->slices[s].input_params);
+    }
+    free(plan->slices);
     for (size_t i = 0; i < plan->nmodels; i++)
         smelt_model_close(plan->models[i]);
     free(plan->models);
-    free(plan->input_model);
-    free(plan->input_names);
     smelt_spec_free(plan->spec);
     free(plan);
 }

@@ -13,16 +13,35 @@ typedef enum smelt_task_kind {
     SMELT_TASK_COPY   /* bytes copied unchanged from one source (integer tensors, ...) */
 } smelt_task_kind;
 
+/* The inputs one output layer range is built from: a `slices:` entry, or for a `models:` config
+ * the one slice covering every layer of every model (mergekit normalizes it the same way). */
+typedef struct smelt_plan_slice {
+    size_t ninputs;
+    uint32_t *input_model;            /* input -> plan->models[] */
+    const char **input_names;         /* input -> reference as written */
+    long *layer_begin;                /* input -> its first layer in this slice */
+    const smelt_params **input_params; /* input -> its source/model `parameters:` (or NULL) */
+    const smelt_params *params;       /* the slice's own `parameters:` (NULL for models:) */
+    int has_base;                     /* input 0 is the base model */
+    uint32_t nlayers;                 /* layers every source contributes */
+    uint32_t out_layer0;              /* the output index of its first layer */
+    int index;                        /* position in `slices:` (-1 for a models: config) */
+} smelt_plan_slice;
+
 typedef struct smelt_plan_tensor {
-    const smelt_tensor_info *ref;     /* the reference model's tensor: name and shape */
+    char *name;                       /* output name (owned): layer numbers follow the output */
+    const smelt_tensor_info *ref;     /* the reference input tensor: shape and element count */
     smelt_task_kind kind;
     smelt_dtype out_dtype;
     uint64_t out_nbytes;
     uint32_t shard;
     uint64_t out_offset;              /* absolute offset in the shard file */
-    const smelt_tensor_info **inputs; /* MERGE: one per method input; COPY: inputs[0] */
+    uint32_t slice;                   /* index into plan->slices */
+    size_t ninputs;                   /* MERGE: the slice's inputs; COPY: 1 */
+    const smelt_tensor_info **inputs; /* read the first ref->numel elements of each */
+    const uint32_t *input_model;      /* input -> plan->models[] */
     void *method_state;               /* MERGE: from method->prepare */
-    double layer_t;                   /* position in the layer stack, 0 outside the layers */
+    double layer_t;                   /* gradient position: 0 before the layers, 1 after */
 } smelt_plan_tensor;
 
 typedef struct smelt_plan_shard {
@@ -38,29 +57,51 @@ typedef struct smelt_plan {
     const smelt_method *method;
     smelt_model **models;            /* each distinct reference opened once */
     size_t nmodels;
-    size_t ninputs;                  /* the method's inputs: base first when it uses one */
-    uint32_t *input_model;           /* input -> models[] */
-    const char **input_names;        /* input -> reference as written */
-    int has_base;                    /* input 0 is the base model */
-    uint32_t ref_model;              /* the model whose tensors and config define the output */
+    smelt_plan_slice *slices;
+    size_t nslices;
+    size_t ninputs;                  /* the most inputs any tensor has (buffer sizing) */
+    uint32_t ref_model;              /* the model whose config.json the output carries */
+    int tokenizer_model;             /* whose tokenizer files are copied; -1 = none */
     smelt_plan_tensor *tensors;      /* in the order the engine processes them */
     size_t ntensors;
     smelt_plan_shard *shards;
     size_t nshards;
-    uint32_t num_layers;             /* detected from tensor names (0 when none) */
+    uint32_t num_layers;             /* output layers (from tensor names; 0 when none) */
+    uint32_t ref_num_layers;         /* the reference model's layers */
     uint64_t bytes_to_read, bytes_to_write;
+    uint64_t random_seed;
 } smelt_plan;
+
+/* What the plan needs besides the spec. */
+typedef struct smelt_plan_options {
+    uint64_t out_shard_size;
+    uint64_t random_seed;
+    int copy_tokenizer;              /* copy the tokenizer files (mergekit's default: yes) */
+    int allow_crimes;                /* allow inputs of different architectures */
+} smelt_plan_options;
 
 /* Builds the plan for a spec (the plan takes ownership of the spec, also on failure): opens and
  * validates every model, resolves the method and its parameters per tensor, checks every
  * tensor's presence, shape and dtype in every input, picks output dtypes and lays out the
  * output shards (none larger than out_shard_size unless one tensor is). */
-int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, uint64_t out_shard_size,
+int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_options *opts,
                      smelt_plan **out);
 
 void smelt_plan_free(smelt_plan *plan);
 
-/* The layer index in a tensor name (".layers.N.", ".h.N.", ".blocks.N.", "blk.N."), or -1. */
+/* The method's parameters for one MERGE tensor, resolved as the plan resolved them:
+ * values[p][i] for input i of a per-model parameter, values[p][0] for a global one (values has
+ * method->nparams rows of at least pt->ninputs entries). For `smelt plan`. */
+int smelt_plan_resolve_params(smelt_ctx *ctx, const smelt_plan *plan,
+                              const smelt_plan_tensor *pt, double **values);
+
+/* The layer index in a tensor name (".layers.N.", ".h.N.", ".blocks.N.", "blk.N."), or -1.
+ * When digits is not NULL it receives the index's digits' offset and length in the name. */
 long smelt_layer_index(const char *tensor_name);
+long smelt_layer_index_at(const char *tensor_name, size_t *digits, size_t *ndigits);
+
+/* The tensor name with its layer index replaced by `layer` (malloc'd; NULL when out of memory).
+ * A name without a layer index is copied. */
+char *smelt_layer_rename(const char *tensor_name, long layer);
 
 #endif

@@ -42,15 +42,17 @@ typedef struct synth_tensor {
 
 static uint64_t round_up(uint64_t x, uint64_t m) { return (x + m - 1) / m * m; }
 
-/* Picks the widest hidden size that still leaves room for 8 layers, then as many layers as the
- * size asks for. Depends only on the parameter budget, so a base and its fine-tunes agree. */
-static synth_arch choose_arch(uint64_t params)
+/* Picks the widest hidden size that still leaves room for 8 layers (or the layers asked for),
+ * then as many layers as the size asks for. Depends only on the parameter budget and the layer
+ * count, so a base and its fine-tunes agree. */
+static synth_arch choose_arch(uint64_t params, uint64_t want_layers)
 {
     synth_arch a = {64, 0, 0, 1, 1};
+    uint64_t room = want_layers ? want_layers : 8;
     for (uint64_t h = 64; h <= 8192; h += 64) {
         uint64_t inter = round_up(h * 11 / 4, 64);
         uint64_t per_layer = 4 * h * h + 3 * h * inter + 2 * h;
-        if (per_layer * 8 > params)
+        if (per_layer * room > params)
             break;
         a.hidden = h;
     }
@@ -59,7 +61,8 @@ static synth_arch choose_arch(uint64_t params)
     a.vocab = vocab < 256 ? 256 : vocab > 32000 ? 32000 : vocab / 64 * 64;
     uint64_t per_layer = 4 * a.hidden * a.hidden + 3 * a.hidden * a.intermediate + 2 * a.hidden;
     uint64_t fixed = 2 * a.vocab * a.hidden + a.hidden;
-    a.layers = params > fixed + per_layer ? (params - fixed + per_layer / 2) / per_layer : 1;
+    a.layers = want_layers ? want_layers
+               : params > fixed + per_layer ? (params - fixed + per_layer / 2) / per_layer : 1;
     a.heads = a.hidden / 64;
     return a;
 }
@@ -251,7 +254,9 @@ int smelt_synth(smelt_ctx *ctx, const char *out_dir, const smelt_synth_options *
     if (opts->has_base && !(opts->delta >= 0 && opts->delta < 1e6))
         return smelt_fail(ctx, SMELT_E_ARG, "synth: delta %g is out of range", opts->delta);
     uint64_t shard_limit = opts->shard_size ? opts->shard_size : 1000000000ull;
-    synth_arch arch = choose_arch(opts->size / smelt_dtype_size(dt));
+    if (opts->layers > 4096)
+        return smelt_fail(ctx, SMELT_E_ARG, "synth: %u layers is more than 4096", opts->layers);
+    synth_arch arch = choose_arch(opts->size / smelt_dtype_size(dt), opts->layers);
     size_t ntensors = 9 * arch.layers + 3;
     synth_tensor *tensors = calloc(ntensors, sizeof *tensors);
     if (!tensors)

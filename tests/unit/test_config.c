@@ -225,8 +225,8 @@ typedef struct bad_case {
 static const bad_case bad_cases[] = {
     /* shape */
     {"merge_method: linear\nmodelz: [{model: a}]\n", SMELT_E_CONFIG,
-     "merge.yml:2: unknown key 'modelz' (allowed: merge_method, base_model, models, parameters, "
-     "dtype, out_dtype, tokenizer_source, chat_template, name)"},
+     "merge.yml:2: unknown key 'modelz' (allowed: merge_method, base_model, models, slices, "
+     "parameters, dtype, out_dtype, tokenizer_source, chat_template, name)"},
     {"merge_method: linear\nmodels:\n  - model: a\n    paramters: {weight: 1}\n", SMELT_E_CONFIG,
      "merge.yml:4: models[0]: unknown key 'paramters' (allowed: model, parameters)"},
     {"models: [{model: a}]\n", SMELT_E_CONFIG, "merge.yml:1: 'merge_method' is required"},
@@ -235,6 +235,27 @@ static const bad_case bad_cases[] = {
     {"merge_method: 3\nmodels: [{model: a}]\n", SMELT_E_CONFIG,
      "merge.yml:1: 'merge_method' must be a string, not a number (quote it)"},
     {"merge_method: linear\n", SMELT_E_CONFIG, "merge.yml:1: 'models' is required"},
+    /* slices */
+    {"merge_method: passthrough\nmodels: [{model: a}]\nslices: [{sources: [{model: a, "
+     "layer_range: [0, 2]}]}]\n", SMELT_E_CONFIG,
+     "merge.yml:3: give either 'models' or 'slices', not both"},
+    {"merge_method: passthrough\nslices: []\n", SMELT_E_CONFIG,
+     "merge.yml:2: 'slices' must be a non-empty list"},
+    {"merge_method: passthrough\nslices:\n  - sources: [{model: a}]\n", SMELT_E_CONFIG,
+     "merge.yml:3: slices[0]: sources[0]: 'layer_range' is required"},
+    {"merge_method: passthrough\nslices:\n  - sources: [{model: a, layer_range: [4, 2]}]\n",
+     SMELT_E_CONFIG, "merge.yml:3: slices[0]: sources[0]: layer_range [4, 2] must satisfy"},
+    {"merge_method: passthrough\nslices:\n  - sources: [{model: a, layer_range: [0, x]}]\n",
+     SMELT_E_CONFIG, "merge.yml:3: slices[0]: sources[0]: layer_range: expected an integer"},
+    {"merge_method: passthrough\nslices:\n  - sources: [{model: a, layer_range: [0]}]\n",
+     SMELT_E_CONFIG, "merge.yml:3: slices[0]: sources[0]: 'layer_range' must be a list of two"},
+    {"merge_method: passthrough\nslices:\n  - sources: [{model: a, layer_rang: [0, 1]}]\n",
+     SMELT_E_CONFIG, "merge.yml:3: slices[0]: sources[0]: unknown key 'layer_rang'"},
+    {"merge_method: passthrough\nslices:\n  - {sources: [{model: a, layer_range: [0, 1]}], "
+     "residual_weight: 0.5}\n", SMELT_E_UNSUPPORTED,
+     "merge.yml:3: slices[0]: 'residual_weight' is not supported yet"},
+    {"merge_method: passthrough\nslices:\n  - {srcs: []}\n", SMELT_E_CONFIG,
+     "merge.yml:3: slices[0]: unknown key 'srcs' (allowed: sources, base_model, parameters)"},
     {"merge_method: linear\nmodels:\n", SMELT_E_CONFIG, "merge.yml:2: 'models' is required"},
     {"merge_method: linear\nmodels: {model: a}\n", SMELT_E_CONFIG,
      "merge.yml:2: 'models' must be a list of {model: ..., parameters: ...}, not a mapping"},
@@ -336,8 +357,6 @@ static const bad_case bad_cases[] = {
     {"merge_method: !!python/name:os.system linear\n", SMELT_E_UNSUPPORTED,
      "merge.yml:1: YAML tag 'tag:yaml.org,2002:python/name:os.system' is not supported"},
     /* known to mergekit, not implemented yet */
-    {"merge_method: passthrough\nslices:\n  - sources:\n      - model: a\n        layer_range: "
-     "[0, 4]\n", SMELT_E_UNSUPPORTED, "merge.yml:2: 'slices' is not supported yet"},
     {"merge_method: linear\nmodules:\n  text: {models: [{model: a}]}\n", SMELT_E_UNSUPPORTED,
      "merge.yml:2: 'modules' is not supported yet"},
     {"merge_method: linear\nmodels: [{model: a}]\ntokenizer:\n  source: union\n",
@@ -356,6 +375,42 @@ static const bad_case bad_cases[] = {
     {"merge_method: linear\nmodels:\n  - model: {model: {path: a}}\n", SMELT_E_UNSUPPORTED,
      "merge.yml:3: models[0]: 'model': a model reference written as a mapping is not supported"},
 };
+
+/* A frankenmerge in mergekit's documentation style, with parameters at every slice level. */
+START_TEST(slices_config)
+{
+    static const char yml[] =
+        "slices:\n"
+        "  - sources:\n"
+        "      - model: org/a\n"
+        "        layer_range: [0, 24]\n"
+        "        parameters: {scale: 0.5}\n"
+        "    parameters: {t: [0, 1]}\n"
+        "  - sources:\n"
+        "      - {model: org/b, layer_range: [8, 32]}\n"
+        "    base_model: org/b\n"
+        "merge_method: passthrough\n"
+        "dtype: bfloat16\n";
+    smelt_ctx *ctx = smelt_ctx_new();
+    smelt_merge_spec *s = parse_ok(ctx, yml);
+    ck_assert_uint_eq(s->nmodels, 0);
+    ck_assert_uint_eq(s->nslices, 2);
+    ck_assert_uint_eq(s->slices[0].nsources, 1);
+    ck_assert_str_eq(s->slices[0].sources[0].model, "org/a");
+    ck_assert_int_eq(s->slices[0].sources[0].layer_begin, 0);
+    ck_assert_int_eq(s->slices[0].sources[0].layer_end, 24);
+    ck_assert_double_eq(eval_ok(smelt_params_find(&s->slices[0].sources[0].params, "scale"), "x",
+                                0), 0.5);
+    ck_assert_double_eq(eval_ok(smelt_params_find(&s->slices[0].params, "t"), "x", 0.5), 0.5);
+    ck_assert_ptr_null(s->slices[0].base_model);
+    ck_assert_str_eq(s->slices[1].base_model, "org/b");
+    ck_assert_int_eq(s->slices[1].sources[0].layer_begin, 8);
+    ck_assert_int_eq(s->slices[1].sources[0].layer_end, 32);
+    ck_assert_int_eq(s->slices[1].sources[0].line, 8);
+    smelt_spec_free(s);
+    smelt_ctx_free(ctx);
+}
+END_TEST
 
 START_TEST(bad_configs)
 {
@@ -728,6 +783,7 @@ int main(void)
     tcase_add_test(tc, linear_config);
     tcase_add_test(tc, load_from_file);
     tcase_add_test(tc, ties_config);
+    tcase_add_test(tc, slices_config);
     tcase_add_test(tc, bad_configs);
     tcase_add_test(tc, hostile_yaml_is_bounded);
     tcase_add_test(tc, pyyaml_scalar_typing);

@@ -15,23 +15,33 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  merge CONFIG.yml OUT_DIR   merge the models a mergekit-style config describes\n"
+    "  plan CONFIG.yml            print what merge would do (tensors, sources, parameters,\n"
+    "                             layout, bytes, memory) without reading tensor data\n"
     "  synth OUT_DIR --size SIZE  write a synthetic Llama-shaped model (for tests and demos)\n"
     "  version                    print the version and the SIMD level in use\n"
     "  help                       print this help\n"
     "\n"
-    "merge options:\n"
+    "merge and plan options:\n"
     "  --max-memory SIZE      the engine's whole buffer budget (default 512Mi)\n"
-    "  --out-shard-size SIZE  the largest output shard (default 5G)\n"
+    "  --out-shard-size SIZE  the largest output shard (default 5G; 5B also means 5e9, as in\n"
+    "                         mergekit)\n"
     "  -j, --threads N        worker threads (default: all online CPUs)\n"
     "  --overwrite            replace a model already in OUT_DIR\n"
     "  --random-seed N        seed for random methods (default 0)\n"
+    "  --[no-]copy-tokenizer  copy the tokenizer files (default: copy)\n"
+    "  --[no-]write-model-card  write README.md with the merge details (default: write)\n"
+    "  --allow-crimes         merge models of different architectures\n"
     "  -q, --quiet            no progress line\n"
+    "  mergekit's --cuda, --low-cpu-memory, --lazy-unpickle, --trust-remote-code,\n"
+    "  --clone-tensors, --safe-serialization, --read-to-gpu, --multi-gpu, --verbose,\n"
+    "  --transformers-cache DIR and --lora-merge-cache DIR are accepted and ignored.\n"
     "\n"
     "synth options:\n"
     "  --size SIZE            total tensor bytes, approximately (required)\n"
     "  --dtype D              bfloat16 (default), float16 or float32\n"
     "  --seed N               weights seed (default 0)\n"
     "  --base-seed N          make a fine-tune of the model with this seed\n"
+    "  --layers N             decoder layers (default: as many as the size gives)\n"
     "  --delta X              the fine-tune's perturbation scale (default 0.01)\n"
     "  --shard-size SIZE      the largest shard (default 1G)\n"
     "  -j, --threads N        generator threads\n"
@@ -123,52 +133,124 @@ static void draw_progress(void *user, const smelt_progress *p)
     fflush(stderr);
 }
 
-static int cmd_merge(smelt_ctx *ctx, int argc, char **argv)
+/* mergekit's --out-shard-size counts with K, M and B (billions); "5B" must not read as 5
+ * bytes, so a number with a lone B suffix is taken the mergekit way. */
+static int parse_shard_size(smelt_ctx *ctx, const char *text, uint64_t *out)
 {
-    enum { OPT_MAX_MEMORY = 256, OPT_SHARD, OPT_OVERWRITE, OPT_SEED };
-    static const struct option options[] = {
+    size_t len = strlen(text);
+    if (len >= 2 && (text[len - 1] == 'B' || text[len - 1] == 'b')) {
+        char *end;
+        double v = strtod(text, &end);
+        if (end == text + len - 1 && v > 0 && v < 1e10) {
+            *out = (uint64_t)(v * 1e9);
+            return 0;
+        }
+    }
+    return parse_size_flag(ctx, text, "--out-shard-size", out);
+}
+
+/* Flags mergekit has for GPUs or Python that mean nothing here: accepted so that scripts keep
+ * working, with one notice each. The ones listed with a value take an argument. */
+static const char *const ignored_flags[] = {"cuda", "low-cpu-memory", "lazy-unpickle",
+                                            "trust-remote-code", "clone-tensors",
+                                            "safe-serialization", "read-to-gpu", "multi-gpu",
+                                            "verbose", NULL};
+static const char *const ignored_value_flags[] = {"transformers-cache", "lora-merge-cache", NULL};
+
+/* The options merge and plan share. Returns -1 to go on, or the exit status. */
+static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merge_options *opts,
+                               int *quiet)
+{
+    enum { OPT_MAX_MEMORY = 256, OPT_SHARD, OPT_OVERWRITE, OPT_SEED, OPT_COPY_TOK, OPT_NO_COPY_TOK,
+           OPT_CARD, OPT_NO_CARD, OPT_CRIMES, OPT_NO_CRIMES, OPT_IGNORED = 512,
+           OPT_IGNORED_VALUE = 768 };
+    struct option options[64] = {
         {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
         {"out-shard-size", required_argument, NULL, OPT_SHARD},
         {"threads", required_argument, NULL, 'j'},
         {"overwrite", no_argument, NULL, OPT_OVERWRITE},
         {"random-seed", required_argument, NULL, OPT_SEED},
+        {"copy-tokenizer", no_argument, NULL, OPT_COPY_TOK},
+        {"no-copy-tokenizer", no_argument, NULL, OPT_NO_COPY_TOK},
+        {"write-model-card", no_argument, NULL, OPT_CARD},
+        {"no-write-model-card", no_argument, NULL, OPT_NO_CARD},
+        {"allow-crimes", no_argument, NULL, OPT_CRIMES},
+        {"no-allow-crimes", no_argument, NULL, OPT_NO_CRIMES},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
     };
-    smelt_merge_options opts;
-    smelt_merge_options_default(&opts);
-    int quiet = 0, c;
+    /* --x and --no-x for each ignored switch; the table has room for all of them. */
+    static char names[32][40];
+    size_t n = 13, k = 0;
+    for (size_t i = 0; ignored_flags[i]; i++) {
+        snprintf(names[k], sizeof names[k], "no-%s", ignored_flags[i]);
+        options[n++] = (struct option){ignored_flags[i], no_argument, NULL, OPT_IGNORED + (int)i};
+        options[n++] = (struct option){names[k++], no_argument, NULL, OPT_IGNORED + (int)i};
+    }
+    for (size_t i = 0; ignored_value_flags[i]; i++)
+        options[n++] = (struct option){ignored_value_flags[i], required_argument, NULL,
+                                       OPT_IGNORED_VALUE + (int)i};
+    options[n] = (struct option){NULL, 0, NULL, 0};
     long threads;
-    while ((c = getopt_long(argc, argv, "j:qh", options, NULL)) != -1) {
+    int c;
+    while ((c = getopt_long(argc, argv, "j:qvh", options, NULL)) != -1) {
         switch (c) {
         case OPT_MAX_MEMORY:
-            if (parse_size_flag(ctx, optarg, "--max-memory", &opts.max_memory))
+            if (parse_size_flag(ctx, optarg, "--max-memory", &opts->max_memory))
                 return 2;
-            if (opts.max_memory == 0)
+            if (opts->max_memory == 0)
                 return fail_usage("--max-memory: '%s' must be larger than 0", optarg);
             break;
         case OPT_SHARD:
-            if (parse_size_flag(ctx, optarg, "--out-shard-size", &opts.out_shard_size))
+            if (parse_shard_size(ctx, optarg, &opts->out_shard_size))
                 return 2;
-            if (opts.out_shard_size == 0)
+            if (opts->out_shard_size == 0)
                 return fail_usage("--out-shard-size: '%s' must be larger than 0", optarg);
             break;
         case 'j':
             if (parse_count(optarg, "--threads", 1024, &threads))
                 return 2;
-            opts.threads = (int)threads;
+            opts->threads = (int)threads;
             break;
-        case OPT_OVERWRITE: opts.overwrite = 1; break;
+        case OPT_OVERWRITE: opts->overwrite = 1; break;
         case OPT_SEED:
-            if (parse_u64(optarg, "--random-seed", &opts.random_seed))
+            if (parse_u64(optarg, "--random-seed", &opts->random_seed))
                 return 2;
             break;
-        case 'q': quiet = 1; break;
+        case OPT_COPY_TOK: opts->no_copy_tokenizer = 0; break;
+        case OPT_NO_COPY_TOK: opts->no_copy_tokenizer = 1; break;
+        case OPT_CARD: opts->no_model_card = 0; break;
+        case OPT_NO_CARD: opts->no_model_card = 1; break;
+        case OPT_CRIMES: opts->allow_crimes = 1; break;
+        case OPT_NO_CRIMES: opts->allow_crimes = 0; break;
+        case 'q': *quiet = 1; break;
+        case 'v': fprintf(stderr, "smelt: notice: -v has no effect in smelt (ignored)\n"); break;
         case 'h': fputs(usage_text, stdout); return 0;
-        default: return 2;
+        default:
+            if (c >= OPT_IGNORED_VALUE) {
+                fprintf(stderr, "smelt: notice: --%s is a mergekit option that has no effect in "
+                        "smelt (ignored)\n", ignored_value_flags[c - OPT_IGNORED_VALUE]);
+                break;
+            }
+            if (c >= OPT_IGNORED) {
+                fprintf(stderr, "smelt: notice: --%s is a mergekit option for GPUs or Python "
+                        "that has no effect in smelt (ignored)\n", ignored_flags[c - OPT_IGNORED]);
+                break;
+            }
+            return 2;
         }
     }
+    return -1;
+}
+
+static int cmd_merge(smelt_ctx *ctx, int argc, char **argv)
+{
+    smelt_merge_options opts;
+    smelt_merge_options_default(&opts);
+    int quiet = 0;
+    int status = parse_merge_options(ctx, argc, argv, &opts, &quiet);
+    if (status >= 0)
+        return status;
     if (argc - optind != 2)
         return fail_usage("merge takes CONFIG.yml and OUT_DIR%s", "");
     if (!quiet && isatty(STDERR_FILENO)) {
@@ -189,14 +271,29 @@ static int cmd_merge(smelt_ctx *ctx, int argc, char **argv)
     return 0;
 }
 
+static int cmd_plan(smelt_ctx *ctx, int argc, char **argv)
+{
+    smelt_merge_options opts;
+    smelt_merge_options_default(&opts);
+    int quiet = 0;
+    int status = parse_merge_options(ctx, argc, argv, &opts, &quiet);
+    if (status >= 0)
+        return status;
+    if (argc - optind != 1)
+        return fail_usage("plan takes CONFIG.yml%s", "");
+    int rc = smelt_plan_print(ctx, argv[optind], &opts, stdout);
+    return rc == SMELT_OK ? 0 : report_error(ctx, rc);
+}
+
 static int cmd_synth(smelt_ctx *ctx, int argc, char **argv)
 {
-    enum { OPT_SIZE = 256, OPT_DTYPE, OPT_SEED, OPT_BASE_SEED, OPT_DELTA, OPT_SHARD };
+    enum { OPT_SIZE = 256, OPT_DTYPE, OPT_SEED, OPT_BASE_SEED, OPT_DELTA, OPT_SHARD, OPT_LAYERS };
     static const struct option options[] = {
         {"size", required_argument, NULL, OPT_SIZE},
         {"dtype", required_argument, NULL, OPT_DTYPE},
         {"seed", required_argument, NULL, OPT_SEED},
         {"base-seed", required_argument, NULL, OPT_BASE_SEED},
+        {"layers", required_argument, NULL, OPT_LAYERS},
         {"delta", required_argument, NULL, OPT_DELTA},
         {"shard-size", required_argument, NULL, OPT_SHARD},
         {"threads", required_argument, NULL, 'j'},
@@ -219,6 +316,13 @@ static int cmd_synth(smelt_ctx *ctx, int argc, char **argv)
             if (parse_u64(optarg, "--seed", &opts.seed))
                 return 2;
             break;
+        case OPT_LAYERS: {
+            long layers;
+            if (parse_count(optarg, "--layers", 4096, &layers))
+                return 2;
+            opts.layers = (unsigned)layers;
+            break;
+        }
         case OPT_BASE_SEED:
             if (parse_u64(optarg, "--base-seed", &opts.base_seed))
                 return 2;
@@ -273,6 +377,8 @@ int main(int argc, char **argv)
         rc = 0;
     } else if (!strcmp(cmd, "merge")) {
         rc = cmd_merge(ctx, argc - 1, argv + 1);
+    } else if (!strcmp(cmd, "plan")) {
+        rc = cmd_plan(ctx, argc - 1, argv + 1);
     } else if (!strcmp(cmd, "synth")) {
         rc = cmd_synth(ctx, argc - 1, argv + 1);
     } else {

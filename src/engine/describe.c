@@ -1,0 +1,102 @@
+/* `smelt plan`: the plan in words, for debugging gradients, filters and slices. */
+#include "engine/engine.h"
+
+#include <stdlib.h>
+
+static void print_shape(FILE *out, const smelt_tensor_info *t)
+{
+    fputc('[', out);
+    for (uint32_t d = 0; d < t->ndim; d++)
+        fprintf(out, "%s%llu", d ? ", " : "", (unsigned long long)t->shape[d]);
+    fputc(']', out);
+}
+
+static void print_params(FILE *out, const smelt_plan *plan, const smelt_plan_tensor *pt,
+                         double **values)
+{
+    const smelt_method *m = plan->method;
+    fprintf(out, "    parameters:");
+    for (size_t p = 0; p < m->nparams; p++) {
+        const smelt_param_def *def = &m->params[p];
+        fprintf(out, " %s=", def->name);
+        if (!def->per_model) {
+            fprintf(out, "%.9g", values[p][0]);
+            continue;
+        }
+        fputc('[', out);
+        for (size_t i = 0; i < pt->ninputs; i++)
+            fprintf(out, "%s%.9g", i ? ", " : "", values[p][i]);
+        fputc(']', out);
+    }
+    fputc('\n', out);
+}
+
+int smelt_plan_describe(smelt_ctx *ctx, const smelt_plan *plan, const smelt_engine_layout *layout,
+                        uint64_t max_memory, FILE *out)
+{
+    const smelt_method *m = plan->method;
+    fprintf(out, "config:   %s\nmethod:   %s\n", plan->spec->path, m->name);
+    fprintf(out, "output:   %zu tensors in %zu shard%s, %u layers, model config from '%s'\n",
+            plan->ntensors, plan->nshards, plan->nshards == 1 ? "" : "s", plan->num_layers,
+            plan->models[plan->ref_model]->ref);
+    fprintf(out, "tokenizer: %s\n", plan->tokenizer_model < 0
+                                        ? "not copied"
+                                        : plan->models[plan->tokenizer_model]->ref);
+    for (size_t s = 0; s < plan->nslices; s++) {
+        const smelt_plan_slice *sl = &plan->slices[s];
+        fprintf(out, "slice %zu:  output layers [%u, %u)\n", s, sl->out_layer0,
+                sl->out_layer0 + sl->nlayers);
+        for (size_t i = 0; i < sl->ninputs; i++)
+            fprintf(out, "  input %zu: %s%s, layers [%ld, %ld)\n", i, sl->input_names[i],
+                    sl->has_base && i == 0 ? " (base)" : "", sl->layer_begin[i],
+                    sl->layer_begin[i] + (long)sl->nlayers);
+    }
+    double **values = calloc(m->nparams + 1, sizeof *values);
+    int rc = values ? SMELT_OK : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    for (size_t p = 0; rc == SMELT_OK && p < m->nparams; p++)
+        if (!(values[p] = calloc(plan->ninputs + 1, sizeof(double))))
+            rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    fprintf(out, "tensors (in processing order):\n");
+    for (size_t t = 0; rc == SMELT_OK && t < plan->ntensors; t++) {
+        const smelt_plan_tensor *pt = &plan->tensors[t];
+        fprintf(out, "  %s %s ", pt->name, smelt_dtype_name(pt->out_dtype));
+        print_shape(out, pt->ref);
+        fprintf(out, " -> %s @ %llu, t=%.6g\n", plan->shards[pt->shard].name,
+                (unsigned long long)pt->out_offset, pt->layer_t);
+        if (pt->kind == SMELT_TASK_COPY) {
+            fprintf(out, "    copy from %s:%s\n", plan->models[pt->input_model[0]]->ref,
+                    pt->inputs[0]->name);
+            continue;
+        }
+        for (size_t i = 0; i < pt->ninputs; i++)
+            fprintf(out, "    from %s:%s (%s)\n", plan->models[pt->input_model[i]]->ref,
+                    pt->inputs[i]->name, smelt_dtype_name(pt->inputs[i]->dtype));
+        rc = smelt_plan_resolve_params(ctx, plan, pt, values);
+        if (rc == SMELT_OK)
+            print_params(out, plan, pt, values);
+    }
+    for (size_t p = 0; values && p < m->nparams; p++)
+        free(values[p]);
+    free(values);
+    if (rc != SMELT_OK)
+        return rc;
+    for (size_t s = 0; s < plan->nshards; s++)
+        fprintf(out, "shard:    %s, %llu tensors, %llu bytes\n", plan->shards[s].name,
+                (unsigned long long)plan->shards[s].ntensors,
+                (unsigned long long)plan->shards[s].size);
+    uint64_t in_bytes = 0;
+    for (size_t t = 0; t < plan->ntensors; t++)
+        for (size_t i = 0; i < plan->tensors[t].ninputs; i++)
+            in_bytes += plan->tensors[t].ref->numel *
+                        smelt_dtype_size(plan->tensors[t].inputs[i]->dtype);
+    fprintf(out, "read:     %llu bytes (%.2f x the input tensors' %llu bytes)\n",
+            (unsigned long long)plan->bytes_to_read,
+            in_bytes ? (double)plan->bytes_to_read / (double)in_bytes : 0.0,
+            (unsigned long long)in_bytes);
+    fprintf(out, "write:    %llu bytes\n", (unsigned long long)plan->bytes_to_write);
+    fprintf(out, "memory:   budget %llu bytes: chunks of %llu elements, %u in flight, %llu bytes "
+            "of buffers\n", (unsigned long long)max_memory,
+            (unsigned long long)layout->chunk_elements, layout->depth,
+            (unsigned long long)layout->buffer_bytes);
+    return SMELT_OK;
+}
