@@ -198,20 +198,32 @@ static int nuslerp_check(smelt_ctx *ctx, const smelt_tensor_args *args, interp_s
 }
 
 /* t = w₂/(w₁+w₂); cos θ = v0·v1 / (max(|v0|, 1e-7)·max(|v1|, 1e-7)) clamped to [−1, 1]; the
- * sin-weighted sum of the vectors, or their lerp where |sin θ| < 1e-8 (colinear or opposite). */
+ * sin-weighted sum of the vectors, or their lerp where |sin θ| < 1e-8 (colinear or opposite).
+ *
+ * sin θ is taken from the Gram determinant, sin²θ = (G00·G11 − G01²)/(G00·G11), not as
+ * sin(acos(cos θ)): for a vector and its exact negation or multiple the determinant is exactly 0
+ * in double, while cos θ lands one rounding off ±1 and sin(acos) of that is ~1.5e-8, just above
+ * the threshold, which would send the merge down the arc formula with 1/sin θ ~ 1e8 weights.
+ * (Where a norm is under the 1e-7 clamp, mergekit's cos θ is not a true cosine; sin θ is then
+ * sqrt(1 − cos²θ) as there.) */
 static int nuslerp_coefs(smelt_ctx *ctx, interp_state *s)
 {
     (void)ctx;
     double w1 = s->w[s->first], w2 = s->w[s->first + 1], sum = w1 + w2;
     double t = fabs(sum) < 1e-6 ? 0.5 : w2 / sum;
-    double n0 = fmax(sqrt(G(s, 0, 0)), 1e-7), n1 = fmax(sqrt(G(s, 1, 1)), 1e-7);
-    double cos_theta = fmin(fmax(G(s, 0, 1) / (n0 * n1), -1.0), 1.0);
-    double theta = acos(cos_theta), c[2];
-    if (fabs(sin(theta)) < 1e-8) {
+    double n0 = sqrt(G(s, 0, 0)), n1 = sqrt(G(s, 1, 1));
+    double cos_theta = fmin(fmax(G(s, 0, 1) / (fmax(n0, 1e-7) * fmax(n1, 1e-7)), -1.0), 1.0);
+    double sin2 = n0 > 1e-7 && n1 > 1e-7
+                      ? (G(s, 0, 0) * G(s, 1, 1) - G(s, 0, 1) * G(s, 0, 1)) / (G(s, 0, 0) * G(s, 1, 1))
+                      : 1 - cos_theta * cos_theta;
+    double sin_theta = sqrt(fmin(fmax(sin2, 0.0), 1.0)), c[2];
+    if (sin_theta < 1e-8 || isnan(sin2)) {
         c[0] = 1 - t;
         c[1] = t;
     } else {
-        arc_coefs(t, theta, c);
+        double theta = atan2(sin_theta, cos_theta);
+        c[0] = sin(theta - t * theta) / sin_theta;
+        c[1] = sin(t * theta) / sin_theta;
     }
     set_vector_coefs(s, c, vector_form(s));
     return SMELT_OK;
@@ -319,7 +331,12 @@ static int karcher_check(smelt_ctx *ctx, const smelt_tensor_args *args, interp_s
  * T = Σ a_i θ_i/sin θ_i (u_i − cos θ_i u) has coefficients γ built from β and the unit
  * coefficients; |T| = sqrt(γᵀGγ); the step u ← cos|T| u + sin|T| T/|T| and the renormalization
  * u/|u| (|u| = sqrt(βᵀGβ)) are combinations again. So all of mergekit's fixed-point loop runs on
- * the m × m Gram, whatever the tensor size. */
+ * the m × m Gram, whatever the tensor size.
+ *
+ * One deviation, at the antipode: a unit vector within tol of −u is skipped like one within tol
+ * of u. Its tangent u_i − cos θ_i·u is zero (exactly so in mergekit's f32 for an exact negation)
+ * but its weight θ_i/sin θ_i explodes, and in coefficient form the zero is a difference of
+ * large terms that rounding leaves at ~1, which would throw u across the sphere. */
 static int karcher_coefs(smelt_ctx *ctx, interp_state *s)
 {
     (void)ctx;
@@ -359,7 +376,7 @@ static int karcher_coefs(smelt_ctx *ctx, interp_state *s)
                 continue;
             double dot = fmin(fmax(gbeta[i] / norm[i], -1.0), 1.0);
             double theta = acos(dot);
-            if (theta < s->tol)
+            if (theta < s->tol || theta > M_PI - s->tol)
                 continue;
             double f = alpha * theta / sin(theta);
             gamma[i] += f / norm[i];
@@ -502,9 +519,12 @@ fail:
     return rc;
 }
 
+/* The plan also releases tensors whose prepare failed (state NULL), as it would free() them. */
 static void interp_release(void *state)
 {
     interp_state *s = state;
+    if (!s)
+        return;
     free(s->w);
     free(s->g);
     free(s->work);

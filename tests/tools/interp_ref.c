@@ -112,7 +112,7 @@ static void karcher(const ref_args *a, float **v, uint64_t n, double *c, int *ze
             double d = dotdd(u, unit[i], n);
             d = d < -1 ? -1 : d > 1 ? 1 : d;
             double th = acos(d);
-            if (th < a->tol)
+            if (th < a->tol || th > M_PI - a->tol) /* at u or its antipode: no direction */
                 continue;
             double f = alpha * th / sin(th);
             for (uint64_t e = 0; e < n; e++)
@@ -256,14 +256,21 @@ static int expect(const ref_args *a, const float *base, float **x, uint64_t n, f
         use_base = 1;
     } else if (!strcmp(me, "nuslerp")) {
         double s = a->w[0] + a->w[1], t = fabs(s) < 1e-6 ? 0.5 : a->w[1] / s;
-        double n0 = sqrt(dotd(v[0], v[0], n)), n1 = sqrt(dotd(v[1], v[1], n));
-        double d = dotd(v[0], v[1], n) / ((n0 < 1e-7 ? 1e-7 : n0) * (n1 < 1e-7 ? 1e-7 : n1));
-        double th = acos(d < -1 ? -1 : d > 1 ? 1 : d);
-        if (fabs(sin(th)) < 1e-8) {
+        /* sin θ from the 2×2 Gram determinant (exactly 0 for exact multiples and negations);
+         * mergekit's sqrt(1 − cos²) where a norm is under its 1e-7 clamp. */
+        double g00 = dotd(v[0], v[0], n), g11 = dotd(v[1], v[1], n), g01 = dotd(v[0], v[1], n);
+        double n0 = sqrt(g00), n1 = sqrt(g11);
+        double d = g01 / ((n0 < 1e-7 ? 1e-7 : n0) * (n1 < 1e-7 ? 1e-7 : n1));
+        d = d < -1 ? -1 : d > 1 ? 1 : d;
+        double s2 = n0 > 1e-7 && n1 > 1e-7 ? (g00 * g11 - g01 * g01) / (g00 * g11) : 1 - d * d;
+        double sn = sqrt(s2 < 0 ? 0 : s2 > 1 ? 1 : s2);
+        if (sn < 1e-8 || isnan(s2)) {
             c[0] = 1 - t;
             c[1] = t;
         } else {
-            two_slerp(t, th, &c[0], &c[1]);
+            double th = atan2(sn, d);
+            c[0] = sin(th - t * th) / sn;
+            c[1] = sin(t * th) / sn;
         }
         delta = task;
     } else if (!strcmp(me, "multislerp")) {
