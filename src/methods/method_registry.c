@@ -5,9 +5,19 @@
 #include <string.h>
 
 extern const smelt_method smelt_method_linear;
+extern const smelt_method smelt_method_slerp, smelt_method_nuslerp, smelt_method_multislerp,
+    smelt_method_karcher, smelt_method_model_stock, smelt_method_nearswap,
+    smelt_method_passthrough;
 
 static const smelt_method *const all_methods[] = {
     &smelt_method_linear,
+    &smelt_method_slerp,
+    &smelt_method_nuslerp,
+    &smelt_method_multislerp,
+    &smelt_method_karcher,
+    &smelt_method_model_stock,
+    &smelt_method_nearswap,
+    &smelt_method_passthrough,
 };
 
 const smelt_method *smelt_method_find(const char *name)

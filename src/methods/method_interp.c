@@ -1,0 +1,736 @@
+/* The interpolation family: slerp, nuslerp, multislerp, karcher, model_stock (geometric, one
+ * routine), nearswap (elementwise) and passthrough.
+ *
+ * Why one routine fits all the geometric methods: each of them is, per tensor, a function of
+ * angles and norms of its working vectors v_1..v_m (the inputs themselves, or the task vectors
+ * τ_i = θ_i − θ₀), and its output is built only by scaling and adding those vectors (normalizing
+ * is a scale, a tangent u_i − (u_i·μ)μ is a combination, an exponential map cos‖T‖μ + sin‖T‖ T/‖T‖
+ * is a combination of combinations). So the output is Σ c_i v_i with scalar c_i, and every
+ * angle and norm the method needs is a dot product of two combinations, i.e. a quadratic form in
+ * the Gram matrix G_ij = v_i·v_j. One statistics pass accumulates G (m(m+1)/2 doubles, however
+ * large the tensor); end_pass turns G into coefficients in double; apply is m scaled adds per
+ * element, with the fused decode kernels where the vectors are the inputs themselves.
+ *
+ * Task vectors are formed in f32 per tile (k->sub) before the dot products, never derived from
+ * the inputs' Gram (θ_i·θ_j − θ_i·θ₀ − ...): fine-tune deltas are a thousandth of the weights, and
+ * that difference of large sums would cancel away most of their digits. */
+#include "methods/method.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* How apply forms the output from the coefficients. */
+typedef enum interp_form {
+    FORM_INPUTS, /* out = Σ c_i x_i over the inputs (base included), in input order */
+    FORM_DELTA,  /* out = (Σ c_i τ_i) + θ₀: the methods that add a base back to a result built
+                    from task vectors, so the small result is not rounded against θ₀ first */
+    FORM_ZERO    /* out = +0 everywhere (karcher when every vector is zero, as mergekit) */
+} interp_form;
+
+struct interp_state;
+
+/* One method of the family: how it reads its parameters and turns a Gram into coefficients. */
+typedef struct interp_desc {
+    int gram;           /* needs the statistics pass (when it has two or more vectors) */
+    int base_is_vector; /* slerp: the base is one end of the arc, not an origin */
+    /* Validates the resolved parameters into the state (prepare time). */
+    int (*check)(smelt_ctx *ctx, const smelt_tensor_args *args, struct interp_state *s);
+    /* Sets form and coef[] from the parameters and, when gram, from G. */
+    int (*coefs)(smelt_ctx *ctx, struct interp_state *s);
+} interp_desc;
+
+typedef struct interp_state {
+    const interp_desc *d;
+    const char *tensor; /* the plan's string: lives as long as the plan */
+    size_t n;           /* inputs */
+    size_t first;       /* input index of working vector 0 */
+    size_t m;           /* working vectors: inputs first .. n-1 */
+    int task;           /* working vectors are x_i − x_0 */
+    double t, eps, tol; /* the method's scalar parameters (those it has) */
+    unsigned max_iter;
+    int normalize;
+    interp_form form;
+    double *w;          /* per-input weight (or scale), n entries */
+    double *g;          /* m × m, full after end_pass */
+    double *work;       /* WORK_ARRAYS × m doubles for the coefficient math */
+    float *coef;        /* per input; used where use[i] */
+    unsigned char *use;
+} interp_state;
+
+/* Arrays of m doubles a coefficient function may use from s->work. */
+#define WORK_ARRAYS 6
+#define G(s, i, j) ((s)->g[(i) * (s)->m + (j)])
+
+/* ---- parameter schemas ---------------------------------------------------------------- */
+
+enum { SLERP_T };
+static const smelt_param_def slerp_params[] = {{"t", SMELT_PARAM_NUMBER, 0, 1, 0.0}};
+
+enum { NU_WEIGHT, NU_FLATTEN, NU_ROW_WISE };
+static const smelt_param_def nuslerp_params[] = {
+    [NU_WEIGHT] = {"weight", SMELT_PARAM_NUMBER, 1, 1, 0.0},
+    [NU_FLATTEN] = {"nuslerp_flatten", SMELT_PARAM_BOOL, 0, 0, 1.0},
+    [NU_ROW_WISE] = {"nuslerp_row_wise", SMELT_PARAM_BOOL, 0, 0, 0.0},
+};
+
+enum { MS_WEIGHT, MS_NORMALIZE, MS_EPS };
+static const smelt_param_def multislerp_params[] = {
+    [MS_WEIGHT] = {"weight", SMELT_PARAM_NUMBER, 1, 1, 0.0},
+    [MS_NORMALIZE] = {"normalize_weights", SMELT_PARAM_BOOL, 0, 0, 1.0},
+    [MS_EPS] = {"eps", SMELT_PARAM_NUMBER, 0, 0, 1e-8},
+};
+
+enum { KA_MAX_ITER, KA_TOL };
+static const smelt_param_def karcher_params[] = {
+    [KA_MAX_ITER] = {"max_iter", SMELT_PARAM_NUMBER, 0, 0, 10.0},
+    [KA_TOL] = {"tol", SMELT_PARAM_NUMBER, 0, 0, 1e-5},
+};
+
+enum { MST_FILTER_WISE };
+static const smelt_param_def model_stock_params[] = {
+    [MST_FILTER_WISE] = {"filter_wise", SMELT_PARAM_BOOL, 0, 0, 0.0},
+};
+
+enum { NS_T };
+static const smelt_param_def nearswap_params[] = {{"t", SMELT_PARAM_NUMBER, 0, 1, 0.0}};
+
+enum { PT_SCALE };
+static const smelt_param_def passthrough_params[] = {{"scale", SMELT_PARAM_NUMBER, 1, 0, 1.0}};
+
+/* ---- small linear algebra on the Gram ------------------------------------------------------ */
+
+/* aᵀ G b for coefficient vectors over the working vectors: the dot product of Σ a_i v_i and
+ * Σ b_j v_j. Exact math would make a quadratic form non-negative; callers taking a root clamp. */
+static double gram_form(const interp_state *s, const double *a, const double *b)
+{
+    double sum = 0;
+    size_t m = s->m;
+    for (size_t i = 0; i < m; i++) {
+        double row = 0;
+        for (size_t j = 0; j < m; j++)
+            row += G(s, i, j) * b[j];
+        sum += a[i] * row;
+    }
+    return sum;
+}
+
+static double gram_norm(const interp_state *s, const double *a)
+{
+    double q = gram_form(s, a, a);
+    return sqrt(q > 0 ? q : 0);
+}
+
+/* Puts per-working-vector coefficients into the per-input arrays. */
+static void set_vector_coefs(interp_state *s, const double *c, interp_form form)
+{
+    s->form = form;
+    for (size_t j = 0; j < s->m; j++) {
+        s->coef[s->first + j] = (float)c[j];
+        s->use[s->first + j] = 1;
+    }
+}
+
+/* Where task vectors are the working vectors the output is θ₀ + Σ c τ (mergekit's form). */
+static interp_form vector_form(const interp_state *s) { return s->task ? FORM_DELTA : FORM_INPUTS; }
+
+/* Coefficients (c0, c1) of slerp between v0 and v1 at t, given cos θ. */
+static void arc_coefs(double t, double theta, double c[2])
+{
+    double sin_theta = sin(theta);
+    c[0] = sin(theta - t * theta) / sin_theta;
+    c[1] = sin(t * theta) / sin_theta;
+}
+
+/* ---- slerp -------------------------------------------------------------------------------- */
+
+static int check_unit_t(smelt_ctx *ctx, const smelt_tensor_args *args, interp_state *s,
+                        const char *method)
+{
+    s->t = args->values[SLERP_T][0];
+    if (!(s->t >= 0 && s->t <= 1)) /* NaN fails too */
+        return smelt_fail(ctx, SMELT_E_CONFIG,
+                          "tensor '%s': %s: t = %g is outside [0, 1] (t = 0 gives the base_model "
+                          "'%s', t = 1 the model '%s')", args->tensor, method, s->t,
+                          args->input_names[0], args->input_names[1]);
+    return SMELT_OK;
+}
+
+static int slerp_check(smelt_ctx *ctx, const smelt_tensor_args *args, interp_state *s)
+{
+    return check_unit_t(ctx, args, s, "slerp");
+}
+
+/* mergekit normalizes copies (a norm <= 1e-8 is left as is), takes dot = â·b̂ and, away from
+ * colinear, weights the UN-normalized a, b by sin((1−t)θ)/sin θ and sin(tθ)/sin θ: so the output
+ * is c0·a + c1·b and dot = G01 / (|a|'·|b|') with |x|' = |x| or 1 for a tiny |x|. */
+static int slerp_coefs(smelt_ctx *ctx, interp_state *s)
+{
+    (void)ctx;
+    double na = sqrt(G(s, 0, 0)), nb = sqrt(G(s, 1, 1));
+    double dot = G(s, 0, 1) / ((na > 1e-8 ? na : 1) * (nb > 1e-8 ? nb : 1));
+    double c[2];
+    if (fabs(dot) > 0.9995) {
+        c[0] = 1 - s->t;
+        c[1] = s->t;
+    } else {
+        arc_coefs(s->t, acos(dot), c);
+    }
+    set_vector_coefs(s, c, FORM_INPUTS);
+    return SMELT_OK;
+}
+
+/* ---- nuslerp ------------------------------------------------------------------------------ */
+
+static int nuslerp_check(smelt_ctx *ctx, const smelt_tensor_args *args, interp_state *s)
+{
+    if (args->values[NU_FLATTEN][0] == 0)
+        return smelt_fail(ctx, SMELT_E_UNSUPPORTED,
+                          "tensor '%s': nuslerp: nuslerp_flatten: false (a separate slerp per "
+                          "row or column, also selected by nuslerp_row_wise) is not supported "
+                          "yet; smelt slerps each whole tensor (nuslerp_flatten: true)",
+                          args->tensor);
+    for (size_t i = s->first; i < s->n; i++)
+        if (!isfinite(s->w[i]))
+            return smelt_fail(ctx, SMELT_E_CONFIG, "tensor '%s': nuslerp: model '%s': weight %g "
+                              "is not finite", args->tensor, args->input_names[i], s->w[i]);
+    return SMELT_OK;
+}
+
+/* t = w₂/(w₁+w₂); cos θ = v0·v1 / (max(|v0|, 1e-7)·max(|v1|, 1e-7)) clamped to [−1, 1]; the
+ * sin-weighted sum of the vectors, or their lerp where |sin θ| < 1e-8 (colinear or opposite).
+ *
+ * sin θ is taken from the Gram determinant, sin²θ = (G00·G11 − G01²)/(G00·G11), not as
+ * sin(acos(cos θ)): for a vector and its exact negation or multiple the determinant is exactly 0
+ * in double, while cos θ lands one rounding off ±1 and sin(acos) of that is ~1.5e-8, just above
+ * the threshold, which would send the merge down the arc formula with 1/sin θ ~ 1e8 weights.
+ * (Where a norm is under the 1e-7 clamp, mergekit's cos θ is not a true cosine; sin θ is then
+ * sqrt(1 − cos²θ) as there.) */
+static int nuslerp_coefs(smelt_ctx *ctx, interp_state *s)
+{
+    (void)ctx;
+    double w1 = s->w[s->first], w2 = s->w[s->first + 1], sum = w1 + w2;
+    double t = fabs(sum) < 1e-6 ? 0.5 : w2 / sum;
+    double n0 = sqrt(G(s, 0, 0)), n1 = sqrt(G(s, 1, 1));
+    double cos_theta = fmin(fmax(G(s, 0, 1) / (fmax(n0, 1e-7) * fmax(n1, 1e-7)), -1.0), 1.0);
+    double sin2 = n0 > 1e-7 && n1 > 1e-7
+                      ? (G(s, 0, 0) * G(s, 1, 1) - G(s, 0, 1) * G(s, 0, 1)) / (G(s, 0, 0) * G(s, 1, 1))
+                      : 1 - cos_theta * cos_theta;
+    double sin_theta = sqrt(fmin(fmax(sin2, 0.0), 1.0)), c[2];
+    if (sin_theta < 1e-8 || isnan(sin2)) {
+        c[0] = 1 - t;
+        c[1] = t;
+    } else {
+        double theta = atan2(sin_theta, cos_theta);
+        c[0] = sin(theta - t * theta) / sin_theta;
+        c[1] = sin(t * theta) / sin_theta;
+    }
+    set_vector_coefs(s, c, vector_form(s));
+    return SMELT_OK;
+}
+
+/* ---- multislerp --------------------------------------------------------------------------- */
+
+static int multislerp_check(smelt_ctx *ctx, const smelt_tensor_args *args, interp_state *s)
+{
+    s->normalize = args->values[MS_NORMALIZE][0] != 0;
+    s->eps = args->values[MS_EPS][0];
+    if (!(s->eps >= 0) || !isfinite(s->eps))
+        return smelt_fail(ctx, SMELT_E_CONFIG, "tensor '%s': multislerp: eps = %g must be a "
+                          "finite number >= 0", args->tensor, s->eps);
+    double sum = 0;
+    for (size_t i = s->first; i < s->n; i++) {
+        if (!isfinite(s->w[i]))
+            return smelt_fail(ctx, SMELT_E_CONFIG, "tensor '%s': multislerp: model '%s': weight "
+                              "%g is not finite", args->tensor, args->input_names[i], s->w[i]);
+        sum += s->w[i];
+    }
+    if (s->normalize) {
+        if (fabs(sum) < 1e-8)
+            return smelt_fail(ctx, SMELT_E_CONFIG,
+                              "tensor '%s': multislerp: the weights sum to %g, so "
+                              "normalize_weights cannot divide by it (set normalize_weights: "
+                              "false or change the weights)", args->tensor, sum);
+        for (size_t i = s->first; i < s->n; i++)
+            s->w[i] /= sum;
+    }
+    return SMELT_OK;
+}
+
+/* In coefficients over v: u_i = v_i/(|v_i|+eps); the weighted mean Σ w_i u_i has coefficients
+ * a_i = w_i/(|v_i|+eps); μ = that / its norm; u_i·μ = (Gμ)_i/(|v_i|+eps); the tangent
+ * T = Σ w_i (u_i − (u_i·μ) μ) = Σ w_i u_i − (Σ w_i u_i·μ) μ; the exponential map
+ * μ cos|T| + T sin|T|/|T| (|T| + eps, as mergekit) and the scale Σ w_i |v_i| keep it a
+ * combination. */
+static int multislerp_coefs(smelt_ctx *ctx, interp_state *s)
+{
+    size_t m = s->m;
+    double *w = s->w + s->first, *norm = s->work, *a = norm + m, *mu = a + m, *gmu = mu + m,
+           *tng = gmu + m, *c = tng + m;
+    if (m == 1) { /* mergekit returns the one model as it is */
+        c[0] = 1;
+        set_vector_coefs(s, c, FORM_INPUTS);
+        return SMELT_OK;
+    }
+    for (size_t i = 0; i < m; i++) {
+        norm[i] = sqrt(G(s, i, i));
+        a[i] = w[i] / (norm[i] + s->eps);
+    }
+    double mean_norm = gram_norm(s, a);
+    if (mean_norm < s->eps || mean_norm == 0) {
+        if (m == 2) { /* mergekit's fallback for two balanced antipodal vectors: w0 v0 + w1 v1 */
+            set_vector_coefs(s, w, vector_form(s));
+            return SMELT_OK;
+        }
+        return smelt_fail(ctx, SMELT_E_CONFIG,
+                          "tensor '%s': multislerp: the weighted unit vectors of the models "
+                          "cancel out (antipodal models with balancing weights), so they have no "
+                          "mean direction; change the weights", s->tensor);
+    }
+    for (size_t i = 0; i < m; i++)
+        mu[i] = a[i] / mean_norm;
+    double along = 0; /* Σ w_i (u_i·μ) */
+    for (size_t i = 0; i < m; i++) {
+        gmu[i] = 0;
+        for (size_t j = 0; j < m; j++)
+            gmu[i] += G(s, i, j) * mu[j];
+        along += w[i] * (gmu[i] / (norm[i] + s->eps));
+    }
+    for (size_t i = 0; i < m; i++)
+        tng[i] = a[i] - along * mu[i];
+    double tn = gram_norm(s, tng) + s->eps;
+    double sinc = tn > 0 ? sin(tn) / tn : 1;
+    double avg_norm = 0;
+    for (size_t i = 0; i < m; i++)
+        avg_norm += norm[i] * w[i];
+    for (size_t i = 0; i < m; i++)
+        c[i] = (mu[i] * cos(tn) + tng[i] * sinc) * avg_norm;
+    set_vector_coefs(s, c, vector_form(s));
+    return SMELT_OK;
+}
+
+/* ---- karcher ------------------------------------------------------------------------------ */
+
+static int karcher_check(smelt_ctx *ctx, const smelt_tensor_args *args, interp_state *s)
+{
+    double it = args->values[KA_MAX_ITER][0];
+    s->tol = args->values[KA_TOL][0];
+    if (!(it >= 0 && it <= 1e6) || it != floor(it))
+        return smelt_fail(ctx, SMELT_E_CONFIG, "tensor '%s': karcher: max_iter = %g must be a "
+                          "whole number from 0 to 1000000", args->tensor, it);
+    if (!(s->tol >= 0) || !isfinite(s->tol))
+        return smelt_fail(ctx, SMELT_E_CONFIG, "tensor '%s': karcher: tol = %g must be a finite "
+                          "number >= 0", args->tensor, s->tol);
+    s->max_iter = (unsigned)it;
+    return SMELT_OK;
+}
+
+/* The Riemannian mean u of the unit vectors u_i = v_i/|v_i| (equal weights, vectors with
+ * |v_i| <= tol left out), scaled by the mean norm. The iteration never needs a vector: u is kept
+ * as coefficients β over v (u = Σ β_j v_j), so u·u_i = (Gβ)_i/|v_i|; the tangent
+ * T = Σ a_i θ_i/sin θ_i (u_i − cos θ_i u) has coefficients γ built from β and the unit
+ * coefficients; |T| = sqrt(γᵀGγ); the step u ← cos|T| u + sin|T| T/|T| and the renormalization
+ * u/|u| (|u| = sqrt(βᵀGβ)) are combinations again. So all of mergekit's fixed-point loop runs on
+ * the m × m Gram, whatever the tensor size.
+ *
+ * One deviation, at the antipode: a unit vector within tol of −u is skipped like one within tol
+ * of u. Its tangent u_i − cos θ_i·u is zero (exactly so in mergekit's f32 for an exact negation)
+ * but its weight θ_i/sin θ_i explodes, and in coefficient form the zero is a difference of
+ * large terms that rounding leaves at ~1, which would throw u across the sphere. */
+static int karcher_coefs(smelt_ctx *ctx, interp_state *s)
+{
+    (void)ctx;
+    size_t m = s->m, valid = 0, first_valid = 0;
+    double *norm = s->work, *beta = norm + m, *gamma = beta + m, *gbeta = gamma + m,
+           *c = gbeta + m;
+    if (m == 1) { /* mergekit returns the one model as it is */
+        c[0] = 1;
+        set_vector_coefs(s, c, FORM_INPUTS);
+        return SMELT_OK;
+    }
+    for (size_t i = 0; i < m; i++) {
+        norm[i] = sqrt(G(s, i, i));
+        if (norm[i] > s->tol && valid++ == 0)
+            first_valid = i;
+    }
+    if (valid == 0) {
+        s->form = FORM_ZERO;
+        return SMELT_OK;
+    }
+    /* Equal weights 1/m, renormalized over the valid vectors: 1/valid each. */
+    double alpha = 1.0 / (double)valid;
+    for (size_t i = 0; i < m; i++)
+        beta[i] = norm[i] > s->tol ? alpha / norm[i] : 0;
+    double mean_norm = gram_norm(s, beta);
+    for (size_t i = 0; i < m; i++)
+        beta[i] = mean_norm < s->tol ? (i == first_valid ? 1 / norm[i] : 0) : beta[i] / mean_norm;
+    for (unsigned it = 0; it < s->max_iter; it++) {
+        for (size_t i = 0; i < m; i++) {
+            gbeta[i] = 0;
+            for (size_t j = 0; j < m; j++)
+                gbeta[i] += G(s, i, j) * beta[j];
+            gamma[i] = 0;
+        }
+        for (size_t i = 0; i < m; i++) {
+            if (!(norm[i] > s->tol))
+                continue;
+            double dot = fmin(fmax(gbeta[i] / norm[i], -1.0), 1.0);
+            double theta = acos(dot);
+            if (theta < s->tol || theta > M_PI - s->tol)
+                continue;
+            double f = alpha * theta / sin(theta);
+            gamma[i] += f / norm[i];
+            for (size_t j = 0; j < m; j++)
+                gamma[j] -= f * dot * beta[j];
+        }
+        double tn = gram_norm(s, gamma);
+        if (tn < s->tol)
+            break;
+        for (size_t i = 0; i < m; i++)
+            beta[i] = cos(tn) * beta[i] + sin(tn) * (gamma[i] / tn);
+        double un = gram_norm(s, beta);
+        if (un > s->tol)
+            for (size_t i = 0; i < m; i++)
+                beta[i] /= un;
+    }
+    double scale = 0; /* Σ (1/m) |v_i| over all vectors, zero ones included (mergekit) */
+    for (size_t i = 0; i < m; i++)
+        scale += norm[i] / (double)m;
+    for (size_t i = 0; i < m; i++)
+        c[i] = scale * beta[i];
+    set_vector_coefs(s, c, FORM_INPUTS);
+    return SMELT_OK;
+}
+
+/* ---- model_stock -------------------------------------------------------------------------- */
+
+static int model_stock_check(smelt_ctx *ctx, const smelt_tensor_args *args, interp_state *s)
+{
+    (void)s;
+    if (args->values[MST_FILTER_WISE][0] != 0)
+        return smelt_fail(ctx, SMELT_E_UNSUPPORTED,
+                          "tensor '%s': model_stock: filter_wise: true (a separate ratio per row) "
+                          "is not supported yet; smelt uses one ratio per tensor "
+                          "(filter_wise: false)", args->tensor);
+    return SMELT_OK;
+}
+
+/* cos = mean pairwise cosine of the task vectors (norm product clamped >= 1e-6, each cosine
+ * clamped to [−1, 1]); t = N cos/(1 + (N−1) cos); out = t·mean(θ_i) + (1−t)·θ₀, which is the
+ * combination (1−t)·θ₀ + Σ (t/N)·θ_i of the inputs. The denominator is 0 only when the unit task
+ * vectors sum to zero; mergekit then divides by zero and writes inf/NaN, smelt keeps the base. */
+static int model_stock_coefs(smelt_ctx *ctx, interp_state *s)
+{
+    (void)ctx;
+    size_t m = s->m, pairs = 0;
+    double sum = 0;
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = i + 1; j < m; j++) {
+            double np = fmax(sqrt(G(s, i, i)) * sqrt(G(s, j, j)), 1e-6);
+            sum += fmin(fmax(G(s, i, j) / np, -1.0), 1.0);
+            pairs++;
+        }
+    double cos_theta = sum / (double)pairs, nn = (double)m;
+    double den = 1 + (nn - 1) * cos_theta;
+    double t = den == 0 ? 0 : nn * cos_theta / den;
+    s->form = FORM_INPUTS;
+    s->coef[0] = (float)(1 - t);
+    s->use[0] = 1;
+    for (size_t i = 1; i < s->n; i++) {
+        s->coef[i] = (float)(t / nn);
+        s->use[i] = 1;
+    }
+    return SMELT_OK;
+}
+
+/* ---- passthrough -------------------------------------------------------------------------- */
+
+static int passthrough_check(smelt_ctx *ctx, const smelt_tensor_args *args, interp_state *s)
+{
+    if (!isfinite(s->w[0]))
+        return smelt_fail(ctx, SMELT_E_CONFIG, "tensor '%s': passthrough: model '%s': scale %g "
+                          "is not finite", args->tensor, args->input_names[0], s->w[0]);
+    return SMELT_OK;
+}
+
+static int passthrough_coefs(smelt_ctx *ctx, interp_state *s)
+{
+    (void)ctx;
+    s->form = FORM_INPUTS;
+    s->coef[0] = (float)s->w[0];
+    s->use[0] = 1;
+    return SMELT_OK;
+}
+
+/* ---- nearswap ----------------------------------------------------------------------------- */
+
+static int nearswap_check(smelt_ctx *ctx, const smelt_tensor_args *args, interp_state *s)
+{
+    s->t = args->values[NS_T][0];
+    /* mergekit refuses t <= 0: it is the distance below which the model replaces the base. */
+    if (!(s->t > 0) || !isfinite(s->t))
+        return smelt_fail(ctx, SMELT_E_CONFIG, "tensor '%s': nearswap: t = %g must be a finite "
+                          "number > 0 (the distance |base − model| up to which '%s' takes the "
+                          "value of '%s')", args->tensor, s->t, args->input_names[0],
+                          args->input_names[1]);
+    return SMELT_OK;
+}
+
+/* ---- the shared vtable entries ------------------------------------------------------------ */
+
+static int interp_prepare(smelt_ctx *ctx, const smelt_tensor_args *args, const interp_desc *d,
+                          int weight_param, void **state)
+{
+    size_t n = args->ninputs;
+    interp_state *s = calloc(1, sizeof *s);
+    if (!s)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    s->d = d;
+    s->tensor = args->tensor;
+    s->n = n;
+    s->task = args->has_base && !d->base_is_vector;
+    s->first = s->task ? 1 : 0;
+    s->m = n - s->first;
+    s->w = calloc(n, sizeof *s->w);
+    s->g = calloc(s->m * s->m, sizeof *s->g);
+    s->work = calloc(WORK_ARRAYS * s->m, sizeof *s->work);
+    s->coef = calloc(n, sizeof *s->coef);
+    s->use = calloc(n, 1);
+    int rc = SMELT_OK;
+    if (!s->w || !s->g || !s->work || !s->coef || !s->use) {
+        rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; weight_param >= 0 && i < n; i++)
+        s->w[i] = args->values[weight_param][i];
+    if ((rc = d->check(ctx, args, s)) != SMELT_OK)
+        goto fail;
+    if (!(d->gram && s->m >= 2) && (rc = d->coefs(ctx, s)) != SMELT_OK)
+        goto fail;
+    *state = s;
+    return SMELT_OK;
+fail:
+    free(s->w);
+    free(s->g);
+    free(s->work);
+    free(s->coef);
+    free(s->use);
+    free(s);
+    return rc;
+}
+
+/* The plan also releases tensors whose prepare failed (state NULL), as it would free() them. */
+static void interp_release(void *state)
+{
+    interp_state *s = state;
+    if (!s)
+        return;
+    free(s->w);
+    free(s->g);
+    free(s->work);
+    free(s->coef);
+    free(s->use);
+    free(s);
+}
+
+/* Working vector j of a tile as f32: an input, or x − θ₀ formed in the input's scratch tile
+ * (free when the input is F32 and read in place; else its decoded copy, subtracted in place). */
+static const float *working_vector(const interp_state *s, const smelt_tile *tile, size_t j,
+                                   const float *base)
+{
+    size_t i = s->first + j;
+    const float *x = smelt_tile_f32(tile, i);
+    if (!s->task)
+        return x;
+    float *tau = tile->scratch + i * SMELT_TILE_ELEMS;
+    tile->k->sub(tau, x, base, tile->n);
+    return tau;
+}
+
+static unsigned interp_passes(const void *state)
+{
+    const interp_state *s = state;
+    return s->d->gram && s->m >= 2 ? 1 : 0;
+}
+
+static size_t interp_partial_size(const void *state, unsigned pass)
+{
+    const interp_state *s = state;
+    (void)pass;
+    return s->m * (s->m + 1) / 2 * sizeof(double);
+}
+
+/* The upper triangle of this tile's Gram, added in tile order to the task's partial. A tile is
+ * at most SMELT_TILE_ELEMS <= SMELT_REDUCE_BLOCK, so one reduction call covers it. */
+static void interp_stats(const void *state, unsigned pass, const smelt_tile *tile, void *partial)
+{
+    const interp_state *s = state;
+    const smelt_kernels *k = tile->k;
+    double *acc = partial;
+    const float *v[s->m];
+    (void)pass;
+    const float *base = s->task ? smelt_tile_f32(tile, 0) : NULL;
+    for (size_t j = 0; j < s->m; j++)
+        v[j] = working_vector(s, tile, j, base);
+    size_t at = 0;
+    for (size_t i = 0; i < s->m; i++)
+        for (size_t j = i; j < s->m; j++)
+            acc[at++] += i == j ? k->sumsq_f64(v[i], tile->n) : k->dot_f64(v[i], v[j], tile->n);
+}
+
+static void interp_fold(void *state, unsigned pass, const void *partial)
+{
+    interp_state *s = state;
+    const double *p = partial;
+    (void)pass;
+    for (size_t i = 0; i < s->m; i++)
+        for (size_t j = i; j < s->m; j++)
+            G(s, i, j) += *p++;
+}
+
+static int interp_end_pass(smelt_ctx *ctx, void *state, unsigned pass)
+{
+    interp_state *s = state;
+    (void)pass;
+    for (size_t i = 0; i < s->m; i++)
+        for (size_t j = 0; j < i; j++)
+            G(s, i, j) = G(s, j, i);
+    return s->d->coefs(ctx, s);
+}
+
+static void interp_apply(const void *state, const smelt_tile *tile, float *out)
+{
+    const interp_state *s = state;
+    int started = 0;
+    switch (s->form) {
+    case FORM_ZERO:
+        memset(out, 0, tile->n * sizeof *out);
+        return;
+    case FORM_INPUTS:
+        for (size_t i = 0; i < s->n; i++) {
+            if (!s->use[i])
+                continue;
+            if (started++)
+                smelt_tile_axpy(tile, i, s->coef[i], out);
+            else
+                smelt_tile_scale(tile, i, s->coef[i], out);
+        }
+        return;
+    case FORM_DELTA: {
+        const smelt_kernels *k = tile->k;
+        const float *base = smelt_tile_f32(tile, 0);
+        for (size_t j = 0; j < s->m; j++) {
+            const float *tau = working_vector(s, tile, j, base);
+            if (started++)
+                k->axpy(out, tau, s->coef[s->first + j], tile->n);
+            else
+                k->scale(out, tau, s->coef[s->first + j], tile->n);
+        }
+        k->axpy(out, base, 1.0f, tile->n); /* 1·θ₀ is exact: this is (Σ c τ) + θ₀ */
+        return;
+    }
+    }
+}
+
+/* nearswap: w = clamp(t / max(|a − b|, 1e-6), 0, 1); out = w·b + (1 − w)·a with a the base.
+ * Elementwise, in f32 as mergekit's torch code: no statistics. */
+static void nearswap_apply(const void *state, const smelt_tile *tile, float *out)
+{
+    const interp_state *s = state;
+    const float *a = smelt_tile_f32(tile, 0), *b = smelt_tile_f32(tile, 1);
+    float t = (float)s->t;
+    for (size_t j = 0; j < tile->n; j++) {
+        float d = fabsf(a[j] - b[j]);
+        float w = t / (d > 1e-6f ? d : 1e-6f);
+        w = w < 0 ? 0 : w > 1 ? 1 : w;
+        out[j] = w * b[j] + (1 - w) * a[j];
+    }
+}
+
+/* ---- the methods -------------------------------------------------------------------------- */
+
+#define DESC(nm, gr, bv) \
+    static const interp_desc nm##_desc = {gr, bv, nm##_check, nm##_coefs};
+DESC(slerp, 1, 1)
+DESC(nuslerp, 1, 0)
+DESC(multislerp, 1, 0)
+DESC(karcher, 1, 0)
+DESC(model_stock, 1, 0)
+DESC(passthrough, 0, 0)
+
+#define PREPARE(nm, wp)                                                                      \
+    static int nm##_prepare(smelt_ctx *ctx, const smelt_tensor_args *args, void **state)     \
+    {                                                                                        \
+        return interp_prepare(ctx, args, &nm##_desc, wp, state);                            \
+    }
+PREPARE(slerp, -1)
+PREPARE(nuslerp, NU_WEIGHT)
+PREPARE(multislerp, MS_WEIGHT)
+PREPARE(karcher, -1)
+PREPARE(model_stock, -1)
+PREPARE(passthrough, PT_SCALE)
+
+static int nearswap_prepare(smelt_ctx *ctx, const smelt_tensor_args *args, void **state)
+{
+    /* Elementwise: the state only carries t. */
+    interp_state *s = calloc(1, sizeof *s);
+    if (!s)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    int rc = nearswap_check(ctx, args, s);
+    if (rc != SMELT_OK) {
+        free(s);
+        return rc;
+    }
+    *state = s;
+    return SMELT_OK;
+}
+
+#define GRAM_METHOD(nm, base, lo, hi)                                                        \
+    const smelt_method smelt_method_##nm = {                                                 \
+        .name = #nm,                                                                         \
+        .params = nm##_params,                                                               \
+        .nparams = sizeof nm##_params / sizeof nm##_params[0],                               \
+        .base_use = base,                                                                    \
+        .min_models = lo,                                                                    \
+        .max_models = hi,                                                                    \
+        .prepare = nm##_prepare,                                                             \
+        .apply = interp_apply,                                                               \
+        .passes = interp_passes,                                                             \
+        .partial_size = interp_partial_size,                                                 \
+        .stats = interp_stats,                                                               \
+        .fold = interp_fold,                                                                 \
+        .end_pass = interp_end_pass,                                                         \
+        .release = interp_release,                                                           \
+    };
+
+/* slerp: the base_model is the t = 0 end, plus exactly one other model. */
+GRAM_METHOD(slerp, SMELT_BASE_REQUIRED, 1, 1)
+/* nuslerp: exactly two models; a base, when given, is the origin of their task vectors. */
+GRAM_METHOD(nuslerp, SMELT_BASE_OPTIONAL, 2, 2)
+GRAM_METHOD(multislerp, SMELT_BASE_OPTIONAL, 1, 0)
+/* karcher: mergekit averages the models' tensors themselves; a base only sets the tensor set. */
+GRAM_METHOD(karcher, SMELT_BASE_IGNORED, 1, 0)
+GRAM_METHOD(model_stock, SMELT_BASE_REQUIRED, 2, 0)
+
+const smelt_method smelt_method_passthrough = {
+    .name = "passthrough",
+    .params = passthrough_params,
+    .nparams = 1,
+    .base_use = SMELT_BASE_IGNORED,
+    .min_models = 1,
+    .max_models = 1,
+    .prepare = passthrough_prepare,
+    .apply = interp_apply,
+    .release = interp_release,
+};
+
+const smelt_method smelt_method_nearswap = {
+    .name = "nearswap",
+    .params = nearswap_params,
+    .nparams = 1,
+    .base_use = SMELT_BASE_REQUIRED,
+    .min_models = 1,
+    .max_models = 1,
+    .prepare = nearswap_prepare,
+    .apply = nearswap_apply,
+};
