@@ -66,6 +66,7 @@ typedef struct smelt_merge_spec {
     char *tokenizer_source; /* NULL when absent */
     char *chat_template;  /* NULL when absent */
     int line_merge_method, line_base_model;
+    uint64_t random_seed; /* not from the YAML: smelt_merge_options.random_seed */
 } smelt_merge_spec;
 
 /* Reads and checks a config file. Unknown keys (at any level), a wrong value type, a missing

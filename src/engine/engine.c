@@ -44,13 +44,16 @@ static unsigned tensor_passes(const smelt_plan *plan, const smelt_plan_tensor *p
     return plan->method->passes(pt->method_state);
 }
 
-/* The largest statistics partial of any tensor and pass (0 when the method keeps none). */
+/* The largest per-task partial of any tensor and pass, the apply pass's scratch included (0 when
+ * the method keeps none). */
 static size_t max_partial_bytes(const smelt_plan *plan)
 {
     size_t most = 0;
     for (size_t t = 0; t < plan->ntensors; t++) {
         const smelt_plan_tensor *pt = &plan->tensors[t];
-        for (unsigned p = 0; p < tensor_passes(plan, pt); p++) {
+        if (pt->kind != SMELT_TASK_MERGE || !plan->method->partial_size)
+            continue;
+        for (unsigned p = 0; p <= tensor_passes(plan, pt); p++) {
             size_t bytes = plan->method->partial_size(pt->method_state, p);
             if (bytes > most)
                 most = bytes;
@@ -154,9 +157,12 @@ static void compute_task(void *arg, size_t task, unsigned worker)
     smelt_tile tile = {.k = e->k, .ninputs = ninputs, .raw = raw, .dtype = dtype,
                        .scratch = scratch};
     int stats = job->s->pass < tensor_passes(e->plan, pt);
-    void *partial = stats ? e->partials + task * e->partial_bytes : NULL;
-    if (stats)
-        memset(partial, 0, method->partial_size(pt->method_state, job->s->pass));
+    size_t partial_size = method->partial_size ? method->partial_size(pt->method_state,
+                                                                      job->s->pass) : 0;
+    void *partial = partial_size ? e->partials + task * e->partial_bytes : NULL;
+    if (partial)
+        memset(partial, 0, partial_size);
+    tile.task_scratch = stats ? NULL : partial;
     uint64_t begin = (uint64_t)task * TASK_ELEMS;
     uint64_t end = begin + TASK_ELEMS < job->s->count ? begin + TASK_ELEMS : job->s->count;
     unsigned out_size = smelt_dtype_size(pt->out_dtype);

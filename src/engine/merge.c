@@ -36,6 +36,7 @@ int smelt_merge(smelt_ctx *ctx, const char *config_path, const char *out_dir,
     int rc = smelt_config_load(ctx, config_path, &spec);
     if (rc != SMELT_OK)
         return rc;
+    spec->random_seed = opts.random_seed;
     smelt_plan *plan;
     if ((rc = smelt_plan_build(ctx, spec, opts.out_shard_size, &plan)) != SMELT_OK)
         return rc;

@@ -239,6 +239,7 @@ static int plan_tensor(smelt_ctx *ctx, smelt_plan *plan, smelt_plan_tensor *pt,
         .input_names = plan->input_names,
         .values = (const double *const *)values,
         .numel = ref->numel,
+        .random_seed = plan->spec->random_seed,
     };
     rc = plan->method->prepare(ctx, &args, &pt->method_state);
     if (rc != SMELT_OK)
