@@ -5,9 +5,29 @@
 #include <string.h>
 
 extern const smelt_method smelt_method_linear;
+extern const smelt_method smelt_method_task_arithmetic;
+extern const smelt_method smelt_method_ties;
+extern const smelt_method smelt_method_dare_ties;
+extern const smelt_method smelt_method_dare_linear;
+extern const smelt_method smelt_method_breadcrumbs;
+extern const smelt_method smelt_method_breadcrumbs_ties;
+extern const smelt_method smelt_method_metagpt;
+extern const smelt_method smelt_method_consensus_ta;
+extern const smelt_method smelt_method_consensus_ties;
+extern const smelt_method smelt_method_sce;
 
 static const smelt_method *const all_methods[] = {
     &smelt_method_linear,
+    &smelt_method_task_arithmetic,
+    &smelt_method_ties,
+    &smelt_method_dare_ties,
+    &smelt_method_dare_linear,
+    &smelt_method_breadcrumbs,
+    &smelt_method_breadcrumbs_ties,
+    &smelt_method_metagpt,
+    &smelt_method_consensus_ta,
+    &smelt_method_consensus_ties,
+    &smelt_method_sce,
 };
 
 const smelt_method *smelt_method_find(const char *name)
