@@ -62,11 +62,11 @@ static size_t max_partial_bytes(const smelt_plan *plan)
     return (most + 63) / 64 * 64; /* each partial on its own cache line */
 }
 
-/* Per-worker f32 tiles, plus one statistics partial per task of the largest chunk. */
-static uint64_t scratch_bytes(const smelt_plan *plan, unsigned threads)
+/* Per-worker f32 tiles, plus one statistics partial per task of a chunk of `chunk` elements. */
+static uint64_t scratch_bytes(const smelt_plan *plan, unsigned threads, uint64_t chunk)
 {
     return (uint64_t)threads * (plan->ninputs + 1) * TILE_ELEMS * sizeof(float) +
-           (uint64_t)(CHUNK_ELEMS_TARGET / TASK_ELEMS) * max_partial_bytes(plan);
+           chunk / TASK_ELEMS * max_partial_bytes(plan);
 }
 
 int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max_memory,
@@ -78,18 +78,22 @@ int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max
     for (size_t i = 0; i < plan->ninputs; i++)
         per_elem += in_elem[i];
     unsigned nthreads = threads > 0 ? (unsigned)threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
-    uint64_t fixed = scratch_bytes(plan, nthreads) + (plan->ninputs + 1) * MAX_DEPTH * BUFFER_ALIGN;
+    /* The partials scale with the chunk (one per task), so they shrink with it on a small
+     * budget instead of being reserved for the largest chunk. */
+    uint64_t partial = max_partial_bytes(plan);
+    uint64_t fixed = scratch_bytes(plan, nthreads, 0) + (plan->ninputs + 1) * MAX_DEPTH * BUFFER_ALIGN;
     uint64_t avail = max_memory > fixed ? max_memory - fixed : 0;
     uint64_t chunk = CHUNK_ELEMS_TARGET;
-    uint64_t depth = avail / (per_elem * chunk);
+    uint64_t partials = chunk / TASK_ELEMS * partial;
+    uint64_t depth = avail > partials ? (avail - partials) / (per_elem * chunk) : 0;
     if (depth > MAX_DEPTH)
         depth = MAX_DEPTH;
     if (depth < 2) {
         /* Less than two full chunks: shrink the chunk so reading can still overlap compute. */
         depth = 2;
-        chunk = avail / (per_elem * depth) / TASK_ELEMS * TASK_ELEMS;
+        chunk = avail / (per_elem * depth * TASK_ELEMS + partial) * TASK_ELEMS;
         if (chunk < TASK_ELEMS) {
-            uint64_t need = fixed + 2 * per_elem * TASK_ELEMS;
+            uint64_t need = fixed + 2 * per_elem * TASK_ELEMS + partial;
             return smelt_fail(ctx, SMELT_E_BUDGET,
                               "a memory budget of %llu bytes cannot hold two chunks of %u "
                               "elements for %zu input%s and the output (%llu bytes are needed "
@@ -100,7 +104,7 @@ int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max
     }
     layout->chunk_elements = chunk;
     layout->depth = (unsigned)depth;
-    layout->buffer_bytes = fixed + depth * per_elem * chunk;
+    layout->buffer_bytes = fixed + depth * per_elem * chunk + chunk / TASK_ELEMS * partial;
     return SMELT_OK;
 }
 
@@ -354,7 +358,7 @@ static int alloc_buffers(engine *e)
                 return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the chunk buffers");
     }
     unsigned threads = smelt_pool_threads(e->pool);
-    e->scratch = smelt_aligned_alloc(64, scratch_bytes(plan, threads));
+    e->scratch = smelt_aligned_alloc(64, scratch_bytes(plan, threads, chunk));
     if (!e->scratch)
         return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory");
     e->partial_bytes = max_partial_bytes(plan);
