@@ -2,7 +2,11 @@
  * input files, and the merge's peak RSS as the kernel measured it.
  *
  * usage: bench_merge [--models N] [--size SIZE] [--dtype D] [--max-memory SIZE] [--threads N]
- *                    [--dir DIR] [--keep] [--io pread|uring]
+ *                    [--dir DIR] [--keep] [--io pread|uring] [--method M] [--density X]
+ * --method picks the merge method (default linear; task-vector methods get weight 1/N and
+ * --density, default 0.5). Also printed: bytes the merge read per input byte (statistics
+ * passes re-read a tensor), from the kernel's rchar of the merge process — io_uring reads do
+ * not count there, so use --io pread for that figure.
  * Generates N models (a base and N-1 fine-tunes) with `smelt synth` unless DIR has them, drops
  * them from the page cache (all of it as root, else each file with POSIX_FADV_DONTNEED), times
  * reading them front to back, drops them again, and times `smelt merge` of a linear config. */
@@ -29,6 +33,8 @@ static double now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+static unsigned long long last_rchar; /* bytes the last run() child read through syscalls */
+
 static int run(char *const argv[], struct rusage *ru, const char *io)
 {
     pid_t pid = fork();
@@ -38,6 +44,19 @@ static int run(char *const argv[], struct rusage *ru, const char *io)
         execv(argv[0], argv);
         perror(argv[0]);
         _exit(127);
+    }
+    /* Read the finished child's I/O accounting before it is reaped. */
+    siginfo_t info;
+    last_rchar = 0;
+    if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOWAIT) == 0) {
+        char io_path[64], line[128];
+        snprintf(io_path, sizeof io_path, "/proc/%d/io", (int)pid);
+        FILE *f = fopen(io_path, "r");
+        while (f && fgets(line, sizeof line, f))
+            if (sscanf(line, "rchar: %llu", &last_rchar) == 1)
+                break;
+        if (f)
+            fclose(f);
     }
     int status;
     struct rusage local;
@@ -98,7 +117,7 @@ int main(int argc, char **argv)
 {
     int models = 3, keep = 0;
     const char *size = "1G", *dtype = "bfloat16", *max_memory = "512Mi", *threads = NULL;
-    const char *dir = "/tmp/smelt-bench", *io = NULL;
+    const char *dir = "/tmp/smelt-bench", *io = NULL, *method = "linear", *density = "0.5";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--keep")) { keep = 1; continue; }
@@ -110,19 +129,26 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--threads")) threads = v;
         else if (!strcmp(a, "--dir")) dir = v;
         else if (!strcmp(a, "--io")) io = v;
+        else if (!strcmp(a, "--method")) method = v;
+        else if (!strcmp(a, "--density")) density = v;
         else { fprintf(stderr, "bench_merge: unknown option %s\n", a); return 2; }
         i++;
     }
     if (models < 1 || models > 64) { fprintf(stderr, "bench_merge: --models 1..64\n"); return 2; }
     char path[4096], cfg[4096], out[4096], seed[32];
     mkdir(dir, 0755);
-    snprintf(cfg, sizeof cfg, "%s/linear.yml", dir);
+    snprintf(cfg, sizeof cfg, "%s/%s.yml", dir, method);
     FILE *c = fopen(cfg, "w");
     if (!c) { perror(cfg); return 1; }
-    fprintf(c, "merge_method: linear\nbase_model: %s/m0\nmodels:\n", dir);
+    int linear = !strcmp(method, "linear");
+    fprintf(c, "merge_method: %s\nbase_model: %s/m0\nmodels:\n", method, dir);
     for (int m = 0; m < models; m++) {
         snprintf(path, sizeof path, "%s/m%d", dir, m);
-        fprintf(c, "  - model: %s\n    parameters: {weight: %g}\n", path, 1.0 / models);
+        if (linear)
+            fprintf(c, "  - model: %s\n    parameters: {weight: %g}\n", path, 1.0 / models);
+        else if (m) /* the base is m0; the fine-tunes carry the task-vector parameters */
+            fprintf(c, "  - model: %s\n    parameters: {weight: %g, density: %s}\n", path,
+                    1.0 / (models - 1), density);
         char stamp[4200];
         snprintf(stamp, sizeof stamp, "%s/.synth-%s-%s", path, size, dtype);
         if (access(stamp, F_OK) == 0)
@@ -169,6 +195,9 @@ int main(int argc, char **argv)
     printf("smelt merge:     %.2f s  %.2f GB/s (input bytes), --max-memory %s%s%s\n", merge_s,
            (double)bytes / 1e9 / merge_s, max_memory, io ? ", SMELT_IO=" : "", io ? io : "");
     printf("ratio:           %.2f of plain-read throughput\n", read_s / merge_s);
+    printf("method:          %s: %.2f bytes read per input byte%s\n", method,
+           (double)last_rchar / (double)bytes, io && !strcmp(io, "pread") ? "" :
+           " (io_uring reads are not counted: use --io pread)");
     printf("peak RSS:        %.1f MiB\n", (double)ru.ru_maxrss / 1024.0);
     if (!keep) {
         snprintf(rm, sizeof rm, "rm -rf '%s'", dir);

@@ -44,13 +44,16 @@ static unsigned tensor_passes(const smelt_plan *plan, const smelt_plan_tensor *p
     return plan->method->passes(pt->method_state);
 }
 
-/* The largest statistics partial of any tensor and pass (0 when the method keeps none). */
+/* The largest per-task partial of any tensor and pass, the apply pass's scratch included (0 when
+ * the method keeps none). */
 static size_t max_partial_bytes(const smelt_plan *plan)
 {
     size_t most = 0;
     for (size_t t = 0; t < plan->ntensors; t++) {
         const smelt_plan_tensor *pt = &plan->tensors[t];
-        for (unsigned p = 0; p < tensor_passes(plan, pt); p++) {
+        if (pt->kind != SMELT_TASK_MERGE || !plan->method->partial_size)
+            continue;
+        for (unsigned p = 0; p <= tensor_passes(plan, pt); p++) {
             size_t bytes = plan->method->partial_size(pt->method_state, p);
             if (bytes > most)
                 most = bytes;
@@ -59,11 +62,11 @@ static size_t max_partial_bytes(const smelt_plan *plan)
     return (most + 63) / 64 * 64; /* each partial on its own cache line */
 }
 
-/* Per-worker f32 tiles, plus one statistics partial per task of the largest chunk. */
-static uint64_t scratch_bytes(const smelt_plan *plan, unsigned threads)
+/* Per-worker f32 tiles, plus one statistics partial per task of a chunk of `chunk` elements. */
+static uint64_t scratch_bytes(const smelt_plan *plan, unsigned threads, uint64_t chunk)
 {
     return (uint64_t)threads * (plan->ninputs + 1) * TILE_ELEMS * sizeof(float) +
-           (uint64_t)(CHUNK_ELEMS_TARGET / TASK_ELEMS) * max_partial_bytes(plan);
+           chunk / TASK_ELEMS * max_partial_bytes(plan);
 }
 
 int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max_memory,
@@ -75,18 +78,22 @@ int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max
     for (size_t i = 0; i < plan->ninputs; i++)
         per_elem += in_elem[i];
     unsigned nthreads = threads > 0 ? (unsigned)threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
-    uint64_t fixed = scratch_bytes(plan, nthreads) + (plan->ninputs + 1) * MAX_DEPTH * BUFFER_ALIGN;
+    /* The partials scale with the chunk (one per task), so they shrink with it on a small
+     * budget instead of being reserved for the largest chunk. */
+    uint64_t partial = max_partial_bytes(plan);
+    uint64_t fixed = scratch_bytes(plan, nthreads, 0) + (plan->ninputs + 1) * MAX_DEPTH * BUFFER_ALIGN;
     uint64_t avail = max_memory > fixed ? max_memory - fixed : 0;
     uint64_t chunk = CHUNK_ELEMS_TARGET;
-    uint64_t depth = avail / (per_elem * chunk);
+    uint64_t partials = chunk / TASK_ELEMS * partial;
+    uint64_t depth = avail > partials ? (avail - partials) / (per_elem * chunk) : 0;
     if (depth > MAX_DEPTH)
         depth = MAX_DEPTH;
     if (depth < 2) {
         /* Less than two full chunks: shrink the chunk so reading can still overlap compute. */
         depth = 2;
-        chunk = avail / (per_elem * depth) / TASK_ELEMS * TASK_ELEMS;
+        chunk = avail / (per_elem * depth * TASK_ELEMS + partial) * TASK_ELEMS;
         if (chunk < TASK_ELEMS) {
-            uint64_t need = fixed + 2 * per_elem * TASK_ELEMS;
+            uint64_t need = fixed + 2 * per_elem * TASK_ELEMS + partial;
             return smelt_fail(ctx, SMELT_E_BUDGET,
                               "a memory budget of %llu bytes cannot hold two chunks of %u "
                               "elements for %zu input%s and the output (%llu bytes are needed "
@@ -97,7 +104,7 @@ int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max
     }
     layout->chunk_elements = chunk;
     layout->depth = (unsigned)depth;
-    layout->buffer_bytes = fixed + depth * per_elem * chunk;
+    layout->buffer_bytes = fixed + depth * per_elem * chunk + chunk / TASK_ELEMS * partial;
     return SMELT_OK;
 }
 
@@ -154,9 +161,12 @@ static void compute_task(void *arg, size_t task, unsigned worker)
     smelt_tile tile = {.k = e->k, .ninputs = ninputs, .raw = raw, .dtype = dtype,
                        .scratch = scratch};
     int stats = job->s->pass < tensor_passes(e->plan, pt);
-    void *partial = stats ? e->partials + task * e->partial_bytes : NULL;
-    if (stats)
-        memset(partial, 0, method->partial_size(pt->method_state, job->s->pass));
+    size_t partial_size = method->partial_size ? method->partial_size(pt->method_state,
+                                                                      job->s->pass) : 0;
+    void *partial = partial_size ? e->partials + task * e->partial_bytes : NULL;
+    if (partial)
+        memset(partial, 0, partial_size);
+    tile.task_scratch = stats ? NULL : partial;
     uint64_t begin = (uint64_t)task * TASK_ELEMS;
     uint64_t end = begin + TASK_ELEMS < job->s->count ? begin + TASK_ELEMS : job->s->count;
     unsigned out_size = smelt_dtype_size(pt->out_dtype);
@@ -351,7 +361,7 @@ static int alloc_buffers(engine *e)
                 return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the chunk buffers");
     }
     unsigned threads = smelt_pool_threads(e->pool);
-    e->scratch = smelt_aligned_alloc(64, scratch_bytes(plan, threads));
+    e->scratch = smelt_aligned_alloc(64, scratch_bytes(plan, threads, chunk));
     if (!e->scratch)
         return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory");
     e->partial_bytes = max_partial_bytes(plan);

@@ -42,6 +42,7 @@ typedef struct smelt_tensor_args {
      * (the base's slot holds the top-level value or the default). */
     const double *const *values;
     uint64_t numel;
+    uint64_t random_seed;      /* --random-seed: random methods key their generator with it */
 } smelt_tensor_args;
 
 /* Elements in one tile: small enough that every input's f32 copy stays in L1. */
@@ -60,6 +61,9 @@ typedef struct smelt_tile {
     float *scratch;            /* ninputs * SMELT_TILE_ELEMS floats for decoded copies */
     size_t n;                  /* elements, at most SMELT_TILE_ELEMS */
     uint64_t index0;           /* index of element 0 in the tensor */
+    /* In the apply pass of a method with partial_size: its per-task scratch (see partial_size),
+     * else NULL. Written only by the one thread that runs the task. */
+    void *task_scratch;
 } smelt_tile;
 
 /* Input i as f32: a pointer into the raw data when it is F32, else decoded into scratch tile i.
@@ -104,7 +108,11 @@ typedef struct smelt_method {
 
     /* Statistics passes this tensor needs before apply; 0 when none. */
     unsigned (*passes)(const void *state);
-    /* Bytes of one task's partial in `pass` (the engine allocates and zeroes them). */
+    /* Bytes of one task's partial in `pass` (the engine allocates and zeroes them). For
+     * pass == passes(state), the apply pass, it sizes a per-task scratch that apply gets as
+     * tile->task_scratch: zeroed at the task's start, and the task's tiles come to apply in
+     * index order from one thread, so a method can carry running counts from tile to tile
+     * (exact tie-breaking at a rank threshold) and still depend only on element indices. */
     size_t (*partial_size)(const void *state, unsigned pass);
     /* Accumulates one tile into the task's partial. Called from several threads at once, on
      * different partials; must not write the state. */

@@ -24,7 +24,8 @@ static void run(const char *method, int has_base, size_t ninputs, const float x[
             store[p][i] = vals[p];
         values[p] = store[p];
     }
-    smelt_tensor_args args = {"w", ninputs, has_base, names, values, DIM};
+    smelt_tensor_args args = {.tensor = "w", .ninputs = ninputs, .has_base = has_base,
+                              .input_names = names, .values = values, .numel = DIM};
     void *state = NULL;
     ck_assert_int_eq(m->prepare(NULL, &args, &state), SMELT_OK);
     const void *raw[8];
@@ -34,7 +35,8 @@ static void run(const char *method, int has_base, size_t ninputs, const float x[
         dt[i] = SMELT_DT_F32;
     }
     float *scratch = calloc(ninputs * SMELT_TILE_ELEMS, sizeof(float));
-    smelt_tile tile = {smelt_kernels_get(), ninputs, raw, dt, scratch, DIM, 0};
+    smelt_tile tile = {.k = smelt_kernels_get(), .ninputs = ninputs, .raw = raw, .dtype = dt,
+                       .scratch = scratch, .n = DIM};
     if (m->passes && m->passes(state)) {
         void *partial = calloc(1, m->partial_size(state, 0));
         m->stats(state, 0, &tile, partial);

@@ -1,0 +1,665 @@
+/* The task-vector family: task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs,
+ * breadcrumbs_ties, metagpt, consensus_ta, consensus_ties and sce, as one routine (mergekit's
+ * generalized task arithmetic) with pluggable parts:
+ *
+ *   d_i   = select(θ_i − θ₀)           none | magnitude top-k | DARE random | breadcrumbs range
+ *                                       | sce's top-variance positions (one mask for all models)
+ *   d_i  *= rescale_i                   DARE: ‖d‖₁/‖kept‖₁ (mergekit) or 1/density (paper)
+ *   w_i   = given | ‖d_i‖² share (metagpt) | mean d_i² share (sce)
+ *   mixed = Σ w_i d_i, or with TIES sign election Σ m_i w_i d_i;  div = Σ w_i or Σ m_i w_i
+ *   out   = θ₀ + lambda · mixed / div (normalize), zeroed where fewer than k TALL masks agree
+ *
+ * Exact whole-tensor statistics in bounded memory. A rank range [lo, hi) over the ascending
+ * order of (|key| bit pattern, element index) is found by radix select: three histogram passes
+ * over the 31 magnitude bits (11/10/10) narrow each bound to its exact key v and to c, the
+ * number of elements equal to v that rank below the bound. A fourth pass counts, per engine
+ * task, the elements equal to v, and their prefix sums over tasks (numel/65536 entries per
+ * bound) let apply number every equal element by its index with a running per-task count, so
+ * exactly hi − lo elements survive whatever the chunking or thread count. Sums (L1 rescale,
+ * norms) take one more pass with the fixed-association f64 reductions per tile.
+ *
+ * Random masks come from Philox keyed by (--random-seed, tensor name, input position) and the
+ * element index: independent of chunking, threads and SIMD level. */
+#include "methods/method.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum sparsifier {
+    SPARSE_NONE,
+    SPARSE_MAGNITUDE, /* keep the floor(density·n) largest |d| */
+    SPARSE_RANDOM,    /* DARE: keep each element with probability density */
+    SPARSE_OUTLIERS   /* breadcrumbs: drop the largest floor(gamma·n) and the smallest */
+} sparsifier;
+
+typedef enum weighting {
+    WEIGHTS_GIVEN,
+    WEIGHTS_NORM_SHARE, /* metagpt: ‖τ_i‖² / Σ‖τ_k‖² */
+    WEIGHTS_SCE         /* sce: mean(d_i²) / Σ mean(d_k²), uniform when that sum < 1e-6 */
+} weighting;
+
+typedef struct variant {
+    sparsifier sparsify;
+    int consensus;  /* TIES sign election */
+    weighting weights;
+    int tall;       /* consensus_*: keep entries where at least k TALL masks agree */
+    int sce;        /* top-variance selection, election on unweighted d, div clamped at 1e-6 */
+    const smelt_param_def *params;
+    size_t nparams;
+    const char *name;
+} variant;
+
+/* Radix select over 31-bit magnitude patterns: the digits of each histogram pass. */
+#define RADIX_PASSES 3
+static const unsigned radix_bits[RADIX_PASSES] = {11, 10, 10};
+static const unsigned radix_shift[RADIX_PASSES] = {20, 10, 0};
+#define RADIX_BINS 2048u
+
+typedef enum stage { STAGE_HIST0, STAGE_HIST1, STAGE_HIST2, STAGE_COUNT, STAGE_SUMS } stage;
+
+/* One end of a rank range: the element at ascending position `rank`. */
+typedef struct bound {
+    int active;       /* 0: the range has no such end (or sce found it trivial) */
+    int upper;        /* 1: keeps positions below it; 0: keeps positions at and above it */
+    uint64_t rank;    /* while selecting: the position left to find under `prefix` */
+    uint32_t prefix;  /* key bits found so far; after the last digit: the key v itself */
+    uint64_t equal;   /* elements equal to v seen by the counting folds so far */
+    uint64_t *hist;   /* RADIX_BINS: the folded histogram of the current pass */
+    uint64_t *before; /* per task: elements equal to v before the task */
+} bound;
+
+/* A rank range [lo, hi) over one key (model i's d, or sce's variance). */
+typedef struct channel {
+    int lo, hi;   /* bound indices, -1 when that end is open */
+    int none;     /* the range is empty */
+} channel;
+
+typedef struct tv_model {
+    float w;
+    double density;
+    int sparse;     /* density < 1 and a sparsifier is set */
+    uint64_t key;   /* Philox key of the DARE mask */
+    float scale;    /* L1 rescale of kept entries (1 when none) */
+    double sum_abs, sum_abs_kept, sumsq_kept;
+} tv_model;
+
+typedef struct tv_state {
+    const variant *v;
+    const char *tensor;
+    size_t n;          /* models, base excluded; input i + 1 is model i */
+    uint64_t numel, ntasks;
+    int normalize, rescale, by_density;
+    float lambda, tall_lambda, div_const;
+    double k, select_topk;
+    stage stages[5];
+    unsigned nstages;
+    bound *bounds;
+    size_t nbounds;
+    channel *channels; /* n per-model channels, or one shared (sce) */
+    size_t folded;     /* tasks folded in the current pass */
+    tv_model m[];
+} tv_state;
+
+static uint32_t mag_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return u & 0x7FFFFFFFu;
+}
+
+static uint64_t splitmix64(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+/* The DARE key of input `input` (1-based among the inputs, the base being 0): FNV-1a of the
+ * tensor name mixed with the seed and the position, so tensors and models draw independently. */
+static uint64_t mask_key(uint64_t seed, const char *tensor, size_t input)
+{
+    uint64_t h = 0xCBF29CE484222325ull;
+    for (const unsigned char *p = (const unsigned char *)tensor; *p; p++)
+        h = (h ^ *p) * 0x100000001B3ull;
+    return splitmix64(seed ^ splitmix64(h ^ (uint64_t)input * 0x9E3779B97F4A7C15ull));
+}
+
+static void tv_release(void *state)
+{
+    tv_state *s = state;
+    if (!s)
+        return;
+    for (size_t b = 0; b < s->nbounds; b++) {
+        free(s->bounds[b].hist);
+        free(s->bounds[b].before);
+    }
+    free(s->bounds);
+    free(s->channels);
+    free(s);
+}
+
+static double param(const variant *v, const smelt_tensor_args *args, const char *name,
+                    size_t input, double fallback)
+{
+    for (size_t p = 0; p < v->nparams; p++)
+        if (strcmp(v->params[p].name, name) == 0)
+            return args->values[p][v->params[p].per_model ? input : 0];
+    return fallback;
+}
+
+static int add_bound(tv_state *s, int upper, uint64_t rank)
+{
+    bound *b = &s->bounds[s->nbounds];
+    b->active = 1;
+    b->upper = upper;
+    b->rank = rank;
+    b->hist = calloc(RADIX_BINS, sizeof *b->hist);
+    b->before = calloc(s->ntasks ? s->ntasks : 1, sizeof *b->before);
+    if (!b->hist || !b->before) {
+        free(b->hist);
+        free(b->before);
+        return -1;
+    }
+    return (int)s->nbounds++;
+}
+
+/* Sets channel c to keep ascending ranks [lo, hi) of n elements. */
+static int set_range(tv_state *s, channel *c, uint64_t lo, uint64_t hi)
+{
+    c->lo = c->hi = -1;
+    c->none = lo >= hi;
+    if (c->none)
+        return 0;
+    if (lo > 0 && (c->lo = add_bound(s, 0, lo)) < 0)
+        return -1;
+    if (hi < s->numel && (c->hi = add_bound(s, 1, hi)) < 0)
+        return -1;
+    return 0;
+}
+
+static int tv_prepare(const variant *v, smelt_ctx *ctx, const smelt_tensor_args *args,
+                      void **state)
+{
+    if (!args->has_base || args->ninputs < 2)
+        return smelt_fail(ctx, SMELT_E_CONFIG, "method '%s': tensor '%s': needs a base_model and "
+                          "at least one other model", v->name, args->tensor);
+    size_t n = args->ninputs - 1;
+    tv_state *s = calloc(1, sizeof *s + n * sizeof(tv_model));
+    if (!s)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    s->v = v;
+    s->tensor = args->tensor;
+    s->n = n;
+    s->numel = args->numel;
+    s->ntasks = (args->numel + SMELT_TASK_ELEMS - 1) / SMELT_TASK_ELEMS;
+    s->normalize = param(v, args, "normalize", 0, 0) != 0;
+    s->rescale = param(v, args, "rescale", 0, 0) != 0;
+    s->by_density = param(v, args, "rescale_by_density", 0, 0) != 0;
+    double lambda = param(v, args, "lambda", 0, 1.0);
+    double tall_lambda = param(v, args, "tall_lambda", 0, 0.4);
+    s->k = param(v, args, "k", 0, 2.0);
+    s->select_topk = param(v, args, "select_topk", 0, 1.0);
+    s->lambda = (float)lambda;
+    s->tall_lambda = (float)tall_lambda;
+    const char *bad = NULL;
+    double value = 0;
+    if (!isfinite(lambda))
+        bad = "lambda", value = lambda;
+    else if (!(tall_lambda >= 0) || !isfinite(tall_lambda))
+        bad = "tall_lambda", value = tall_lambda;
+    else if (!(s->k >= 0) || !isfinite(s->k))
+        bad = "k", value = s->k;
+    else if (!(s->select_topk > 0 && s->select_topk <= 1))
+        bad = "select_topk", value = s->select_topk;
+    if (bad) {
+        free(s);
+        return smelt_fail(ctx, SMELT_E_CONFIG, "method '%s': tensor '%s': %s %g is out of range "
+                          "(%s)", v->name, args->tensor, bad, value,
+                          bad[0] == 's' ? "it must be in (0, 1]" : "it must be finite and, "
+                          "except lambda, >= 0");
+    }
+    s->channels = calloc(n + 1, sizeof *s->channels);
+    s->bounds = calloc(2 * n + 1, sizeof *s->bounds);
+    if (!s->channels || !s->bounds) {
+        tv_release(s);
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    }
+    float div = 0;
+    for (size_t i = 0; i < n; i++) {
+        tv_model *m = &s->m[i];
+        const char *model = args->input_names[i + 1];
+        double w = param(v, args, "weight", i + 1, 1.0);
+        double density = param(v, args, "density", i + 1, 1.0);
+        double gamma = param(v, args, "gamma", i + 1, 0.0);
+        const char *why = NULL;
+        if (!isfinite(w))
+            why = "weight", value = w;
+        else if (!(density > 0 && density <= 1))
+            why = "density", value = density;
+        else if (!(gamma >= 0 && gamma <= 1))
+            why = "gamma", value = gamma;
+        if (why) {
+            tv_release(s);
+            return smelt_fail(ctx, SMELT_E_CONFIG, "method '%s': model '%s': tensor '%s': %s %g "
+                              "is out of range (%s)", v->name, model, args->tensor, why, value,
+                              why[0] == 'w' ? "it must be finite" : "it must be in (0, 1]");
+        }
+        m->w = (float)w;
+        m->density = density;
+        m->scale = 1.0f;
+        m->sparse = v->sparsify != SPARSE_NONE && density < 1;
+        m->key = mask_key(args->random_seed, args->tensor, i + 1);
+        div = i ? div + m->w : m->w;
+        channel *c = &s->channels[i];
+        c->lo = c->hi = -1;
+        if (!m->sparse || v->sparsify == SPARSE_RANDOM)
+            continue;
+        uint64_t nn = args->numel, lo, hi = nn;
+        uint64_t keep = (uint64_t)floor(density * (double)nn);
+        if (v->sparsify == SPARSE_MAGNITUDE) {
+            lo = nn - keep;
+        } else {
+            /* mergekit's breadcrumbs: n_bot may not go negative; then fewer outliers go. */
+            int64_t top = (int64_t)floor(gamma * (double)nn);
+            int64_t bot = (int64_t)nn - (int64_t)keep - top;
+            if (bot < 0) {
+                top += bot;
+                bot = 0;
+            }
+            lo = (uint64_t)bot;
+            hi = nn - (uint64_t)top;
+        }
+        if (set_range(s, c, lo, hi) != 0) {
+            tv_release(s);
+            return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+        }
+    }
+    s->div_const = fabsf(div) < 1e-8f ? 1.0f : div;
+    if (v->sce && s->select_topk < 1) {
+        /* The rank depends on the count of nonzero variances, known after the first pass. */
+        channel *c = &s->channels[n];
+        c->lo = add_bound(s, 0, 0);
+        c->hi = -1;
+        if (c->lo < 0) {
+            tv_release(s);
+            return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+        }
+    }
+    if (s->nbounds > 0) {
+        for (stage st = STAGE_HIST0; st <= STAGE_COUNT; st++)
+            s->stages[s->nstages++] = st;
+    }
+    int l1 = 0;
+    for (size_t i = 0; i < n; i++)
+        l1 |= s->m[i].sparse && v->sparsify == SPARSE_RANDOM && s->rescale && !s->by_density;
+    if (l1 || v->weights != WEIGHTS_GIVEN)
+        s->stages[s->nstages++] = STAGE_SUMS;
+    *state = s;
+    return SMELT_OK;
+}
+
+/* Decodes every input of the tile into the worker's scratch: slot 0 the base, slot i the task
+ * vector d_i = θ_i − θ₀; with sce also the population variance of the d_i per element. */
+static float *load_deltas(const tv_state *s, const smelt_tile *t, float *var)
+{
+    float *base = t->scratch;
+    for (size_t i = 0; i <= s->n; i++)
+        smelt_decode(t->k, t->scratch + i * SMELT_TILE_ELEMS, t->raw[i], t->dtype[i], t->n);
+    for (size_t i = 1; i <= s->n; i++) {
+        float *d = t->scratch + i * SMELT_TILE_ELEMS;
+        t->k->sub(d, d, base, t->n);
+    }
+    if (var) {
+        float inv = (float)s->n;
+        for (size_t j = 0; j < t->n; j++) {
+            float mean = t->scratch[SMELT_TILE_ELEMS + j];
+            for (size_t i = 2; i <= s->n; i++)
+                mean += t->scratch[i * SMELT_TILE_ELEMS + j];
+            mean /= inv;
+            float acc = 0;
+            for (size_t i = 1; i <= s->n; i++) {
+                float x = t->scratch[i * SMELT_TILE_ELEMS + j] - mean;
+                acc += x * x;
+            }
+            var[j] = acc / inv;
+        }
+    }
+    return base;
+}
+
+static float *delta(const smelt_tile *t, size_t model)
+{
+    return t->scratch + (model + 1) * SMELT_TILE_ELEMS;
+}
+
+/* keep[j] for channel c over the tile's keys; running[b] counts bound b's equal elements seen
+ * earlier in this task (tiles come in index order). */
+static void rank_mask(const tv_state *s, const channel *c, const float *key, const smelt_tile *t,
+                      uint32_t *running, uint8_t *keep)
+{
+    if (c->none) {
+        memset(keep, 0, t->n);
+        return;
+    }
+    uint64_t task = t->index0 / SMELT_TASK_ELEMS;
+    const bound *lo = c->lo >= 0 ? &s->bounds[c->lo] : NULL;
+    const bound *hi = c->hi >= 0 ? &s->bounds[c->hi] : NULL;
+    for (size_t j = 0; j < t->n; j++) {
+        uint32_t m = mag_bits(key[j]);
+        int k = 1;
+        if (lo && lo->active) {
+            if (m < lo->prefix)
+                k = 0;
+            else if (m == lo->prefix && lo->before[task] + running[c->lo]++ < lo->rank)
+                k = 0;
+        }
+        if (hi && hi->active) {
+            if (m > hi->prefix)
+                k = 0;
+            else if (m == hi->prefix && hi->before[task] + running[c->hi]++ >= hi->rank)
+                k = 0;
+        }
+        keep[j] = (uint8_t)k;
+    }
+}
+
+/* Applies each model's selection to its d_i in place (dropped entries become +0). */
+static void select_tile(const tv_state *s, const smelt_tile *t, const float *var,
+                        uint32_t *running)
+{
+    uint8_t keep[SMELT_TILE_ELEMS];
+    int shared = s->v->sce && s->select_topk < 1;
+    if (shared)
+        rank_mask(s, &s->channels[s->n], var, t, running, keep);
+    for (size_t i = 0; i < s->n; i++) {
+        const tv_model *m = &s->m[i];
+        float *d = delta(t, i);
+        if (!shared && !m->sparse)
+            continue;
+        if (!shared && s->v->sparsify == SPARSE_RANDOM) {
+            float u[SMELT_TILE_ELEMS];
+            t->k->philox_uniform(u, m->key, t->index0, t->n);
+            for (size_t j = 0; j < t->n; j++)
+                keep[j] = (double)u[j] < m->density;
+        } else if (!shared) {
+            rank_mask(s, &s->channels[i], d, t, running, keep);
+        }
+        for (size_t j = 0; j < t->n; j++)
+            if (!keep[j])
+                d[j] = 0.0f;
+    }
+}
+
+static unsigned tv_passes(const void *state) { return ((const tv_state *)state)->nstages; }
+
+static size_t sums_offset(const tv_state *s) { return (s->nbounds * sizeof(uint32_t) + 7) / 8 * 8; }
+
+static size_t tv_partial_size(const void *state, unsigned pass)
+{
+    const tv_state *s = state;
+    if (pass >= s->nstages) /* apply: the running counts of equal elements */
+        return s->nbounds * sizeof(uint32_t);
+    switch (s->stages[pass]) {
+    case STAGE_HIST0:
+    case STAGE_HIST1:
+    case STAGE_HIST2: return (s->nbounds * RADIX_BINS + 1) * sizeof(uint32_t);
+    case STAGE_COUNT: return s->nbounds * sizeof(uint32_t);
+    case STAGE_SUMS: return sums_offset(s) + 3 * s->n * sizeof(double);
+    }
+    return 0;
+}
+
+/* The key a bound ranks: the d of its channel's model, or sce's variance. */
+static const float *bound_key(const tv_state *s, size_t b, const smelt_tile *t, const float *var)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->channels[i].lo == (int)b || s->channels[i].hi == (int)b)
+            return delta(t, i);
+    return var;
+}
+
+static void tv_stats(const void *state, unsigned pass, const smelt_tile *t, void *partial)
+{
+    const tv_state *s = state;
+    float var[SMELT_TILE_ELEMS];
+    int need_var = s->v->sce && s->select_topk < 1;
+    load_deltas(s, t, need_var ? var : NULL);
+    stage st = s->stages[pass];
+    if (st <= STAGE_HIST2) {
+        uint32_t *hist = partial;
+        unsigned p = st - STAGE_HIST0;
+        for (size_t b = 0; b < s->nbounds; b++) {
+            const bound *bd = &s->bounds[b];
+            if (!bd->active)
+                continue;
+            t->k->hist_mag(hist + b * RADIX_BINS, bound_key(s, b, t, var), t->n, bd->prefix,
+                           p == 0 ? 32 : radix_shift[p - 1], radix_shift[p], radix_bits[p]);
+        }
+        if (p == 0 && need_var)
+            for (size_t j = 0; j < t->n; j++)
+                hist[s->nbounds * RADIX_BINS] += mag_bits(var[j]) == 0;
+        return;
+    }
+    if (st == STAGE_COUNT) {
+        uint32_t *count = partial;
+        for (size_t b = 0; b < s->nbounds; b++) {
+            const bound *bd = &s->bounds[b];
+            if (!bd->active)
+                continue;
+            const float *key = bound_key(s, b, t, var);
+            for (size_t j = 0; j < t->n; j++)
+                count[b] += mag_bits(key[j]) == bd->prefix;
+        }
+        return;
+    }
+    double *sums = (double *)((uint8_t *)partial + sums_offset(s));
+    for (size_t i = 0; i < s->n; i++)
+        sums[3 * i] += t->k->sum_abs_f64(delta(t, i), t->n);
+    select_tile(s, t, var, partial);
+    for (size_t i = 0; i < s->n; i++) {
+        sums[3 * i + 1] += t->k->sum_abs_f64(delta(t, i), t->n);
+        sums[3 * i + 2] += t->k->sumsq_f64(delta(t, i), t->n);
+    }
+}
+
+static void tv_fold(void *state, unsigned pass, const void *partial)
+{
+    tv_state *s = state;
+    stage st = s->stages[pass];
+    if (st <= STAGE_HIST2) {
+        const uint32_t *hist = partial;
+        for (size_t b = 0; b < s->nbounds; b++)
+            for (unsigned j = 0; j < RADIX_BINS; j++)
+                s->bounds[b].hist[j] += hist[b * RADIX_BINS + j];
+        if (st == STAGE_HIST0 && s->v->sce && s->select_topk < 1)
+            s->bounds[0].equal += hist[s->nbounds * RADIX_BINS]; /* zero variances */
+    } else if (st == STAGE_COUNT) {
+        const uint32_t *count = partial;
+        for (size_t b = 0; b < s->nbounds; b++) {
+            s->bounds[b].before[s->folded] = s->bounds[b].equal;
+            s->bounds[b].equal += count[b];
+        }
+    } else {
+        const double *sums = (const double *)((const uint8_t *)partial + sums_offset(s));
+        for (size_t i = 0; i < s->n; i++) {
+            s->m[i].sum_abs += sums[3 * i];
+            s->m[i].sum_abs_kept += sums[3 * i + 1];
+            s->m[i].sumsq_kept += sums[3 * i + 2];
+        }
+    }
+    s->folded++;
+}
+
+/* Picks the digit bin holding position rank; narrows the bound to it. */
+static void narrow(bound *b, unsigned p)
+{
+    uint64_t below = 0;
+    unsigned bins = 1u << radix_bits[p], j = 0;
+    for (; j + 1 < bins && below + b->hist[j] <= b->rank; j++)
+        below += b->hist[j];
+    b->rank -= below;
+    b->prefix = (b->prefix << radix_bits[p]) | j;
+    memset(b->hist, 0, RADIX_BINS * sizeof *b->hist);
+}
+
+static int tv_end_pass(smelt_ctx *ctx, void *state, unsigned pass)
+{
+    tv_state *s = state;
+    stage st = s->stages[pass];
+    s->folded = 0;
+    if (st == STAGE_HIST0 && s->v->sce && s->select_topk < 1) {
+        /* mergekit's sce: the top floor(nonzero · select_topk) variances survive. */
+        bound *b = &s->bounds[0];
+        uint64_t k = (uint64_t)floor((double)(s->numel - b->equal) * s->select_topk);
+        b->equal = 0;
+        s->channels[s->n].none = k == 0;
+        b->rank = s->numel - k;
+        b->active = k > 0 && k < s->numel;
+    }
+    if (st <= STAGE_HIST2) {
+        for (size_t b = 0; b < s->nbounds; b++)
+            if (s->bounds[b].active)
+                narrow(&s->bounds[b], st - STAGE_HIST0);
+    } else if (st == STAGE_SUMS) {
+        double total = 0;
+        for (size_t i = 0; i < s->n; i++)
+            total += s->v->weights == WEIGHTS_SCE ? s->m[i].sumsq_kept / (double)s->numel
+                                                  : s->m[i].sumsq_kept;
+        for (size_t i = 0; i < s->n; i++) {
+            tv_model *m = &s->m[i];
+            if (s->v->weights == WEIGHTS_SCE)
+                m->w = fabs(total) < 1e-6 ? (float)(1.0 / (double)s->n)
+                                          : (float)(m->sumsq_kept / (double)s->numel / total);
+            else if (s->v->weights == WEIGHTS_NORM_SHARE)
+                m->w = total > 0 ? (float)(m->sumsq_kept / total) : (float)(1.0 / (double)s->n);
+            if (m->sparse && s->v->sparsify == SPARSE_RANDOM && s->rescale && !s->by_density &&
+                m->sum_abs >= 1e-7 && m->sum_abs_kept >= 1e-7)
+                m->scale = (float)(m->sum_abs / m->sum_abs_kept);
+        }
+    }
+    (void)ctx;
+    return SMELT_OK;
+}
+
+static void tv_apply(const void *state, const smelt_tile *t, float *out)
+{
+    const tv_state *s = state;
+    const variant *v = s->v;
+    size_t n = t->n;
+    float var[SMELT_TILE_ELEMS], vote[SMELT_TILE_ELEMS], div[SMELT_TILE_ELEMS];
+    const float *base = load_deltas(s, t, v->sce && s->select_topk < 1 ? var : NULL);
+    select_tile(s, t, var, t->task_scratch);
+    for (size_t i = 0; i < s->n; i++) {
+        const tv_model *m = &s->m[i];
+        float *d = delta(t, i);
+        if (m->sparse && v->sparsify == SPARSE_RANDOM && s->rescale) {
+            float density = (float)m->density;
+            for (size_t j = 0; j < n; j++)
+                d[j] = s->by_density ? d[j] / density : d[j] * m->scale;
+        }
+    }
+    float *mixed = out;
+    if (v->consensus) {
+        /* sce elects on the unweighted task vectors, the rest on the weighted ones. */
+        for (size_t i = 0; i < s->n; i++) {
+            const float *d = delta(t, i);
+            float w = v->sce ? 1.0f : s->m[i].w;
+            for (size_t j = 0; j < n; j++)
+                vote[j] = i ? vote[j] + w * d[j] : w * d[j];
+        }
+        memset(mixed, 0, n * sizeof *mixed);
+        memset(div, 0, n * sizeof *div);
+        for (size_t i = 0; i < s->n; i++) {
+            float *d = delta(t, i);
+            t->k->scale(d, d, s->m[i].w, n);
+            t->k->masked_accum(mixed, div, d, vote, s->m[i].w, n);
+        }
+        if (v->sce) {
+            for (size_t j = 0; j < n; j++)
+                mixed[j] = mixed[j] / (div[j] > 1e-6f ? div[j] : 1e-6f);
+        } else if (s->normalize) {
+            for (size_t j = 0; j < n; j++)
+                mixed[j] = mixed[j] / (div[j] == 0 ? 1.0f : div[j]);
+        }
+    } else {
+        t->k->scale(mixed, delta(t, 0), s->m[0].w, n);
+        for (size_t i = 1; i < s->n; i++)
+            t->k->axpy(mixed, delta(t, i), s->m[i].w, n);
+        if (s->normalize)
+            for (size_t j = 0; j < n; j++)
+                mixed[j] = mixed[j] / s->div_const;
+    }
+    if (s->lambda != 1.0f)
+        for (size_t j = 0; j < n; j++)
+            mixed[j] = mixed[j] * s->lambda;
+    if (v->tall) {
+        /* TALL masks compare the unsparsified task vectors with the merged one. */
+        float count[SMELT_TILE_ELEMS], tau[SMELT_TILE_ELEMS];
+        memset(count, 0, n * sizeof *count);
+        for (size_t i = 0; i < s->n; i++) {
+            smelt_decode(t->k, tau, t->raw[i + 1], t->dtype[i + 1], n);
+            t->k->sub(tau, tau, base, n);
+            for (size_t j = 0; j < n; j++)
+                count[j] += fabsf(tau[j]) > s->tall_lambda * fabsf(mixed[j] - tau[j]);
+        }
+        for (size_t j = 0; j < n; j++)
+            out[j] = (double)count[j] >= s->k ? base[j] + mixed[j] : base[j];
+        return;
+    }
+    for (size_t j = 0; j < n; j++)
+        out[j] = base[j] + mixed[j];
+}
+
+/* Parameters (mergekit's names and defaults; normalize's default differs per method). */
+#define P_WEIGHT {"weight", SMELT_PARAM_NUMBER, 1, 1, 0.0}
+#define P_DENSITY {"density", SMELT_PARAM_NUMBER, 1, 0, 1.0}
+#define P_GAMMA {"gamma", SMELT_PARAM_NUMBER, 1, 0, 0.01}
+#define P_NORMALIZE(def) {"normalize", SMELT_PARAM_BOOL, 0, 0, def}
+#define P_RESCALE {"rescale", SMELT_PARAM_BOOL, 0, 0, 1.0}
+#define P_BY_DENSITY {"rescale_by_density", SMELT_PARAM_BOOL, 0, 0, 0.0}
+#define P_LAMBDA {"lambda", SMELT_PARAM_NUMBER, 0, 0, 1.0}
+#define P_INT8 {"int8_mask", SMELT_PARAM_BOOL, 0, 0, 0.0}
+#define P_K {"k", SMELT_PARAM_NUMBER, 0, 0, 2.0}
+#define P_TALL {"tall_lambda", SMELT_PARAM_NUMBER, 0, 0, 0.4}
+
+static const smelt_param_def ta_params[] = {P_WEIGHT, P_DENSITY, P_NORMALIZE(0.0), P_LAMBDA, P_INT8};
+static const smelt_param_def ties_params[] = {P_WEIGHT, P_DENSITY, P_NORMALIZE(1.0), P_LAMBDA,
+                                              P_INT8};
+static const smelt_param_def dare_params[] = {P_WEIGHT, P_DENSITY, P_NORMALIZE(0.0), P_RESCALE,
+                                              P_BY_DENSITY, P_LAMBDA, P_INT8};
+static const smelt_param_def bc_params[] = {P_WEIGHT, P_DENSITY, P_GAMMA, P_NORMALIZE(0.0),
+                                            P_LAMBDA, P_INT8};
+static const smelt_param_def metagpt_params[] = {P_LAMBDA};
+static const smelt_param_def cta_params[] = {P_WEIGHT, P_DENSITY, P_NORMALIZE(0.0), P_LAMBDA,
+                                             P_INT8, P_K, P_TALL};
+static const smelt_param_def cties_params[] = {P_WEIGHT, P_DENSITY, P_NORMALIZE(1.0), P_LAMBDA,
+                                               P_INT8, P_K, P_TALL};
+static const smelt_param_def sce_params[] = {{"select_topk", SMELT_PARAM_NUMBER, 0, 0, 1.0},
+                                             P_INT8};
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+#define VARIANT(id, sp, cons, wt, tall_, sce_, prm)                                            \
+    static const variant variant_##id = {sp, cons, wt, tall_, sce_, prm, COUNT(prm), #id};      \
+    static int prepare_##id(smelt_ctx *ctx, const smelt_tensor_args *args, void **state)       \
+    {                                                                                          \
+        return tv_prepare(&variant_##id, ctx, args, state);                                    \
+    }                                                                                          \
+    const smelt_method smelt_method_##id = {                                                   \
+        .name = #id, .params = prm, .nparams = COUNT(prm), .base_use = SMELT_BASE_REQUIRED,     \
+        .min_models = 1, .max_models = 0, .prepare = prepare_##id, .apply = tv_apply,          \
+        .passes = tv_passes, .partial_size = tv_partial_size, .stats = tv_stats,               \
+        .fold = tv_fold, .end_pass = tv_end_pass, .release = tv_release,                       \
+    };
+
+VARIANT(task_arithmetic, SPARSE_NONE, 0, WEIGHTS_GIVEN, 0, 0, ta_params)
+VARIANT(ties, SPARSE_MAGNITUDE, 1, WEIGHTS_GIVEN, 0, 0, ties_params)
+VARIANT(dare_ties, SPARSE_RANDOM, 1, WEIGHTS_GIVEN, 0, 0, dare_params)
+VARIANT(dare_linear, SPARSE_RANDOM, 0, WEIGHTS_GIVEN, 0, 0, dare_params)
+VARIANT(breadcrumbs, SPARSE_OUTLIERS, 0, WEIGHTS_GIVEN, 0, 0, bc_params)
+VARIANT(breadcrumbs_ties, SPARSE_OUTLIERS, 1, WEIGHTS_GIVEN, 0, 0, bc_params)
+VARIANT(metagpt, SPARSE_NONE, 0, WEIGHTS_NORM_SHARE, 0, 0, metagpt_params)
+VARIANT(consensus_ta, SPARSE_NONE, 0, WEIGHTS_GIVEN, 1, 0, cta_params)
+VARIANT(consensus_ties, SPARSE_MAGNITUDE, 1, WEIGHTS_GIVEN, 1, 0, cties_params)
+VARIANT(sce, SPARSE_NONE, 1, WEIGHTS_SCE, 0, 1, sce_params)
