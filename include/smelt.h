@@ -141,6 +141,8 @@ typedef struct smelt_synth_options {
     double delta;           /* the perturbation's scale for a fine-tune (default 0.01) */
     uint64_t shard_size;    /* the largest shard in bytes (default 1 GB) */
     unsigned layers;        /* decoder layers (default 0: as many as the size gives) */
+    unsigned vocab;         /* vocabulary rows (default 0: from the size) */
+    int tied;               /* 1: no lm_head.weight (tie_word_embeddings) */
     int threads;            /* generator threads (default: online CPUs) */
 } smelt_synth_options;
 

@@ -2,6 +2,7 @@
 #include "engine/engine.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static void print_shape(FILE *out, const smelt_tensor_info *t)
 {
@@ -11,21 +12,38 @@ static void print_shape(FILE *out, const smelt_tensor_info *t)
     fputc(']', out);
 }
 
+/* The shortest of %.15g/%.16g/%.17g that reads back as the same double: exact for scripts,
+ * short for people. */
+static void print_double(FILE *out, double v)
+{
+    char buf[40];
+    for (int digits = 15; digits <= 17; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, v);
+        if (strtod(buf, NULL) == v || digits == 17)
+            break;
+    }
+    fputs(buf, out);
+}
+
 static void print_params(FILE *out, const smelt_plan *plan, const smelt_plan_tensor *pt,
                          double **values)
 {
     const smelt_method *m = plan->method;
+    /* Full precision, no spaces: scripts read these back and compare them exactly. */
     fprintf(out, "    parameters:");
     for (size_t p = 0; p < m->nparams; p++) {
         const smelt_param_def *def = &m->params[p];
         fprintf(out, " %s=", def->name);
         if (!def->per_model) {
-            fprintf(out, "%.9g", values[p][0]);
+            print_double(out, values[p][0]);
             continue;
         }
         fputc('[', out);
-        for (size_t i = 0; i < pt->ninputs; i++)
-            fprintf(out, "%s%.9g", i ? ", " : "", values[p][i]);
+        for (size_t i = 0; i < pt->ninputs; i++) {
+            if (i)
+                fputc(',', out);
+            print_double(out, values[p][i]);
+        }
         fputc(']', out);
     }
     fputc('\n', out);

@@ -30,6 +30,7 @@ void smelt_synth_options_default(smelt_synth_options *opts)
 
 typedef struct synth_arch {
     uint64_t hidden, intermediate, vocab, layers, heads;
+    int tied; /* no lm_head: the output projection is the embedding */
 } synth_arch;
 
 typedef struct synth_tensor {
@@ -47,7 +48,7 @@ static uint64_t round_up(uint64_t x, uint64_t m) { return (x + m - 1) / m * m; }
  * count, so a base and its fine-tunes agree. */
 static synth_arch choose_arch(uint64_t params, uint64_t want_layers)
 {
-    synth_arch a = {64, 0, 0, 1, 1};
+    synth_arch a = {.hidden = 64, .layers = 1, .heads = 1};
     uint64_t room = want_layers ? want_layers : 8;
     for (uint64_t h = 64; h <= 8192; h += 64) {
         uint64_t inter = round_up(h * 11 / 4, 64);
@@ -94,7 +95,8 @@ static size_t list_tensors(const synth_arch *a, synth_tensor *out)
         ADD(0, 2, h, i, "model.layers.%llu.mlp.down_proj.weight", (unsigned long long)l);
     }
     ADD(1, 1, h, 0, "model.norm.weight");
-    ADD(0, 2, a->vocab, h, "lm_head.weight");
+    if (!a->tied)
+        ADD(0, 2, a->vocab, h, "lm_head.weight");
 #undef ADD
     return n;
 }
@@ -177,7 +179,7 @@ static int write_side_files(smelt_ctx *ctx, const char *dir, const synth_arch *a
         "num_hidden_layers", (json_int_t)a->layers, "num_attention_heads", (json_int_t)a->heads,
         "num_key_value_heads", (json_int_t)a->heads, "vocab_size", (json_int_t)a->vocab,
         "max_position_embeddings", (json_int_t)4096, "rms_norm_eps", 1e-5, "hidden_act", "silu",
-        "tie_word_embeddings", 0, "rope_theta", 10000.0, "bos_token_id", (json_int_t)1,
+        "tie_word_embeddings", a->tied, "rope_theta", 10000.0, "bos_token_id", (json_int_t)1,
         "eos_token_id", (json_int_t)2, "torch_dtype", smelt_dtype_torch_name(dt));
     json_t *tok = json_pack("{s:s, s:s, s:s, s:I, s:b}", "tokenizer_class", "LlamaTokenizer",
                             "bos_token", "<s>", "eos_token", "</s>", "model_max_length",
@@ -257,7 +259,12 @@ int smelt_synth(smelt_ctx *ctx, const char *out_dir, const smelt_synth_options *
     if (opts->layers > 4096)
         return smelt_fail(ctx, SMELT_E_ARG, "synth: %u layers is more than 4096", opts->layers);
     synth_arch arch = choose_arch(opts->size / smelt_dtype_size(dt), opts->layers);
-    size_t ntensors = 9 * arch.layers + 3;
+    /* The vocabulary may be set apart from the size: fine-tunes that added tokens have more
+     * embedding rows than their base (the first rows keep the same values). */
+    if (opts->vocab)
+        arch.vocab = opts->vocab;
+    arch.tied = opts->tied != 0;
+    size_t ntensors = 9 * arch.layers + 3 - (size_t)arch.tied;
     synth_tensor *tensors = calloc(ntensors, sizeof *tensors);
     if (!tensors)
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");

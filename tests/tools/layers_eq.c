@@ -1,7 +1,8 @@
 /* Checks that a frankenmerge copied layers unchanged: output layers [OUT0, OUT0 + N) must hold
  * the bytes of MODEL's layers [IN0, IN0 + N), tensor by tensor, and a non-layer tensor given
- * with --same NAME must equal MODEL's.
- * usage: layers_eq OUT_DIR OUT0 N MODEL IN0 [--same NAME]...
+ * with --same NAME must equal MODEL's; --only SUBSTR limits the layer tensors compared to those
+ * whose name contains SUBSTR.
+ * usage: layers_eq OUT_DIR OUT0 N MODEL IN0 [--same NAME]... [--only SUBSTR]
  * Exits 0 when every tensor matches, 1 on the first difference (named on stderr). */
 #include "refcheck.h"
 
@@ -55,10 +56,14 @@ int main(int argc, char **argv)
     long out0 = atol(argv[2]), n = atol(argv[3]), in0 = atol(argv[5]);
     size_t checked = 0;
     int ok = 1;
+    const char *only = NULL;
+    for (int a = 6; a + 1 < argc; a += 2)
+        if (strcmp(argv[a], "--only") == 0)
+            only = argv[a + 1];
     for (size_t i = 0; ok && i < in->ntensors; i++) {
         const char *name = in->tensors[i].name;
         long layer = smelt_layer_index(name);
-        if (layer < in0 || layer >= in0 + n)
+        if (layer < in0 || layer >= in0 + n || (only && !strstr(name, only)))
             continue;
         char *out_name = smelt_layer_rename(name, out0 + (layer - in0));
         ok = same(out, out_name, in, name);

@@ -42,6 +42,8 @@ static const char usage_text[] =
     "  --seed N               weights seed (default 0)\n"
     "  --base-seed N          make a fine-tune of the model with this seed\n"
     "  --layers N             decoder layers (default: as many as the size gives)\n"
+    "  --vocab N              vocabulary rows (default: from the size)\n"
+    "  --tied                 no lm_head.weight (tied embeddings)\n"
     "  --delta X              the fine-tune's perturbation scale (default 0.01)\n"
     "  --shard-size SIZE      the largest shard (default 1G)\n"
     "  -j, --threads N        generator threads\n"
@@ -287,13 +289,16 @@ static int cmd_plan(smelt_ctx *ctx, int argc, char **argv)
 
 static int cmd_synth(smelt_ctx *ctx, int argc, char **argv)
 {
-    enum { OPT_SIZE = 256, OPT_DTYPE, OPT_SEED, OPT_BASE_SEED, OPT_DELTA, OPT_SHARD, OPT_LAYERS };
+    enum { OPT_SIZE = 256, OPT_DTYPE, OPT_SEED, OPT_BASE_SEED, OPT_DELTA, OPT_SHARD, OPT_LAYERS,
+           OPT_VOCAB, OPT_TIED };
     static const struct option options[] = {
         {"size", required_argument, NULL, OPT_SIZE},
         {"dtype", required_argument, NULL, OPT_DTYPE},
         {"seed", required_argument, NULL, OPT_SEED},
         {"base-seed", required_argument, NULL, OPT_BASE_SEED},
         {"layers", required_argument, NULL, OPT_LAYERS},
+        {"vocab", required_argument, NULL, OPT_VOCAB},
+        {"tied", no_argument, NULL, OPT_TIED},
         {"delta", required_argument, NULL, OPT_DELTA},
         {"shard-size", required_argument, NULL, OPT_SHARD},
         {"threads", required_argument, NULL, 'j'},
@@ -316,6 +321,14 @@ static int cmd_synth(smelt_ctx *ctx, int argc, char **argv)
             if (parse_u64(optarg, "--seed", &opts.seed))
                 return 2;
             break;
+        case OPT_VOCAB: {
+            long vocab;
+            if (parse_count(optarg, "--vocab", 1 << 24, &vocab))
+                return 2;
+            opts.vocab = (unsigned)vocab;
+            break;
+        }
+        case OPT_TIED: opts.tied = 1; break;
         case OPT_LAYERS: {
             long layers;
             if (parse_count(optarg, "--layers", 4096, &layers))
