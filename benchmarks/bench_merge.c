@@ -3,8 +3,10 @@
  *
  * usage: bench_merge [--models N] [--size SIZE] [--dtype D] [--max-memory SIZE] [--threads N]
  *                    [--dir DIR] [--keep] [--io pread|uring] [--method M] [--density X]
+ *                    [--params 'k: v, ...']
  * --method picks the merge method (default linear; task-vector methods get weight 1/N and
- * --density, default 0.5). Also printed: bytes the merge read per input byte (statistics
+ * --density, default 0.5; other methods take the fine-tunes as they are, and --params 'k: v, ...'
+ * adds top-level parameters, e.g. --method slerp --models 2 --params 't: 0.4'). Also printed: bytes the merge read per input byte (statistics
  * passes re-read a tensor), from the kernel's rchar of the merge process — io_uring reads do
  * not count there, so use --io pread for that figure.
  * Generates N models (a base and N-1 fine-tunes) with `smelt synth` unless DIR has them, drops
@@ -117,7 +119,7 @@ int main(int argc, char **argv)
 {
     int models = 3, keep = 0;
     const char *size = "1G", *dtype = "bfloat16", *max_memory = "512Mi", *threads = NULL;
-    const char *dir = "/tmp/smelt-bench", *io = NULL, *method = "linear", *density = "0.5";
+    const char *dir = "/tmp/smelt-bench", *io = NULL, *method = "linear", *density = "0.5", *params = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--keep")) { keep = 1; continue; }
@@ -131,6 +133,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--io")) io = v;
         else if (!strcmp(a, "--method")) method = v;
         else if (!strcmp(a, "--density")) density = v;
+        else if (!strcmp(a, "--params")) params = v;
         else { fprintf(stderr, "bench_merge: unknown option %s\n", a); return 2; }
         i++;
     }
@@ -141,14 +144,25 @@ int main(int argc, char **argv)
     FILE *c = fopen(cfg, "w");
     if (!c) { perror(cfg); return 1; }
     int linear = !strcmp(method, "linear");
-    fprintf(c, "merge_method: %s\nbase_model: %s/m0\nmodels:\n", method, dir);
+    static const char *const task_vector_methods[] = {
+        "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties",
+        "della", "della_linear", "consensus_ta", "consensus_ties", NULL};
+    int weighted = 0;
+    for (int i = 0; task_vector_methods[i]; i++)
+        weighted |= !strcmp(method, task_vector_methods[i]);
+    fprintf(c, "merge_method: %s\nbase_model: %s/m0\n", method, dir);
+    if (params)
+        fprintf(c, "parameters: {%s}\n", params);
+    fprintf(c, "models:\n");
     for (int m = 0; m < models; m++) {
         snprintf(path, sizeof path, "%s/m%d", dir, m);
         if (linear)
             fprintf(c, "  - model: %s\n    parameters: {weight: %g}\n", path, 1.0 / models);
-        else if (m) /* the base is m0; the fine-tunes carry the task-vector parameters */
+        else if (m && weighted) /* the base is m0; fine-tunes carry the task-vector parameters */
             fprintf(c, "  - model: %s\n    parameters: {weight: %g, density: %s}\n", path,
                     1.0 / (models - 1), density);
+        else if (m)
+            fprintf(c, "  - model: %s\n", path);
         char stamp[4200];
         snprintf(stamp, sizeof stamp, "%s/.synth-%s-%s", path, size, dtype);
         if (access(stamp, F_OK) == 0)
