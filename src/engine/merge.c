@@ -1,5 +1,6 @@
 /* smelt_merge(): config → plan → engine → finalize. */
 #include "engine/engine.h"
+#include "io/ring.h"
 #include "out/finalize.h"
 
 #include "common/util.h"
@@ -26,14 +27,12 @@ int smelt_merge(smelt_ctx *ctx, const char *config_path, const char *out_dir,
         if (!opts.out_shard_size)
             opts.out_shard_size = 5000000000ull;
     }
-    const char *io = getenv("SMELT_IO");
-    if (io && strcmp(io, "pread") == 0)
-        opts.force_pread = 1;
-    else if (io && *io && strcmp(io, "uring") != 0)
-        return smelt_fail(ctx, SMELT_E_ARG, "SMELT_IO=%s: expected 'pread' or 'uring'", io);
+    int rc = smelt_ring_env(ctx, &opts.force_pread);
+    if (rc != SMELT_OK)
+        return rc;
 
     smelt_merge_spec *spec;
-    int rc = smelt_config_load(ctx, config_path, &spec);
+    rc = smelt_config_load(ctx, config_path, &spec);
     if (rc != SMELT_OK)
         return rc;
     smelt_plan *plan;
