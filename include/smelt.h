@@ -154,6 +154,46 @@ void smelt_synth_options_default(smelt_synth_options *opts);
  * base share the same architecture when their size, dtype and base seed agree. */
 int smelt_synth(smelt_ctx *ctx, const char *out_dir, const smelt_synth_options *opts);
 
+/* Describes a model reference (anything smelt_merge accepts as a model: a directory, sharded or
+ * not, a lone .safetensors file, a hub id in the offline cache) on `out`: every tensor (name,
+ * dtype, shape, bytes, file) in file order, the totals (tensor count, bytes, per dtype), the
+ * first file's "__metadata__", and the layer count detected from tensor names (".layers.N.",
+ * ".h.N.", ".blocks.N.", "blk.N."; 0 when none). json = 0: aligned text for people; json = 1:
+ * one JSON document (smelt(1) describes its fields). Only headers are read. Nothing is written
+ * to `out` when the model cannot be opened. Returns SMELT_OK, SMELT_E_IO when `out` fails, or the
+ * status of opening the model (message in ctx). `out` is borrowed and not closed. */
+int smelt_inspect(smelt_ctx *ctx, const char *ref, int json, FILE *out);
+
+/* Options of smelt_diff(). Start from smelt_diff_options_default(); zero fields mean "default". */
+typedef struct smelt_diff_options {
+    uint64_t max_memory; /* all read buffers and tiles together, in bytes (default 512 MiB) */
+    int threads;         /* worker threads (default: online CPUs); never changes the figures */
+    int force_pread;     /* 1: never use io_uring (also SMELT_IO=pread in the environment) */
+    int json;            /* 1: one JSON document instead of aligned text */
+} smelt_diff_options;
+
+/* Fills *opts with the defaults. */
+void smelt_diff_options_default(smelt_diff_options *opts);
+
+/* Compares two models tensor by tensor and reports on `out`. Tensors are matched by name. For a
+ * pair of floating tensors (F32, F16, BF16 on either side, dtypes may differ) of the same shape,
+ * both are decoded to f32 and three figures are computed: the cosine similarity a.b/(|a||b|)
+ * (1 when both are all zeros, 0 when only one is), the relative L2 distance |a-b|/|a| (0 when
+ * both are all zeros, +inf when only a is) and the largest |a-b|; a NaN or Inf in either gives
+ * NaN or Inf figures (a NaN never compares equal, not even to itself). Other tensors of equal dtype and shape are compared byte for byte (equal or
+ * differ). Data streams through the read ring in chunks under opts->max_memory, never a whole
+ * tensor at once; sums run in f64 over blocks with fixed boundaries added in order, so the
+ * report is identical for any thread count and memory budget. The text report is written as
+ * tensors finish; the JSON document only once everything is compared.
+ * Returns SMELT_OK when both models hold the same tensor names with the same shapes (values may
+ * differ); SMELT_E_PLAN, after writing the whole report, when a tensor is only in one model, or
+ * shapes differ, or dtypes cannot be compared (message in ctx gives the counts); SMELT_E_BUDGET
+ * when max_memory cannot hold two chunks; any other status (message naming file and tensor) for
+ * a failure to open or read a model or write to `out`, in which case the report is incomplete.
+ * `out` is borrowed and not closed. */
+int smelt_diff(smelt_ctx *ctx, const char *ref_a, const char *ref_b,
+               const smelt_diff_options *opts, FILE *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,5 +1,6 @@
 /* smelt_merge(): config → plan → engine → finalize. */
 #include "engine/engine.h"
+#include "io/ring.h"
 #include "out/finalize.h"
 
 #include "common/util.h"
@@ -26,12 +27,7 @@ static int effective_options(smelt_ctx *ctx, const smelt_merge_options *user_opt
         if (!opts->out_shard_size)
             opts->out_shard_size = 5000000000ull;
     }
-    const char *io = getenv("SMELT_IO");
-    if (io && strcmp(io, "pread") == 0)
-        opts->force_pread = 1;
-    else if (io && *io && strcmp(io, "uring") != 0)
-        return smelt_fail(ctx, SMELT_E_ARG, "SMELT_IO=%s: expected 'pread' or 'uring'", io);
-    return SMELT_OK;
+    return smelt_ring_env(ctx, &opts->force_pread);
 }
 
 /* Config file → validated plan. */

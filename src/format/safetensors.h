@@ -100,6 +100,9 @@ typedef struct smelt_st_out_tensor {
 int smelt_st_layout(smelt_ctx *ctx, const smelt_st_out_tensor *tensors, size_t n,
                     uint8_t **header, size_t *header_len, uint64_t *offsets, uint64_t *file_size);
 
+/* Formats a shape as "[2, 3]" into buf (truncated to fit). */
+void smelt_format_shape(char *buf, size_t len, const uint64_t *shape, uint32_t ndim);
+
 /* Shard file name of HF convention: "model-00001-of-00003.safetensors" (index 0-based), or
  * "model.safetensors" when total == 1. Writes into buf (at least 40 bytes). */
 void smelt_shard_name(char *buf, size_t len, unsigned index, unsigned total);

@@ -32,7 +32,4 @@ size_t smelt_name_index_find(const smelt_name_index *index, const void *array,
 
 void smelt_name_index_free(smelt_name_index *index);
 
-/* Formats a shape as "[2, 3]" into buf (truncated to fit). */
-void smelt_format_shape(char *buf, size_t len, const uint64_t *shape, uint32_t ndim);
-
 #endif

@@ -1,3 +1,4 @@
+#include "format/safetensors.h"
 #include "format/st_internal.h"
 
 #include <stdio.h>

@@ -200,3 +200,13 @@ void smelt_ring_close(smelt_ring *ring)
     free(ring->fifo);
     free(ring);
 }
+
+int smelt_ring_env(smelt_ctx *ctx, int *force_pread)
+{
+    const char *io = getenv("SMELT_IO");
+    if (io && strcmp(io, "pread") == 0)
+        *force_pread = 1;
+    else if (io && *io && strcmp(io, "uring") != 0)
+        return smelt_fail(ctx, SMELT_E_ARG, "SMELT_IO=%s: expected 'pread' or 'uring'", io);
+    return SMELT_OK;
+}

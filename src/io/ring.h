@@ -24,6 +24,10 @@ typedef struct smelt_completion {
  * one notice goes to the context's log. Returns SMELT_OK or SMELT_E_NOMEM. */
 int smelt_ring_open(smelt_ctx *ctx, unsigned depth, int force_pread, smelt_ring **out);
 
+/* Applies the environment variable SMELT_IO: "pread" sets *force_pread to 1, "uring" or unset
+ * leaves it as it is. Returns SMELT_OK, or SMELT_E_ARG naming any other value. */
+int smelt_ring_env(smelt_ctx *ctx, int *force_pread);
+
 /* 1 when io_uring serves this ring, 0 for pread. */
 int smelt_ring_is_uring(const smelt_ring *ring);
 

@@ -48,6 +48,14 @@ static const char usage_text[] =
     "  --shard-size SIZE      the largest shard (default 1G)\n"
     "  -j, --threads N        generator threads\n"
     "\n"
+    "inspect options:\n"
+    "  --json                 one JSON document instead of text\n"
+    "\n"
+    "diff options:\n"
+    "  --json                 one JSON document instead of text\n"
+    "  --max-memory SIZE      all read buffers together (default 512Mi)\n"
+    "  -j, --threads N        worker threads (default: all online CPUs)\n"
+    "\n"
     "SIZE takes K, M, G, T (powers of 1000) or Ki, Mi, Gi, Ti (powers of 1024).\n"
     "See smelt(1) for details.\n";
 
@@ -368,6 +376,66 @@ static int cmd_synth(smelt_ctx *ctx, int argc, char **argv)
     return rc == SMELT_OK ? 0 : report_error(ctx, rc);
 }
 
+static int cmd_inspect(smelt_ctx *ctx, int argc, char **argv)
+{
+    enum { OPT_JSON = 256 };
+    static const struct option options[] = {
+        {"json", no_argument, NULL, OPT_JSON},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int json = 0, c;
+    while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+        switch (c) {
+        case OPT_JSON: json = 1; break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        default: return 2;
+        }
+    }
+    if (argc - optind != 1)
+        return fail_usage("inspect takes one MODEL%s", "");
+    int rc = smelt_inspect(ctx, argv[optind], json, stdout);
+    return rc == SMELT_OK ? 0 : report_error(ctx, rc);
+}
+
+static int cmd_diff(smelt_ctx *ctx, int argc, char **argv)
+{
+    enum { OPT_JSON = 256, OPT_MAX_MEMORY };
+    static const struct option options[] = {
+        {"json", no_argument, NULL, OPT_JSON},
+        {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
+        {"threads", required_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    smelt_diff_options opts;
+    smelt_diff_options_default(&opts);
+    int c;
+    long threads;
+    while ((c = getopt_long(argc, argv, "j:h", options, NULL)) != -1) {
+        switch (c) {
+        case OPT_JSON: opts.json = 1; break;
+        case OPT_MAX_MEMORY:
+            if (parse_size_flag(ctx, optarg, "--max-memory", &opts.max_memory))
+                return 2;
+            if (opts.max_memory == 0)
+                return fail_usage("--max-memory: '%s' must be larger than 0", optarg);
+            break;
+        case 'j':
+            if (parse_count(optarg, "--threads", 1024, &threads))
+                return 2;
+            opts.threads = (int)threads;
+            break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        default: return 2;
+        }
+    }
+    if (argc - optind != 2)
+        return fail_usage("diff takes two models, A and B%s", "");
+    int rc = smelt_diff(ctx, argv[optind], argv[optind + 1], &opts, stdout);
+    return rc == SMELT_OK ? 0 : report_error(ctx, rc);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -394,6 +462,10 @@ int main(int argc, char **argv)
         rc = cmd_plan(ctx, argc - 1, argv + 1);
     } else if (!strcmp(cmd, "synth")) {
         rc = cmd_synth(ctx, argc - 1, argv + 1);
+    } else if (!strcmp(cmd, "inspect")) {
+        rc = cmd_inspect(ctx, argc - 1, argv + 1);
+    } else if (!strcmp(cmd, "diff")) {
+        rc = cmd_diff(ctx, argc - 1, argv + 1);
     } else {
         rc = fail_usage("unknown command '%s'", cmd);
     }
