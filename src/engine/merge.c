@@ -256,8 +256,8 @@ static int resume_from(merge_state *st, const char *journal_path, const char *ou
         rc = smelt_journal_create(ctx, journal_path, &st->id, keep, nkeep, &st->journal);
     if (rc == SMELT_OK && redo)
         smelt_notice(ctx, SMELT_LOG_NOTICE, "resuming: %zu of %zu tensors already written and "
-                     "verified; %zu journaled tensor%s differ on disk and will be redone", nkeep,
-                     plan->ntensors, redo, redo == 1 ? "" : "s");
+                     "verified; %zu journaled tensor%s on disk and will be redone", nkeep,
+                     plan->ntensors, redo, redo == 1 ? " differs" : "s differ");
     else if (rc == SMELT_OK)
         smelt_notice(ctx, SMELT_LOG_NOTICE, "resuming: %zu of %zu tensors already written and "
                      "verified", nkeep, plan->ntensors);

@@ -49,13 +49,14 @@ int smelt_out_dir_prepare(smelt_ctx *ctx, const smelt_plan *plan, const char *ou
         if (!d)
             return smelt_fail_errno(ctx, errno, "%s: cannot open output directory", out_dir);
         struct dirent *ent;
-        int found = 0, leftover = 0, rc = SMELT_OK;
+        int found = 0, leftover = 0, journal = 0, rc = SMELT_OK;
         char example[256] = "", left_example[256] = "";
         while ((ent = readdir(d)) && rc == SMELT_OK) {
             if (is_model_file(ent->d_name)) {
                 found = 1;
                 snprintf(example, sizeof example, "%s", ent->d_name);
             }
+            journal |= strcmp(ent->d_name, SMELT_JOURNAL_NAME) == 0;
             if (!is_leftover_state(ent->d_name) || resume)
                 continue;
             leftover = 1;
@@ -76,7 +77,8 @@ int smelt_out_dir_prepare(smelt_ctx *ctx, const smelt_plan *plan, const char *ou
                               "%s: holds an interrupted merge (%s); run the same command with "
                               "--resume to continue it, or with --overwrite to start over",
                               out_dir, left_example);
-        if (found && !overwrite)
+        /* Resuming a merge stopped while it was renaming its shards: those are its own. */
+        if (found && !overwrite && !(resume && journal))
             return smelt_fail(ctx, SMELT_E_ARG,
                               "%s: already holds a model (%s); pass --overwrite to replace it",
                               out_dir, example);

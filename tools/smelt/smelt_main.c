@@ -328,7 +328,9 @@ static int cmd_verify(smelt_ctx *ctx, int argc, char **argv)
     int rc = smelt_verify(ctx, dir, &opts, stdout, &res);
     if (rc != SMELT_OK)
         return report_error(ctx, rc);
-    if (!res.has_manifest)
+    char manifest[4096];
+    snprintf(manifest, sizeof manifest, "%s/smelt-manifest.json", dir);
+    if (!res.has_manifest && access(manifest, F_OK) != 0)
         printf("%s: no smelt-manifest.json; checked the safetensors structure and index only\n",
                dir);
     if (!quiet || res.problems)
