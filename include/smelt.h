@@ -111,6 +111,8 @@ typedef struct smelt_merge_options {
     void *progress_user;
     volatile int *cancel;    /* when non-NULL and set to non-zero, the merge stops at the next
                                 chunk with SMELT_E_INTERRUPTED (set it from a signal handler) */
+    int resume;              /* 1: continue the interrupted merge whose journal is in out_dir
+                                (see smelt_merge()); without a journal, start from the beginning */
 } smelt_merge_options;
 
 /* Fills *opts with the defaults. */
@@ -120,9 +122,53 @@ void smelt_merge_options_default(smelt_merge_options *opts);
  * Face model directory to out_dir (created if missing). Every input is validated and the whole
  * plan is checked before any output byte is written; output files carry temporary names until
  * everything succeeded, so a failed merge leaves nothing that looks complete. Returns SMELT_OK or
- * a negative status with the reason in ctx. */
+ * a negative status with the reason in ctx.
+ *
+ * Integrity: every output tensor is hashed (XXH3-128) as it is written, and the finished
+ * directory gets smelt-manifest.json (file sizes, tensor hashes, the config's and every input
+ * header's hash, the smelt version), written before the shards take their final names.
+ *
+ * Crash safety: while it runs, the merge keeps a journal, out_dir/.smelt-journal, of the tensors
+ * whose bytes are durably on disk. When it fails after the journal exists (interrupted, disk
+ * full, a write error), the journal and the temporary shard files stay in out_dir and
+ * smelt_merge_resumable() says so; running again with opts->resume continues from there (the
+ * journal must match the same config, inputs and output layout; journaled tensors are re-hashed
+ * and redone when their bytes differ) and gives the same bytes as an uninterrupted merge. Without
+ * opts->resume such leftover state is an error unless opts->overwrite, which discards it. The
+ * journal is removed when the merge succeeds. */
 int smelt_merge(smelt_ctx *ctx, const char *config_path, const char *out_dir,
                 const smelt_merge_options *opts);
+
+/* 1 when the last smelt_merge() on ctx failed leaving a resumable state (journal and temporary
+ * files) in its output directory, so that running it again with `resume` set continues it. */
+int smelt_merge_resumable(const smelt_ctx *ctx);
+
+/* Options of smelt_verify(). Start from smelt_verify_options_default(). */
+typedef struct smelt_verify_options {
+    uint64_t max_memory; /* read buffers, all together (default 64 MiB; at least 64 KiB used) */
+    int force_pread;     /* 1: never use io_uring (also SMELT_IO=pread in the environment) */
+} smelt_verify_options;
+
+/* Fills *opts with the defaults. */
+void smelt_verify_options_default(smelt_verify_options *opts);
+
+/* What smelt_verify() found. */
+typedef struct smelt_verify_result {
+    int has_manifest;         /* 0: the directory has no smelt-manifest.json (structure only) */
+    uint64_t problems;        /* lines written to the report */
+    uint64_t tensors_checked; /* tensors whose bytes were hashed */
+    uint64_t bytes_read;
+    double seconds;           /* wall time of the whole check */
+} smelt_verify_result;
+
+/* Checks a model directory: its safetensors structure and index (as smelt_model_open checks
+ * inputs) always, and, when it has smelt-manifest.json, every listed file's size and every
+ * tensor's XXH3-128 against the manifest, reading the data through the bounded read ring in
+ * file order. Writes one line per problem to `report` ("DIR/FILE: tensor 'x': hash H but the
+ * manifest says M"). Returns SMELT_OK when the check ran, whatever it found (see
+ * result->problems), or a negative status when it could not run (out of memory, a bad option). */
+int smelt_verify(smelt_ctx *ctx, const char *dir, const smelt_verify_options *opts, FILE *report,
+                 smelt_verify_result *result);
 
 /* Prints what smelt_merge() would do with this config — every output tensor with its method,
  * sources and resolved parameters, the output layout, the bytes to read and write and how the

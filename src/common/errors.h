@@ -11,6 +11,7 @@ struct smelt_ctx {
     char message[2048];
     smelt_log_fn log_fn;
     void *log_user;
+    int resumable; /* set by smelt_merge(): its failure left a journal to resume from */
 };
 
 /* Records a failure: formats the message into ctx and returns status, so callers can write

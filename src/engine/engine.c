@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #define TILE_ELEMS SMELT_TILE_ELEMS
 /* Chunks are whole multiples of a task, so task boundaries sit at the same tensor indices
@@ -136,6 +137,10 @@ typedef struct engine {
     uint64_t cursor_pos;
     smelt_progress progress;
     double started, last_report;
+    const smelt_engine_options *opts;
+    /* The tensor being written: its chunks finish in order, one tensor at a time, so one
+     * streaming state hashes every output byte as it goes to the writer. */
+    XXH3_state_t *hash;
 } engine;
 
 /* What one pool call computes: one chunk of a MERGE tensor. */
@@ -200,16 +205,32 @@ static uint64_t chunk_units(const smelt_plan_tensor *pt)
 static int start_chunk(engine *e, slot *s, size_t slot_index)
 {
     const smelt_plan *plan = e->plan;
-    while (e->cursor_tensor < plan->ntensors &&
-           e->cursor_pos >= chunk_units(&plan->tensors[e->cursor_tensor])) {
+    while (e->cursor_tensor < plan->ntensors) {
         const smelt_plan_tensor *done = &plan->tensors[e->cursor_tensor];
+        if (e->opts->skip && e->opts->skip[e->cursor_tensor] && e->cursor_pos == 0 &&
+            e->cursor_pass == 0) {
+            /* A resumed merge: this tensor's bytes are already in place and verified. */
+            e->progress.tensors_done++;
+            e->progress.bytes_written += done->out_nbytes;
+            e->cursor_tensor++;
+            continue;
+        }
+        if (e->cursor_pos < chunk_units(done))
+            break;
         e->cursor_pos = 0;
         if (chunk_units(done) > 0 && e->cursor_pass < tensor_passes(plan, done)) {
             e->cursor_pass++; /* read the tensor again for the next pass */
             continue;
         }
-        if (chunk_units(done) == 0)
+        if (chunk_units(done) == 0) {
             e->progress.tensors_done++; /* empty tensors have no chunk */
+            if (e->opts->tensor_done) {
+                smelt_hash128 empty = smelt_hash_bytes("", 0);
+                int rc = e->opts->tensor_done(e->opts->tensor_done_user, e->cursor_tensor, &empty);
+                if (rc != SMELT_OK)
+                    return rc;
+            }
+        }
         e->cursor_tensor++;
         e->cursor_pass = 0;
     }
@@ -320,11 +341,22 @@ static int finish_chunk(engine *e, slot *s, smelt_out_file *files)
     int rc = smelt_out_write(e->ctx, &files[pt->shard], s->out, out_len, out_off);
     if (rc != SMELT_OK)
         return rc;
+    if (s->start == 0)
+        XXH3_128bits_reset(e->hash);
+    XXH3_128bits_update(e->hash, s->out, (size_t)out_len);
     drop_inputs(e, s); /* the last pass: nothing reads these bytes again */
     e->progress.bytes_written += out_len;
-    if (s->start + s->count == chunk_units(pt))
-        e->progress.tensors_done++;
     s->busy = 0;
+    if (s->start + s->count == chunk_units(pt)) {
+        e->progress.tensors_done++;
+        if (e->opts->tensor_done) {
+            XXH128_canonical_t c;
+            smelt_hash128 h;
+            XXH128_canonicalFromHash(&c, XXH3_128bits_digest(e->hash));
+            memcpy(h.b, c.digest, sizeof h.b);
+            return e->opts->tensor_done(e->opts->tensor_done_user, s->tensor, &h);
+        }
+    }
     return SMELT_OK;
 }
 
@@ -439,7 +471,7 @@ int smelt_engine_run(smelt_ctx *ctx, const smelt_plan *plan, smelt_out_file *fil
 {
     if (plan->ninputs > 255) /* the read tag keeps the input index in 8 bits */
         return smelt_fail(ctx, SMELT_E_UNSUPPORTED, "at most 255 models can be merged at once");
-    engine e = {.ctx = ctx, .plan = plan, .k = smelt_kernels_get()};
+    engine e = {.ctx = ctx, .plan = plan, .k = smelt_kernels_get(), .opts = opts};
     int rc = smelt_engine_layout_for(ctx, plan, opts->max_memory, opts->threads, &e.layout);
     if (rc != SMELT_OK)
         return rc;
@@ -448,9 +480,14 @@ int smelt_engine_run(smelt_ctx *ctx, const smelt_plan *plan, smelt_out_file *fil
     e.progress.bytes_to_read = plan->bytes_to_read;
     e.progress.bytes_to_write = plan->bytes_to_write;
     e.started = e.last_report = smelt_now();
+    e.hash = XXH3_createState();
+    if (!e.hash)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     e.pool = smelt_pool_new(opts->threads);
-    if (!e.pool)
+    if (!e.pool) {
+        XXH3_freeState(e.hash);
         return smelt_fail(ctx, SMELT_E_NOMEM, "cannot start worker threads");
+    }
     rc = smelt_ring_open(ctx, e.layout.depth * (unsigned)(plan->ninputs + 1), opts->force_pread,
                          &e.ring);
     if (rc == SMELT_OK)
@@ -462,6 +499,7 @@ int smelt_engine_run(smelt_ctx *ctx, const smelt_plan *plan, smelt_out_file *fil
     smelt_ring_close(e.ring);
     free_buffers(&e);
     smelt_pool_free(e.pool);
+    XXH3_freeState(e.hash);
     if (rc == SMELT_OK)
         report(&e, opts, 1);
     return rc;

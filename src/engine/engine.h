@@ -4,8 +4,14 @@
 #ifndef SMELT_ENGINE_H
 #define SMELT_ENGINE_H
 
+#include "integrity/checksum.h"
 #include "io/writer.h"
 #include "plan/plan.h"
+
+/* Called once per output tensor when its last byte was handed to the writer, with the XXH3-128
+ * of its bytes (hashed as they were written: no second read). Empty tensors get the hash of
+ * nothing. A non-zero return (a status, message in ctx) stops the engine with that status. */
+typedef int (*smelt_tensor_done_fn)(void *user, size_t tensor, const smelt_hash128 *hash);
 
 typedef struct smelt_engine_options {
     uint64_t max_memory;
@@ -14,6 +20,10 @@ typedef struct smelt_engine_options {
     smelt_progress_fn progress;
     void *progress_user;
     volatile int *cancel;
+    const uint8_t *skip;            /* per plan tensor, may be NULL: 1 = already in the output
+                                       (a resumed merge); neither read nor written */
+    smelt_tensor_done_fn tensor_done; /* may be NULL */
+    void *tensor_done_user;
 } smelt_engine_options;
 
 /* How the engine divides the budget (reported by `smelt plan` and the benchmarks). */

@@ -1,12 +1,18 @@
-/* smelt_merge(): config → plan → engine → finalize. */
+/* smelt_merge(): config → plan → out dir → journal + temporary files (or, resuming, the
+ * journal's re-verified tensors) → engine → finalize (manifest) → journal removed. */
 #include "engine/engine.h"
 #include "io/ring.h"
 #include "out/finalize.h"
 
 #include "common/util.h"
+#include "integrity/journal.h"
+#include "integrity/rehash.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <xxhash.h>
 
 void smelt_merge_options_default(smelt_merge_options *opts)
 {
@@ -63,32 +69,254 @@ int smelt_plan_print(smelt_ctx *ctx, const char *config_path, const smelt_merge_
     return rc;
 }
 
+int smelt_merge_resumable(const smelt_ctx *ctx) { return ctx ? ctx->resumable : 0; }
+
+/* Everything a merge tracks for integrity: the identity its journal header records, every
+ * output tensor's hash, which tensors a resume skips, and the journal itself. */
+typedef struct merge_state {
+    smelt_ctx *ctx;
+    const smelt_plan *plan;
+    smelt_out_file *files;
+    smelt_journal_header id;
+    smelt_hash128 *hashes; /* per plan tensor */
+    uint8_t *skip;         /* per plan tensor */
+    smelt_journal *journal;
+} merge_state;
+
+/* The plan's identity: the output layout and everything else that decides output bytes but is
+ * not in the config text or the inputs (the options, the smelt version). */
+static smelt_hash128 plan_hash(const smelt_plan *plan)
+{
+    XXH3_state_t *st = XXH3_createState();
+    smelt_hash128 h = {{0}};
+    if (!st)
+        return h;
+    XXH3_128bits_reset(st);
+    const char *version = smelt_version();
+    XXH3_128bits_update(st, version, strlen(version) + 1);
+    XXH3_128bits_update(st, plan->method->name, strlen(plan->method->name) + 1);
+    XXH3_128bits_update(st, &plan->random_seed, sizeof plan->random_seed);
+    for (size_t s = 0; s < plan->nshards; s++) {
+        const smelt_plan_shard *sh = &plan->shards[s];
+        XXH3_128bits_update(st, sh->name, strlen(sh->name) + 1);
+        XXH3_128bits_update(st, &sh->size, sizeof sh->size);
+        XXH3_128bits_update(st, sh->header, sh->header_len); /* names, dtypes, shapes, offsets */
+    }
+    for (size_t t = 0; t < plan->ntensors; t++) {
+        const smelt_plan_tensor *pt = &plan->tensors[t];
+        uint64_t fields[4] = {pt->kind, pt->shard, pt->out_offset, pt->out_nbytes};
+        XXH3_128bits_update(st, fields, sizeof fields);
+    }
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, XXH3_128bits_digest(st));
+    memcpy(h.b, c.digest, sizeof h.b);
+    XXH3_freeState(st);
+    return h;
+}
+
+/* The journal header of this merge: config, every input file's header bytes, the plan. */
+static int merge_identity(smelt_ctx *ctx, const smelt_plan *plan, smelt_journal_header *id)
+{
+    memset(id, 0, sizeof *id);
+    id->config = smelt_hash_bytes(plan->spec->text, strlen(plan->spec->text));
+    id->plan = plan_hash(plan);
+    size_t n = 0;
+    for (size_t m = 0; m < plan->nmodels; m++)
+        n += plan->models[m]->nfiles;
+    id->inputs = calloc(n + 1, sizeof *id->inputs);
+    if (!id->inputs)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    for (size_t m = 0; m < plan->nmodels; m++)
+        for (uint32_t f = 0; f < plan->models[m]->nfiles; f++) {
+            const smelt_st_file *sf = &plan->models[m]->files[f];
+            smelt_journal_input *in = &id->inputs[id->ninputs];
+            if (!(in->path = strdup(sf->path)))
+                return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+            id->ninputs++;
+            int rc = smelt_hash_file_prefix(ctx, sf->fd, sf->path, sf->data_start, &in->header);
+            if (rc != SMELT_OK)
+                return rc;
+        }
+    return SMELT_OK;
+}
+
+static int on_tensor_done(void *user, size_t tensor, const smelt_hash128 *hash)
+{
+    merge_state *st = user;
+    const smelt_plan_tensor *pt = &st->plan->tensors[tensor];
+    st->hashes[tensor] = *hash;
+    return smelt_journal_add(st->ctx, st->journal, st->files[pt->shard].fd, pt->name, hash);
+}
+
+static int name_cmp(const void *a, const void *b, void *plan)
+{
+    const smelt_plan *p = plan;
+    return strcmp(p->tensors[*(const size_t *)a].name, p->tensors[*(const size_t *)b].name);
+}
+
+/* Plan tensor indices sorted by name, for looking journal records up. */
+static size_t *sorted_names(const smelt_plan *plan)
+{
+    size_t *order = malloc((plan->ntensors + 1) * sizeof *order);
+    if (!order)
+        return NULL;
+    for (size_t t = 0; t < plan->ntensors; t++)
+        order[t] = t;
+    qsort_r(order, plan->ntensors, sizeof *order, name_cmp, (void *)plan);
+    return order;
+}
+
+static size_t find_tensor(const smelt_plan *plan, const size_t *order, const char *name)
+{
+    size_t lo = 0, hi = plan->ntensors;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(plan->tensors[order[mid]].name, name);
+        if (c == 0)
+            return order[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return (size_t)-1;
+}
+
+/* Resuming: checks the journal belongs to this merge, reopens the temporary files, re-hashes
+ * every journaled tensor's bytes (a record may be intact while its bytes are not, and a torn
+ * tail means the tensor is simply redone), and starts a compacted journal of the survivors. */
+static int resume_from(merge_state *st, const char *journal_path, const char *out_dir,
+                       const smelt_merge_options *opts)
+{
+    smelt_ctx *ctx = st->ctx;
+    const smelt_plan *plan = st->plan;
+    smelt_journal_contents jc;
+    int rc = smelt_journal_read(ctx, journal_path, &jc);
+    if (rc != SMELT_OK) {
+        smelt_error_prefix(ctx, "cannot resume: ");
+        smelt_journal_contents_free(&jc);
+        return rc;
+    }
+    char what[1024];
+    if (smelt_journal_header_diff(&jc.header, &st->id, what, sizeof what)) {
+        smelt_journal_contents_free(&jc);
+        return smelt_fail(ctx, SMELT_E_ARG, "%s: cannot resume: %s since the interrupted merge; "
+                          "run without --resume and with --overwrite to start over", out_dir,
+                          what);
+    }
+    for (size_t s = 0; s < plan->nshards && rc == SMELT_OK; s++) {
+        char *path = smelt_path_join(out_dir, plan->shards[s].name);
+        rc = path ? smelt_out_reopen(ctx, &st->files[s], path, plan->shards[s].size)
+                  : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+        free(path);
+    }
+    size_t *order = rc == SMELT_OK ? sorted_names(plan) : NULL;
+    smelt_hash_range *ranges = calloc(jc.nrecords + 1, sizeof *ranges);
+    size_t *tensor_of = calloc(jc.nrecords + 1, sizeof *tensor_of);
+    smelt_hash128 *got = calloc(jc.nrecords + 1, sizeof *got);
+    int *errors = calloc(jc.nrecords + 1, sizeof *errors);
+    smelt_journal_record *keep = calloc(jc.nrecords + 1, sizeof *keep);
+    if (rc == SMELT_OK && (!order || !ranges || !tensor_of || !got || !errors || !keep))
+        rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    size_t n = 0, nkeep = 0;
+    for (size_t r = 0; r < jc.nrecords && rc == SMELT_OK; r++) {
+        size_t t = find_tensor(plan, order, jc.records[r].name);
+        if (t == (size_t)-1 || st->skip[t])
+            continue; /* not ours (the layout hash makes this unlikely) or a repeat */
+        const smelt_plan_tensor *pt = &plan->tensors[t];
+        st->skip[t] = 1; /* provisional: cleared below when the bytes disagree */
+        ranges[n] = (smelt_hash_range){st->files[pt->shard].fd, pt->out_offset, pt->out_nbytes};
+        tensor_of[n] = t;
+        got[n] = jc.records[r].hash; /* expected; replaced by what is read */
+        keep[n] = jc.records[r];
+        n++;
+    }
+    smelt_hash128 *read_hashes = calloc(n + 1, sizeof *read_hashes);
+    if (rc == SMELT_OK && !read_hashes)
+        rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    if (rc == SMELT_OK)
+        rc = smelt_hash_ranges(ctx, ranges, n, opts->max_memory, opts->force_pread, read_hashes,
+                               errors, NULL);
+    size_t redo = 0;
+    for (size_t i = 0; i < n && rc == SMELT_OK; i++) {
+        size_t t = tensor_of[i];
+        if (errors[i] || !smelt_hash_eq(&read_hashes[i], &got[i])) {
+            st->skip[t] = 0;
+            redo++;
+            continue;
+        }
+        st->hashes[t] = got[i];
+        keep[nkeep++] = (smelt_journal_record){plan->tensors[t].name, got[i]};
+    }
+    if (rc == SMELT_OK)
+        rc = smelt_journal_create(ctx, journal_path, &st->id, keep, nkeep, &st->journal);
+    if (rc == SMELT_OK && redo)
+        smelt_notice(ctx, SMELT_LOG_NOTICE, "resuming: %zu of %zu tensors already written and "
+                     "verified; %zu journaled tensor%s on disk and will be redone", nkeep,
+                     plan->ntensors, redo, redo == 1 ? " differs" : "s differ");
+    else if (rc == SMELT_OK)
+        smelt_notice(ctx, SMELT_LOG_NOTICE, "resuming: %zu of %zu tensors already written and "
+                     "verified", nkeep, plan->ntensors);
+    free(order);
+    free(ranges);
+    free(tensor_of);
+    free(got);
+    free(errors);
+    free(keep);
+    free(read_hashes);
+    smelt_journal_contents_free(&jc);
+    return rc;
+}
+
+/* A fresh start: the journal first, so any temporary file on disk has one to resume from. */
+static int start_fresh(merge_state *st, const char *journal_path, const char *out_dir)
+{
+    const smelt_plan *plan = st->plan;
+    int rc = smelt_journal_create(st->ctx, journal_path, &st->id, NULL, 0, &st->journal);
+    for (size_t s = 0; s < plan->nshards && rc == SMELT_OK; s++) {
+        char *path = smelt_path_join(out_dir, plan->shards[s].name);
+        rc = path ? smelt_out_create(st->ctx, &st->files[s], path, plan->shards[s].size)
+                  : smelt_fail(st->ctx, SMELT_E_NOMEM, "out of memory");
+        free(path);
+    }
+    return rc;
+}
+
 int smelt_merge(smelt_ctx *ctx, const char *config_path, const char *out_dir,
                 const smelt_merge_options *user_opts)
 {
     smelt_merge_options opts;
     smelt_plan *plan;
+    if (ctx)
+        ctx->resumable = 0;
     int rc = effective_options(ctx, user_opts, &opts);
     if (rc != SMELT_OK || (rc = load_plan(ctx, config_path, &opts, &plan)) != SMELT_OK)
         return rc;
     smelt_engine_layout layout;
     if ((rc = smelt_engine_layout_for(ctx, plan, opts.max_memory, opts.threads, &layout)) ||
-        (rc = smelt_out_dir_prepare(ctx, plan, out_dir, opts.overwrite))) {
+        (rc = smelt_out_dir_prepare(ctx, plan, out_dir, opts.overwrite, opts.resume))) {
         smelt_plan_free(plan);
         return rc;
     }
-    smelt_out_file *files = calloc(plan->nshards, sizeof *files);
-    if (!files) {
-        smelt_plan_free(plan);
-        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-    }
-    for (size_t s = 0; s < plan->nshards; s++)
-        files[s].fd = -1;
-    for (size_t s = 0; s < plan->nshards && rc == SMELT_OK; s++) {
-        char *path = smelt_path_join(out_dir, plan->shards[s].name);
-        rc = path ? smelt_out_create(ctx, &files[s], path, plan->shards[s].size)
-                  : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-        free(path);
+    merge_state st = {.ctx = ctx, .plan = plan};
+    st.files = calloc(plan->nshards, sizeof *st.files);
+    st.hashes = calloc(plan->ntensors + 1, sizeof *st.hashes);
+    st.skip = calloc(plan->ntensors + 1, 1);
+    char *journal_path = smelt_path_join(out_dir, SMELT_JOURNAL_NAME);
+    int resuming = 0;
+    if (!st.files || !st.hashes || !st.skip || !journal_path)
+        rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    for (size_t s = 0; st.files && s < plan->nshards; s++)
+        st.files[s].fd = -1;
+    if (rc == SMELT_OK)
+        rc = merge_identity(ctx, plan, &st.id);
+    if (rc == SMELT_OK) {
+        resuming = opts.resume && access(journal_path, F_OK) == 0;
+        if (opts.resume && !resuming)
+            smelt_notice(ctx, SMELT_LOG_NOTICE, "%s: no journal of an interrupted merge; "
+                         "starting from the beginning", out_dir);
+        rc = resuming ? resume_from(&st, journal_path, out_dir, &opts)
+                      : start_fresh(&st, journal_path, out_dir);
     }
     smelt_engine_options eopts = {
         .max_memory = opts.max_memory,
@@ -97,18 +325,60 @@ int smelt_merge(smelt_ctx *ctx, const char *config_path, const char *out_dir,
         .progress = opts.progress,
         .progress_user = opts.progress_user,
         .cancel = opts.cancel,
+        .skip = st.skip,
+        .tensor_done = on_tensor_done,
+        .tensor_done_user = &st,
     };
     if (rc == SMELT_OK)
-        rc = smelt_engine_run(ctx, plan, files, &eopts);
+        rc = smelt_engine_run(ctx, plan, st.files, &eopts);
+    /* Everything journaled before finalizing: a failure there (a full disk writing config.json)
+     * then resumes straight to finalizing. */
     if (rc == SMELT_OK)
-        rc = smelt_finalize(ctx, plan, out_dir, files, !opts.no_model_card);
-    for (size_t s = 0; s < plan->nshards; s++) {
-        if (rc == SMELT_OK)
-            smelt_out_release(&files[s]);
-        else
-            smelt_out_discard(&files[s]); /* nothing that looks complete stays behind */
+        rc = smelt_journal_flush(ctx, st.journal);
+    if (rc == SMELT_OK) {
+        smelt_manifest_input *inputs = calloc(st.id.ninputs + 1, sizeof *inputs);
+        for (size_t i = 0; inputs && i < st.id.ninputs; i++)
+            inputs[i] = (smelt_manifest_input){st.id.inputs[i].path, st.id.inputs[i].header};
+        smelt_out_checksums sums = {st.id.config, inputs, st.id.ninputs, st.hashes};
+        rc = inputs ? smelt_finalize(ctx, plan, out_dir, st.files, !opts.no_model_card, &sums)
+                    : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+        free(inputs);
     }
-    free(files);
+    if (rc == SMELT_OK) {
+        smelt_journal_close(st.journal);
+        st.journal = NULL;
+        if (unlink(journal_path) != 0)
+            rc = smelt_fail_errno(ctx, errno, "%s: cannot remove", journal_path);
+        else
+            rc = smelt_fsync_dir(ctx, out_dir);
+    }
+    /* Only failures that running again can get past keep a resumable state: an interruption,
+     * a full disk or another I/O error. A deterministic one (a method's math refusing the
+     * inputs) would fail the same way on resume, so it cleans up as before. A failed resume
+     * keeps what it found too: the next attempt may still use it. */
+    int retryable = rc == SMELT_E_INTERRUPTED || rc == SMELT_E_IO;
+    int keep_state = rc != SMELT_OK && ((st.journal && retryable) || resuming);
+    if (keep_state && st.journal) {
+        /* Save what is done (best effort: the error already in ctx is the one to report). */
+        smelt_journal_flush(NULL, st.journal);
+        ctx->resumable = 1;
+    }
+    smelt_journal_close(st.journal);
+    if (rc != SMELT_OK && !keep_state && st.journal)
+        unlink(journal_path); /* nothing to resume: the temporary files go too */
+    for (size_t s = 0; st.files && s < plan->nshards; s++) {
+        if (rc == SMELT_OK)
+            smelt_out_release(&st.files[s]);
+        else if (keep_state)
+            smelt_out_abandon(&st.files[s]); /* temporary names: nothing looks complete */
+        else
+            smelt_out_discard(&st.files[s]);
+    }
+    smelt_journal_header_free(&st.id);
+    free(journal_path);
+    free(st.files);
+    free(st.hashes);
+    free(st.skip);
     smelt_plan_free(plan);
     return rc;
 }

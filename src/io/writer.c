@@ -7,9 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-int smelt_out_create(smelt_ctx *ctx, smelt_out_file *file, const char *final_path, uint64_t size)
+/* Opens the temporary file with `flags` (O_TRUNC for a new merge, none to keep what a resumed
+ * merge wrote before) and reserves its size. */
+static int out_open(smelt_ctx *ctx, smelt_out_file *file, const char *final_path, uint64_t size,
+                    int flags)
 {
     memset(file, 0, sizeof *file);
     file->fd = -1;
@@ -21,7 +25,7 @@ int smelt_out_create(smelt_ctx *ctx, smelt_out_file *file, const char *final_pat
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     }
     snprintf(file->tmp_path, len, "%s.smelt-tmp", final_path);
-    file->fd = open(file->tmp_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    file->fd = open(file->tmp_path, O_RDWR | O_CREAT | O_CLOEXEC | flags, 0644);
     if (file->fd < 0) {
         int err = errno;
         free(file->tmp_path);
@@ -30,6 +34,15 @@ int smelt_out_create(smelt_ctx *ctx, smelt_out_file *file, const char *final_pat
         return smelt_fail_errno(ctx, err, "%s: cannot create", final_path);
     }
     file->size = size;
+    struct stat st;
+    /* A temporary file of another size is not what the journal describes: its tensors fail
+     * their re-hash and are redone, but the file itself must have the planned size. */
+    if (!(flags & O_TRUNC) && fstat(file->fd, &st) == 0 && (uint64_t)st.st_size != size &&
+        ftruncate(file->fd, (off_t)size) != 0) {
+        smelt_fail_errno(ctx, errno, "%s: cannot resize", file->tmp_path);
+        smelt_out_abandon(file);
+        return ctx ? ctx->status : SMELT_E_IO;
+    }
     if (size > 0) {
         int rc = posix_fallocate(file->fd, 0, (off_t)size);
         if (rc == EOPNOTSUPP || rc == EINVAL)
@@ -37,11 +50,25 @@ int smelt_out_create(smelt_ctx *ctx, smelt_out_file *file, const char *final_pat
         if (rc != 0) {
             smelt_fail_errno(ctx, rc, "%s: cannot reserve %llu bytes", file->tmp_path,
                              (unsigned long long)size);
-            smelt_out_discard(file);
+            /* A new file goes; a resumed one keeps the bytes already vouched for. */
+            if (flags & O_TRUNC)
+                smelt_out_discard(file);
+            else
+                smelt_out_abandon(file);
             return ctx ? ctx->status : SMELT_E_IO;
         }
     }
     return SMELT_OK;
+}
+
+int smelt_out_create(smelt_ctx *ctx, smelt_out_file *file, const char *final_path, uint64_t size)
+{
+    return out_open(ctx, file, final_path, size, O_TRUNC);
+}
+
+int smelt_out_reopen(smelt_ctx *ctx, smelt_out_file *file, const char *final_path, uint64_t size)
+{
+    return out_open(ctx, file, final_path, size, 0);
 }
 
 /* Waits for the oldest range's writeback and drops its pages: they will not be read again. */
@@ -116,6 +143,14 @@ void smelt_out_discard(smelt_out_file *file)
     file->fd = -1;
     if (file->tmp_path)
         unlink(file->tmp_path);
+    smelt_out_release(file);
+}
+
+void smelt_out_abandon(smelt_out_file *file)
+{
+    if (file->fd >= 0)
+        close(file->fd);
+    file->fd = -1;
     smelt_out_release(file);
 }
 

@@ -28,6 +28,11 @@ typedef struct smelt_out_file {
  * full disk is found before data is written where the filesystem supports it. */
 int smelt_out_create(smelt_ctx *ctx, smelt_out_file *file, const char *final_path, uint64_t size);
 
+/* Like smelt_out_create, for a resumed merge: opens the existing temporary file without
+ * truncating it (creating it when missing), gives it exactly `size` bytes and reserves them. On
+ * failure the temporary file is kept. */
+int smelt_out_reopen(smelt_ctx *ctx, smelt_out_file *file, const char *final_path, uint64_t size);
+
 /* Writes len bytes at offset off (all of them, retrying short writes). */
 int smelt_out_write(smelt_ctx *ctx, smelt_out_file *file, const void *buf, size_t len,
                     uint64_t off);
@@ -40,6 +45,10 @@ int smelt_out_commit(smelt_ctx *ctx, smelt_out_file *file);
 
 /* Closes (if open) and removes the temporary file; frees the names. Safe on a zeroed file. */
 void smelt_out_discard(smelt_out_file *file);
+
+/* Closes (if open) and keeps the temporary file, for a later resume; frees the names. Safe on a
+ * zeroed file. */
+void smelt_out_abandon(smelt_out_file *file);
 
 /* Frees the names after a commit. */
 void smelt_out_release(smelt_out_file *file);

@@ -1,6 +1,7 @@
 #include "out/finalize.h"
 
 #include "common/util.h"
+#include "integrity/journal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -21,8 +22,19 @@ static int is_model_file(const char *name)
     return strncmp(name, "model", 5) == 0 && len > 12 && strcmp(name + len - 12, ".safetensors") == 0;
 }
 
+/* What an interrupted merge leaves: its journal (and the journal's own temporary file) and the
+ * temporary shard files. */
+static int is_leftover_state(const char *name)
+{
+    size_t len = strlen(name);
+    if (strncmp(name, SMELT_JOURNAL_NAME, strlen(SMELT_JOURNAL_NAME)) == 0)
+        return 1;
+    return strncmp(name, "model", 5) == 0 && len > 22 &&
+           strcmp(name + len - 22, ".safetensors.smelt-tmp") == 0;
+}
+
 int smelt_out_dir_prepare(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
-                          int overwrite)
+                          int overwrite, int resume)
 {
     char out_real[PATH_MAX], in_real[PATH_MAX];
     if (realpath(out_dir, out_real)) {
@@ -37,15 +49,36 @@ int smelt_out_dir_prepare(smelt_ctx *ctx, const smelt_plan *plan, const char *ou
         if (!d)
             return smelt_fail_errno(ctx, errno, "%s: cannot open output directory", out_dir);
         struct dirent *ent;
-        int found = 0;
-        char example[256] = "";
-        while ((ent = readdir(d)))
+        int found = 0, leftover = 0, journal = 0, rc = SMELT_OK;
+        char example[256] = "", left_example[256] = "";
+        while ((ent = readdir(d)) && rc == SMELT_OK) {
             if (is_model_file(ent->d_name)) {
                 found = 1;
                 snprintf(example, sizeof example, "%s", ent->d_name);
             }
+            journal |= strcmp(ent->d_name, SMELT_JOURNAL_NAME) == 0;
+            if (!is_leftover_state(ent->d_name) || resume)
+                continue;
+            leftover = 1;
+            snprintf(left_example, sizeof left_example, "%s", ent->d_name);
+            if (overwrite) { /* start over: the old state would only confuse a later resume */
+                char *path = smelt_path_join(out_dir, ent->d_name);
+                if (!path || unlink(path) != 0)
+                    rc = smelt_fail_errno(ctx, path ? errno : ENOMEM, "%s: cannot remove",
+                                          path ? path : out_dir);
+                free(path);
+            }
+        }
         closedir(d);
-        if (found && !overwrite)
+        if (rc != SMELT_OK)
+            return rc;
+        if (leftover && !overwrite)
+            return smelt_fail(ctx, SMELT_E_ARG,
+                              "%s: holds an interrupted merge (%s); run the same command with "
+                              "--resume to continue it, or with --overwrite to start over",
+                              out_dir, left_example);
+        /* Resuming a merge stopped while it was renaming its shards: those are its own. */
+        if (found && !overwrite && !(resume && journal))
             return smelt_fail(ctx, SMELT_E_ARG,
                               "%s: already holds a model (%s); pass --overwrite to replace it",
                               out_dir, example);
@@ -339,8 +372,40 @@ static int save_config(smelt_ctx *ctx, const smelt_plan *plan, const char *out_d
     return rc;
 }
 
+/* smelt-manifest.json: every shard's size and every tensor's hash, grouped by shard. */
+static int write_manifest(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
+                          const smelt_out_checksums *sums)
+{
+    smelt_manifest m = {.smelt_version = (char *)smelt_version(), .config = sums->config,
+                        .inputs = (smelt_manifest_input *)sums->inputs, .ninputs = sums->ninputs,
+                        .nfiles = plan->nshards};
+    m.files = calloc(plan->nshards + 1, sizeof *m.files);
+    int rc = m.files ? SMELT_OK : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    for (size_t s = 0; s < plan->nshards && rc == SMELT_OK; s++) {
+        m.files[s].name = plan->shards[s].name;
+        m.files[s].size = plan->shards[s].size;
+        if (!(m.files[s].tensors = calloc(plan->shards[s].ntensors + 1, sizeof *m.files[s].tensors)))
+            rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    }
+    for (size_t t = 0; t < plan->ntensors && rc == SMELT_OK; t++) {
+        smelt_manifest_file *f = &m.files[plan->tensors[t].shard];
+        if (f->ntensors >= plan->shards[plan->tensors[t].shard].ntensors) {
+            rc = smelt_fail(ctx, SMELT_E_INTERNAL, "shard tensor count disagrees with the plan");
+            break;
+        }
+        f->tensors[f->ntensors++] = (smelt_manifest_tensor){plan->tensors[t].name,
+                                                            sums->tensors[t]};
+    }
+    if (rc == SMELT_OK)
+        rc = smelt_manifest_write(ctx, out_dir, &m);
+    for (size_t s = 0; m.files && s < plan->nshards; s++)
+        free(m.files[s].tensors);
+    free(m.files); /* the strings are borrowed from the plan */
+    return rc;
+}
+
 int smelt_finalize(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
-                   smelt_out_file *files, int write_card)
+                   smelt_out_file *files, int write_card, const smelt_out_checksums *sums)
 {
     int rc;
     for (size_t s = 0; s < plan->nshards; s++)
@@ -351,6 +416,7 @@ int smelt_finalize(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
         (rc = write_chat_template(ctx, plan, out_dir)) != SMELT_OK ||
         (write_card && (rc = write_model_card(ctx, plan, out_dir)) != SMELT_OK) ||
         (rc = save_config(ctx, plan, out_dir)) != SMELT_OK ||
+        (sums && (rc = write_manifest(ctx, plan, out_dir, sums)) != SMELT_OK) ||
         (rc = remove_stale(ctx, plan, out_dir)) != SMELT_OK)
         return rc;
     for (size_t s = 0; s < plan->nshards; s++)

@@ -3,21 +3,34 @@
 #ifndef SMELT_FINALIZE_H
 #define SMELT_FINALIZE_H
 
+#include "integrity/manifest.h"
 #include "io/writer.h"
 #include "plan/plan.h"
 
 /* Refuses an output directory that already holds a model (unless overwrite) or that is one of
- * the input model directories. Creates it when missing. */
+ * the input model directories. Creates it when missing. The state an interrupted merge left (its
+ * journal, temporary shard files) is kept when resume, removed when overwrite, else refused
+ * with a message suggesting either. */
 int smelt_out_dir_prepare(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
-                          int overwrite);
+                          int overwrite, int resume);
+
+/* What the checksum manifest records besides file sizes. */
+typedef struct smelt_out_checksums {
+    smelt_hash128 config;               /* the config text */
+    const smelt_manifest_input *inputs; /* every input file's header hash */
+    size_t ninputs;
+    const smelt_hash128 *tensors;       /* per plan tensor, its bytes as written */
+} smelt_out_checksums;
 
 /* Given the shard files the engine wrote (still under temporary names), writes config.json
  * (torch_dtype and, for frankenmerges, the layer count updated), the tokenizer files of the
- * plan's tokenizer model and the chat template, the model card (when write_card) and the config
- * copy, renames the shards into place and writes the index last. On failure the shards are left
- * under temporary names. */
+ * plan's tokenizer model and the chat template, the model card (when write_card), the config
+ * copy and the checksum manifest, renames the shards into place and writes the index last. The
+ * manifest comes before the renames so that a directory whose shards have final names always
+ * has the manifest that describes them; on its own it does not make the directory look
+ * complete. On failure the shards are left under temporary names. */
 int smelt_finalize(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
-                   smelt_out_file *files, int write_card);
+                   smelt_out_file *files, int write_card, const smelt_out_checksums *sums);
 
 /* Writes model.safetensors.index.json in dir: {"metadata": {"total_size": N},
  * "weight_map": {tensor: file}} with 2-space indent and sorted keys. names[i] lives in

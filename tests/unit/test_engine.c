@@ -215,8 +215,22 @@ START_TEST(cancel_leaves_nothing_complete)
     ck_assert_int_eq(smelt_merge(ctx, cfg, out_dir, &opts), SMELT_E_INTERRUPTED);
     char *model = tu_path(out_dir, "model.safetensors");
     char *tmp = tu_path(out_dir, "model.safetensors.smelt-tmp");
+    char *journal = tu_path(out_dir, ".smelt-journal");
+    /* Interrupted: a resumable state (journal + temporary file), nothing with a final name. */
     ck_assert_int_ne(access(model, F_OK), 0);
+    ck_assert_int_eq(smelt_merge_resumable(ctx), 1);
+    ck_assert_int_eq(access(tmp, F_OK), 0);
+    ck_assert_int_eq(access(journal, F_OK), 0);
+    /* Without --resume that state is refused; with it the merge completes and cleans up. */
+    cancel = 0;
+    ck_assert_int_eq(smelt_merge(ctx, cfg, out_dir, &opts), SMELT_E_ARG);
+    opts.resume = 1;
+    ck_assert_msg(smelt_merge(ctx, cfg, out_dir, &opts) == SMELT_OK, "%s", smelt_errmsg(ctx));
+    ck_assert_int_eq(smelt_merge_resumable(ctx), 0);
+    ck_assert_int_eq(access(model, F_OK), 0);
     ck_assert_int_ne(access(tmp, F_OK), 0);
+    ck_assert_int_ne(access(journal, F_OK), 0);
+    free(journal);
     free(model);
     free(tmp);
     smelt_ctx_free(ctx);

@@ -17,6 +17,8 @@ static const char usage_text[] =
     "  merge CONFIG.yml OUT_DIR   merge the models a mergekit-style config describes\n"
     "  plan CONFIG.yml            print what merge would do (tensors, sources, parameters,\n"
     "                             layout, bytes, memory) without reading tensor data\n"
+    "  verify DIR                 check a model directory against its smelt-manifest.json\n"
+    "                             (sizes, every tensor's hash) and its safetensors structure\n"
     "  synth OUT_DIR --size SIZE  write a synthetic Llama-shaped model (for tests and demos)\n"
     "  version                    print the version and the SIMD level in use\n"
     "  help                       print this help\n"
@@ -26,7 +28,9 @@ static const char usage_text[] =
     "  --out-shard-size SIZE  the largest output shard (default 5G; 5B also means 5e9, as in\n"
     "                         mergekit)\n"
     "  -j, --threads N        worker threads (default: all online CPUs)\n"
-    "  --overwrite            replace a model already in OUT_DIR\n"
+    "  --overwrite            replace a model already in OUT_DIR (and discard the state of an\n"
+    "                         interrupted merge there)\n"
+    "  --resume               continue the interrupted merge whose journal is in OUT_DIR\n"
     "  --random-seed N        seed for random methods (default 0)\n"
     "  --[no-]copy-tokenizer  copy the tokenizer files (default: copy)\n"
     "  --[no-]write-model-card  write README.md with the merge details (default: write)\n"
@@ -35,6 +39,9 @@ static const char usage_text[] =
     "  mergekit's --cuda, --low-cpu-memory, --lazy-unpickle, --trust-remote-code,\n"
     "  --clone-tensors, --safe-serialization, --read-to-gpu, --multi-gpu, --verbose,\n"
     "  --transformers-cache DIR and --lora-merge-cache DIR are accepted and ignored.\n"
+    "\n"
+    "verify options:\n"
+    "  --max-memory SIZE      read buffers (default 64Mi)\n"
     "\n"
     "synth options:\n"
     "  --size SIZE            total tensor bytes, approximately (required)\n"
@@ -78,6 +85,8 @@ static int fail_usage(const char *fmt, const char *arg)
 static int report_error(smelt_ctx *ctx, int status)
 {
     fprintf(stderr, "smelt: error: %s\n", smelt_errmsg(ctx));
+    if (smelt_merge_resumable(ctx))
+        fprintf(stderr, "smelt: interrupted; run the same command with --resume to continue\n");
     return status == SMELT_E_INTERRUPTED ? 130 : 1;
 }
 
@@ -172,7 +181,7 @@ static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merg
                                int *quiet)
 {
     enum { OPT_MAX_MEMORY = 256, OPT_SHARD, OPT_OVERWRITE, OPT_SEED, OPT_COPY_TOK, OPT_NO_COPY_TOK,
-           OPT_CARD, OPT_NO_CARD, OPT_CRIMES, OPT_NO_CRIMES, OPT_IGNORED = 512,
+           OPT_CARD, OPT_NO_CARD, OPT_CRIMES, OPT_NO_CRIMES, OPT_RESUME, OPT_IGNORED = 512,
            OPT_IGNORED_VALUE = 768 };
     struct option options[64] = {
         {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
@@ -188,10 +197,13 @@ static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merg
         {"no-allow-crimes", no_argument, NULL, OPT_NO_CRIMES},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
+        {"resume", no_argument, NULL, OPT_RESUME},
     };
     /* --x and --no-x for each ignored switch; the table has room for all of them. */
     static char names[32][40];
-    size_t n = 13, k = 0;
+    size_t n = 0, k = 0;
+    while (options[n].name) /* the fixed options above; the rest of the table is zeroed */
+        n++;
     for (size_t i = 0; ignored_flags[i]; i++) {
         snprintf(names[k], sizeof names[k], "no-%s", ignored_flags[i]);
         options[n++] = (struct option){ignored_flags[i], no_argument, NULL, OPT_IGNORED + (int)i};
@@ -223,6 +235,7 @@ static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merg
             opts->threads = (int)threads;
             break;
         case OPT_OVERWRITE: opts->overwrite = 1; break;
+        case OPT_RESUME: opts->resume = 1; break;
         case OPT_SEED:
             if (parse_u64(optarg, "--random-seed", &opts->random_seed))
                 return 2;
@@ -293,6 +306,51 @@ static int cmd_plan(smelt_ctx *ctx, int argc, char **argv)
         return fail_usage("plan takes CONFIG.yml%s", "");
     int rc = smelt_plan_print(ctx, argv[optind], &opts, stdout);
     return rc == SMELT_OK ? 0 : report_error(ctx, rc);
+}
+
+static int cmd_verify(smelt_ctx *ctx, int argc, char **argv)
+{
+    enum { OPT_MAX_MEMORY = 256 };
+    static const struct option options[] = {
+        {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    smelt_verify_options opts;
+    smelt_verify_options_default(&opts);
+    int c, quiet = 0;
+    while ((c = getopt_long(argc, argv, "qh", options, NULL)) != -1) {
+        switch (c) {
+        case OPT_MAX_MEMORY:
+            if (parse_size_flag(ctx, optarg, "--max-memory", &opts.max_memory))
+                return 2;
+            if (opts.max_memory == 0)
+                return fail_usage("--max-memory: '%s' must be larger than 0", optarg);
+            break;
+        case 'q': quiet = 1; break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        default: return 2;
+        }
+    }
+    if (argc - optind != 1)
+        return fail_usage("verify takes one model DIR%s", "");
+    const char *dir = argv[optind];
+    smelt_verify_result res;
+    int rc = smelt_verify(ctx, dir, &opts, stdout, &res);
+    if (rc != SMELT_OK)
+        return report_error(ctx, rc);
+    char manifest[4096];
+    snprintf(manifest, sizeof manifest, "%s/smelt-manifest.json", dir);
+    if (!res.has_manifest && access(manifest, F_OK) != 0)
+        printf("%s: no smelt-manifest.json; checked the safetensors structure and index only\n",
+               dir);
+    if (!quiet || res.problems)
+        fprintf(stderr, "smelt: verify %s: %" PRIu64 " tensors, %.2f GB in %.2f s (%.2f GB/s): "
+                "%" PRIu64 " problem%s\n", dir, res.tensors_checked, (double)res.bytes_read / 1e9,
+                res.seconds, res.seconds > 0 ? (double)res.bytes_read / 1e9 / res.seconds : 0.0,
+                res.problems, res.problems == 1 ? "" : "s");
+    return res.problems ? 1 : 0;
 }
 
 static int cmd_synth(smelt_ctx *ctx, int argc, char **argv)
@@ -458,6 +516,8 @@ int main(int argc, char **argv)
         rc = 0;
     } else if (!strcmp(cmd, "merge")) {
         rc = cmd_merge(ctx, argc - 1, argv + 1);
+    } else if (!strcmp(cmd, "verify")) {
+        rc = cmd_verify(ctx, argc - 1, argv + 1);
     } else if (!strcmp(cmd, "plan")) {
         rc = cmd_plan(ctx, argc - 1, argv + 1);
     } else if (!strcmp(cmd, "synth")) {

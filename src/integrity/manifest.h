@@ -1,0 +1,72 @@
+/* The checksum manifest a merge writes beside its output (SMELT_MANIFEST_NAME), and reads back
+ * for `smelt verify`.
+ *
+ * JSON, keys sorted, 1-space indent (so the same merge always gives the same bytes):
+ *   {
+ *    "algorithm": "xxh3-128",
+ *    "config": "<hex of the config text's hash>",
+ *    "files": {"model-00001-of-00002.safetensors": {"size": N, "tensors": {"name": "<hex>"}}},
+ *    "format": "smelt-manifest",
+ *    "format_version": 1,
+ *    "inputs": [{"header": "<hex of the 8-byte prefix + JSON header>", "path": "..."}],
+ *    "smelt_version": "0.1.0"
+ *   }
+ * Hashes are canonical XXH3-128 in lowercase hex (what `xxhsum -H2` prints). A tensor's hash
+ * covers exactly its data bytes in the file. */
+#ifndef SMELT_MANIFEST_H
+#define SMELT_MANIFEST_H
+
+#include "integrity/checksum.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SMELT_MANIFEST_NAME "smelt-manifest.json"
+
+typedef struct smelt_manifest_tensor {
+    char *name;
+    smelt_hash128 hash;
+} smelt_manifest_tensor;
+
+typedef struct smelt_manifest_file {
+    char *name; /* inside the model directory */
+    uint64_t size;
+    smelt_manifest_tensor *tensors;
+    size_t ntensors;
+} smelt_manifest_file;
+
+typedef struct smelt_manifest_input {
+    char *path;
+    smelt_hash128 header;
+} smelt_manifest_input;
+
+/* Every string and array is malloc'd and owned by the manifest. */
+typedef struct smelt_manifest {
+    char *smelt_version;
+    smelt_hash128 config;
+    smelt_manifest_input *inputs;
+    size_t ninputs;
+    smelt_manifest_file *files;
+    size_t nfiles;
+} smelt_manifest;
+
+/* The manifest as JSON text (malloc'd, newline-terminated; caller frees). */
+int smelt_manifest_to_json(smelt_ctx *ctx, const smelt_manifest *m, char **text, size_t *len);
+
+/* Parses manifest text. Anything malformed (not JSON, a missing or mistyped field, a hash that is
+ * not 32 hex digits, a repeated tensor) is SMELT_E_FORMAT naming `path` and the field. On success
+ * *out is a manifest to free with smelt_manifest_free(). */
+int smelt_manifest_parse(smelt_ctx *ctx, const char *path, const char *text, size_t len,
+                         smelt_manifest **out);
+
+/* Writes dir/SMELT_MANIFEST_NAME atomically (temporary file, fsync, rename). */
+int smelt_manifest_write(smelt_ctx *ctx, const char *dir, const smelt_manifest *m);
+
+/* Reads dir/SMELT_MANIFEST_NAME. Returns SMELT_OK with *out set, SMELT_OK with *out NULL when the
+ * directory has no manifest, or an error. */
+int smelt_manifest_load(smelt_ctx *ctx, const char *dir, smelt_manifest **out);
+
+/* Frees a manifest and everything in it. NULL is allowed. */
+void smelt_manifest_free(smelt_manifest *m);
+
+#endif
