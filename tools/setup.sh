@@ -7,7 +7,10 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake pkg-config liburing-dev libxxhash-dev libzstd-dev check
           libjansson-dev libyaml-dev
           # NEON kernels are cross-compiled and tested under user-mode emulation.
-          gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+          gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+          # The tests: JSON checks (python3), memcheck runs (valgrind), an independent XXH3
+          # (xxhsum) to check the manifest's hashes against.
+          python3 valgrind xxhash)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
