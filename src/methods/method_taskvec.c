@@ -426,6 +426,8 @@ static uint16_t *ranks_of(const tv_state *s, uint8_t *area, size_t model)
     return (uint16_t *)(area + 16 * s->row) + model * s->task;
 }
 
+#define SMALL_ROW 64u
+
 /* Stable LSD radix sort of n 31-bit keys carrying their row positions, digits as the radix
  * select's (low digit first). Returns the positions in ascending (key, position) order: equal
  * magnitudes keep index order because every pass is stable. */
@@ -434,6 +436,21 @@ static const uint16_t *radix_sort(uint32_t *key, uint32_t *key2, uint16_t *idx, 
 {
     for (size_t j = 0; j < n; j++)
         idx[j] = (uint16_t)j;
+    if (n <= SMALL_ROW) {
+        /* Short rows: insertion sort, moving only past strictly larger keys (stable), beats
+         * three histogram passes of RADIX_BINS bins. */
+        for (size_t j = 1; j < n; j++) {
+            uint32_t k = key[j];
+            size_t at = j;
+            for (; at > 0 && key[at - 1] > k; at--) {
+                key[at] = key[at - 1];
+                idx[at] = idx[at - 1];
+            }
+            key[at] = k;
+            idx[at] = (uint16_t)j;
+        }
+        return idx;
+    }
     for (int p = RADIX_PASSES - 1; p >= 0; p--) {
         uint32_t count[RADIX_BINS] = {0}, mask = (1u << radix_bits[p]) - 1;
         unsigned shift = radix_shift[p];
