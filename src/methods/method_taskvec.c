@@ -314,14 +314,15 @@ static int tv_prepare(const variant *v, smelt_ctx *ctx, const smelt_tensor_args 
         /* 1-D tensors are one row. Rows up to one default task long cover every LLM matrix met
          * so far and keep ranks in 16 bits; longer ones would need a task larger than the
          * engine's buffers are sized for. */
-        s->row = args->row_elems ? args->row_elems : args->numel;
-        if (s->row > SMELT_TASK_ELEMS) {
+        uint64_t row = args->row_elems ? args->row_elems : args->numel;
+        if (row > SMELT_TASK_ELEMS) {
             tv_release(s);
             return smelt_fail(ctx, SMELT_E_UNSUPPORTED, "method '%s': tensor '%s': its rows of "
                               "%llu elements are longer than the %u elements that %s ranks at "
-                              "once", v->name, args->tensor, (unsigned long long)s->row,
+                              "once", v->name, args->tensor, (unsigned long long)row,
                               SMELT_TASK_ELEMS, v->name);
         }
+        s->row = row;
         if (s->row == 0)
             s->row = 1; /* an empty tensor: no task ever runs */
         s->task = SMELT_TASK_ELEMS / s->row * s->row;
