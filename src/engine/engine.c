@@ -45,6 +45,17 @@ static unsigned tensor_passes(const smelt_plan *plan, const smelt_plan_tensor *p
     return plan->method->passes(pt->method_state);
 }
 
+/* Elements per task of a tensor: SMELT_TASK_ELEMS unless its method asks for fewer (whole
+ * rows). It depends only on the tensor and its parameters, never on threads or budget, so task
+ * boundaries stay at fixed tensor indices. */
+static uint64_t tensor_task(const smelt_plan *plan, const smelt_plan_tensor *pt)
+{
+    if (pt->kind != SMELT_TASK_MERGE || !plan->method->task_elems)
+        return TASK_ELEMS;
+    uint64_t task = plan->method->task_elems(pt->method_state);
+    return task > 0 && task <= TASK_ELEMS ? task : TASK_ELEMS;
+}
+
 /* The largest per-task partial of any tensor and pass, the apply pass's scratch included (0 when
  * the method keeps none). */
 static size_t max_partial_bytes(const smelt_plan *plan)
@@ -172,8 +183,15 @@ static void compute_task(void *arg, size_t task, unsigned worker)
     if (partial)
         memset(partial, 0, partial_size);
     tile.task_scratch = stats ? NULL : partial;
-    uint64_t begin = (uint64_t)task * TASK_ELEMS;
-    uint64_t end = begin + TASK_ELEMS < job->s->count ? begin + TASK_ELEMS : job->s->count;
+    uint64_t task_elems = tensor_task(e->plan, pt);
+    uint64_t begin = (uint64_t)task * task_elems;
+    uint64_t end = begin + task_elems < job->s->count ? begin + task_elems : job->s->count;
+    const void *task_raw[ninputs];
+    for (size_t i = 0; i < ninputs; i++)
+        task_raw[i] = job->s->in[i] + begin * smelt_dtype_size(dtype[i]);
+    tile.task_raw = task_raw;
+    tile.task_index0 = job->s->start + begin;
+    tile.task_n = (size_t)(end - begin);
     unsigned out_size = smelt_dtype_size(pt->out_dtype);
     for (uint64_t at = begin; at < end; at += TILE_ELEMS) {
         tile.n = end - at < TILE_ELEMS ? (size_t)(end - at) : TILE_ELEMS;
@@ -238,8 +256,11 @@ static int start_chunk(engine *e, slot *s, size_t slot_index)
         return 1;
     const smelt_plan_tensor *pt = &plan->tensors[e->cursor_tensor];
     uint64_t total = chunk_units(pt);
-    uint64_t cap = pt->kind == SMELT_TASK_MERGE ? e->layout.chunk_elements
-                                                : e->layout.chunk_elements * e->out_elem;
+    /* A chunk holds whole tasks, and no more of them than the partials were sized for
+     * (chunk_elements / TASK_ELEMS): with smaller tasks the chunk is a little shorter. */
+    uint64_t cap = pt->kind == SMELT_TASK_MERGE
+                       ? e->layout.chunk_elements / TASK_ELEMS * tensor_task(plan, pt)
+                       : e->layout.chunk_elements * e->out_elem;
     s->busy = 1;
     s->tensor = e->cursor_tensor;
     s->pass = e->cursor_pass;
@@ -305,7 +326,8 @@ static int finish_stats_chunk(engine *e, slot *s)
 {
     const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
     const smelt_method *method = e->plan->method;
-    size_t ntasks = (size_t)((s->count + TASK_ELEMS - 1) / TASK_ELEMS);
+    uint64_t task = tensor_task(e->plan, pt);
+    size_t ntasks = (size_t)((s->count + task - 1) / task);
     compute_job job = {e, pt, s};
     smelt_pool_run(e->pool, ntasks, compute_task, &job);
     for (size_t t = 0; t < ntasks; t++)
@@ -326,8 +348,8 @@ static int finish_chunk(engine *e, slot *s, smelt_out_file *files)
         if (s->pass < tensor_passes(e->plan, pt))
             return finish_stats_chunk(e, s);
         compute_job job = {e, pt, s};
-        smelt_pool_run(e->pool, (size_t)((s->count + TASK_ELEMS - 1) / TASK_ELEMS), compute_task,
-                       &job);
+        uint64_t task = tensor_task(e->plan, pt);
+        smelt_pool_run(e->pool, (size_t)((s->count + task - 1) / task), compute_task, &job);
         unsigned size = smelt_dtype_size(pt->out_dtype);
         out_off = pt->out_offset + s->start * size;
         out_len = s->count * size;

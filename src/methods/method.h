@@ -42,13 +42,17 @@ typedef struct smelt_tensor_args {
      * (the base's slot holds the top-level value or the default). */
     const double *const *values;
     uint64_t numel;
+    /* Elements of one row: the last dimension's length (the whole tensor for 1-D and 0-D
+     * tensors), so that per-row methods can rank within rows. numel is a multiple of it. */
+    uint64_t row_elems;
     uint64_t random_seed;      /* --random-seed: random methods key their generator with it */
 } smelt_tensor_args;
 
 /* Elements in one tile: small enough that every input's f32 copy stays in L1. */
 #define SMELT_TILE_ELEMS 1024u
 /* Elements in one engine task (a whole number of tiles). Tasks start at multiples of this in
- * the tensor whatever the thread count or budget; statistics are accumulated per task. */
+ * the tensor whatever the thread count or budget; statistics are accumulated per task. A
+ * method may ask for smaller tasks for a tensor (task_elems), e.g. a whole number of rows. */
 #define SMELT_TASK_ELEMS (64u * 1024u)
 
 /* One tile of one tensor, as the engine hands it to a method. Read-only for the method except
@@ -64,6 +68,13 @@ typedef struct smelt_tile {
     /* In the apply pass of a method with partial_size: its per-task scratch (see partial_size),
      * else NULL. Written only by the one thread that runs the task. */
     void *task_scratch;
+    /* The whole task this tile belongs to, in every pass: task_raw[i] is input i from the
+     * task's first element (index task_index0), task_n its elements. A method that needs more
+     * than one tile at a time (per-row ranks) reads them when index0 == task_index0, the
+     * task's first tile, and keeps what it derives in its partial or task_scratch. */
+    const void *const *task_raw;
+    uint64_t task_index0;
+    size_t task_n;
 } smelt_tile;
 
 /* Input i as f32: a pointer into the raw data when it is F32, else decoded into scratch tile i.
@@ -105,6 +116,12 @@ typedef struct smelt_method {
      * (SMELT_TASK_ELEMS), each task accumulates its tiles in index order into its own partial,
      * and the partials are folded in task order, so statistics are bit-identical for any
      * thread count, budget or chunk size. */
+
+    /* Optional: elements per engine task for this tensor, in (0, SMELT_TASK_ELEMS]; NULL or a
+     * return of 0 means SMELT_TASK_ELEMS. Tasks then start at multiples of it (still fixed
+     * tensor indices, so the determinism argument above holds), and every chunk is a whole
+     * number of tasks. Per-row methods return a whole number of rows. */
+    uint64_t (*task_elems)(const void *state);
 
     /* Statistics passes this tensor needs before apply; 0 when none. */
     unsigned (*passes)(const void *state);

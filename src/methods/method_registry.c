@@ -10,7 +10,8 @@ extern const smelt_method smelt_method_slerp, smelt_method_nuslerp, smelt_method
     smelt_method_passthrough;
 extern const smelt_method smelt_method_task_arithmetic, smelt_method_ties,
     smelt_method_dare_ties, smelt_method_dare_linear, smelt_method_breadcrumbs,
-    smelt_method_breadcrumbs_ties, smelt_method_metagpt, smelt_method_consensus_ta,
+    smelt_method_breadcrumbs_ties, smelt_method_della, smelt_method_della_linear,
+    smelt_method_metagpt, smelt_method_consensus_ta,
     smelt_method_consensus_ties, smelt_method_sce;
 
 static const smelt_method *const all_methods[] = {
@@ -21,6 +22,8 @@ static const smelt_method *const all_methods[] = {
     &smelt_method_dare_linear,
     &smelt_method_breadcrumbs,
     &smelt_method_breadcrumbs_ties,
+    &smelt_method_della,
+    &smelt_method_della_linear,
     &smelt_method_metagpt,
     &smelt_method_consensus_ta,
     &smelt_method_consensus_ties,

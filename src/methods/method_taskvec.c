@@ -1,10 +1,12 @@
 /* The task-vector family: task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs,
- * breadcrumbs_ties, metagpt, consensus_ta, consensus_ties and sce, as one routine (mergekit's
+ * breadcrumbs_ties, della, della_linear, metagpt, consensus_ta, consensus_ties and sce, as one
+ * routine (mergekit's
  * generalized task arithmetic) with pluggable parts:
  *
  *   d_i   = select(θ_i − θ₀)           none | magnitude top-k | DARE random | breadcrumbs range
+ *                                       | DELLA magprune (random, p by rank within the row)
  *                                       | sce's top-variance positions (one mask for all models)
- *   d_i  *= rescale_i                   DARE: ‖d‖₁/‖kept‖₁ (mergekit) or 1/density (paper)
+ *   d_i  *= rescale_i                   DARE, DELLA: ‖d‖₁/‖kept‖₁ (mergekit) or 1/p (paper)
  *   w_i   = given | ‖d_i‖² share (metagpt) | mean d_i² share (sce)
  *   mixed = Σ w_i d_i, or with TIES sign election Σ m_i w_i d_i;  div = Σ w_i or Σ m_i w_i
  *   out   = θ₀ + lambda · mixed / div (normalize), zeroed where fewer than k TALL masks agree
@@ -19,7 +21,17 @@
  * norms) take one more pass with the fixed-association f64 reductions per tile.
  *
  * Random masks come from Philox keyed by (--random-seed, tensor name, input position) and the
- * element index: independent of chunking, threads and SIMD level. */
+ * element index: independent of chunking, threads and SIMD level.
+ *
+ * DELLA's keep probability depends on each element's magnitude rank within its row, so a row
+ * must be seen whole. Rows are short (the last dimension: at most a few ten thousand elements in
+ * every LLM), so the method asks the engine for tasks of whole rows (task_elems: the most rows
+ * that fit in SMELT_TASK_ELEMS) and refuses rows longer than SMELT_TASK_ELEMS. At a task's first
+ * tile it ranks every row of the task once, by a stable LSD radix sort of the 31-bit magnitude
+ * patterns (ties in index order), into 16-bit ranks in the task's partial (statistics pass) or
+ * task_scratch (apply pass); the task's tiles then draw their masks from those ranks. Memory per
+ * task: 2 bytes per element and model plus 16 bytes per row element of sort scratch, whatever
+ * the tensor's size; and the result depends only on indices and values. */
 #include "methods/method.h"
 
 #include <math.h>
@@ -30,8 +42,12 @@ typedef enum sparsifier {
     SPARSE_NONE,
     SPARSE_MAGNITUDE, /* keep the floor(density·n) largest |d| */
     SPARSE_RANDOM,    /* DARE: keep each element with probability density */
-    SPARSE_OUTLIERS   /* breadcrumbs: drop the largest floor(gamma·n) and the smallest */
+    SPARSE_OUTLIERS,  /* breadcrumbs: drop the largest floor(gamma·n) and the smallest */
+    SPARSE_MAGPRUNE   /* DELLA: keep with probability (density − ε) + 2ε·(row rank)/(n − 1) */
 } sparsifier;
+
+/* DARE and DELLA drop at random, with a per-element keep probability. */
+static int random_drop(sparsifier sp) { return sp == SPARSE_RANDOM || sp == SPARSE_MAGPRUNE; }
 
 typedef enum weighting {
     WEIGHTS_GIVEN,
@@ -78,6 +94,7 @@ typedef struct channel {
 typedef struct tv_model {
     float w;
     double density;
+    double p_lo, p_span; /* DELLA: keep probability p_lo + p_span · rank / (row − 1) */
     int sparse;     /* density < 1 and a sparsifier is set */
     uint64_t key;   /* Philox key of the DARE mask */
     float scale;    /* L1 rescale of kept entries (1 when none) */
@@ -98,6 +115,8 @@ typedef struct tv_state {
     size_t nbounds;
     channel *channels; /* n per-model channels, or one shared (sce) */
     size_t folded;     /* tasks folded in the current pass */
+    uint64_t row;      /* DELLA: elements per row */
+    uint64_t task;     /* DELLA: elements per engine task (whole rows); 0 when not ranking */
     tv_model m[];
 } tv_state;
 
@@ -233,6 +252,7 @@ static int tv_prepare(const variant *v, smelt_ctx *ctx, const smelt_tensor_args 
         double w = param(v, args, "weight", i + 1, 1.0);
         double density = param(v, args, "density", i + 1, 1.0);
         double gamma = param(v, args, "gamma", i + 1, 0.0);
+        double epsilon = param(v, args, "epsilon", i + 1, 0.0);
         const char *why = NULL;
         if (!isfinite(w))
             why = "weight", value = w;
@@ -250,11 +270,24 @@ static int tv_prepare(const variant *v, smelt_ctx *ctx, const smelt_tensor_args 
         m->density = density;
         m->scale = 1.0f;
         m->sparse = v->sparsify != SPARSE_NONE && density < 1;
+        if (m->sparse && v->sparsify == SPARSE_MAGPRUNE) {
+            /* mergekit's rule: every keep probability must lie strictly inside (0, 1). */
+            if (!(density - epsilon > 0 && density + epsilon < 1)) {
+                tv_release(s);
+                return smelt_fail(ctx, SMELT_E_CONFIG, "method '%s': model '%s': tensor '%s': "
+                                  "density %g with epsilon %g is out of range (density - epsilon "
+                                  "and density + epsilon must be in (0, 1))", v->name, model,
+                                  args->tensor, density, epsilon);
+            }
+            m->p_lo = density - epsilon;
+            m->p_span = 2 * epsilon;
+            s->task = 1; /* set to the real task size below */
+        }
         m->key = mask_key(args->random_seed, args->tensor, i + 1);
         div = i ? div + m->w : m->w;
         channel *c = &s->channels[i];
         c->lo = c->hi = -1;
-        if (!m->sparse || v->sparsify == SPARSE_RANDOM)
+        if (!m->sparse || random_drop(v->sparsify))
             continue;
         uint64_t nn = args->numel, lo, hi = nn;
         uint64_t keep = (uint64_t)floor(density * (double)nn);
@@ -277,6 +310,23 @@ static int tv_prepare(const variant *v, smelt_ctx *ctx, const smelt_tensor_args 
         }
     }
     s->div_const = fabsf(div) < 1e-8f ? 1.0f : div;
+    if (s->task) {
+        /* 1-D tensors are one row. Rows up to one default task long cover every LLM matrix met
+         * so far and keep ranks in 16 bits; longer ones would need a task larger than the
+         * engine's buffers are sized for. */
+        uint64_t row = args->row_elems ? args->row_elems : args->numel;
+        if (row > SMELT_TASK_ELEMS) {
+            tv_release(s);
+            return smelt_fail(ctx, SMELT_E_UNSUPPORTED, "method '%s': tensor '%s': its rows of "
+                              "%llu elements are longer than the %u elements that %s ranks at "
+                              "once", v->name, args->tensor, (unsigned long long)row,
+                              SMELT_TASK_ELEMS, v->name);
+        }
+        s->row = row;
+        if (s->row == 0)
+            s->row = 1; /* an empty tensor: no task ever runs */
+        s->task = SMELT_TASK_ELEMS / s->row * s->row;
+    }
     if (v->sce && s->select_topk < 1) {
         /* The rank depends on the count of nonzero variances, known after the first pass. */
         channel *c = &s->channels[n];
@@ -293,7 +343,7 @@ static int tv_prepare(const variant *v, smelt_ctx *ctx, const smelt_tensor_args 
     }
     int l1 = 0;
     for (size_t i = 0; i < n; i++)
-        l1 |= s->m[i].sparse && v->sparsify == SPARSE_RANDOM && s->rescale && !s->by_density;
+        l1 |= s->m[i].sparse && random_drop(v->sparsify) && s->rescale && !s->by_density;
     if (l1 || v->weights != WEIGHTS_GIVEN)
         s->stages[s->nstages++] = STAGE_SUMS;
     *state = s;
@@ -365,24 +415,138 @@ static void rank_mask(const tv_state *s, const channel *c, const float *key, con
     }
 }
 
-/* Applies each model's selection to its d_i in place (dropped entries become +0). */
+/* DELLA's per-task area: the sort scratch of one row (its base as f32, two key and two index
+ * buffers), then each model's 16-bit ranks for the task's elements. */
+static size_t rank_bytes(const tv_state *s)
+{
+    return s->task ? (size_t)(16 * s->row + 2 * s->n * s->task) : 0;
+}
+
+static uint16_t *ranks_of(const tv_state *s, uint8_t *area, size_t model)
+{
+    return (uint16_t *)(area + 16 * s->row) + model * s->task;
+}
+
+#define SMALL_ROW 64u
+
+/* Stable LSD radix sort of n 31-bit keys carrying their row positions, digits as the radix
+ * select's (low digit first). Returns the positions in ascending (key, position) order: equal
+ * magnitudes keep index order because every pass is stable. */
+static const uint16_t *radix_sort(uint32_t *key, uint32_t *key2, uint16_t *idx, uint16_t *idx2,
+                                  size_t n)
+{
+    for (size_t j = 0; j < n; j++)
+        idx[j] = (uint16_t)j;
+    if (n <= SMALL_ROW) {
+        /* Short rows: insertion sort, moving only past strictly larger keys (stable), beats
+         * three histogram passes of RADIX_BINS bins. */
+        for (size_t j = 1; j < n; j++) {
+            uint32_t k = key[j];
+            size_t at = j;
+            for (; at > 0 && key[at - 1] > k; at--) {
+                key[at] = key[at - 1];
+                idx[at] = idx[at - 1];
+            }
+            key[at] = k;
+            idx[at] = (uint16_t)j;
+        }
+        return idx;
+    }
+    for (int p = RADIX_PASSES - 1; p >= 0; p--) {
+        uint32_t count[RADIX_BINS] = {0}, mask = (1u << radix_bits[p]) - 1;
+        unsigned shift = radix_shift[p];
+        for (size_t j = 0; j < n; j++)
+            count[(key[j] >> shift) & mask]++;
+        if (count[(key[0] >> shift) & mask] == n)
+            continue; /* one digit value: the order stands */
+        uint32_t at = 0;
+        for (uint32_t b = 0; b <= mask; b++) {
+            uint32_t c = count[b];
+            count[b] = at;
+            at += c;
+        }
+        for (size_t j = 0; j < n; j++) {
+            uint32_t to = count[(key[j] >> shift) & mask]++;
+            key2[to] = key[j];
+            idx2[to] = idx[j];
+        }
+        uint32_t *tk = key;
+        key = key2, key2 = tk;
+        uint16_t *ti = idx;
+        idx = idx2, idx2 = ti;
+    }
+    return idx;
+}
+
+/* At a task's first tile: every sparsified model's rank of each element within its row, by
+ * ascending (|d| bit pattern, index). d is computed exactly as load_deltas computes it, so the
+ * ranks are those of the values the tiles will mask. */
+static void rank_rows(const tv_state *s, const smelt_tile *t, uint8_t *area)
+{
+    size_t row = (size_t)s->row;
+    float *base = (float *)area;
+    uint32_t *key = (uint32_t *)(base + row), *key2 = key + row;
+    uint16_t *idx = (uint16_t *)(key2 + row), *idx2 = idx + row;
+    for (size_t r0 = 0; r0 + row <= t->task_n; r0 += row) {
+        smelt_decode(t->k, base,
+                     (const uint8_t *)t->task_raw[0] + r0 * smelt_dtype_size(t->dtype[0]),
+                     t->dtype[0], row);
+        for (size_t i = 0; i < s->n; i++) {
+            if (!s->m[i].sparse)
+                continue;
+            float *d = (float *)key2; /* free until the sort */
+            smelt_decode(t->k, d,
+                         (const uint8_t *)t->task_raw[i + 1] +
+                             r0 * smelt_dtype_size(t->dtype[i + 1]),
+                         t->dtype[i + 1], row);
+            t->k->sub(d, d, base, row);
+            for (size_t j = 0; j < row; j++)
+                key[j] = mag_bits(d[j]);
+            const uint16_t *order = radix_sort(key, key2, idx, idx2, row);
+            uint16_t *rank = ranks_of(s, area, i) + r0;
+            for (size_t p = 0; p < row; p++)
+                rank[order[p]] = (uint16_t)p;
+        }
+    }
+}
+
+/* Applies each model's selection to its d_i in place (dropped entries become +0). Random drops
+ * with paper-style rescaling also divide each kept entry by its keep probability here. `area`
+ * is DELLA's per-task rank area (NULL for the other methods). */
 static void select_tile(const tv_state *s, const smelt_tile *t, const float *var,
-                        uint32_t *running)
+                        uint32_t *running, uint8_t *area)
 {
     uint8_t keep[SMELT_TILE_ELEMS];
     int shared = s->v->sce && s->select_topk < 1;
     if (shared)
         rank_mask(s, &s->channels[s->n], var, t, running, keep);
+    if (s->task && t->index0 == t->task_index0)
+        rank_rows(s, t, area);
+    int divide = s->rescale && s->by_density;
     for (size_t i = 0; i < s->n; i++) {
         const tv_model *m = &s->m[i];
         float *d = delta(t, i);
         if (!shared && !m->sparse)
             continue;
         if (!shared && s->v->sparsify == SPARSE_RANDOM) {
-            float u[SMELT_TILE_ELEMS];
+            float u[SMELT_TILE_ELEMS], density = (float)m->density;
             t->k->philox_uniform(u, m->key, t->index0, t->n);
             for (size_t j = 0; j < t->n; j++)
                 keep[j] = (double)u[j] < m->density;
+            if (divide)
+                for (size_t j = 0; j < t->n; j++)
+                    d[j] = d[j] / density;
+        } else if (!shared && s->v->sparsify == SPARSE_MAGPRUNE) {
+            float u[SMELT_TILE_ELEMS];
+            const uint16_t *rank = ranks_of(s, area, i) + (t->index0 - t->task_index0);
+            t->k->philox_uniform(u, m->key, t->index0, t->n);
+            for (size_t j = 0; j < t->n; j++) {
+                double r = s->row > 1 ? (double)rank[j] / (double)(s->row - 1) : 0.0;
+                double p = m->p_lo + m->p_span * r;
+                keep[j] = (double)u[j] < p;
+                if (divide)
+                    d[j] = d[j] / (float)p;
+            }
         } else if (!shared) {
             rank_mask(s, &s->channels[i], d, t, running, keep);
         }
@@ -396,17 +560,32 @@ static unsigned tv_passes(const void *state) { return ((const tv_state *)state)-
 
 static size_t sums_offset(const tv_state *s) { return (s->nbounds * sizeof(uint32_t) + 7) / 8 * 8; }
 
+/* Where DELLA's rank area starts in a task's partial (SUMS pass) or task_scratch (apply). */
+static size_t rank_offset(const tv_state *s, unsigned pass)
+{
+    if (pass >= s->nstages)
+        return sums_offset(s);
+    return sums_offset(s) + 3 * s->n * sizeof(double);
+}
+
+static uint8_t *rank_area(const tv_state *s, unsigned pass, void *partial)
+{
+    return s->task ? (uint8_t *)partial + rank_offset(s, pass) : NULL;
+}
+
+static uint64_t tv_task_elems(const void *state) { return ((const tv_state *)state)->task; }
+
 static size_t tv_partial_size(const void *state, unsigned pass)
 {
     const tv_state *s = state;
-    if (pass >= s->nstages) /* apply: the running counts of equal elements */
-        return s->nbounds * sizeof(uint32_t);
+    if (pass >= s->nstages) /* apply: the running counts of equal elements; DELLA's ranks */
+        return s->task ? rank_offset(s, pass) + rank_bytes(s) : s->nbounds * sizeof(uint32_t);
     switch (s->stages[pass]) {
     case STAGE_HIST0:
     case STAGE_HIST1:
     case STAGE_HIST2: return (s->nbounds * RADIX_BINS + 1) * sizeof(uint32_t);
     case STAGE_COUNT: return s->nbounds * sizeof(uint32_t);
-    case STAGE_SUMS: return sums_offset(s) + 3 * s->n * sizeof(double);
+    case STAGE_SUMS: return rank_offset(s, pass) + rank_bytes(s);
     }
     return 0;
 }
@@ -457,7 +636,7 @@ static void tv_stats(const void *state, unsigned pass, const smelt_tile *t, void
     double *sums = (double *)((uint8_t *)partial + sums_offset(s));
     for (size_t i = 0; i < s->n; i++)
         sums[3 * i] += t->k->sum_abs_f64(delta(t, i), t->n);
-    select_tile(s, t, var, partial);
+    select_tile(s, t, var, partial, rank_area(s, pass, partial));
     for (size_t i = 0; i < s->n; i++) {
         sums[3 * i + 1] += t->k->sum_abs_f64(delta(t, i), t->n);
         sums[3 * i + 2] += t->k->sumsq_f64(delta(t, i), t->n);
@@ -534,7 +713,7 @@ static int tv_end_pass(smelt_ctx *ctx, void *state, unsigned pass)
                                           : (float)(m->sumsq_kept / (double)s->numel / total);
             else if (s->v->weights == WEIGHTS_NORM_SHARE)
                 m->w = total > 0 ? (float)(m->sumsq_kept / total) : (float)(1.0 / (double)s->n);
-            if (m->sparse && s->v->sparsify == SPARSE_RANDOM && s->rescale && !s->by_density &&
+            if (m->sparse && random_drop(s->v->sparsify) && s->rescale && !s->by_density &&
                 m->sum_abs >= 1e-7 && m->sum_abs_kept >= 1e-7)
                 m->scale = (float)(m->sum_abs / m->sum_abs_kept);
         }
@@ -550,15 +729,13 @@ static void tv_apply(const void *state, const smelt_tile *t, float *out)
     size_t n = t->n;
     float var[SMELT_TILE_ELEMS], vote[SMELT_TILE_ELEMS], div[SMELT_TILE_ELEMS];
     const float *base = load_deltas(s, t, v->sce && s->select_topk < 1 ? var : NULL);
-    select_tile(s, t, var, t->task_scratch);
+    select_tile(s, t, var, t->task_scratch, rank_area(s, s->nstages, t->task_scratch));
     for (size_t i = 0; i < s->n; i++) {
         const tv_model *m = &s->m[i];
         float *d = delta(t, i);
-        if (m->sparse && v->sparsify == SPARSE_RANDOM && s->rescale) {
-            float density = (float)m->density;
+        if (m->sparse && random_drop(v->sparsify) && s->rescale && !s->by_density)
             for (size_t j = 0; j < n; j++)
-                d[j] = s->by_density ? d[j] / density : d[j] * m->scale;
-        }
+                d[j] = d[j] * m->scale;
     }
     float *mixed = out;
     if (v->consensus) {
@@ -623,6 +800,7 @@ static void tv_apply(const void *state, const smelt_tile *t, float *out)
 #define P_INT8 {"int8_mask", SMELT_PARAM_BOOL, 0, 0, 0.0}
 #define P_K {"k", SMELT_PARAM_NUMBER, 0, 0, 2.0}
 #define P_TALL {"tall_lambda", SMELT_PARAM_NUMBER, 0, 0, 0.4}
+#define P_EPSILON {"epsilon", SMELT_PARAM_NUMBER, 1, 0, 0.15}
 
 static const smelt_param_def ta_params[] = {P_WEIGHT, P_DENSITY, P_NORMALIZE(0.0), P_LAMBDA, P_INT8};
 static const smelt_param_def ties_params[] = {P_WEIGHT, P_DENSITY, P_NORMALIZE(1.0), P_LAMBDA,
@@ -631,6 +809,11 @@ static const smelt_param_def dare_params[] = {P_WEIGHT, P_DENSITY, P_NORMALIZE(0
                                               P_BY_DENSITY, P_LAMBDA, P_INT8};
 static const smelt_param_def bc_params[] = {P_WEIGHT, P_DENSITY, P_GAMMA, P_NORMALIZE(0.0),
                                             P_LAMBDA, P_INT8};
+static const smelt_param_def della_params[] = {P_WEIGHT, P_DENSITY, P_EPSILON, P_NORMALIZE(1.0),
+                                               P_RESCALE, P_BY_DENSITY, P_LAMBDA, P_INT8};
+static const smelt_param_def della_linear_params[] = {P_WEIGHT, P_DENSITY, P_EPSILON,
+                                                      P_NORMALIZE(0.0), P_RESCALE, P_BY_DENSITY,
+                                                      P_LAMBDA, P_INT8};
 static const smelt_param_def metagpt_params[] = {P_LAMBDA};
 static const smelt_param_def cta_params[] = {P_WEIGHT, P_DENSITY, P_NORMALIZE(0.0), P_LAMBDA,
                                              P_INT8, P_K, P_TALL};
@@ -649,7 +832,7 @@ static const smelt_param_def sce_params[] = {{"select_topk", SMELT_PARAM_NUMBER,
     const smelt_method smelt_method_##id = {                                                   \
         .name = #id, .params = prm, .nparams = COUNT(prm), .base_use = SMELT_BASE_REQUIRED,     \
         .min_models = 1, .max_models = 0, .prepare = prepare_##id, .apply = tv_apply,          \
-        .passes = tv_passes, .partial_size = tv_partial_size, .stats = tv_stats,               \
+        .task_elems = tv_task_elems, .passes = tv_passes, .partial_size = tv_partial_size, .stats = tv_stats,               \
         .fold = tv_fold, .end_pass = tv_end_pass, .release = tv_release,                       \
     };
 
@@ -659,6 +842,8 @@ VARIANT(dare_ties, SPARSE_RANDOM, 1, WEIGHTS_GIVEN, 0, 0, dare_params)
 VARIANT(dare_linear, SPARSE_RANDOM, 0, WEIGHTS_GIVEN, 0, 0, dare_params)
 VARIANT(breadcrumbs, SPARSE_OUTLIERS, 0, WEIGHTS_GIVEN, 0, 0, bc_params)
 VARIANT(breadcrumbs_ties, SPARSE_OUTLIERS, 1, WEIGHTS_GIVEN, 0, 0, bc_params)
+VARIANT(della, SPARSE_MAGPRUNE, 1, WEIGHTS_GIVEN, 0, 0, della_params)
+VARIANT(della_linear, SPARSE_MAGPRUNE, 0, WEIGHTS_GIVEN, 0, 0, della_linear_params)
 VARIANT(metagpt, SPARSE_NONE, 0, WEIGHTS_NORM_SHARE, 0, 0, metagpt_params)
 VARIANT(consensus_ta, SPARSE_NONE, 0, WEIGHTS_GIVEN, 1, 0, cta_params)
 VARIANT(consensus_ties, SPARSE_MAGNITUDE, 1, WEIGHTS_GIVEN, 1, 0, cties_params)

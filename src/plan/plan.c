@@ -348,6 +348,7 @@ static int plan_tensor(smelt_ctx *ctx, smelt_plan *plan, smelt_plan_tensor *pt,
         .input_names = sl->input_names,
         .values = (const double *const *)values,
         .numel = pattern->numel,
+        .row_elems = pattern->ndim > 0 ? pattern->shape[pattern->ndim - 1] : 1,
         .random_seed = plan->random_seed,
     };
     rc = plan->method->prepare(ctx, &args, &pt->method_state);

@@ -1,20 +1,25 @@
 # The task-vector family end to end: every method through `smelt merge`, checked element by
 # element against taskvec_ref (an independent whole-tensor computation); exact rank thresholds
-# on a tensor many times larger than the budget; byte-identical outputs across threads, budgets,
-# SIMD levels and runs; and every plan-time error with no output left behind.
+# and DELLA's per-row ranks on tensors many times larger than the budget; byte-identical outputs
+# across threads, budgets, SIMD levels and runs; and every plan-time error with no output left
+# behind.
 source "$(dirname "$0")/lib.sh"
 REF=$SMELT_TEST_HELPERS/taskvec_ref
 
-$SMELT synth "$work/base" --size 6M --seed 1 --shard-size 3M
-$SMELT synth "$work/a" --size 6M --base-seed 1 --seed 2
-$SMELT synth "$work/b" --size 6M --base-seed 1 --seed 3 --delta 0.02
-$SMELT synth "$work/c" --size 6M --base-seed 1 --seed 4
+# One-layer models of 1.5 M parameters (small, so that the many merges below stay fast): hidden
+# 320 and MLP width 896, neither of which divides 65536, so DELLA's rows would straddle the
+# default task boundaries; the MLP matrices span several chunks under check()'s budget.
+$SMELT synth "$work/base" --size 3M --layers 1 --seed 1 --shard-size 1M
+$SMELT synth "$work/a" --size 3M --layers 1 --base-seed 1 --seed 2
+$SMELT synth "$work/b" --size 3M --layers 1 --base-seed 1 --seed 3 --delta 0.02
+$SMELT synth "$work/c" --size 3M --layers 1 --base-seed 1 --seed 4
 
-# config FILE METHOD "W:D MODEL ..." [TOP-LEVEL PARAMETER LINES]: float32 output, so that the
-# reference sees the merge's f32 result unrounded.
+# config FILE METHOD "W:D MODEL ..." [TOP-LEVEL PARAMETER LINES]: float32 output by default
+# (OUT_DTYPE), so that the reference sees the merge's f32 result unrounded.
+OUT_DTYPE=float32
 config() {
   local file=$1 method=$2 models=$3 extra=${4:-}
-  { echo "merge_method: $method"; echo "base_model: $work/base"; echo "out_dtype: float32"
+  { echo "merge_method: $method"; echo "base_model: $work/base"; echo "out_dtype: $OUT_DTYPE"
     echo "models:"
     for spec in $models; do
       local wd=${spec%@*} m=${spec#*@}
@@ -33,7 +38,7 @@ check() {
   local name=$1 method=$2 models=$3 extra=$4; shift 4
   config "$work/$name.yml" "$method" "$models" "$extra"
   rm -rf "$work/out-$name"
-  if ! $SMELT merge "$work/$name.yml" "$work/out-$name" -q --max-memory 3Mi --random-seed 7; then
+  if ! $SMELT merge "$work/$name.yml" "$work/out-$name" -q --max-memory 2560Ki --random-seed 7; then
     fail "$name: merge failed"; return
   fi
   local refargs=()
@@ -62,6 +67,17 @@ check consensus_ties consensus_ties "$three" "k: 1
 tall_lambda: 0.7" k=1 tall_lambda=0.7
 check sce sce "1:1@a 1:1@b 1:1@c" "select_topk: 0.4" select_topk=0.4
 check sce_all sce "1:1@a 1:1@b" ""
+check della della "$three" "epsilon: 0.1" epsilon=0.1
+check della_linear della_linear "$three" ""
+check della_paper della "0.5:0.5@a 0.3:0.7@b" "rescale_by_density: true
+epsilon: 0.25" rescale_by_density=1 epsilon=0.25
+check della_norescale della_linear "0.6:0.4@a 0.6:0.6@b" "rescale: false
+normalize: true
+lambda: 1.3" rescale=0 normalize=1 lambda=1.3
+OUT_DTYPE=bfloat16
+check della_bf16 della "$three" ""
+check della_linear_bf16_paper della_linear "$three" "rescale_by_density: true" rescale_by_density=1
+OUT_DTYPE=float32
 
 # One model, no rescale: the output is the base plus exactly the kept entries.
 config "$work/dare1.yml" dare_linear "1:0.3@a" "rescale: false"
@@ -69,46 +85,50 @@ $SMELT merge "$work/dare1.yml" "$work/dare1" -q --random-seed 3
 "$REF" dare_linear "$work/dare1" "$work/base" "1:0.3:$work/a" rescale=0 seed=3 \
   && pass "dare one model matches" || fail "dare one model differs"
 
-# Determinism: identical bytes for any thread count, budget, SIMD level and run.
+# Determinism: identical bytes for any thread count, budget, SIMD level and run. The baseline
+# is check()'s output (default threads, the small budget), already matched to the reference;
+# each variant changes threads and budget (so chunk sizes) together, and every ISA other than
+# the default one runs too.
 sum_of() { cat "$1"/model*.safetensors | sha256sum; }
-for method in ties dare_ties breadcrumbs_ties sce; do
-  yml=$work/$method.yml
-  $SMELT merge "$yml" "$work/d0" -q --random-seed 11 --threads 1
-  want=$(sum_of "$work/d0")
-  for variant in "--threads 2" "--threads 7" "--max-memory 3Mi --threads 2" "--max-memory 7Mi" \
-                 "--max-memory 1G --threads 3"; do
+default_isa=$($SMELT version | sed -n 's/.*kernels: \([a-z0-9]*\).*/\1/p')
+for method in ties dare_ties breadcrumbs_ties sce della della_linear_bf16_paper; do
+  want=$(sum_of "$work/out-$method")
+  for variant in "--threads 1 --max-memory 1G" "--threads 7 --max-memory 5Mi" \
+                 "--threads 3 --max-memory 3Mi"; do
     rm -rf "$work/d1"
-    $SMELT merge "$yml" "$work/d1" -q --random-seed 11 $variant
+    $SMELT merge "$work/$method.yml" "$work/d1" -q --random-seed 7 $variant
     [ "$(sum_of "$work/d1")" = "$want" ] && pass "$method $variant: identical" \
       || fail "$method $variant: output differs"
   done
   for isa in scalar avx2 avx512; do
-    SMELT_ISA=$isa $SMELT version >/dev/null 2>&1 || continue
+    [ "$isa" != "$default_isa" ] && SMELT_ISA=$isa $SMELT version >/dev/null 2>&1 || continue
     rm -rf "$work/d1"
-    SMELT_ISA=$isa $SMELT merge "$yml" "$work/d1" -q --random-seed 11 --threads 3
+    SMELT_ISA=$isa $SMELT merge "$work/$method.yml" "$work/d1" -q --random-seed 7 --threads 3
     [ "$(sum_of "$work/d1")" = "$want" ] && pass "$method SMELT_ISA=$isa: identical" \
       || fail "$method SMELT_ISA=$isa: output differs"
   done
-  rm -rf "$work/d0" "$work/d1"
 done
-$SMELT merge "$work/dare_ties.yml" "$work/s1" -q --random-seed 11
-$SMELT merge "$work/dare_ties.yml" "$work/s2" -q --random-seed 11
+rm -rf "$work/d1"
+$SMELT merge "$work/dare_ties.yml" "$work/s1" -q --random-seed 7
 $SMELT merge "$work/dare_ties.yml" "$work/s3" -q --random-seed 12
-[ "$(sum_of "$work/s1")" = "$(sum_of "$work/s2")" ] && pass "dare: same seed, same bytes" \
+[ "$(sum_of "$work/s1")" = "$(sum_of "$work/out-dare_ties")" ] && pass "dare: same seed, same bytes" \
   || fail "dare: same seed gave different bytes"
 [ "$(sum_of "$work/s1")" != "$(sum_of "$work/s3")" ] && pass "dare: another seed, other bytes" \
   || fail "dare: the seed has no effect"
 
-# A tensor far larger than the budget: a ~25 MB embedding under --max-memory 3Mi.
-$SMELT synth "$work/bigbase" --size 250M --seed 5
-$SMELT synth "$work/biga" --size 250M --base-seed 5 --seed 6
-for method in ties dare_ties; do
+# Tensors far larger than the budget: 25 M parameters in one layer, whose 1408 x 3872 MLP
+# matrices (10.9 MB in bf16, rows of 3872 that straddle tasks) are 9x --max-memory 1200Ki, a
+# little above the smallest budget these merges accept.
+$SMELT synth "$work/bigbase" --size 50M --layers 1 --seed 5
+$SMELT synth "$work/biga" --size 50M --layers 1 --base-seed 5 --seed 6
+# ties covers the radix select across chunks, della the row ranks and the L1 rescale sums.
+for method in ties della; do
   printf 'merge_method: %s\nbase_model: %s\nmodels:\n  - model: %s\n    parameters: {weight: 0.7, density: 0.35}\n' \
     "$method" "$work/bigbase" "$work/biga" > "$work/big.yml"
   rm -rf "$work/bigout"
-  $SMELT merge "$work/big.yml" "$work/bigout" -q --max-memory 3Mi --random-seed 2 --threads 2
+  $SMELT merge "$work/big.yml" "$work/bigout" -q --max-memory 1200Ki --random-seed 2 --threads 2
   "$REF" "$method" "$work/bigout" "$work/bigbase" "0.7:0.35:$work/biga" seed=2 \
-    && pass "$method: 25 MB tensor under --max-memory 3Mi matches" \
+    && pass "$method: 11 MB tensors under --max-memory 1200Ki match" \
     || fail "$method: large tensor differs from the reference"
 done
 rm -rf "$work/bigbase" "$work/biga" "$work/bigout"
@@ -142,6 +162,29 @@ models:
   - model: $work/b
 parameters:
   select_topk: 0.0"
+bad "della epsilon too large" "method 'della': model '$work/a': tensor" "merge_method: della
+base_model: $work/base
+$(models_with "weight: 1, density: 0.5, epsilon: 0.5")"
+bad "della density minus epsilon" "density 0.1 with epsilon 0.15 is out of range" "merge_method: della_linear
+base_model: $work/base
+$(models_with "weight: 1, density: 0.1")"
+# A row longer than 65536 elements: one f32 tensor of shape [2, 70000] in two .safetensors files.
+long_row() {
+  local hdr='{"w":{"dtype":"F32","shape":[2,70000],"data_offsets":[0,560000]}}'
+  while [ $(( ${#hdr} % 8 )) -ne 0 ]; do hdr="$hdr "; done
+  { printf "$(printf '\\x%02x' $(( ${#hdr} & 255 )) $(( ${#hdr} >> 8 )) 0 0 0 0 0 0)"
+    printf '%s' "$hdr"; head -c 560000 /dev/zero; } > "$1"
+}
+long_row "$work/long0.safetensors"; long_row "$work/long1.safetensors"
+bad "della row too long" "tensor 'w': its rows of 70000 elements are longer than the 65536" "merge_method: della
+base_model: $work/long0.safetensors
+models:
+  - model: $work/long1.safetensors
+    parameters: {weight: 1, density: 0.5}"
+printf 'merge_method: della\nbase_model: %s\nmodels:\n  - model: %s\n    parameters: {weight: 1}\n' \
+  "$work/long0.safetensors" "$work/long1.safetensors" > "$work/long.yml"
+$SMELT merge "$work/long.yml" "$work/longout" -q && pass "della at density 1 takes long rows" \
+  || fail "della at density 1 refused a long row"
 bad "tall k negative" "k -1 is out of range" "merge_method: consensus_ta
 base_model: $work/base
 $(models_with "weight: 1")

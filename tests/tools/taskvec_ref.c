@@ -1,11 +1,12 @@
 /* Checks a merged model against an independent, whole-tensor f32 computation of the task-vector
  * methods, written from the notes rather than from smelt's method code: rank ranges by a full
  * sort on (|x| bit pattern, index), DARE masks from this file's own Philox4x32-10 (checked
- * against the Random123 known answer first), sums in plain index order in double.
+ * against the Random123 known answer first), sums in plain index order in double. DELLA ranks
+ * each row (the last dimension) by the same full sort, row by row over the whole tensor.
  *
  * usage: taskvec_ref METHOD OUT_DIR BASE W:D:MODEL ... [name=value ...]
- *   names: normalize, lambda, rescale, rescale_by_density, gamma, k, tall_lambda, select_topk,
- *   seed (the merge's --random-seed). W and D are the model's weight and density (metagpt and
+ *   names: normalize, lambda, rescale, rescale_by_density, gamma, epsilon, k, tall_lambda,
+ *   select_topk, seed (the merge's --random-seed). W and D are the model's weight and density (metagpt and
  *   sce ignore them). Exit status as refcheck_finish(); 2 for usage errors. */
 #include "refcheck.h"
 
@@ -39,10 +40,16 @@ static void philox(const uint32_t in[4], const uint32_t key[2], uint32_t out[4])
 
 static float uniform(uint64_t key, uint64_t j)
 {
-    uint32_t c[4] = {(uint32_t)(j >> 2), (uint32_t)(j >> 34), 0, 0}, k[2] = {(uint32_t)key,
-                                                                              (uint32_t)(key >> 32)};
-    uint32_t r[4];
-    philox(c, k, r);
+    /* One block serves four consecutive elements: remember the last one. */
+    static uint64_t last_key, last_block = UINT64_MAX;
+    static uint32_t r[4];
+    if (key != last_key || j >> 2 != last_block) {
+        uint32_t c[4] = {(uint32_t)(j >> 2), (uint32_t)(j >> 34), 0, 0},
+                 k[2] = {(uint32_t)key, (uint32_t)(key >> 32)};
+        philox(c, k, r);
+        last_key = key;
+        last_block = j >> 2;
+    }
     return (float)(r[j & 3] >> 8) / 16777216.0f;
 }
 
@@ -63,24 +70,67 @@ static uint64_t dare_key(uint64_t seed, const char *name, int input)
     return mix64(seed ^ mix64(h ^ (uint64_t)input * 0x9E3779B97F4A7C15ull));
 }
 
-static const float *sort_keys;
-static int by_key(const void *a, const void *b)
+/* Ascending (|key| bit pattern, index) by one plain sort of 64-bit composites: the magnitude
+ * bits above the index (tensors here stay below 2^32 elements). */
+static int by_u64(const void *a, const void *b)
 {
-    uint64_t i = *(const uint64_t *)a, j = *(const uint64_t *)b;
-    uint32_t x = mag(sort_keys[i]), y = mag(sort_keys[j]);
-    if (x != y)
-        return x < y ? -1 : 1;
-    return i < j ? -1 : i > j;
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sorts n 64-bit values: qsort when few, else four stable counting passes of 16 bits (whole
+ * tensors of millions of elements, where qsort would dominate the test's time). */
+static void sort_u64(uint64_t *v, uint64_t n)
+{
+    if (n < (1u << 16)) {
+        qsort(v, n, sizeof *v, by_u64);
+        return;
+    }
+    uint64_t *tmp = malloc(n * sizeof *tmp), *count = malloc((1u << 16) * sizeof *count);
+    for (unsigned shift = 0; shift < 64; shift += 16) {
+        memset(count, 0, (1u << 16) * sizeof *count);
+        for (uint64_t e = 0; e < n; e++)
+            count[(v[e] >> shift) & 0xFFFF]++;
+        uint64_t at = 0;
+        for (unsigned b = 0; b < (1u << 16); b++) {
+            uint64_t c = count[b];
+            count[b] = at;
+            at += c;
+        }
+        for (uint64_t e = 0; e < n; e++)
+            tmp[count[(v[e] >> shift) & 0xFFFF]++] = v[e];
+        memcpy(v, tmp, n * sizeof *v);
+    }
+    free(tmp);
+    free(count);
+}
+
+static uint64_t *sorted_order(const float *key, uint64_t n)
+{
+    uint64_t *order = malloc((n ? n : 1) * sizeof *order);
+    for (uint64_t e = 0; e < n; e++)
+        order[e] = (uint64_t)mag(key[e]) << 32 | e;
+    sort_u64(order, n);
+    for (uint64_t e = 0; e < n; e++)
+        order[e] &= 0xFFFFFFFFu;
+    return order;
+}
+
+/* rank[e] = the ascending position of element e within its row of `row` elements. */
+static void row_ranks(const float *key, uint64_t n, uint64_t row, uint64_t *rank)
+{
+    for (uint64_t r0 = 0; r0 < n; r0 += row) {
+        uint64_t *order = sorted_order(key + r0, row);
+        for (uint64_t p = 0; p < row; p++)
+            rank[r0 + order[p]] = p;
+        free(order);
+    }
 }
 
 /* keep[e] = 1 for the elements at ascending positions [lo, hi) of (|key|, index). */
 static void rank_keep(const float *key, uint64_t n, int64_t lo, int64_t hi, unsigned char *keep)
 {
-    uint64_t *order = malloc((n ? n : 1) * sizeof *order);
-    for (uint64_t e = 0; e < n; e++)
-        order[e] = e;
-    sort_keys = key;
-    qsort(order, n, sizeof *order, by_key);
+    uint64_t *order = sorted_order(key, n);
     memset(keep, 0, n);
     for (int64_t p = lo < 0 ? 0 : lo; p < hi && p < (int64_t)n; p++)
         keep[order[p]] = 1;
@@ -105,11 +155,14 @@ int main(int argc, char **argv)
     const char *method = argv[1];
     int ties = !strcmp(method, "ties") || !strcmp(method, "consensus_ties");
     int dare = !strncmp(method, "dare_", 5);
+    int della = !strncmp(method, "della", 5);
     int bc = !strncmp(method, "breadcrumbs", 11);
-    int consensus = ties || !strcmp(method, "dare_ties") || !strcmp(method, "breadcrumbs_ties");
+    int consensus = ties || !strcmp(method, "dare_ties") || !strcmp(method, "breadcrumbs_ties") ||
+                    !strcmp(method, "della");
     int tall = !strncmp(method, "consensus_", 10);
     int metagpt = !strcmp(method, "metagpt"), sce = !strcmp(method, "sce");
-    double normalize = ties ? 1 : 0, lambda = 1, rescale = 1, by_density = 0, gamma = 0.01,
+    double normalize = ties || !strcmp(method, "della") ? 1 : 0, lambda = 1, rescale = 1,
+           by_density = 0, gamma = 0.01, epsilon = 0.15,
            kk = 2, tall_lambda = 0.4, topk = 1, seed = 0;
     smelt_model *out = refcheck_open(&rc, argv[2]), *base = refcheck_open(&rc, argv[3]);
     smelt_model *models[argc];
@@ -124,6 +177,7 @@ int main(int argc, char **argv)
 #define OPT(name, var) if (len == strlen(name) && !strncmp(argv[a], name, len)) { var = v; continue; }
             OPT("normalize", normalize) OPT("lambda", lambda) OPT("rescale", rescale)
             OPT("rescale_by_density", by_density) OPT("gamma", gamma) OPT("k", kk)
+            OPT("epsilon", epsilon)
             OPT("tall_lambda", tall_lambda) OPT("select_topk", topk) OPT("seed", seed)
             fprintf(stderr, "taskvec_ref: unknown option %s\n", argv[a]);
             return 2;
@@ -151,21 +205,30 @@ int main(int argc, char **argv)
             wt[i] = w[i];
         }
         for (int i = 0; i < n; i++) {
-            if (!(density[i] < 1 && (ties || dare || bc)))
+            if (!(density[i] < 1 && (ties || dare || bc || della)))
                 continue;
-            if (dare) {
+            if (dare || della) {
+                /* DELLA: p = (density − ε) + 2ε·rank/(row − 1) within the last dimension. */
                 uint64_t key = dare_key((uint64_t)seed, ot->name, i + 1);
+                uint64_t row = ot->ndim ? ot->shape[ot->ndim - 1] : 1;
+                uint64_t *rank = della ? malloc((ne ? ne : 1) * sizeof *rank) : NULL;
+                if (della)
+                    row_ranks(d[i], ne, row, rank);
                 double before = 0, after = 0;
                 for (e = 0; e < ne; e++) {
+                    double p = density[i];
+                    if (della)
+                        p = (density[i] - epsilon) +
+                            2 * epsilon * (row > 1 ? (double)rank[e] / (double)(row - 1) : 0.0);
                     before += fabs((double)d[i][e]);
-                    if (!((double)uniform(key, e) < density[i]))
+                    if (!((double)uniform(key, e) < p))
                         d[i][e] = 0;
                     after += fabs((double)d[i][e]);
+                    if (rescale && by_density)
+                        d[i][e] = d[i][e] / (float)p;
                 }
-                if (rescale && by_density)
-                    for (e = 0; e < ne; e++)
-                        d[i][e] = d[i][e] / (float)density[i];
-                else if (rescale && before >= 1e-7 && after >= 1e-7)
+                free(rank);
+                if (rescale && !by_density && before >= 1e-7 && after >= 1e-7)
                     for (e = 0; e < ne; e++)
                         d[i][e] = d[i][e] * (float)(before / after);
                 continue;

@@ -9,9 +9,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Runs `method` on base = 0 and one model with task vector d (weight 1); out = the result. */
-static void run(const char *method, const float *d, size_t n, double density, double gamma,
-                float *out)
+/* A parameter value for drive(): per-model ones go to the model, the rest are global. */
+typedef struct setting {
+    const char *name;
+    double value;
+} setting;
+
+/* Runs `method` on base = 0 and one model with task vector d (weight 1) in rows of `row`
+ * elements, the way the engine does (tasks of task_elems, whole-task views, partials zeroed per
+ * task); out = the result. Returns prepare's status (out is untouched unless SMELT_OK). */
+static int drive(const char *method, const float *d, size_t n, uint64_t row,
+                 const setting *set, size_t nset, float *out)
 {
     const smelt_method *m = smelt_method_find(method);
     ck_assert_ptr_nonnull(m);
@@ -22,29 +30,40 @@ static void run(const char *method, const float *d, size_t n, double density, do
         values[p] = vals[p];
     }
     vals[smelt_method_param_index(m, "weight")][1] = 1.0;
-    vals[smelt_method_param_index(m, "density")][1] = density;
-    int g = smelt_method_param_index(m, "gamma");
-    if (g >= 0)
-        vals[g][1] = gamma;
+    for (size_t k = 0; k < nset; k++) {
+        int p = smelt_method_param_index(m, set[k].name);
+        ck_assert_int_ge(p, 0);
+        vals[p][m->params[p].per_model] = set[k].value;
+    }
     const char *names[2] = {"base", "model"};
     smelt_tensor_args args = {.tensor = "t", .ninputs = 2, .has_base = 1, .input_names = names,
-                              .values = values, .numel = n};
+                              .values = values, .numel = n, .row_elems = row};
     smelt_ctx *ctx = smelt_ctx_new();
     void *state;
-    ck_assert_int_eq(m->prepare(ctx, &args, &state), SMELT_OK);
+    int rc = m->prepare(ctx, &args, &state);
+    if (rc != SMELT_OK) {
+        smelt_ctx_free(ctx);
+        return rc;
+    }
+    uint64_t task = m->task_elems && m->task_elems(state) ? m->task_elems(state)
+                                                          : SMELT_TASK_ELEMS;
     float *zero = calloc(n, sizeof(float));
     float *scratch = malloc(2 * SMELT_TILE_ELEMS * sizeof(float));
     smelt_dtype dt[2] = {SMELT_DT_F32, SMELT_DT_F32};
-    const void *raw[2];
+    const void *raw[2], *task_raw[2];
     smelt_tile tile = {.k = smelt_kernels_get(), .ninputs = 2, .raw = raw, .dtype = dt,
-                       .scratch = scratch};
+                       .scratch = scratch, .task_raw = task_raw};
     unsigned passes = m->passes(state);
     for (unsigned p = 0; p <= passes; p++) {
         size_t size = m->partial_size(state, p);
         void *partial = malloc(size ? size : 1);
-        for (size_t t0 = 0; t0 < n; t0 += SMELT_TASK_ELEMS) {
+        for (size_t t0 = 0; t0 < n; t0 += task) {
             memset(partial, 0, size);
-            size_t t1 = t0 + SMELT_TASK_ELEMS < n ? t0 + SMELT_TASK_ELEMS : n;
+            size_t t1 = t0 + task < n ? t0 + task : n;
+            task_raw[0] = zero + t0;
+            task_raw[1] = d + t0;
+            tile.task_index0 = t0;
+            tile.task_n = t1 - t0;
             for (size_t at = t0; at < t1; at += SMELT_TILE_ELEMS) {
                 tile.n = t1 - at < SMELT_TILE_ELEMS ? t1 - at : SMELT_TILE_ELEMS;
                 tile.index0 = at;
@@ -68,6 +87,15 @@ static void run(const char *method, const float *d, size_t n, double density, do
     smelt_ctx_free(ctx);
     free(zero);
     free(scratch);
+    return SMELT_OK;
+}
+
+static void run(const char *method, const float *d, size_t n, double density, double gamma,
+                float *out)
+{
+    setting set[2] = {{"density", density}, {"gamma", gamma}};
+    ck_assert_int_eq(drive(method, d, n, 0, set, smelt_method_param_index(smelt_method_find(
+                               method), "gamma") >= 0 ? 2 : 1, out), SMELT_OK);
 }
 
 static const float *keys;
@@ -165,6 +193,92 @@ START_TEST(breadcrumbs_both_ends_and_specials)
 }
 END_TEST
 
+/* DELLA with paper-style rescaling: a kept entry comes out as d / p, so p, and with it the
+ * element's rank within its row, can be read back and compared with a sort on (|d| bit
+ * pattern, index) row by row. Returns how many entries were kept. */
+static size_t expect_della(const float *d, size_t n, size_t row, double density, double eps)
+{
+    float *out = malloc(n * sizeof *out);
+    setting set[] = {{"density", density}, {"epsilon", eps}, {"rescale_by_density", 1}};
+    ck_assert_int_eq(drive("della_linear", d, n, row, set, 3, out), SMELT_OK);
+    if (row == 0) /* unknown row length: the tensor is one row */
+        row = n;
+    size_t *order = malloc(row * sizeof *order), kept = 0;
+    for (size_t r0 = 0; r0 < n; r0 += row) {
+        for (size_t i = 0; i < row; i++)
+            order[i] = i;
+        keys = d + r0;
+        qsort(order, row, sizeof *order, by_key);
+        for (size_t rank = 0; rank < row; rank++) {
+            size_t e = r0 + order[rank];
+            if (out[e] == 0 || isnan(d[e]))
+                continue; /* dropped (or d = 0, where p cannot be read back) */
+            double r = row > 1 ? (double)rank / (double)(row - 1) : 0.0;
+            float want = d[e] / (float)((density - eps) + 2 * eps * r);
+            ck_assert_msg(memcmp(&want, &out[e], 4) == 0,
+                          "element %zu (row rank %zu): expected %a, got %a", e, rank,
+                          (double)want, (double)out[e]);
+            kept++;
+        }
+    }
+    free(order);
+    free(out);
+    return kept;
+}
+
+START_TEST(della_row_ranks)
+{
+    /* Rows of 1000 (tasks of 65 rows, so rows never straddle a task, but would straddle the
+     * default 65536-element boundaries), 13 magnitude levels of both signs: long runs of ties,
+     * ordered by index within the row. */
+    size_t row = 1000, n = 200 * row;
+    float *d = malloc(n * sizeof *d);
+    for (size_t i = 0; i < n; i++)
+        d[i] = (float)((int)((i * 7919u) % 13u) - 6) * 0.25f;
+    size_t kept = expect_della(d, n, row, 0.5, 0.3);
+    ck_assert(kept > n / 3 && kept < n / 2); /* ~ half of the 12/13 nonzero entries */
+    /* Distinct magnitudes, NaN and Inf included. */
+    for (size_t i = 0; i < n; i++)
+        d[i] = (float)((i * 2654435761u) % 100003u) * 1e-5f - 0.5f;
+    d[3] = NAN;
+    d[70001] = INFINITY;
+    expect_della(d, n, row, 0.4, 0.35);
+    free(d);
+}
+END_TEST
+
+START_TEST(della_one_element_rows_and_1d)
+{
+    size_t n = 5000;
+    float *d = malloc(SMELT_TASK_ELEMS * sizeof *d);
+    for (size_t i = 0; i < SMELT_TASK_ELEMS; i++)
+        d[i] = (float)((i * 40503u) % 977u) * 0.01f - 4.0f;
+    /* n = 1: r = 0, every entry kept with probability density - epsilon. */
+    size_t kept = expect_della(d, n, 1, 0.5, 0.3);
+    ck_assert(kept > n / 10 && kept < n * 3 / 10);
+    /* A 1-D tensor (row_elems 0 means the whole tensor) of exactly the longest row. */
+    expect_della(d, SMELT_TASK_ELEMS, SMELT_TASK_ELEMS, 0.6, 0.2);
+    expect_della(d, 40000, 0, 0.6, 0.2);
+    free(d);
+}
+END_TEST
+
+START_TEST(della_refusals)
+{
+    float d[4] = {0};
+    setting eps[] = {{"density", 0.5}, {"epsilon", 0.5}};
+    ck_assert_int_eq(drive("della", d, 4, 4, eps, 2, d), SMELT_E_CONFIG);
+    setting low[] = {{"density", 0.1}, {"epsilon", 0.15}};
+    ck_assert_int_eq(drive("della_linear", d, 4, 4, low, 2, d), SMELT_E_CONFIG);
+    /* Rows longer than one task are refused, but only when the tensor is sparsified. */
+    setting sparse[] = {{"density", 0.5}};
+    ck_assert_int_eq(drive("della", d, 0, SMELT_TASK_ELEMS + 1, sparse, 1, d),
+                     SMELT_E_UNSUPPORTED);
+    setting dense[] = {{"density", 1.0}};
+    ck_assert_int_eq(drive("della", d, 0, SMELT_TASK_ELEMS + 1, dense, 1, d), SMELT_OK);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("taskvec");
@@ -173,5 +287,10 @@ int main(void)
     tcase_add_test(tc, k_zero_and_all_equal);
     tcase_add_test(tc, breadcrumbs_both_ends_and_specials);
     suite_add_tcase(s, tc);
+    TCase *dl = tcase_create("della");
+    tcase_add_test(dl, della_row_ranks);
+    tcase_add_test(dl, della_one_element_rows_and_1d);
+    tcase_add_test(dl, della_refusals);
+    suite_add_tcase(s, dl);
     return tu_run_suite(s);
 }
