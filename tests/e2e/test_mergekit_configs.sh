@@ -132,6 +132,17 @@ merge "$work/model_stock.yml" "$work/model_stock"
 "$T/interp_ref" model_stock "$work/model_stock" --base "$work/base" -:"$work/a" -:"$work/b" -:"$work/c" \
   && pass "model_stock: reference" || fail "model_stock: reference"
 
+# --- della ---------------------------------------------------------------------------------
+fixture della
+if $S plan "$work/della.yml" > "$work/della.plan" 2>"$work/della.err"; then
+  same_number "della: b's epsilon" "$(item "$(param "$work/della.plan" model.layers.5.mlp.up_proj.weight epsilon)" 2)" 0.1
+  merge "$work/della.yml" "$work/della"
+  "$T/taskvec_ref" della "$work/della" "$work/base" 1:0.6:"$work/a" 0.7:0.5:"$work/b" epsilon=0.1 \
+    && pass "della: reference" || fail "della: reference"
+else
+  fail "della: $(cat "$work/della.err")"
+fi
+
 # --- model card and output conventions ---------------------------------------------------
 card=$work/ties/README.md
 for want in "base_model:" "- $work/base" "- $work/a" "library_name: transformers" "- merge" "- smelt" \
