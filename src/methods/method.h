@@ -45,6 +45,7 @@ typedef struct smelt_tensor_args {
     /* Elements of one row: the last dimension's length (the whole tensor for 1-D and 0-D
      * tensors), so that per-row methods can rank within rows. numel is a multiple of it. */
     uint64_t row_elems;
+    unsigned ndim;             /* dimensions: per-column methods need to tell [1, n] from [n] */
     uint64_t random_seed;      /* --random-seed: random methods key their generator with it */
 } smelt_tensor_args;
 

@@ -13,7 +13,17 @@
  *
  * Task vectors are formed in f32 per tile (k->sub) before the dot products, never derived from
  * the inputs' Gram (θ_i·θ_j − θ_i·θ₀ − ...): fine-tune deltas are a thousandth of the weights, and
- * that difference of large sums would cancel away most of their digits. */
+ * that difference of large sums would cancel away most of their digits.
+ *
+ * nuslerp (nuslerp_flatten: false) and model_stock (filter_wise: true) may instead treat each
+ * row, or (nuslerp_row_wise on a matrix) each column, as a vector of its own: the same
+ * coefficient function then runs on one Gram per vector.
+ *  - Rows (SPLIT_ROWS) need no statistics pass: the engine hands out tasks of whole rows
+ *    (task_elems), and at a task's first tile apply reads the task's rows, builds each row's
+ *    Gram and coefficients into the task's scratch, then serves every tile piece by piece with
+ *    its row's coefficients. One read of the inputs.
+ *  - Columns (SPLIT_COLS) cross every task, so they take a statistics pass whose partial holds
+ *    a Gram per column; end_pass turns them into per-column coefficients. Two reads. */
 #include "methods/method.h"
 
 #include <math.h>
@@ -40,8 +50,25 @@ typedef struct interp_desc {
     int (*coefs)(smelt_ctx *ctx, struct interp_state *s);
 } interp_desc;
 
+/* Which vectors the geometry is about. */
+typedef enum interp_split {
+    SPLIT_NONE, /* the whole tensor is one vector */
+    SPLIT_ROWS, /* each run of `vec` contiguous elements (a row along the last dimension) */
+    SPLIT_COLS  /* each column of a matrix with `vec` columns: elements vec apart */
+} interp_split;
+
 typedef struct interp_state {
     const interp_desc *d;
+    interp_split split;
+    uint64_t vec;       /* SPLIT_ROWS: elements of a row; SPLIT_COLS: columns */
+    uint64_t task_len;  /* SPLIT_ROWS: elements per engine task, a whole number of rows */
+    /* SPLIT_COLS: per-column Gram upper triangles (from the first fold to end_pass; an
+     * allocation failure in fold, which cannot report, is reported by end_pass), then the
+     * per-column results, cols × n coefficients and use flags and cols forms. */
+    double *cg;
+    int cg_failed;
+    float *ccoef;
+    unsigned char *cuse, *cform;
     const char *tensor; /* the plan's string: lives as long as the plan */
     size_t n;           /* inputs */
     size_t first;       /* input index of working vector 0 */
@@ -142,6 +169,38 @@ static void arc_coefs(double t, double theta, double c[2])
     c[1] = sin(t * theta) / sin_theta;
 }
 
+/* Elements of the upper triangle of a Gram: what a statistics partial holds per vector. */
+static size_t tri_size(const interp_state *s) { return s->m * (s->m + 1) / 2; }
+
+/* The longest row or most columns smelt splits a tensor into: per-row tasks must hold a row,
+ * and per-column partials grow with the columns. */
+#define SPLIT_MAX SMELT_TASK_ELEMS
+
+/* Sets s->split for a method that can work per row (last dimension) or per column. Rows of a
+ * 1-D tensor are the tensor; columns need a matrix (≥3-D transposes are refused, not guessed). */
+static int set_split(smelt_ctx *ctx, const smelt_tensor_args *args, interp_state *s,
+                     interp_split split, const char *what)
+{
+    if (split == SPLIT_COLS && args->ndim <= 1)
+        split = SPLIT_ROWS; /* mergekit's transpose(0, -1) of a vector is the vector */
+    if (split == SPLIT_COLS && args->ndim > 2)
+        return smelt_fail(ctx, SMELT_E_UNSUPPORTED,
+                          "tensor '%s': %s on a %u-D tensor (a vector along dimension 0 for "
+                          "every index of the others) is not supported; smelt does it for "
+                          "1-D and 2-D tensors", args->tensor, what, args->ndim);
+    uint64_t vec = args->row_elems ? args->row_elems : args->numel;
+    if (vec > SPLIT_MAX)
+        return smelt_fail(ctx, SMELT_E_UNSUPPORTED,
+                          "tensor '%s': %s: its rows have %llu elements; smelt handles rows (and "
+                          "columns) of at most %u", args->tensor, what,
+                          (unsigned long long)vec, (unsigned)SPLIT_MAX);
+    s->split = split;
+    s->vec = vec ? vec : 1; /* an empty tensor: no task ever runs */
+    if (split == SPLIT_ROWS)
+        s->task_len = SMELT_TASK_ELEMS / s->vec * s->vec;
+    return SMELT_OK;
+}
+
 /* ---- slerp -------------------------------------------------------------------------------- */
 
 static int check_unit_t(smelt_ctx *ctx, const smelt_tensor_args *args, interp_state *s,
@@ -182,14 +241,18 @@ static int slerp_coefs(smelt_ctx *ctx, interp_state *s)
 
 /* ---- nuslerp ------------------------------------------------------------------------------ */
 
+/* mergekit: flatten wins over row_wise; unflattened, one slerp per vector along dim −1, or
+ * along dim 0 (transposed to the end) with row_wise. */
 static int nuslerp_check(smelt_ctx *ctx, const smelt_tensor_args *args, interp_state *s)
 {
-    if (args->values[NU_FLATTEN][0] == 0)
-        return smelt_fail(ctx, SMELT_E_UNSUPPORTED,
-                          "tensor '%s': nuslerp: nuslerp_flatten: false (a separate slerp per "
-                          "row or column, also selected by nuslerp_row_wise) is not supported "
-                          "yet; smelt slerps each whole tensor (nuslerp_flatten: true)",
-                          args->tensor);
+    if (args->values[NU_FLATTEN][0] == 0) {
+        int cols = args->values[NU_ROW_WISE][0] != 0;
+        int rc = set_split(ctx, args, s, cols ? SPLIT_COLS : SPLIT_ROWS,
+                           cols ? "nuslerp with nuslerp_row_wise: true"
+                                : "nuslerp with nuslerp_flatten: false");
+        if (rc != SMELT_OK)
+            return rc;
+    }
     for (size_t i = s->first; i < s->n; i++)
         if (!isfinite(s->w[i]))
             return smelt_fail(ctx, SMELT_E_CONFIG, "tensor '%s': nuslerp: model '%s': weight %g "
@@ -404,14 +467,11 @@ static int karcher_coefs(smelt_ctx *ctx, interp_state *s)
 
 /* ---- model_stock -------------------------------------------------------------------------- */
 
+/* filter_wise: one ratio per row along the last dimension (mergekit). */
 static int model_stock_check(smelt_ctx *ctx, const smelt_tensor_args *args, interp_state *s)
 {
-    (void)s;
     if (args->values[MST_FILTER_WISE][0] != 0)
-        return smelt_fail(ctx, SMELT_E_UNSUPPORTED,
-                          "tensor '%s': model_stock: filter_wise: true (a separate ratio per row) "
-                          "is not supported yet; smelt uses one ratio per tensor "
-                          "(filter_wise: false)", args->tensor);
+        return set_split(ctx, args, s, SPLIT_ROWS, "model_stock with filter_wise: true");
     return SMELT_OK;
 }
 
@@ -530,6 +590,10 @@ static void interp_release(void *state)
     free(s->work);
     free(s->coef);
     free(s->use);
+    free(s->cg);
+    free(s->ccoef);
+    free(s->cuse);
+    free(s->cform);
     free(s);
 }
 
@@ -550,25 +614,47 @@ static const float *working_vector(const interp_state *s, const smelt_tile *tile
 static unsigned interp_passes(const void *state)
 {
     const interp_state *s = state;
+    if (s->split != SPLIT_NONE)
+        return s->split == SPLIT_COLS; /* rows are measured in the apply pass itself */
     return s->d->gram && s->m >= 2 ? 1 : 0;
+}
+
+static uint64_t interp_task_elems(const void *state)
+{
+    const interp_state *s = state;
+    return s->split == SPLIT_ROWS ? s->task_len : 0;
+}
+
+/* Per-vector results, `count` vectors: coefficients and use flags per input, and a form. */
+typedef struct vec_results {
+    float *coef;          /* count × n */
+    unsigned char *use;   /* count × n */
+    unsigned char *form;  /* count */
+} vec_results;
+
+/* SPLIT_ROWS's task scratch: one row's Gram triangle, the G and work arrays its coefficient
+ * function runs on, then the results of every row of the task. Doubles first, for alignment. */
+static size_t rows_scratch_size(const interp_state *s)
+{
+    size_t rows = (size_t)(s->task_len / s->vec);
+    return (tri_size(s) + s->m * s->m + WORK_ARRAYS * s->m) * sizeof(double) +
+           rows * (s->n * sizeof(float) + s->n + 1);
 }
 
 static size_t interp_partial_size(const void *state, unsigned pass)
 {
     const interp_state *s = state;
-    (void)pass;
-    return s->m * (s->m + 1) / 2 * sizeof(double);
+    if (pass < interp_passes(state)) /* the statistics pass: a Gram, or one per column */
+        return (s->split == SPLIT_COLS ? (size_t)s->vec : 1) * tri_size(s) * sizeof(double);
+    return s->split == SPLIT_ROWS ? rows_scratch_size(s) : 0;
 }
 
-/* The upper triangle of this tile's Gram, added in tile order to the task's partial. A tile is
- * at most SMELT_TILE_ELEMS <= SMELT_REDUCE_BLOCK, so one reduction call covers it. */
-static void interp_stats(const void *state, unsigned pass, const smelt_tile *tile, void *partial)
+/* Adds the upper triangle of this tile's Gram to acc, in tile order. A tile is at most
+ * SMELT_TILE_ELEMS <= SMELT_REDUCE_BLOCK, so one reduction call covers it. */
+static void tile_gram(const interp_state *s, const smelt_tile *tile, double *acc)
 {
-    const interp_state *s = state;
     const smelt_kernels *k = tile->k;
-    double *acc = partial;
     const float *v[s->m];
-    (void)pass;
     const float *base = s->task ? smelt_tile_f32(tile, 0) : NULL;
     for (size_t j = 0; j < s->m; j++)
         v[j] = working_vector(s, tile, j, base);
@@ -578,42 +664,125 @@ static void interp_stats(const void *state, unsigned pass, const smelt_tile *til
             acc[at++] += i == j ? k->sumsq_f64(v[i], tile->n) : k->dot_f64(v[i], v[j], tile->n);
 }
 
+/* Per column: each element's products go to its column's triangle, in index order. */
+static void cols_stats(const interp_state *s, const smelt_tile *tile, double *acc)
+{
+    const float *v[s->m];
+    const float *base = s->task ? smelt_tile_f32(tile, 0) : NULL;
+    for (size_t j = 0; j < s->m; j++)
+        v[j] = working_vector(s, tile, j, base);
+    size_t tri = tri_size(s), col = (size_t)(tile->index0 % s->vec);
+    for (size_t e = 0; e < tile->n; e++) {
+        double *a = acc + col * tri;
+        for (size_t i = 0; i < s->m; i++)
+            for (size_t j = i; j < s->m; j++)
+                *a++ += (double)v[i][e] * (double)v[j][e];
+        if (++col == s->vec)
+            col = 0;
+    }
+}
+
+static void interp_stats(const void *state, unsigned pass, const smelt_tile *tile, void *partial)
+{
+    const interp_state *s = state;
+    (void)pass;
+    if (s->split == SPLIT_COLS)
+        cols_stats(s, tile, partial);
+    else
+        tile_gram(s, tile, partial);
+}
+
 static void interp_fold(void *state, unsigned pass, const void *partial)
 {
     interp_state *s = state;
     const double *p = partial;
     (void)pass;
+    if (s->split == SPLIT_COLS) {
+        size_t len = (size_t)s->vec * tri_size(s);
+        if (!s->cg && !s->cg_failed && !(s->cg = calloc(len, sizeof *s->cg)))
+            s->cg_failed = 1;
+        for (size_t i = 0; s->cg && i < len; i++)
+            s->cg[i] += p[i];
+        return;
+    }
     for (size_t i = 0; i < s->m; i++)
         for (size_t j = i; j < s->m; j++)
             G(s, i, j) += *p++;
+}
+
+/* Mirrors the upper triangle of G into the lower one. */
+static void gram_mirror(interp_state *s)
+{
+    for (size_t i = 0; i < s->m; i++)
+        for (size_t j = 0; j < i; j++)
+            G(s, i, j) = G(s, j, i);
+}
+
+/* One vector's coefficients from its Gram triangle: the method's own coefficient function, run
+ * on a copy of the state whose G, work and results are the vector's (g: m × m, work:
+ * WORK_ARRAYS × m doubles), so per-vector and whole-tensor merges share one formula. */
+static int vector_coefs(smelt_ctx *ctx, const interp_state *s, const double *tri, double *g,
+                        double *work, const vec_results *r, size_t v)
+{
+    interp_state one = *s;
+    one.g = g;
+    one.work = work;
+    one.coef = r->coef + v * s->n;
+    one.use = r->use + v * s->n;
+    size_t at = 0;
+    for (size_t i = 0; i < s->m; i++)
+        for (size_t j = i; j < s->m; j++)
+            G(&one, i, j) = tri[at++];
+    gram_mirror(&one);
+    int rc = s->d->coefs(ctx, &one);
+    r->form[v] = (unsigned char)one.form;
+    return rc;
 }
 
 static int interp_end_pass(smelt_ctx *ctx, void *state, unsigned pass)
 {
     interp_state *s = state;
     (void)pass;
-    for (size_t i = 0; i < s->m; i++)
-        for (size_t j = 0; j < i; j++)
-            G(s, i, j) = G(s, j, i);
-    return s->d->coefs(ctx, s);
+    if (s->split != SPLIT_COLS) {
+        gram_mirror(s);
+        return s->d->coefs(ctx, s);
+    }
+    size_t cols = (size_t)s->vec, tri = tri_size(s);
+    s->ccoef = calloc(cols * s->n, sizeof *s->ccoef);
+    s->cuse = calloc(cols * s->n, 1);
+    s->cform = calloc(cols, 1);
+    if (!s->cg || !s->ccoef || !s->cuse || !s->cform)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "tensor '%s': out of memory for %zu per-column "
+                          "coefficients", s->tensor, cols);
+    vec_results r = {s->ccoef, s->cuse, s->cform};
+    for (size_t c = 0; c < cols; c++) {
+        int rc = vector_coefs(ctx, s, s->cg + c * tri, s->g, s->work, &r, c);
+        if (rc != SMELT_OK)
+            return rc;
+    }
+    free(s->cg); /* the Grams are spent: only the coefficients stay until release */
+    s->cg = NULL;
+    return SMELT_OK;
 }
 
-static void interp_apply(const void *state, const smelt_tile *tile, float *out)
+/* out = the combination `form` with per-input coefficients coef[i] (where use[i]) of the tile's
+ * inputs: the one apply of whole tensors, and of each row's piece of a tile. */
+static void apply_form(const interp_state *s, const smelt_tile *tile, interp_form form,
+                       const float *coef, const unsigned char *use, float *out)
 {
-    const interp_state *s = state;
     int started = 0;
-    switch (s->form) {
+    switch (form) {
     case FORM_ZERO:
         memset(out, 0, tile->n * sizeof *out);
         return;
     case FORM_INPUTS:
         for (size_t i = 0; i < s->n; i++) {
-            if (!s->use[i])
+            if (!use[i])
                 continue;
             if (started++)
-                smelt_tile_axpy(tile, i, s->coef[i], out);
+                smelt_tile_axpy(tile, i, coef[i], out);
             else
-                smelt_tile_scale(tile, i, s->coef[i], out);
+                smelt_tile_scale(tile, i, coef[i], out);
         }
         return;
     case FORM_DELTA: {
@@ -622,14 +791,127 @@ static void interp_apply(const void *state, const smelt_tile *tile, float *out)
         for (size_t j = 0; j < s->m; j++) {
             const float *tau = working_vector(s, tile, j, base);
             if (started++)
-                k->axpy(out, tau, s->coef[s->first + j], tile->n);
+                k->axpy(out, tau, coef[s->first + j], tile->n);
             else
-                k->scale(out, tau, s->coef[s->first + j], tile->n);
+                k->scale(out, tau, coef[s->first + j], tile->n);
         }
         k->axpy(out, base, 1.0f, tile->n); /* 1·θ₀ is exact: this is (Σ c τ) + θ₀ */
         return;
     }
     }
+}
+
+/* A tile of the n elements from `from` on of the inputs `whole` (the tile's or the task's,
+ * whose element 0 is at tensor index `index0`); `raw` receives its input pointers. */
+static smelt_tile sub_tile(const smelt_tile *tile, const void *const *whole, uint64_t index0,
+                           size_t from, size_t n, const void **raw)
+{
+    smelt_tile sub = *tile;
+    for (size_t i = 0; i < tile->ninputs; i++)
+        raw[i] = (const uint8_t *)whole[i] + from * smelt_dtype_size(tile->dtype[i]);
+    sub.raw = raw;
+    sub.n = n;
+    sub.index0 = index0 + from;
+    return sub;
+}
+
+/* Where the parts of SPLIT_ROWS's task scratch lie (see rows_scratch_size). */
+static vec_results rows_results(const interp_state *s, void *scratch, double **tri, double **g,
+                                double **work)
+{
+    size_t rows = (size_t)(s->task_len / s->vec);
+    *tri = scratch;
+    *g = *tri + tri_size(s);
+    *work = *g + s->m * s->m;
+    float *coef = (float *)(*work + WORK_ARRAYS * s->m);
+    unsigned char *use = (unsigned char *)(coef + rows * s->n);
+    return (vec_results){coef, use, use + rows * s->n};
+}
+
+/* At a task's first tile: every row's Gram, accumulated piece by piece (pieces of at most a
+ * tile, in index order, as the whole-tensor pass does), then its coefficients. Rows never
+ * cross tasks and tasks start at fixed indices, so each row's sums are the same for any thread
+ * count or budget. The coefficient functions of the per-row methods cannot fail (ctx NULL). */
+static void rows_coefs(const interp_state *s, const smelt_tile *tile)
+{
+    double *tri, *g, *work;
+    vec_results r = rows_results(s, tile->task_scratch, &tri, &g, &work);
+    const void *raw[tile->ninputs];
+    size_t row = (size_t)s->vec;
+    for (size_t v = 0; (v + 1) * row <= tile->task_n; v++) {
+        memset(tri, 0, tri_size(s) * sizeof *tri);
+        for (size_t at = 0; at < row; at += SMELT_TILE_ELEMS) {
+            size_t n = row - at < SMELT_TILE_ELEMS ? row - at : SMELT_TILE_ELEMS;
+            smelt_tile piece = sub_tile(tile, tile->task_raw, tile->task_index0, v * row + at, n, raw);
+            tile_gram(s, &piece, tri);
+        }
+        vector_coefs(NULL, s, tri, g, work, &r, v);
+    }
+}
+
+/* A tile cut at row boundaries, each piece combined with its own row's coefficients. */
+static void rows_apply(const interp_state *s, const smelt_tile *tile, float *out)
+{
+    if (tile->index0 == tile->task_index0)
+        rows_coefs(s, tile);
+    double *tri, *g, *work;
+    vec_results r = rows_results(s, tile->task_scratch, &tri, &g, &work);
+    const void *raw[tile->ninputs];
+    size_t row = (size_t)s->vec, at = (size_t)(tile->index0 - tile->task_index0);
+    for (size_t j = 0; j < tile->n;) {
+        size_t v = (at + j) / row, end = (v + 1) * row - at;
+        size_t n = (end < tile->n ? end : tile->n) - j;
+        smelt_tile piece = sub_tile(tile, tile->raw, tile->index0, j, n, raw);
+        apply_form(s, &piece, r.form[v], r.coef + v * s->n, r.use + v * s->n, out + j);
+        j += n;
+    }
+}
+
+/* Per column: apply_form's combination element by element with the element's column's
+ * coefficients, in the same order (Σ in input order, then + θ₀ for FORM_DELTA; τ = x − θ₀ in
+ * f32 as k->sub forms it), so a column's result equals a whole-tensor merge of that column. */
+static void cols_apply(const interp_state *s, const smelt_tile *tile, float *out)
+{
+    const float *x[s->n];
+    for (size_t i = 0; i < s->n; i++)
+        x[i] = smelt_tile_f32(tile, i);
+    size_t col = (size_t)(tile->index0 % s->vec);
+    for (size_t e = 0; e < tile->n; e++) {
+        const float *c = s->ccoef + col * s->n;
+        const unsigned char *use = s->cuse + col * s->n;
+        float acc = 0;
+        int started = 0;
+        switch ((interp_form)s->cform[col]) {
+        case FORM_ZERO:
+            break;
+        case FORM_INPUTS:
+            for (size_t i = 0; i < s->n; i++)
+                if (use[i])
+                    acc = started++ ? acc + c[i] * x[i][e] : c[i] * x[i][e];
+            break;
+        case FORM_DELTA:
+            for (size_t i = s->first; i < s->n; i++) {
+                float tau = x[i][e] - x[0][e];
+                acc = started++ ? acc + c[i] * tau : c[i] * tau;
+            }
+            acc = acc + x[0][e];
+            break;
+        }
+        out[e] = acc;
+        if (++col == s->vec)
+            col = 0;
+    }
+}
+
+static void interp_apply(const void *state, const smelt_tile *tile, float *out)
+{
+    const interp_state *s = state;
+    if (s->split == SPLIT_ROWS)
+        rows_apply(s, tile, out);
+    else if (s->split == SPLIT_COLS)
+        cols_apply(s, tile, out);
+    else
+        apply_form(s, tile, s->form, s->coef, s->use, out);
 }
 
 /* nearswap: w = clamp(t / max(|a − b|, 1e-6), 0, 1); out = w·b + (1 − w)·a with a the base.
@@ -695,6 +977,7 @@ static int nearswap_prepare(smelt_ctx *ctx, const smelt_tensor_args *args, void 
         .max_models = hi,                                                                    \
         .prepare = nm##_prepare,                                                             \
         .apply = interp_apply,                                                               \
+        .task_elems = interp_task_elems,                                                     \
         .passes = interp_passes,                                                             \
         .partial_size = interp_partial_size,                                                 \
         .stats = interp_stats,                                                               \

@@ -349,6 +349,7 @@ static int plan_tensor(smelt_ctx *ctx, smelt_plan *plan, smelt_plan_tensor *pt,
         .values = (const double *const *)values,
         .numel = pattern->numel,
         .row_elems = pattern->ndim > 0 ? pattern->shape[pattern->ndim - 1] : 1,
+        .ndim = pattern->ndim,
         .random_seed = plan->random_seed,
     };
     rc = plan->method->prepare(ctx, &args, &pt->method_state);

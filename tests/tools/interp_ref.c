@@ -10,7 +10,10 @@
  *
  * usage: interp_ref METHOD OUT_DIR [--base MODEL] W:MODEL ... [name=value ...]
  *   W is the model's weight (nuslerp, multislerp) or scale (passthrough); '-' when unused.
- *   name=value: t, eps, normalize_weights, max_iter, tol.
+ *   name=value: t, eps, normalize_weights, max_iter, tol, nuslerp_flatten, nuslerp_row_wise,
+ *   filter_wise. The last three make each row (vector along the last dimension) or, for
+ *   nuslerp_row_wise on a matrix, each column a vector of its own: the tool copies each such
+ *   vector out of the tensors and computes the method on it alone.
  * Exits non-zero when fewer than 99.9 % of the elements match bit for bit or any is more than
  * one unit in the last place away. */
 #include "refcheck.h"
@@ -29,6 +32,7 @@ typedef struct ref_args {
     double w[MAXM];
     double t, eps, tol;
     int normalize, max_iter;
+    int flatten, row_wise, filter_wise;
 } ref_args;
 
 static double dotd(const float *a, const float *b, uint64_t n)
@@ -325,6 +329,35 @@ static int expect(const ref_args *a, const float *base, float **x, uint64_t n, f
     return rc;
 }
 
+/* expect() on every vector of a tensor that is split into rows (count vectors of len
+ * contiguous elements) or columns (count vectors of len elements, count apart). */
+static int expect_split(const ref_args *a, const float *base, float **x, uint64_t count,
+                        uint64_t len, int cols, float *want)
+{
+    float *gb = malloc((len + 1) * sizeof(float)), *gw = malloc((len + 1) * sizeof(float));
+    float *gx[MAXM];
+    for (int i = 0; i < a->m; i++)
+        gx[i] = malloc((len + 1) * sizeof(float));
+    int rc = 0;
+    for (uint64_t v = 0; v < count && rc == 0; v++) {
+        for (uint64_t e = 0; e < len; e++) {
+            uint64_t at = cols ? e * count + v : v * len + e;
+            if (base)
+                gb[e] = base[at];
+            for (int i = 0; i < a->m; i++)
+                gx[i][e] = x[i][at];
+        }
+        rc = expect(a, base ? gb : NULL, gx, len, gw);
+        for (uint64_t e = 0; e < len; e++)
+            want[cols ? e * count + v : v * len + e] = gw[e];
+    }
+    for (int i = 0; i < a->m; i++)
+        free(gx[i]);
+    free(gb);
+    free(gw);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4) {
@@ -333,7 +366,8 @@ int main(int argc, char **argv)
         return 2;
     }
     refcheck rc = {.tool = "interp_ref"};
-    ref_args a = {.method = argv[1], .eps = 1e-8, .tol = 1e-5, .normalize = 1, .max_iter = 10};
+    ref_args a = {.method = argv[1], .eps = 1e-8, .tol = 1e-5, .normalize = 1, .max_iter = 10,
+                  .flatten = 1};
     smelt_model *out = refcheck_open(&rc, argv[2]), *base = NULL, *models[MAXM];
     for (int i = 3; i < argc; i++) {
         char *eq = strchr(argv[i], '='), *colon = strchr(argv[i], ':');
@@ -347,6 +381,9 @@ int main(int argc, char **argv)
             else if (!strncmp(argv[i], "tol=", 4)) a.tol = v;
             else if (!strncmp(argv[i], "max_iter=", 9)) a.max_iter = (int)v;
             else if (!strncmp(argv[i], "normalize_weights=", 18)) a.normalize = v != 0;
+            else if (!strncmp(argv[i], "nuslerp_flatten=", 16)) a.flatten = v != 0;
+            else if (!strncmp(argv[i], "nuslerp_row_wise=", 17)) a.row_wise = v != 0;
+            else if (!strncmp(argv[i], "filter_wise=", 12)) a.filter_wise = v != 0;
             else { fprintf(stderr, "interp_ref: unknown parameter %s\n", argv[i]); return 2; }
         } else if (colon && a.m < MAXM) {
             a.w[a.m] = argv[i][0] == '-' && argv[i] + 1 == colon ? 1 : strtod(argv[i], NULL);
@@ -365,7 +402,19 @@ int main(int argc, char **argv)
         for (int i = 0; i < a.m; i++)
             x[i] = refcheck_read(&rc, models[i], ot->name, &n);
         float *want = malloc((ot->numel + 1) * sizeof(float));
-        if (expect(&a, b, x, ot->numel, want) != 0) {
+        /* mergekit: nuslerp unflattened slerps along dim −1, or with row_wise along dim 0
+         * (transpose(0, −1), the identity on a vector); model_stock filter_wise: dim −1. */
+        int split = !strcmp(a.method, "nuslerp") ? !a.flatten
+                    : !strcmp(a.method, "model_stock") && a.filter_wise;
+        int cols = split && !strcmp(a.method, "nuslerp") && a.row_wise && ot->ndim == 2;
+        uint64_t len = ot->ndim ? ot->shape[ot->ndim - 1] : 1, count = len ? ot->numel / len : 0;
+        if (cols) {
+            len = ot->shape[0];
+            count = ot->shape[1];
+        }
+        int bad = split ? expect_split(&a, b, x, count, len, cols, want)
+                        : expect(&a, b, x, ot->numel, want);
+        if (bad != 0) {
             fprintf(stderr, "interp_ref: %s is undefined for tensor '%s'\n", a.method, ot->name);
             return 1;
         }
