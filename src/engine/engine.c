@@ -371,6 +371,8 @@ static int finish_chunk(engine *e, slot *s, smelt_out_file *files)
     s->busy = 0;
     if (s->start + s->count == chunk_units(pt)) {
         e->progress.tensors_done++;
+        if (pt->kind == SMELT_TASK_MERGE && e->plan->method->finished)
+            e->plan->method->finished(pt->method_state);
         if (e->opts->tensor_done) {
             XXH128_canonical_t c;
             smelt_hash128 h;

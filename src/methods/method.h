@@ -141,6 +141,11 @@ typedef struct smelt_method {
      * SMELT_OK or an error with a message naming the tensor. */
     int (*end_pass)(smelt_ctx *ctx, void *state, unsigned pass);
 
+    /* Optional: called once when the tensor's last chunk has been written, so a state that
+     * grew in its passes (per-column coefficients) gives that memory back at once instead of
+     * when the plan is freed. The state must stay valid for release(). */
+    void (*finished)(void *state);
+
     /* Frees the state; NULL means free(). */
     void (*release)(void *state);
 } smelt_method;

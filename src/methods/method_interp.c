@@ -580,6 +580,18 @@ fail:
 }
 
 /* The plan also releases tensors whose prepare failed (state NULL), as it would free() them. */
+/* The per-column results are needed only while the tensor is written. */
+static void interp_finished(void *state)
+{
+    interp_state *s = state;
+    free(s->ccoef);
+    free(s->cuse);
+    free(s->cform);
+    s->ccoef = NULL;
+    s->cuse = NULL;
+    s->cform = NULL;
+}
+
 static void interp_release(void *state)
 {
     interp_state *s = state;
@@ -983,6 +995,7 @@ static int nearswap_prepare(smelt_ctx *ctx, const smelt_tensor_args *args, void 
         .stats = interp_stats,                                                               \
         .fold = interp_fold,                                                                 \
         .end_pass = interp_end_pass,                                                         \
+        .finished = interp_finished,                                                         \
         .release = interp_release,                                                           \
     };
 
