@@ -202,13 +202,9 @@ static void compute_task(void *arg, size_t task, unsigned worker)
             method->stats(pt->method_state, job->s->pass, &tile, partial);
             continue;
         }
-        uint8_t *dst = job->s->out + at * out_size;
-        if (method->apply_encoded &&
-            method->apply_encoded(pt->method_state, &tile, dst, pt->out_dtype))
-            continue;
         method->apply(pt->method_state, &tile, result);
         /* Encoding F32 too gives NaNs one canonical bit pattern whatever the ISA. */
-        smelt_encode(e->k, dst, result, pt->out_dtype, tile.n);
+        smelt_encode(e->k, job->s->out + at * out_size, result, pt->out_dtype, tile.n);
     }
 }
 

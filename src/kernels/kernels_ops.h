@@ -14,11 +14,10 @@ void (*axpy_f16)(float *acc, const uint16_t *x, float w, size_t n);
 /* dst[i] = w * decode(x[i]); equal to decode followed by scale. */
 void (*scale_bf16)(float *dst, const uint16_t *x, float w, size_t n);
 void (*scale_f16)(float *dst, const uint16_t *x, float w, size_t n);
-/* out[j] = encode_bf16(((w[0]*x[0][j] + w[1]*x[1][j]) + w[2]*x[2][j]) + ...): a whole linear
- * merge of bf16 inputs into bf16 in one pass, the sum kept in registers. Bit-identical to
- * scale_bf16 for input 0, axpy_bf16 for the others in order, then encode_bf16. nin >= 1; out may
- * not overlap the inputs. */
-void (*wsum_bf16)(uint16_t *out, const uint16_t *const *x, const float *w, size_t nin, size_t n);
+/* out[i] = encode_bf16(acc[i] + w * decode_bf16(x[i])): the last model of a bf16 linear merge,
+ * fused so the f32 sum never goes back to memory. Equal to axpy_bf16 then encode_bf16. out may
+ * not overlap acc or x. */
+void (*axpy_bf16_encode)(uint16_t *out, const float *acc, const uint16_t *x, float w, size_t n);
 
 /* dst[i] = a[i] - b[i] (task vectors). */
 void (*sub)(float *dst, const float *a, const float *b, size_t n);

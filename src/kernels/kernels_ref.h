@@ -22,8 +22,8 @@ void smelt_ref_axpy_bf16(float *acc, const uint16_t *x, float w, size_t n);
 void smelt_ref_axpy_f16(float *acc, const uint16_t *x, float w, size_t n);
 void smelt_ref_scale_bf16(float *dst, const uint16_t *x, float w, size_t n);
 void smelt_ref_scale_f16(float *dst, const uint16_t *x, float w, size_t n);
-void smelt_ref_wsum_bf16(uint16_t *out, const uint16_t *const *x, const float *w, size_t nin,
-                         size_t n);
+void smelt_ref_axpy_bf16_encode(uint16_t *out, const float *acc, const uint16_t *x, float w,
+                                size_t n);
 void smelt_ref_sub(float *dst, const float *a, const float *b, size_t n);
 void smelt_ref_masked_accum(float *mixed, float *div, const float *wd, const float *vote, float w,
                             size_t n);

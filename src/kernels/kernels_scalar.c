@@ -146,15 +146,11 @@ void smelt_ref_scale_f16(float *dst, const uint16_t *x, float w, size_t n)
         dst[i] = w * f16_to_f32(x[i]);
 }
 
-void smelt_ref_wsum_bf16(uint16_t *out, const uint16_t *const *x, const float *w, size_t nin,
-                         size_t n)
+void smelt_ref_axpy_bf16_encode(uint16_t *out, const float *acc, const uint16_t *x, float w,
+                                size_t n)
 {
-    for (size_t j = 0; j < n; j++) {
-        float acc = w[0] * bf16_to_f32(x[0][j]);
-        for (size_t i = 1; i < nin; i++)
-            acc = acc + w[i] * bf16_to_f32(x[i][j]);
-        out[j] = f32_to_bf16(acc);
-    }
+    for (size_t i = 0; i < n; i++)
+        out[i] = f32_to_bf16(acc[i] + w * bf16_to_f32(x[i]));
 }
 
 void smelt_ref_sub(float *dst, const float *a, const float *b, size_t n)
@@ -289,7 +285,7 @@ const smelt_kernels smelt_kernels_scalar = {
     .axpy_f16 = smelt_ref_axpy_f16,
     .scale_bf16 = smelt_ref_scale_bf16,
     .scale_f16 = smelt_ref_scale_f16,
-    .wsum_bf16 = smelt_ref_wsum_bf16,
+    .axpy_bf16_encode = smelt_ref_axpy_bf16_encode,
     .sub = smelt_ref_sub,
     .masked_accum = smelt_ref_masked_accum,
     .dot_f64 = smelt_ref_dot_f64,

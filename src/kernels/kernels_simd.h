@@ -154,28 +154,17 @@ static void k_scale_f16(float *dst, const uint16_t *x, float w, size_t n)
     smelt_ref_scale_f16(dst + i, x + i, w, n - i);
 }
 
-/* Two vectors per step so the narrowing store packs 2 * VL halves at once; the inputs are
- * walked innermost so the running sums never leave registers. */
-static void k_wsum_bf16(uint16_t *out, const uint16_t *const *x, const float *w, size_t nin,
-                        size_t n)
+static void k_axpy_bf16_encode(uint16_t *out, const float *acc, const uint16_t *x, float w,
+                               size_t n)
 {
-    size_t j = 0;
-    for (; j + 2 * VL <= n; j += 2 * VL) {
-        VF w0 = VF_SET1(w[0]);
-        VF a = VF_MUL(w0, k_dec_bf16(x[0] + j)), b = VF_MUL(w0, k_dec_bf16(x[0] + j + VL));
-        for (size_t i = 1; i < nin; i++) {
-            VF wi = VF_SET1(w[i]);
-            a = VF_ADD(a, VF_MUL(wi, k_dec_bf16(x[i] + j)));
-            b = VF_ADD(b, VF_MUL(wi, k_dec_bf16(x[i] + j + VL)));
-        }
-        VH2_STOREU(out + j, k_enc_bf16(a), k_enc_bf16(b));
-    }
-    if (j < n) {
-        const uint16_t *rest[nin];
-        for (size_t i = 0; i < nin; i++)
-            rest[i] = x[i] + j;
-        smelt_ref_wsum_bf16(out + j, rest, w, nin, n - j);
-    }
+    const VF vw = VF_SET1(w);
+    size_t i = 0;
+    for (; i + 2 * VL <= n; i += 2 * VL)
+        VH2_STOREU(out + i, k_enc_bf16(VF_ADD(VF_LOADU(acc + i), VF_MUL(vw, k_dec_bf16(x + i)))),
+                   k_enc_bf16(VF_ADD(VF_LOADU(acc + i + VL), VF_MUL(vw, k_dec_bf16(x + i + VL)))));
+    for (; i + VL <= n; i += VL)
+        VH_STOREU(out + i, VH_FROM_VI(k_enc_bf16(VF_ADD(VF_LOADU(acc + i), VF_MUL(vw, k_dec_bf16(x + i))))));
+    smelt_ref_axpy_bf16_encode(out + i, acc + i, x + i, w, n - i);
 }
 
 static void k_sub(float *dst, const float *a, const float *b, size_t n)
@@ -310,7 +299,7 @@ const smelt_kernels K_CAT(smelt_kernels_, KLEVEL) = {
     .axpy_f16 = k_axpy_f16,
     .scale_bf16 = k_scale_bf16,
     .scale_f16 = k_scale_f16,
-    .wsum_bf16 = k_wsum_bf16,
+    .axpy_bf16_encode = k_axpy_bf16_encode,
     .sub = k_sub,
     .masked_accum = k_masked_accum,
     .dot_f64 = k_dot_f64,

@@ -105,12 +105,6 @@ typedef struct smelt_method {
      * from several threads at once on disjoint tiles. */
     void (*apply)(const void *state, const smelt_tile *tile, float *out);
 
-    /* Optional fast path: writes the tile's output already encoded in out_dtype (tile->n
-     * elements) and returns 1, or returns 0 when it has no fused kernel for these dtypes and the
-     * engine should call apply() and encode. Must give the same bytes as apply + encode. */
-    int (*apply_encoded)(const void *state, const smelt_tile *tile, void *out,
-                         smelt_dtype out_dtype);
-
     /* Methods that need whole-tensor statistics (norms, dot products, thresholds) before they
      * can write an element read the tensor in statistics passes first; the rest leave these
      * NULL. Determinism: the engine cuts every pass into tasks at fixed tensor indices

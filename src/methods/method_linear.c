@@ -58,20 +58,6 @@ static void linear_apply(const void *state, const smelt_tile *tile, float *out)
         smelt_tile_axpy(tile, i, s->weights[i], out);
 }
 
-/* All-bf16 merges (the common case) run as one pass that keeps the sum in registers. */
-static int linear_apply_encoded(const void *state, const smelt_tile *tile, void *out,
-                                smelt_dtype out_dtype)
-{
-    const linear_state *s = state;
-    if (out_dtype != SMELT_DT_BF16)
-        return 0;
-    for (size_t i = 0; i < s->n; i++)
-        if (tile->dtype[i] != SMELT_DT_BF16)
-            return 0;
-    tile->k->wsum_bf16(out, (const uint16_t *const *)tile->raw, s->weights, s->n, tile->n);
-    return 1;
-}
-
 const smelt_method smelt_method_linear = {
     .name = "linear",
     .params = linear_params,
@@ -81,5 +67,4 @@ const smelt_method smelt_method_linear = {
     .max_models = 0, /* no limit */
     .prepare = linear_prepare,
     .apply = linear_apply,
-    .apply_encoded = linear_apply_encoded,
 };

@@ -173,18 +173,8 @@ static inline void keq_levels_once(keq *q, const smelt_kernels *r, const smelt_k
     keq_cmp_f32(q, "scale_bf16", lv, O1, O2, n, 1);
     r->scale_f16(O1, H, w, n), k->scale_f16(O2, H, w, n);
     keq_cmp_f32(q, "scale_f16", lv, O1, O2, n, 1);
-    {
-        /* One to three bf16 inputs: H, and A and B in bf16 (the specials included). */
-        uint16_t *g = keq_alloc(m * 2), *f = keq_alloc(m * 2);
-        r->encode_bf16(g + off, A, n), r->encode_bf16(f + off, B, n);
-        const uint16_t *xs[3] = {H, g + off, f + off};
-        const float wv[3] = {w, 0.5f, -0.2f};
-        for (size_t nin = 1; nin <= 3; nin++) {
-            r->wsum_bf16(E1, xs, wv, nin, n), k->wsum_bf16(E2, xs, wv, nin, n);
-            keq_cmp_u16(q, "wsum_bf16", lv, E1, E2, n, NULL);
-        }
-        free(g), free(f);
-    }
+    r->axpy_bf16_encode(E1, B, H, w, n), k->axpy_bf16_encode(E2, B, H, w, n);
+    keq_cmp_u16(q, "axpy_bf16_encode", lv, E1, E2, n, NULL);
 
     /* TIES: the vote is sometimes the same array's sign, sometimes unrelated, to hit every
      * agree/disagree combination (and ±0 / NaN votes from the specials). */
@@ -355,17 +345,12 @@ static inline void keq_fused(keq *q, const smelt_kernels *k)
             keq_cmp_f32(q, t ? "scale_f16 vs decode+scale" : "scale_bf16 vs decode+scale",
                         k->name, o1, o2, n, 0);
         }
-        /* wsum_bf16 over (h, bf16(acc)) equals scale_bf16, axpy_bf16, encode_bf16. */
-        uint16_t *g = malloc(n * 2 + 2);
-        k->encode_bf16(g, acc, n);
-        k->scale_bf16(o1, h, w, n);
-        k->axpy_bf16(o1, g, 0.75f, n);
+        k->decode_bf16(dec, h, n);
+        memcpy(o1, acc, n * 4);
+        k->axpy(o1, dec, w, n);
         k->encode_bf16(e1, o1, n);
-        const uint16_t *xs[2] = {h, g};
-        const float wv[2] = {w, 0.75f};
-        k->wsum_bf16(e2, xs, wv, 2, n);
-        keq_cmp_u16(q, "wsum_bf16 vs scale_bf16+axpy_bf16+encode_bf16", k->name, e1, e2, n, NULL);
-        free(g);
+        k->axpy_bf16_encode(e2, acc, h, w, n);
+        keq_cmp_u16(q, "axpy_bf16_encode vs axpy_bf16+encode_bf16", k->name, e1, e2, n, NULL);
         free(acc), free(o1), free(o2), free(dec), free(h), free(e1), free(e2);
     }
 }
