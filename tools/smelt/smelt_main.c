@@ -19,6 +19,8 @@ static const char usage_text[] =
     "                             layout, bytes, memory) without reading tensor data\n"
     "  verify DIR                 check a model directory against its smelt-manifest.json\n"
     "                             (sizes, every tensor's hash) and its safetensors structure\n"
+    "  inspect MODEL              the tensors of a model: names, dtypes, shapes, bytes, files\n"
+    "  diff A B                   per-tensor cosine, relative L2 and max |a-b| of two models\n"
     "  synth OUT_DIR --size SIZE  write a synthetic Llama-shaped model (for tests and demos)\n"
     "  version                    print the version and the SIMD level in use\n"
     "  help                       print this help\n"
