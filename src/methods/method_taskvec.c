@@ -429,8 +429,9 @@ static uint16_t *ranks_of(const tv_state *s, uint8_t *area, size_t model)
 
 #define SMALL_ROW 64u
 
-/* Stable LSD radix sort of n 31-bit keys carrying their row positions, low byte first. Returns the positions in ascending (key, position) order: equal
- * magnitudes keep index order because every pass is stable. */
+/* Stable LSD radix sort of n 31-bit keys carrying their row positions, low byte first.
+ * Returns the positions in ascending (key, position) order: equal magnitudes keep index order
+ * because every pass is stable. */
 static const uint16_t *radix_sort(uint32_t *key, uint32_t *key2, uint16_t *idx, uint16_t *idx2,
                                   size_t n)
 {
