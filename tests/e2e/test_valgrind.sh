@@ -1,5 +1,6 @@
-# Memcheck over the CLI paths this layer adds or changes: a merge (with its journal and
-# manifest), a plan, a verify and a resumed merge, on small models.
+# Memcheck over the CLI on small models: a merge (with its journal and manifest), a plan, a
+# verify, a resumed merge, one method of each family (statistics passes, radix select, random
+# masks, per-row ranks, row tasks, Gram coefficients), a frankenmerge, inspect and diff.
 source "$(dirname "$0")/lib.sh"
 
 if ! command -v valgrind >/dev/null; then echo "skipped: valgrind is not installed"; exit 77; fi
@@ -28,4 +29,23 @@ sleep 0.05; kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
 check "resume" $SMELT merge --resume "$work/c.yml" "$work/r" --out-shard-size 1M -q -j1 --max-memory 3Mi
 cmp -s "$work/out/smelt-manifest.json" "$work/r/smelt-manifest.json" && pass "resumed manifest identical" \
   || fail "resumed manifest differs"
+
+$SMELT synth "$work/b" --size 2M --base-seed 1 --seed 3
+method() { # method NAME PARAMS MODEL_PARAMS: a merge of a and b on the base
+  printf 'merge_method: %s\nbase_model: %s\nparameters: {%s}\nmodels:\n  - {model: %s, parameters: {%s}}\n  - {model: %s, parameters: {%s}}\n' \
+    "$1" "$work/base" "$2" "$work/a" "$3" "$work/b" "$3" > "$work/m.yml"
+  rm -rf "$work/m"
+  check "$1" $SMELT merge "$work/m.yml" "$work/m" --max-memory 3Mi -j2 -q
+}
+method ties "" "weight: 0.5, density: 0.5"
+method dare_ties "" "weight: 0.5, density: 0.5"
+method della "" "weight: 0.5, density: 0.5, epsilon: 0.1"
+method breadcrumbs "" "weight: 0.5, density: 0.9, gamma: 0.05"
+method model_stock "filter_wise: true" ""
+method nuslerp "nuslerp_flatten: false, nuslerp_row_wise: true" "weight: 0.5"
+printf 'slices:\n  - sources: [{model: %s, layer_range: [0, 2]}]\n  - sources: [{model: %s, layer_range: [1, 3]}]\nmerge_method: passthrough\n' \
+  "$work/a" "$work/b" > "$work/f.yml"
+check "frankenmerge" $SMELT merge "$work/f.yml" "$work/f" --max-memory 3Mi -q
+check "inspect" $SMELT inspect "$work/f" --json
+check "diff" $SMELT diff "$work/a" "$work/b" --max-memory 3Mi -j2
 finish
