@@ -59,12 +59,17 @@ static void *worker_main(void *p)
     return NULL;
 }
 
+unsigned smelt_pool_default_threads(int threads)
+{
+    if (threads > 0)
+        return (unsigned)threads;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    return online > 0 ? (unsigned)online : 1;
+}
+
 smelt_pool *smelt_pool_new(int threads)
 {
-    if (threads <= 0) {
-        long online = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = online > 0 ? (int)online : 1;
-    }
+    threads = (int)smelt_pool_default_threads(threads);
     smelt_pool *pool = calloc(1, sizeof *pool);
     if (!pool)
         return NULL;

@@ -14,6 +14,10 @@ typedef struct smelt_pool smelt_pool;
  * thread is worker 0). */
 typedef void (*smelt_task_fn)(void *arg, size_t task, unsigned worker);
 
+/* The worker count the pool uses for `threads` (threads <= 0: the online CPUs, at least 1):
+ * the engine sizes its budget with the same number. */
+unsigned smelt_pool_default_threads(int threads);
+
 /* Starts threads-1 workers (threads <= 0: online CPUs). Returns NULL when threads cannot be
  * created or memory is exhausted. */
 smelt_pool *smelt_pool_new(int threads);

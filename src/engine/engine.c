@@ -89,7 +89,7 @@ int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max
     uint64_t per_elem = out_elem;
     for (size_t i = 0; i < plan->ninputs; i++)
         per_elem += in_elem[i];
-    unsigned nthreads = threads > 0 ? (unsigned)threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned nthreads = smelt_pool_default_threads(threads);
     /* The partials scale with the chunk (one per task), so they shrink with it on a small
      * budget instead of being reserved for the largest chunk. */
     uint64_t partial = max_partial_bytes(plan);
@@ -489,7 +489,7 @@ static int pipeline(engine *e, smelt_out_file *files, const smelt_engine_options
 int smelt_engine_run(smelt_ctx *ctx, const smelt_plan *plan, smelt_out_file *files,
                      const smelt_engine_options *opts)
 {
-    if (plan->ninputs > 255) /* the read tag keeps the input index in 8 bits */
+    if (plan->ninputs > 255) /* the plan refuses these; the read tag keeps the index in 8 bits */
         return smelt_fail(ctx, SMELT_E_UNSUPPORTED, "at most 255 models can be merged at once");
     engine e = {.ctx = ctx, .plan = plan, .k = smelt_kernels_get(), .opts = opts};
     int rc = smelt_engine_layout_for(ctx, plan, opts->max_memory, opts->threads, &e.layout);

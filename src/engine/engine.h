@@ -34,7 +34,8 @@ typedef struct smelt_engine_layout {
 } smelt_engine_layout;
 
 /* Works out chunk size and read-ahead depth for a plan under a budget. SMELT_E_BUDGET with a
- * message giving the smallest workable budget when one chunk per input does not fit. */
+ * message giving the smallest workable budget when two chunks (one reading while one is
+ * computed) per input do not fit. */
 int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max_memory,
                             int threads, smelt_engine_layout *layout);
 

@@ -361,7 +361,8 @@ int smelt_merge(smelt_ctx *ctx, const char *config_path, const char *out_dir,
     if (keep_state && st.journal) {
         /* Save what is done (best effort: the error already in ctx is the one to report). */
         smelt_journal_flush(NULL, st.journal);
-        ctx->resumable = 1;
+        if (ctx)
+            ctx->resumable = 1;
     }
     smelt_journal_close(st.journal);
     if (rc != SMELT_OK && !keep_state && st.journal)

@@ -140,7 +140,7 @@ typedef struct smelt_method {
      * when the plan is freed. The state must stay valid for release(). */
     void (*finished)(void *state);
 
-    /* Frees the state; NULL means free(). */
+    /* Frees the state (which may be NULL when prepare failed); NULL means free(). */
     void (*release)(void *state);
 } smelt_method;
 

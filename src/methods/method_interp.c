@@ -579,7 +579,6 @@ fail:
     return rc;
 }
 
-/* The plan also releases tensors whose prepare failed (state NULL), as it would free() them. */
 /* The per-column results are needed only while the tensor is written. */
 static void interp_finished(void *state)
 {
@@ -592,6 +591,7 @@ static void interp_finished(void *state)
     s->cform = NULL;
 }
 
+/* The plan also releases tensors whose prepare failed (state NULL), as it would free() them. */
 static void interp_release(void *state)
 {
     interp_state *s = state;

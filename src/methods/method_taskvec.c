@@ -115,6 +115,7 @@ typedef struct tv_state {
     size_t nbounds;
     channel *channels; /* n per-model channels, or one shared (sce) */
     size_t folded;     /* tasks folded in the current pass */
+    int nomem;         /* a fold could not allocate the bounds' buffers: end_pass reports it */
     uint64_t row;      /* DELLA: elements per row */
     uint64_t task;     /* DELLA: elements per engine task (whole rows); 0 when not ranking */
     tv_model m[];
@@ -145,15 +146,23 @@ static uint64_t mask_key(uint64_t seed, const char *tensor, size_t input)
     return splitmix64(seed ^ splitmix64(h ^ (uint64_t)input * 0x9E3779B97F4A7C15ull));
 }
 
+static void tv_finished(void *state)
+{
+    tv_state *s = state;
+    for (size_t b = 0; b < s->nbounds; b++) {
+        free(s->bounds[b].hist);
+        free(s->bounds[b].before);
+        s->bounds[b].hist = NULL;
+        s->bounds[b].before = NULL;
+    }
+}
+
 static void tv_release(void *state)
 {
     tv_state *s = state;
     if (!s)
         return;
-    for (size_t b = 0; b < s->nbounds; b++) {
-        free(s->bounds[b].hist);
-        free(s->bounds[b].before);
-    }
+    tv_finished(s);
     free(s->bounds);
     free(s->channels);
     free(s);
@@ -174,15 +183,24 @@ static int add_bound(tv_state *s, int upper, uint64_t rank)
     b->active = 1;
     b->upper = upper;
     b->rank = rank;
-    b->hist = calloc(RADIX_BINS, sizeof *b->hist);
-    b->before = calloc(s->ntasks ? s->ntasks : 1, sizeof *b->before);
-    if (!b->hist || !b->before) {
-        free(b->hist);
-        free(b->before);
-        return -1;
-    }
     return (int)s->nbounds++;
 }
+
+/* The bounds' histogram and per-task counts exist only while their tensor is being merged:
+ * allocated at its first fold, freed when it is written (tv_finished), so the plan does not
+ * hold them for every tensor of the model at once. Returns -1 when out of memory. */
+static int bound_buffers(tv_state *s)
+{
+    for (size_t i = 0; i < s->nbounds; i++) {
+        bound *b = &s->bounds[i];
+        if (!b->hist && !(b->hist = calloc(RADIX_BINS, sizeof *b->hist)))
+            return -1;
+        if (!b->before && !(b->before = calloc(s->ntasks ? s->ntasks : 1, sizeof *b->before)))
+            return -1;
+    }
+    return 0;
+}
+
 
 /* Sets channel c to keep ascending ranks [lo, hi) of n elements. */
 static int set_range(tv_state *s, channel *c, uint64_t lo, uint64_t hi)
@@ -649,6 +667,10 @@ static void tv_fold(void *state, unsigned pass, const void *partial)
 {
     tv_state *s = state;
     stage st = s->stages[pass];
+    if (s->nomem || bound_buffers(s) != 0) {
+        s->nomem = 1;
+        return;
+    }
     if (st <= STAGE_HIST2) {
         const uint32_t *hist = partial;
         for (size_t b = 0; b < s->nbounds; b++)
@@ -689,6 +711,9 @@ static int tv_end_pass(smelt_ctx *ctx, void *state, unsigned pass)
 {
     tv_state *s = state;
     stage st = s->stages[pass];
+    if (s->nomem)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "tensor '%s': out of memory for its rank statistics",
+                          s->tensor);
     s->folded = 0;
     if (st == STAGE_HIST0 && s->v->sce && s->select_topk < 1) {
         /* mergekit's sce: the top floor(nonzero · select_topk) variances survive. */
@@ -835,7 +860,8 @@ static const smelt_param_def sce_params[] = {{"select_topk", SMELT_PARAM_NUMBER,
         .name = #id, .params = prm, .nparams = COUNT(prm), .base_use = SMELT_BASE_REQUIRED,     \
         .min_models = 1, .max_models = 0, .prepare = prepare_##id, .apply = tv_apply,          \
         .task_elems = tv_task_elems, .passes = tv_passes, .partial_size = tv_partial_size, .stats = tv_stats,               \
-        .fold = tv_fold, .end_pass = tv_end_pass, .release = tv_release,                       \
+        .fold = tv_fold, .end_pass = tv_end_pass, .finished = tv_finished,                     \
+        .release = tv_release,                       \
     };
 
 VARIANT(task_arithmetic, SPARSE_NONE, 0, WEIGHTS_GIVEN, 0, 0, ta_params)

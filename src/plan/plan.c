@@ -648,6 +648,11 @@ static int by_read_order(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 /* Adds one output tensor. */
 static int add_tensor(smelt_ctx *ctx, smelt_plan *plan, size_t *cap, uint32_t slice,
                       const smelt_tensor_info *pattern, long out_layer, const long *layer_of_input,
@@ -710,11 +715,22 @@ static int build_tensors(smelt_ctx *ctx, smelt_plan *plan, smelt_dtype forced, d
         plan->num_layers += sl->nlayers;
     }
     qsort(plan->tensors, plan->ntensors, sizeof *plan->tensors, by_read_order);
-    for (size_t i = 1; i < plan->ntensors; i++)
-        if (strcmp(plan->tensors[i].name, plan->tensors[i - 1].name) == 0)
-            return smelt_fail(ctx, SMELT_E_INTERNAL, "two output tensors are named '%s'",
-                              plan->tensors[i].name);
-    return SMELT_OK;
+    /* Renumbered layers can collide ("layers.03.w" and "layers.3.w" both become layer 3):
+     * every output name must be unique, whatever the read order put next to it. */
+    const char **names = malloc((plan->ntensors + 1) * sizeof *names);
+    if (!names)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < plan->ntensors; i++)
+        names[i] = plan->tensors[i].name;
+    qsort(names, plan->ntensors, sizeof *names, by_name);
+    rc = SMELT_OK;
+    for (size_t i = 1; i < plan->ntensors && rc == SMELT_OK; i++)
+        if (strcmp(names[i], names[i - 1]) == 0)
+            rc = smelt_fail(ctx, SMELT_E_PLAN, "two output tensors would be named '%s' (input "
+                            "tensor names that differ only in how a layer number is written?)",
+                            names[i]);
+    free(names);
+    return rc;
 }
 
 int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_options *opts,
@@ -746,6 +762,11 @@ int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_op
     for (size_t s = 0; s < plan->nslices; s++)
         if (plan->slices[s].ninputs > plan->ninputs)
             plan->ninputs = plan->slices[s].ninputs;
+    if (plan->ninputs > 255) { /* the engine's read tags keep the input index in 8 bits */
+        rc = smelt_fail(ctx, SMELT_E_UNSUPPORTED, "%s: %zu models in one merge; smelt merges at "
+                        "most 255 at once", spec->path, plan->ninputs);
+        goto fail;
+    }
     if (spec->base_model)
         rc = open_model(ctx, plan, spec->base_model, &plan->ref_model);
     else
