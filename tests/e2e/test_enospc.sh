@@ -30,6 +30,8 @@ fi
 if [ -e "$mnt/out/.smelt-journal" ]; then
   grep -q "run the same command with --resume" "$work/err" && pass "full disk: resume hint" \
     || fail "full disk: journal kept but no hint"
+else
+  fail "full disk: no journal kept, so it cannot be resumed: $(cat "$work/err")"
 fi
 
 rm -f "$mnt/filler"
@@ -49,7 +51,6 @@ if [ "$rc" -ne 0 ]; then
     && diff <(sums "$mnt/out") <(sums "$work/ref") >/dev/null \
     && pass "second full disk: resumed identical" || fail "second resume: $(cat "$work/err")"
 else
-  diff <(sums "$mnt/out") <(sums "$work/ref") >/dev/null && pass "second fill left room; output identical" \
-    || fail "second fill: output differs"
+  fail "second fill: the merge found room after all, so the mid-write stop was not tested"
 fi
 finish

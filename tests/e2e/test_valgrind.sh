@@ -23,9 +23,15 @@ check() {
 check "merge" $SMELT merge "$work/c.yml" "$work/out" --out-shard-size 1M --max-memory 3Mi -j2 -q
 check "plan" $SMELT plan "$work/c.yml" --max-memory 3Mi
 check "verify" $SMELT verify "$work/out" --max-memory 256Ki -q
-# A resume: interrupt the journal by hand (drop the finished model, keep a journal + temp files).
-SMELT_JOURNAL_INTERVAL=0 $SMELT merge "$work/c.yml" "$work/r" --out-shard-size 1M -q -j1 --max-memory 3Mi & pid=$!
-sleep 0.05; kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+# A resume: kill a merge mid-run (retrying shorter delays until a journal and temp files are
+# left), then resume it under memcheck.
+for delay in 0.05 0.03 0.02 0.01 0.005; do
+  rm -rf "$work/r"
+  SMELT_JOURNAL_INTERVAL=0 $SMELT merge "$work/c.yml" "$work/r" --out-shard-size 1M -q -j1 --max-memory 3Mi & pid=$!
+  sleep "$delay"; kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+  [ -e "$work/r/.smelt-journal" ] && break
+done
+[ -e "$work/r/.smelt-journal" ] || fail "valgrind resume: no kill left a journal behind"
 check "resume" $SMELT merge --resume "$work/c.yml" "$work/r" --out-shard-size 1M -q -j1 --max-memory 3Mi
 cmp -s "$work/out/smelt-manifest.json" "$work/r/smelt-manifest.json" && pass "resumed manifest identical" \
   || fail "resumed manifest differs"

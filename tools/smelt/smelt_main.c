@@ -29,7 +29,7 @@ static const char usage_text[] =
     "  --max-memory SIZE      the engine's whole buffer budget (default 512Mi)\n"
     "  --out-shard-size SIZE  the largest output shard (default 5G; 5B also means 5e9, as in\n"
     "                         mergekit)\n"
-    "  -j, --threads N        worker threads (default: all online CPUs)\n"
+    "  -j, --threads N        worker threads (default or 0: all online CPUs)\n"
     "  --overwrite            replace a model already in OUT_DIR (and discard the state of an\n"
     "                         interrupted merge there)\n"
     "  --resume               continue the interrupted merge whose journal is in OUT_DIR\n"
@@ -44,6 +44,7 @@ static const char usage_text[] =
     "\n"
     "verify options:\n"
     "  --max-memory SIZE      read buffers (default 64Mi)\n"
+    "  -q, --quiet            no summary line unless there are problems\n"
     "\n"
     "synth options:\n"
     "  --size SIZE            total tensor bytes, approximately (required)\n"
@@ -81,6 +82,13 @@ static int fail_usage(const char *fmt, const char *arg)
     fprintf(stderr, "smelt: ");
     fprintf(stderr, fmt, arg);
     fprintf(stderr, "\nRun 'smelt help' for usage.\n");
+    return 2;
+}
+
+/* After getopt's own complaint about an unknown option or a missing value. */
+static int usage_hint(void)
+{
+    fprintf(stderr, "Run 'smelt help' for usage.\n");
     return 2;
 }
 
@@ -122,6 +130,18 @@ static int parse_size_flag(smelt_ctx *ctx, const char *text, const char *flag, u
 {
     if (smelt_parse_size(ctx, text, out) != SMELT_OK) {
         fprintf(stderr, "smelt: %s: %s\n", flag, smelt_errmsg(ctx));
+        return -1;
+    }
+    return 0;
+}
+
+/* --max-memory: a size larger than 0. */
+static int parse_budget(smelt_ctx *ctx, const char *text, uint64_t *out)
+{
+    if (parse_size_flag(ctx, text, "--max-memory", out))
+        return -1;
+    if (*out == 0) {
+        fail_usage("--max-memory: '%s' must be larger than 0", text);
         return -1;
     }
     return 0;
@@ -220,10 +240,8 @@ static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merg
     while ((c = getopt_long(argc, argv, "j:qvh", options, NULL)) != -1) {
         switch (c) {
         case OPT_MAX_MEMORY:
-            if (parse_size_flag(ctx, optarg, "--max-memory", &opts->max_memory))
+            if (parse_budget(ctx, optarg, &opts->max_memory))
                 return 2;
-            if (opts->max_memory == 0)
-                return fail_usage("--max-memory: '%s' must be larger than 0", optarg);
             break;
         case OPT_SHARD:
             if (parse_shard_size(ctx, optarg, &opts->out_shard_size))
@@ -262,7 +280,7 @@ static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merg
                         "that has no effect in smelt (ignored)\n", ignored_flags[c - OPT_IGNORED]);
                 break;
             }
-            return 2;
+            return usage_hint();
         }
     }
     return -1;
@@ -325,14 +343,12 @@ static int cmd_verify(smelt_ctx *ctx, int argc, char **argv)
     while ((c = getopt_long(argc, argv, "qh", options, NULL)) != -1) {
         switch (c) {
         case OPT_MAX_MEMORY:
-            if (parse_size_flag(ctx, optarg, "--max-memory", &opts.max_memory))
+            if (parse_budget(ctx, optarg, &opts.max_memory))
                 return 2;
-            if (opts.max_memory == 0)
-                return fail_usage("--max-memory: '%s' must be larger than 0", optarg);
             break;
         case 'q': quiet = 1; break;
         case 'h': fputs(usage_text, stdout); return 0;
-        default: return 2;
+        default: return usage_hint();
         }
     }
     if (argc - optind != 1)
@@ -345,8 +361,9 @@ static int cmd_verify(smelt_ctx *ctx, int argc, char **argv)
     char manifest[4096];
     snprintf(manifest, sizeof manifest, "%s/smelt-manifest.json", dir);
     if (!res.has_manifest && access(manifest, F_OK) != 0)
-        printf("%s: no smelt-manifest.json; checked the safetensors structure and index only\n",
-               dir);
+        printf("%s: no smelt-manifest.json; %s\n", dir,
+               res.problems ? "the problems above are in the safetensors structure or index"
+                            : "checked the safetensors structure and index only");
     if (!quiet || res.problems)
         fprintf(stderr, "smelt: verify %s: %" PRIu64 " tensors, %.2f GB in %.2f s (%.2f GB/s): "
                 "%" PRIu64 " problem%s\n", dir, res.tensors_checked, (double)res.bytes_read / 1e9,
@@ -425,7 +442,7 @@ static int cmd_synth(smelt_ctx *ctx, int argc, char **argv)
             opts.threads = (int)threads;
             break;
         case 'h': fputs(usage_text, stdout); return 0;
-        default: return 2;
+        default: return usage_hint();
         }
     }
     if (argc - optind != 1)
@@ -449,7 +466,7 @@ static int cmd_inspect(smelt_ctx *ctx, int argc, char **argv)
         switch (c) {
         case OPT_JSON: json = 1; break;
         case 'h': fputs(usage_text, stdout); return 0;
-        default: return 2;
+        default: return usage_hint();
         }
     }
     if (argc - optind != 1)
@@ -476,10 +493,8 @@ static int cmd_diff(smelt_ctx *ctx, int argc, char **argv)
         switch (c) {
         case OPT_JSON: opts.json = 1; break;
         case OPT_MAX_MEMORY:
-            if (parse_size_flag(ctx, optarg, "--max-memory", &opts.max_memory))
+            if (parse_budget(ctx, optarg, &opts.max_memory))
                 return 2;
-            if (opts.max_memory == 0)
-                return fail_usage("--max-memory: '%s' must be larger than 0", optarg);
             break;
         case 'j':
             if (parse_count(optarg, "--threads", 1024, &threads))
@@ -487,7 +502,7 @@ static int cmd_diff(smelt_ctx *ctx, int argc, char **argv)
             opts.threads = (int)threads;
             break;
         case 'h': fputs(usage_text, stdout); return 0;
-        default: return 2;
+        default: return usage_hint();
         }
     }
     if (argc - optind != 2)
@@ -501,6 +516,10 @@ int main(int argc, char **argv)
     if (argc < 2)
         return fputs(usage_text, stderr), 2;
     const char *cmd = argv[1];
+    /* getopt names the program in its complaints: make that "smelt merge", not "merge". */
+    char prog[64];
+    snprintf(prog, sizeof prog, "smelt %s", cmd);
+    argv[1] = prog;
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         fputs(usage_text, stdout);
         return 0;
