@@ -4,18 +4,21 @@
  * usage: bench_merge [--models N] [--size SIZE] [--dtype D] [--max-memory SIZE] [--threads N]
  *                    [--dir DIR] [--keep] [--io pread|uring] [--method M] [--density X]
  *                    [--params 'k: v, ...']
- * --method picks the merge method (default linear; task-vector methods get weight 1/N and
- * --density, default 0.5; other methods take the fine-tunes as they are, and --params 'k: v, ...'
- * adds top-level parameters, e.g. --method slerp --models 2 --params 't: 0.4').
- * With --io pread it also prints the bytes the merge read per input byte (statistics passes
- * re-read a tensor), from the kernel's rchar of the merge process, which does not count
- * io_uring reads.
+ * --method picks the merge method (default linear), or `all`: every method in turn, one table
+ * row each. Task-vector methods get weight 1/N and --density (default 0.5); the others get the
+ * parameters their row of `methods` below gives them, and --params 'k: v, ...' adds top-level
+ * ones. Methods that take two models (slerp, nearswap) merge m0 and m1 only.
+ * Bytes read per input byte come from the engine's read ring itself (io_uring and pread count
+ * the same way), through the progress callback of an in-process smelt_merge(): the merge runs in
+ * a forked child so that its peak RSS is the kernel's figure for the merge alone.
  * Generates N models (a base and N-1 fine-tunes) with `smelt synth` unless DIR has them (stamp
  * files mark its own), drops them from the page cache (all of it as root, else each file with
  * POSIX_FADV_DONTNEED), times reading them front to back, drops them again, and times the merge.
  * The merge time includes writing and syncing the output, which the plain read does not do.
  * Afterwards the merge output is removed, and DIR too when this run created it and --keep was
  * not given. */
+#include "smelt.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
@@ -39,8 +42,6 @@ static double now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static unsigned long long last_rchar; /* bytes the last run() child read through syscalls */
-
 static int run(char *const argv[], struct rusage *ru, const char *io)
 {
     pid_t pid = fork();
@@ -51,22 +52,61 @@ static int run(char *const argv[], struct rusage *ru, const char *io)
         perror(argv[0]);
         _exit(127);
     }
-    /* Read the finished child's I/O accounting before it is reaped. */
-    siginfo_t info;
-    last_rchar = 0;
-    if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOWAIT) == 0) {
-        char io_path[64], line[128];
-        snprintf(io_path, sizeof io_path, "/proc/%d/io", (int)pid);
-        FILE *f = fopen(io_path, "r");
-        while (f && fgets(line, sizeof line, f))
-            if (sscanf(line, "rchar: %llu", &last_rchar) == 1)
-                break;
-        if (f)
-            fclose(f);
-    }
     int status;
     struct rusage local;
     if (wait4(pid, &status, 0, ru ? ru : &local) < 0)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* The last progress report of the in-process merge: its bytes_from_files is the ring's count. */
+static smelt_progress last_progress;
+
+static void keep_progress(void *user, const smelt_progress *p)
+{
+    (void)user;
+    last_progress = *p;
+}
+
+/* Runs smelt_merge(cfg, out) in a forked child; *from_files gets the bytes its read ring read
+ * and *ru the child's resource usage (peak RSS). Returns the child's exit status. */
+static int run_merge(const char *cfg, const char *out, const char *max_memory,
+                     const char *threads, const char *io, struct rusage *ru,
+                     unsigned long long *from_files)
+{
+    int pipefd[2];
+    if (pipe(pipefd) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pipefd[0]);
+        if (io)
+            setenv("SMELT_IO", io, 1);
+        smelt_ctx *ctx = smelt_ctx_new();
+        smelt_merge_options opts;
+        smelt_merge_options_default(&opts);
+        if (smelt_parse_size(ctx, max_memory, &opts.max_memory) != SMELT_OK) {
+            fprintf(stderr, "bench_merge: %s\n", smelt_errmsg(ctx));
+            _exit(2);
+        }
+        if (threads)
+            opts.threads = atoi(threads);
+        opts.progress = keep_progress;
+        int rc = smelt_merge(ctx, cfg, out, &opts);
+        if (rc != SMELT_OK)
+            fprintf(stderr, "bench_merge: %s\n", smelt_errmsg(ctx));
+        unsigned long long got = last_progress.bytes_from_files;
+        if (write(pipefd[1], &got, sizeof got) != (ssize_t)sizeof got)
+            _exit(3);
+        _exit(rc == SMELT_OK ? 0 : 1);
+    }
+    close(pipefd[1]);
+    *from_files = 0;
+    if (read(pipefd[0], from_files, sizeof *from_files) != (ssize_t)sizeof *from_files)
+        *from_files = 0;
+    close(pipefd[0]);
+    int status;
+    if (pid < 0 || wait4(pid, &status, 0, ru) < 0)
         return -1;
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
@@ -119,6 +159,138 @@ static double plain_read(const glob_t *files, unsigned long long *bytes)
     return now() - start;
 }
 
+/* How the benchmark configures each method: the models it merges and its parameters. */
+typedef enum model_role { ROLE_WEIGHTED, ROLE_TASKVEC, ROLE_PLAIN } model_role;
+typedef struct method_row {
+    const char *name;
+    model_role role;   /* WEIGHTED: weight 1/N on every model; TASKVEC: weight and density on
+                          the fine-tunes; PLAIN: the models as they are */
+    int models;        /* models read (m0..), 0 = all of --models */
+    int base;          /* 1: m0 is the base_model */
+    int list_base;     /* 1: m0 is also listed under models: */
+    const char *params; /* top-level parameters, or NULL */
+} method_row;
+
+static const method_row methods[] = {
+    {"linear", ROLE_WEIGHTED, 0, 1, 1, NULL},
+    {"task_arithmetic", ROLE_TASKVEC, 0, 1, 0, NULL},
+    {"ties", ROLE_TASKVEC, 0, 1, 0, NULL},
+    {"dare_ties", ROLE_TASKVEC, 0, 1, 0, NULL},
+    {"dare_linear", ROLE_TASKVEC, 0, 1, 0, NULL},
+    {"breadcrumbs", ROLE_TASKVEC, 0, 1, 0, NULL},
+    {"breadcrumbs_ties", ROLE_TASKVEC, 0, 1, 0, NULL},
+    {"della", ROLE_TASKVEC, 0, 1, 0, NULL},
+    {"della_linear", ROLE_TASKVEC, 0, 1, 0, NULL},
+    {"consensus_ta", ROLE_TASKVEC, 0, 1, 0, NULL},
+    {"consensus_ties", ROLE_TASKVEC, 0, 1, 0, NULL},
+    {"sce", ROLE_PLAIN, 0, 1, 0, "select_topk: 0.5"},
+    {"metagpt", ROLE_PLAIN, 0, 1, 0, NULL},
+    {"slerp", ROLE_PLAIN, 2, 1, 1, "t: 0.4"},
+    {"nuslerp", ROLE_WEIGHTED, 0, 1, 0, NULL},
+    {"multislerp", ROLE_WEIGHTED, 0, 1, 0, NULL},
+    {"karcher", ROLE_PLAIN, 0, 0, 1, NULL},
+    {"model_stock", ROLE_PLAIN, 0, 1, 0, NULL},
+    {"nearswap", ROLE_PLAIN, 2, 1, 0, "t: 0.002"},
+};
+#define NMETHODS (sizeof methods / sizeof methods[0])
+
+/* Writes the config for one method; returns the number of models it reads (m0..), or -1. */
+static int write_config(const char *cfg, const char *dir, const method_row *row, int models,
+                        const char *density, const char *params)
+{
+    FILE *c = fopen(cfg, "w");
+    if (!c) { perror(cfg); return -1; }
+    int used = row->models ? row->models : models;
+    if (used > models)
+        used = models;
+    fprintf(c, "merge_method: %s\n", row->name);
+    if (row->base)
+        fprintf(c, "base_model: %s/m0\n", dir);
+    if (row->params || params)
+        fprintf(c, "parameters: {%s%s%s}\n", row->params ? row->params : "",
+                row->params && params ? ", " : "", params ? params : "");
+    fprintf(c, "models:\n");
+    int listed0 = row->base && !row->list_base; /* m0 only as the base */
+    int weighted = used - listed0;
+    for (int m = listed0; m < used; m++) {
+        fprintf(c, "  - model: %s/m%d\n", dir, m);
+        if (row->role == ROLE_WEIGHTED)
+            fprintf(c, "    parameters: {weight: %g}\n", 1.0 / weighted);
+        else if (row->role == ROLE_TASKVEC)
+            fprintf(c, "    parameters: {weight: %g, density: %s}\n", 1.0 / weighted, density);
+    }
+    return fclose(c) == 0 ? used : -1;
+}
+
+static int generate(const char *dir, int models, const char *size, const char *dtype)
+{
+    char path[4096], seed[32], stamp[4200];
+    for (int m = 0; m < models; m++) {
+        snprintf(path, sizeof path, "%s/m%d", dir, m);
+        snprintf(stamp, sizeof stamp, "%s/.synth-%s-%s", path, size, dtype);
+        if (access(stamp, F_OK) == 0)
+            continue;
+        snprintf(seed, sizeof seed, "%d", m + 1);
+        char *synth[] = {SMELT_CLI_PATH, "synth", path, "--size", (char *)size, "--dtype",
+                         (char *)dtype, m ? "--base-seed" : "--seed", m ? "1" : seed,
+                         m ? "--seed" : NULL, seed, NULL};
+        fprintf(stderr, "bench_merge: generating %s (%s %s)\n", path, size, dtype);
+        double t0 = now();
+        if (run(synth, NULL, NULL) != 0) { fprintf(stderr, "bench_merge: synth failed\n"); return 1; }
+        fprintf(stderr, "bench_merge: generated in %.1f s\n", now() - t0);
+        FILE *s = fopen(stamp, "w");
+        if (s)
+            fclose(s);
+    }
+    return 0;
+}
+
+/* One method: plain read of the files it reads, then the merge, both from a cold cache. */
+static int bench_one(const char *dir, const method_row *row, int models, const char *density,
+                     const char *params, const char *max_memory, const char *threads,
+                     const char *io, int table)
+{
+    char cfg[4200], out[4200], rm[4300];
+    snprintf(cfg, sizeof cfg, "%s/%s.yml", dir, row->name);
+    snprintf(out, sizeof out, "%s/out", dir);
+    int used = write_config(cfg, dir, row, models, density, params);
+    if (used < 0)
+        return 1;
+    glob_t files = input_files(dir, used);
+    unsigned long long bytes, from_files;
+    drop_cache(&files, out);
+    double read_s = plain_read(&files, &bytes);
+    drop_cache(&files, out);
+    snprintf(rm, sizeof rm, "rm -rf '%s'", out);
+    if (system(rm) != 0)
+        return 1;
+    struct rusage ru;
+    double t0 = now();
+    int rc = run_merge(cfg, out, max_memory, threads, io, &ru, &from_files);
+    double merge_s = now() - t0;
+    if (rc != 0) { fprintf(stderr, "bench_merge: %s: merge failed\n", row->name); return 1; }
+    double per_byte = (double)from_files / (double)bytes;
+    if (table) {
+        printf("%-17s %2d %8.2f %8.2f %6.2f %9.3f %9.1f\n", row->name, used,
+               (double)bytes / 1e9 / read_s, (double)bytes / 1e9 / merge_s, read_s / merge_s,
+               per_byte, (double)ru.ru_maxrss / 1024.0);
+    } else {
+        printf("inputs:          %d models (%zu files, %.2f GB)\n", used, files.gl_pathc,
+               (double)bytes / 1e9);
+        printf("plain read:      %.2f s  %.2f GB/s\n", read_s, (double)bytes / 1e9 / read_s);
+        printf("smelt merge:     %.2f s  %.2f GB/s (input bytes), --max-memory %s%s%s\n",
+               merge_s, (double)bytes / 1e9 / merge_s, max_memory, io ? ", SMELT_IO=" : "",
+               io ? io : "");
+        printf("ratio:           %.2f of plain-read throughput\n", read_s / merge_s);
+        printf("method:          %s: %.3f bytes read per input byte (the read ring's count)\n",
+               row->name, per_byte);
+        printf("peak RSS:        %.1f MiB\n", (double)ru.ru_maxrss / 1024.0);
+    }
+    fflush(stdout);
+    globfree(&files);
+    return system(rm) != 0;
+}
+
 int main(int argc, char **argv)
 {
     int models = 3, keep = 0;
@@ -142,92 +314,36 @@ int main(int argc, char **argv)
         i++;
     }
     if (models < 1 || models > 64) { fprintf(stderr, "bench_merge: --models 1..64\n"); return 2; }
-    char path[4096], cfg[4096], out[4096], seed[32];
+    int all = !strcmp(method, "all");
+    const method_row *only = NULL;
+    static method_row custom;
+    for (size_t m = 0; m < NMETHODS && !all; m++)
+        if (!strcmp(methods[m].name, method))
+            only = &methods[m];
+    if (!all && !only) { /* a method without a row: its models as they are */
+        custom = (method_row){method, ROLE_PLAIN, 0, 1, 0, NULL};
+        only = &custom;
+    }
     /* Only a directory this run created is removed at the end: never a user's models. */
     int created = mkdir(dir, 0755) == 0;
-    snprintf(cfg, sizeof cfg, "%s/%s.yml", dir, method);
-    FILE *c = fopen(cfg, "w");
-    if (!c) { perror(cfg); return 1; }
-    int linear = !strcmp(method, "linear");
-    static const char *const task_vector_methods[] = {
-        "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties",
-        "della", "della_linear", "consensus_ta", "consensus_ties", NULL};
-    int weighted = 0;
-    for (int i = 0; task_vector_methods[i]; i++)
-        weighted |= !strcmp(method, task_vector_methods[i]);
-    fprintf(c, "merge_method: %s\nbase_model: %s/m0\n", method, dir);
-    if (params)
-        fprintf(c, "parameters: {%s}\n", params);
-    fprintf(c, "models:\n");
-    for (int m = 0; m < models; m++) {
-        snprintf(path, sizeof path, "%s/m%d", dir, m);
-        if (linear)
-            fprintf(c, "  - model: %s\n    parameters: {weight: %g}\n", path, 1.0 / models);
-        else if (m && weighted) /* the base is m0; fine-tunes carry the task-vector parameters */
-            fprintf(c, "  - model: %s\n    parameters: {weight: %g, density: %s}\n", path,
-                    1.0 / (models - 1), density);
-        else if (m)
-            fprintf(c, "  - model: %s\n", path);
-        char stamp[4200];
-        snprintf(stamp, sizeof stamp, "%s/.synth-%s-%s", path, size, dtype);
-        if (access(stamp, F_OK) == 0)
-            continue;
-        snprintf(seed, sizeof seed, "%d", m + 1);
-        char *synth[] = {SMELT_CLI_PATH, "synth", path, "--size", (char *)size, "--dtype",
-                         (char *)dtype, m ? "--base-seed" : "--seed", m ? "1" : seed,
-                         m ? "--seed" : NULL, seed, NULL};
-        fprintf(stderr, "bench_merge: generating %s (%s %s)\n", path, size, dtype);
-        double t0 = now();
-        if (run(synth, NULL, NULL) != 0) { fprintf(stderr, "bench_merge: synth failed\n"); return 1; }
-        fprintf(stderr, "bench_merge: generated in %.1f s\n", now() - t0);
-        FILE *s = fopen(stamp, "w");
-        if (s)
-            fclose(s);
-    }
-    fclose(c);
-    glob_t files = input_files(dir, models);
-    snprintf(out, sizeof out, "%s/out", dir);
-
-    unsigned long long bytes;
-    drop_cache(&files, out);
-    double read_s = plain_read(&files, &bytes);
-    drop_cache(&files, out);
-    char rm[4200];
-    snprintf(rm, sizeof rm, "rm -rf '%s'", out);
-    if (system(rm) != 0)
+    if (generate(dir, models, size, dtype) != 0)
         return 1;
-    char *merge[16] = {SMELT_CLI_PATH, "merge", cfg, out, "-q", "--max-memory", (char *)max_memory};
-    int n = 7;
-    if (threads) {
-        merge[n++] = "--threads";
-        merge[n++] = (char *)threads;
+    int rc = 0;
+    if (all) {
+        printf("%d x %s %s, --max-memory %s%s%s; GB/s of input bytes, caches dropped before each\n",
+               models, size, dtype, max_memory, io ? ", SMELT_IO=" : "", io ? io : "");
+        printf("%-17s %2s %8s %8s %6s %9s %9s\n", "method", "in", "read", "merge", "ratio",
+               "B/in-B", "RSS MiB");
+        for (size_t m = 0; m < NMETHODS && rc == 0; m++)
+            rc = bench_one(dir, &methods[m], models, density, params, max_memory, threads, io, 1);
+    } else {
+        rc = bench_one(dir, only, models, density, params, max_memory, threads, io, 0);
     }
-    merge[n] = NULL;
-    struct rusage ru;
-    double t0 = now();
-    int rc = run(merge, &ru, io);
-    double merge_s = now() - t0;
-    if (rc != 0) { fprintf(stderr, "bench_merge: merge failed\n"); return 1; }
-    printf("inputs:          %d x %s %s (%zu files, %.2f GB)\n", models, size, dtype,
-           files.gl_pathc, (double)bytes / 1e9);
-    printf("plain read:      %.2f s  %.2f GB/s\n", read_s, (double)bytes / 1e9 / read_s);
-    printf("smelt merge:     %.2f s  %.2f GB/s (input bytes), --max-memory %s%s%s\n", merge_s,
-           (double)bytes / 1e9 / merge_s, max_memory, io ? ", SMELT_IO=" : "", io ? io : "");
-    printf("ratio:           %.2f of plain-read throughput\n", read_s / merge_s);
-    /* /proc's rchar counts read syscalls only: with io_uring it would say 0, so say nothing. */
-    if (io && !strcmp(io, "pread"))
-        printf("method:          %s: %.2f bytes read per input byte\n", method,
-               (double)last_rchar / (double)bytes);
-    else
-        printf("method:          %s (bytes read per input byte: run with --io pread)\n", method);
-    printf("peak RSS:        %.1f MiB\n", (double)ru.ru_maxrss / 1024.0);
     if (!keep && created) {
+        char rm[4200];
         snprintf(rm, sizeof rm, "rm -rf '%s'", dir);
         if (system(rm) != 0)
             return 1;
-    } else if (system(rm) != 0) {
-        return 1;
     }
-    globfree(&files);
-    return 0;
+    return rc;
 }

@@ -91,6 +91,10 @@ typedef struct smelt_progress {
     uint64_t bytes_read, bytes_to_read;     /* input bytes */
     uint64_t bytes_written, bytes_to_write; /* output bytes */
     double seconds;                         /* since the engine started */
+    uint64_t bytes_from_files;              /* what the read ring itself brought in from the
+                                               input files so far (both I/O paths count the
+                                               same way): bytes_read counts input bytes as the
+                                               methods consume them */
 } smelt_progress;
 
 /* Called from the merging thread, at most a few times per second and once at the end. */

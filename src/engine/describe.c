@@ -79,8 +79,14 @@ int smelt_plan_describe(smelt_ctx *ctx, const smelt_plan *plan, const smelt_engi
         const smelt_plan_tensor *pt = &plan->tensors[t];
         fprintf(out, "  %s %s ", pt->name, smelt_dtype_name(pt->out_dtype));
         print_shape(out, pt->ref);
-        fprintf(out, " -> %s @ %llu, t=%.6g\n", plan->shards[pt->shard].name,
+        fprintf(out, " -> %s @ %llu, t=%.6g", plan->shards[pt->shard].name,
                 (unsigned long long)pt->out_offset, pt->layer_t);
+        /* Under this budget: read once, or streamed and read again for each statistics pass. */
+        unsigned reads = smelt_engine_tensor_reads(plan, layout, t);
+        if (pt->kind == SMELT_TASK_MERGE && plan->method->passes &&
+            plan->method->passes(pt->method_state) > 0)
+            fprintf(out, ", %s, read %ux", reads == 1 ? "resident" : "streamed", reads);
+        fputc('\n', out);
         if (pt->kind == SMELT_TASK_COPY) {
             fprintf(out, "    copy from %s:%s\n", plan->models[pt->input_model[0]]->ref,
                     pt->inputs[0]->name);
@@ -107,9 +113,9 @@ int smelt_plan_describe(smelt_ctx *ctx, const smelt_plan *plan, const smelt_engi
         for (size_t i = 0; i < plan->tensors[t].ninputs; i++)
             in_bytes += plan->tensors[t].ref->numel *
                         smelt_dtype_size(plan->tensors[t].inputs[i]->dtype);
+    uint64_t to_read = smelt_engine_bytes_to_read(plan, layout);
     fprintf(out, "read:     %llu bytes (%.2f x the input tensors' %llu bytes)\n",
-            (unsigned long long)plan->bytes_to_read,
-            in_bytes ? (double)plan->bytes_to_read / (double)in_bytes : 0.0,
+            (unsigned long long)to_read, in_bytes ? (double)to_read / (double)in_bytes : 0.0,
             (unsigned long long)in_bytes);
     fprintf(out, "write:    %llu bytes\n", (unsigned long long)plan->bytes_to_write);
     fprintf(out, "memory:   budget %llu bytes: chunks of %llu elements, %u in flight, %llu bytes "

@@ -17,15 +17,28 @@
 #define TASK_ELEMS SMELT_TASK_ELEMS
 /* Preferred chunk: large sequential reads; a bigger budget buys depth, not size. */
 #define CHUNK_ELEMS_TARGET (2u * 1024u * 1024u)
-#define MAX_DEPTH 16u
+/* Enough chunks to keep a tensor resident through its statistics passes (see tensor_resident)
+ * with read-ahead beside it; the budget, not this cap, sets the depth in practice. */
+#define MAX_DEPTH 64u
 #define BUFFER_ALIGN 4096u
+
+/* Bytes per element of the output buffer over the whole plan (COPY chunks use it as bytes). */
+static uint64_t out_element_size(const smelt_plan *plan)
+{
+    uint64_t out_elem = 2;
+    for (size_t t = 0; t < plan->ntensors; t++) {
+        const smelt_plan_tensor *pt = &plan->tensors[t];
+        if (pt->kind == SMELT_TASK_MERGE && smelt_dtype_size(pt->out_dtype) > out_elem)
+            out_elem = smelt_dtype_size(pt->out_dtype);
+    }
+    return out_elem;
+}
 
 /* Bytes per element of input i's buffer, and of the output buffer, over the whole plan. */
 static void element_sizes(const smelt_plan *plan, uint64_t *in_elem, uint64_t *out_elem)
 {
     for (size_t i = 0; i < plan->ninputs; i++)
         in_elem[i] = 0;
-    *out_elem = 2;
     for (size_t t = 0; t < plan->ntensors; t++) {
         const smelt_plan_tensor *pt = &plan->tensors[t];
         if (pt->kind != SMELT_TASK_MERGE)
@@ -33,9 +46,8 @@ static void element_sizes(const smelt_plan *plan, uint64_t *in_elem, uint64_t *o
         for (size_t i = 0; i < pt->ninputs; i++)
             if (smelt_dtype_size(pt->inputs[i]->dtype) > in_elem[i])
                 in_elem[i] = smelt_dtype_size(pt->inputs[i]->dtype);
-        if (smelt_dtype_size(pt->out_dtype) > *out_elem)
-            *out_elem = smelt_dtype_size(pt->out_dtype);
     }
+    *out_elem = out_element_size(plan);
 }
 
 static unsigned tensor_passes(const smelt_plan *plan, const smelt_plan_tensor *pt)
@@ -54,6 +66,67 @@ static uint64_t tensor_task(const smelt_plan *plan, const smelt_plan_tensor *pt)
         return TASK_ELEMS;
     uint64_t task = plan->method->task_elems(pt->method_state);
     return task > 0 && task <= TASK_ELEMS ? task : TASK_ELEMS;
+}
+
+/* Elements (MERGE) or bytes (COPY) the engine moves for a tensor, and the most of them one
+ * chunk holds: a chunk holds whole tasks, and no more of them than the partials were sized for
+ * (chunk_elements / TASK_ELEMS), so with smaller tasks a chunk is a little shorter. */
+static uint64_t chunk_units(const smelt_plan_tensor *pt)
+{
+    if (pt->kind == SMELT_TASK_MERGE)
+        return pt->ref->numel;
+    return pt->inputs[0]->nbytes;
+}
+
+static uint64_t chunk_cap(const smelt_plan *plan, const smelt_engine_layout *layout,
+                          const smelt_plan_tensor *pt)
+{
+    if (pt->kind != SMELT_TASK_MERGE)
+        return layout->chunk_elements * out_element_size(plan);
+    return layout->chunk_elements / TASK_ELEMS * tensor_task(plan, pt);
+}
+
+static uint64_t tensor_chunks(const smelt_plan *plan, const smelt_engine_layout *layout,
+                              const smelt_plan_tensor *pt)
+{
+    uint64_t cap = chunk_cap(plan, layout, pt);
+    return (chunk_units(pt) + cap - 1) / cap;
+}
+
+/* A tensor with statistics passes whose chunks all fit in the buffers at once is read once:
+ * its chunks stay in their slots through every statistics pass and the apply pass. The passes
+ * visit the chunks in the same order as a streamed tensor's re-reads would, so the statistics,
+ * and the output, are the same bits either way. */
+static int tensor_resident(const smelt_plan *plan, const smelt_engine_layout *layout,
+                           const smelt_plan_tensor *pt)
+{
+    return tensor_passes(plan, pt) > 0 && chunk_units(pt) > 0 &&
+           tensor_chunks(plan, layout, pt) <= layout->depth;
+}
+
+unsigned smelt_engine_tensor_reads(const smelt_plan *plan, const smelt_engine_layout *layout,
+                                   size_t t)
+{
+    const smelt_plan_tensor *pt = &plan->tensors[t];
+    if (tensor_resident(plan, layout, pt))
+        return 1;
+    return 1 + tensor_passes(plan, pt);
+}
+
+uint64_t smelt_engine_bytes_to_read(const smelt_plan *plan, const smelt_engine_layout *layout)
+{
+    uint64_t total = 0;
+    for (size_t t = 0; t < plan->ntensors; t++) {
+        const smelt_plan_tensor *pt = &plan->tensors[t];
+        uint64_t once = 0;
+        if (pt->kind == SMELT_TASK_COPY)
+            once = pt->inputs[0]->nbytes;
+        else
+            for (size_t i = 0; i < pt->ninputs; i++)
+                once += pt->ref->numel * smelt_dtype_size(pt->inputs[i]->dtype);
+        total += smelt_engine_tensor_reads(plan, layout, t) * once;
+    }
+    return total;
 }
 
 /* The largest per-task partial of any tensor and pass, the apply pass's scratch included (0 when
@@ -93,19 +166,22 @@ int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max
     /* The partials scale with the chunk (one per task), so they shrink with it on a small
      * budget instead of being reserved for the largest chunk. */
     uint64_t partial = max_partial_bytes(plan);
-    uint64_t fixed = scratch_bytes(plan, nthreads, 0) + (plan->ninputs + 1) * MAX_DEPTH * BUFFER_ALIGN;
+    uint64_t fixed = scratch_bytes(plan, nthreads, 0);
+    /* Each slot's buffers may round up to the alignment. */
+    uint64_t slot_slack = (plan->ninputs + 1) * BUFFER_ALIGN;
     uint64_t avail = max_memory > fixed ? max_memory - fixed : 0;
     uint64_t chunk = CHUNK_ELEMS_TARGET;
     uint64_t partials = chunk / TASK_ELEMS * partial;
-    uint64_t depth = avail > partials ? (avail - partials) / (per_elem * chunk) : 0;
+    uint64_t depth = avail > partials ? (avail - partials) / (per_elem * chunk + slot_slack) : 0;
     if (depth > MAX_DEPTH)
         depth = MAX_DEPTH;
     if (depth < 2) {
         /* Less than two full chunks: shrink the chunk so reading can still overlap compute. */
         depth = 2;
-        chunk = avail / (per_elem * depth * TASK_ELEMS + partial) * TASK_ELEMS;
+        uint64_t room = avail > depth * slot_slack ? avail - depth * slot_slack : 0;
+        chunk = room / (per_elem * depth * TASK_ELEMS + partial) * TASK_ELEMS;
         if (chunk < TASK_ELEMS) {
-            uint64_t need = fixed + 2 * per_elem * TASK_ELEMS + partial;
+            uint64_t need = fixed + 2 * (per_elem * TASK_ELEMS + slot_slack) + partial;
             return smelt_fail(ctx, SMELT_E_BUDGET,
                               "a memory budget of %llu bytes cannot hold two chunks of %u "
                               "elements for %zu input%s and the output (%llu bytes are needed "
@@ -116,7 +192,8 @@ int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max
     }
     layout->chunk_elements = chunk;
     layout->depth = (unsigned)depth;
-    layout->buffer_bytes = fixed + depth * per_elem * chunk + chunk / TASK_ELEMS * partial;
+    layout->buffer_bytes = fixed + depth * (per_elem * chunk + slot_slack) +
+                           chunk / TASK_ELEMS * partial;
     return SMELT_OK;
 }
 
@@ -208,13 +285,6 @@ static void compute_task(void *arg, size_t task, unsigned worker)
     }
 }
 
-static uint64_t chunk_units(const smelt_plan_tensor *pt)
-{
-    if (pt->kind == SMELT_TASK_MERGE)
-        return pt->ref->numel;
-    return pt->inputs[0]->nbytes;
-}
-
 /* Assigns the next chunk to a free slot and queues its reads. 0 = queued, 1 = nothing left. */
 static int start_chunk(engine *e, slot *s, size_t slot_index)
 {
@@ -252,11 +322,11 @@ static int start_chunk(engine *e, slot *s, size_t slot_index)
         return 1;
     const smelt_plan_tensor *pt = &plan->tensors[e->cursor_tensor];
     uint64_t total = chunk_units(pt);
-    /* A chunk holds whole tasks, and no more of them than the partials were sized for
-     * (chunk_elements / TASK_ELEMS): with smaller tasks the chunk is a little shorter. */
-    uint64_t cap = pt->kind == SMELT_TASK_MERGE
-                       ? e->layout.chunk_elements / TASK_ELEMS * tensor_task(plan, pt)
-                       : e->layout.chunk_elements * e->out_elem;
+    uint64_t cap = chunk_cap(plan, &e->layout, pt);
+    /* A resident tensor is read once, straight into its apply pass; its statistics passes run
+     * over the same buffers (run_resident_stats). */
+    if (e->cursor_pos == 0 && e->cursor_pass == 0 && tensor_resident(plan, &e->layout, pt))
+        e->cursor_pass = tensor_passes(plan, pt);
     s->busy = 1;
     s->tensor = e->cursor_tensor;
     s->pass = e->cursor_pass;
@@ -297,6 +367,24 @@ static int read_failed(engine *e, const smelt_completion *c)
                             m->files[t->file].path, t->name);
 }
 
+/* Waits until every read of slot s has landed (completions of other slots are counted as they
+ * come). */
+static int await_slot(engine *e, const slot *s)
+{
+    while (s->pending > 0) {
+        smelt_completion c;
+        int got = smelt_ring_wait(e->ring, &c);
+        if (got < 0)
+            return smelt_fail_errno(e->ctx, -got, "waiting for reads failed");
+        if (got == 0)
+            return smelt_fail(e->ctx, SMELT_E_INTERNAL, "read ring lost a request");
+        if (c.error)
+            return read_failed(e, &c);
+        e->slots[c.tag >> 8].pending--;
+    }
+    return SMELT_OK;
+}
+
 /* Input data that was consumed will not be read again: let the kernel drop it. */
 static void drop_inputs(const engine *e, const slot *s)
 {
@@ -317,8 +405,9 @@ static void drop_inputs(const engine *e, const slot *s)
     }
 }
 
-/* A statistics chunk: accumulate per task, fold in task order, close the pass at its end. */
-static int finish_stats_chunk(engine *e, slot *s)
+/* One chunk of statistics pass s->pass: accumulate per task, fold in task order, close the
+ * pass at the tensor's last chunk. */
+static int stats_chunk(engine *e, const slot *s)
 {
     const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
     const smelt_method *method = e->plan->method;
@@ -328,11 +417,52 @@ static int finish_stats_chunk(engine *e, slot *s)
     smelt_pool_run(e->pool, ntasks, compute_task, &job);
     for (size_t t = 0; t < ntasks; t++)
         method->fold(pt->method_state, s->pass, e->partials + t * e->partial_bytes);
+    if (s->start + s->count == chunk_units(pt))
+        return method->end_pass(e->ctx, pt->method_state, s->pass);
+    return SMELT_OK;
+}
+
+/* A streamed tensor's statistics chunk: its buffers are free again once it is folded. */
+static int finish_stats_chunk(engine *e, slot *s)
+{
+    const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
+    int rc = stats_chunk(e, s);
     for (size_t i = 0; i < pt->ninputs; i++)
         e->progress.bytes_read += s->count * smelt_dtype_size(pt->inputs[i]->dtype);
     s->busy = 0;
-    if (s->start + s->count == chunk_units(pt))
-        return method->end_pass(e->ctx, pt->method_state, s->pass);
+    return rc;
+}
+
+/* The first chunk of a resident tensor is due: wait until all its chunks (the slots after
+ * `first`, in ring order) have arrived, then run every statistics pass over them in tensor
+ * order. Their apply pass follows chunk by chunk as for any tensor. Slots after the tensor's
+ * keep reading ahead meanwhile. */
+static int run_resident_stats(engine *e, unsigned first)
+{
+    const slot *head = &e->slots[first];
+    const smelt_plan_tensor *pt = &e->plan->tensors[head->tensor];
+    unsigned nchunks = (unsigned)tensor_chunks(e->plan, &e->layout, pt);
+    unsigned depth = e->layout.depth;
+    for (unsigned c = 0; c < nchunks; c++) {
+        slot *s = &e->slots[(first + c) % depth];
+        if (!s->busy || s->tensor != head->tensor)
+            return smelt_fail(e->ctx, SMELT_E_INTERNAL,
+                              "tensor '%s': chunk %u of %u is not in its buffers", pt->name, c,
+                              nchunks);
+        int rc = await_slot(e, s);
+        if (rc != SMELT_OK)
+            return rc;
+    }
+    unsigned apply = head->pass;
+    for (unsigned p = 0; p < apply; p++)
+        for (unsigned c = 0; c < nchunks; c++) {
+            slot *s = &e->slots[(first + c) % depth];
+            s->pass = p;
+            int rc = stats_chunk(e, s);
+            s->pass = apply;
+            if (rc != SMELT_OK)
+                return rc;
+        }
     return SMELT_OK;
 }
 
@@ -390,6 +520,8 @@ static void report(engine *e, const smelt_engine_options *opts, int final)
         return;
     e->last_report = now;
     e->progress.seconds = now - e->started;
+    if (e->ring)
+        e->progress.bytes_from_files = smelt_ring_bytes_read(e->ring);
     opts->progress(opts->progress_user, &e->progress);
 }
 
@@ -465,18 +597,17 @@ static int pipeline(engine *e, smelt_out_file *files, const smelt_engine_options
         slot *s = &e->slots[oldest];
         if (!s->busy)
             return SMELT_OK; /* nothing in flight and nothing left */
-        while (s->pending > 0) {
-            smelt_completion c;
-            int got = smelt_ring_wait(e->ring, &c);
-            if (got < 0)
-                return smelt_fail_errno(e->ctx, -got, "waiting for reads failed");
-            if (got == 0)
-                return smelt_fail(e->ctx, SMELT_E_INTERNAL, "read ring lost a request");
-            if (c.error)
-                return read_failed(e, &c);
-            e->slots[c.tag >> 8].pending--;
+        int rc = await_slot(e, s);
+        if (rc != SMELT_OK)
+            return rc;
+        const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
+        if (s->start == 0 && s->pass > 0 && s->pass == tensor_passes(e->plan, pt) &&
+            tensor_resident(e->plan, &e->layout, pt)) {
+            rc = run_resident_stats(e, oldest);
+            if (rc != SMELT_OK)
+                return rc;
         }
-        int rc = finish_chunk(e, s, files);
+        rc = finish_chunk(e, s, files);
         if (rc != SMELT_OK)
             return rc;
         oldest = (oldest + 1) % depth;
@@ -497,7 +628,7 @@ int smelt_engine_run(smelt_ctx *ctx, const smelt_plan *plan, smelt_out_file *fil
         return rc;
     element_sizes(plan, e.in_elem, &e.out_elem);
     e.progress.tensors_total = plan->ntensors;
-    e.progress.bytes_to_read = plan->bytes_to_read;
+    e.progress.bytes_to_read = smelt_engine_bytes_to_read(plan, &e.layout);
     e.progress.bytes_to_write = plan->bytes_to_write;
     e.started = e.last_report = smelt_now();
     e.hash = XXH3_createState();
@@ -516,7 +647,10 @@ int smelt_engine_run(smelt_ctx *ctx, const smelt_plan *plan, smelt_out_file *fil
         rc = write_headers(&e, files);
     if (rc == SMELT_OK)
         rc = pipeline(&e, files, opts);
+    if (e.ring)
+        e.progress.bytes_from_files = smelt_ring_bytes_read(e.ring);
     smelt_ring_close(e.ring);
+    e.ring = NULL;
     free_buffers(&e);
     smelt_pool_free(e.pool);
     XXH3_freeState(e.hash);

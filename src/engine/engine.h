@@ -39,6 +39,17 @@ typedef struct smelt_engine_layout {
 int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max_memory,
                             int threads, smelt_engine_layout *layout);
 
+/* How many times the engine reads plan tensor t's input bytes under a layout: once for a tensor
+ * without statistics passes, and once for a resident one (all its chunks fit in the buffers at
+ * the same time, so its statistics passes and its apply pass run over the bytes read once);
+ * a streamed tensor is read again for each statistics pass. */
+unsigned smelt_engine_tensor_reads(const smelt_plan *plan, const smelt_engine_layout *layout,
+                                   size_t t);
+
+/* The bytes the engine will read from the input files under a layout: exact, the same figure
+ * the read ring counts by the end of an uninterrupted merge. */
+uint64_t smelt_engine_bytes_to_read(const smelt_plan *plan, const smelt_engine_layout *layout);
+
 /* Writes every tensor of the plan into files[s] (created by the caller with the shard sizes
  * from the plan; headers are written here). Returns SMELT_OK or the first error; on error the
  * files hold partial data and must be discarded. */

@@ -24,6 +24,7 @@ struct smelt_ring {
     unsigned *free_ids;
     unsigned nfree;
     unsigned pending;   /* queued or in flight */
+    uint64_t bytes_read; /* of completed reads */
     /* pread mode: requests wait here in FIFO order until smelt_ring_wait performs them. */
     unsigned *fifo;
     unsigned fifo_head, fifo_len;
@@ -81,6 +82,8 @@ int smelt_ring_is_uring(const smelt_ring *ring) { return ring->uring_ok; }
 
 unsigned smelt_ring_pending(const smelt_ring *ring) { return ring->pending; }
 
+uint64_t smelt_ring_bytes_read(const smelt_ring *ring) { return ring->bytes_read; }
+
 int smelt_ring_queue_read(smelt_ring *ring, int fd, void *buf, size_t len, uint64_t off,
                           uint64_t tag)
 {
@@ -115,6 +118,7 @@ static void release(smelt_ring *ring, unsigned id, smelt_completion *done, int e
 {
     done->tag = ring->requests[id].tag;
     done->error = error;
+    ring->bytes_read += ring->requests[id].done;
     ring->requests[id].in_use = 0;
     ring->free_ids[ring->nfree++] = id;
     ring->pending--;

@@ -43,6 +43,10 @@ int smelt_ring_submit(smelt_ring *ring);
  * returned, 0 when nothing is in flight, or a negative errno when waiting itself failed. */
 int smelt_ring_wait(smelt_ring *ring, smelt_completion *done);
 
+/* Bytes that completed reads brought in from files since the ring was opened, counted the same
+ * way on both paths: what the merge really cost the disk (or the page cache). */
+uint64_t smelt_ring_bytes_read(const smelt_ring *ring);
+
 /* Reads queued or in flight. */
 unsigned smelt_ring_pending(const smelt_ring *ring);
 

@@ -788,14 +788,9 @@ int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_op
     if ((rc = build_tensors(ctx, plan, forced, values)) != SMELT_OK)
         goto fail;
     for (size_t i = 0; i < plan->ntensors; i++) {
-        const smelt_plan_tensor *pt = &plan->tensors[i];
-        /* Statistics passes read the tensor again each time. */
-        uint64_t reads = 1;
-        if (pt->kind == SMELT_TASK_MERGE && plan->method->passes)
-            reads += plan->method->passes(pt->method_state);
-        for (size_t k = 0; k < pt->ninputs; k++)
-            plan->bytes_to_read += reads * pt->ref->numel * smelt_dtype_size(pt->inputs[k]->dtype);
-        plan->bytes_to_write += pt->out_nbytes;
+        /* What is read depends on the budget (resident or streamed tensors): the engine's
+         * smelt_engine_bytes_to_read says it. */
+        plan->bytes_to_write += plan->tensors[i].out_nbytes;
     }
     if ((rc = layout_shards(ctx, plan, opts->out_shard_size)) != SMELT_OK)
         goto fail;

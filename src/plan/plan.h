@@ -68,7 +68,7 @@ typedef struct smelt_plan {
     size_t nshards;
     uint32_t num_layers;             /* output layers (from tensor names; 0 when none) */
     uint32_t ref_num_layers;         /* the reference model's layers */
-    uint64_t bytes_to_read, bytes_to_write;
+    uint64_t bytes_to_write;
     uint64_t random_seed;
 } smelt_plan;
 

@@ -53,6 +53,8 @@ static void read_everything(int force_pread)
     }
     ck_assert_uint_eq(done_mask, (1ul << queued) - 1);
     ck_assert_int_eq(memcmp(got, want, FILE_BYTES), 0);
+    /* The ring's own count of bytes read is what came in, on either path. */
+    ck_assert_uint_eq(smelt_ring_bytes_read(ring), FILE_BYTES);
 
     /* The ring holds at most its depth. */
     for (int i = 0; i < 8; i++)
@@ -63,6 +65,7 @@ static void read_everything(int force_pread)
     for (int i = 0; i < 8; i++)
         ck_assert_int_eq(smelt_ring_wait(ring, &c), 1);
     ck_assert_int_eq(smelt_ring_wait(ring, &c), 0);
+    ck_assert_uint_eq(smelt_ring_bytes_read(ring), FILE_BYTES + 8 * 16);
 
     /* A range past the end of the file is an error, not a silent short buffer. */
     ck_assert_int_eq(smelt_ring_queue_read(ring, fd, got, 4096, FILE_BYTES - 100, 7), 0);
