@@ -204,6 +204,91 @@ START_TEST(budget_and_threads_do_not_change_bytes)
 }
 END_TEST
 
+static smelt_progress last_progress;
+
+static void keep_progress(void *user, const smelt_progress *p)
+{
+    (void)user;
+    last_progress = *p;
+}
+
+/* `smelt plan`'s figures for a budget: the bytes it says the merge reads, and the input bytes. */
+static void planned_reads(smelt_ctx *ctx, const char *cfg, const smelt_merge_options *opts,
+                          unsigned long long *to_read, unsigned long long *in_bytes,
+                          int streamed)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    ck_assert_msg(smelt_plan_print(ctx, cfg, opts, f) == SMELT_OK, "%s", smelt_errmsg(ctx));
+    fclose(f);
+    const char *line = strstr(text, "\nread:");
+    ck_assert_ptr_nonnull(line);
+    double ratio;
+    ck_assert_int_eq(sscanf(line, "\nread: %llu bytes (%lf x the input tensors' %llu bytes)",
+                            to_read, &ratio, in_bytes), 3);
+    /* Per tensor: ties' four statistics passes over resident bytes, or five reads streamed. */
+    ck_assert_ptr_nonnull(strstr(text, "model.layers.1.mlp.weight F16 [17, 33]"));
+    ck_assert_ptr_nonnull(strstr(text, ", resident, read 1x\n"));
+    if (streamed)
+        ck_assert_ptr_nonnull(strstr(text, ", streamed, read 5x\n"));
+    else
+        ck_assert_ptr_null(strstr(text, "streamed"));
+    free(text);
+}
+
+/* Read once: a tensor whose chunks fit in the buffers stays resident through its statistics
+ * passes (ties has four); a larger one is streamed and read again per pass. The read ring's
+ * own count equals what `smelt plan` promised, on both I/O paths, and the bytes written do not
+ * depend on which way a tensor went. */
+START_TEST(resident_tensors_are_read_once)
+{
+    char *out_dir, *cfg = setup(&out_dir);
+    char text[2048];
+    char *root = strdup(cfg);
+    *strrchr(root, '/') = 0;
+    snprintf(text, sizeof text,
+             "merge_method: ties\nbase_model: %s/m0\nmodels:\n"
+             "  - model: %s/m1\n    parameters: {weight: 0.7, density: 0.4}\n", root, root);
+    tu_write_file(cfg, text, strlen(text));
+    smelt_ctx *ctx = smelt_ctx_new();
+    char *first = NULL;
+    uint64_t budgets[] = {64u << 20, 2u << 20};
+    for (size_t b = 0; b < 2; b++)
+        for (int pread_only = 0; pread_only < 2; pread_only++) {
+            smelt_merge_options opts;
+            smelt_merge_options_default(&opts);
+            opts.max_memory = budgets[b];
+            opts.overwrite = 1;
+            opts.force_pread = pread_only;
+            opts.progress = keep_progress;
+            unsigned long long to_read, in_bytes;
+            planned_reads(ctx, cfg, &opts, &to_read, &in_bytes, b == 1);
+            memset(&last_progress, 0, sizeof last_progress);
+            ck_assert_msg(smelt_merge(ctx, cfg, out_dir, &opts) == SMELT_OK, "%s",
+                          smelt_errmsg(ctx));
+            ck_assert_uint_eq(last_progress.bytes_from_files, to_read);
+            ck_assert_uint_eq(last_progress.bytes_read, to_read);
+            if (b == 0)
+                ck_assert_uint_eq(to_read, in_bytes); /* everything resident: read once */
+            else
+                ck_assert_uint_gt(to_read, in_bytes); /* the embedding is streamed */
+            char *digest = file_digest(out_dir);
+            if (!first)
+                first = digest;
+            else {
+                ck_assert_str_eq(digest, first);
+                free(digest);
+            }
+        }
+    free(first);
+    free(root);
+    smelt_ctx_free(ctx);
+    free(cfg);
+    free(out_dir);
+}
+END_TEST
+
 START_TEST(cancel_leaves_nothing_complete)
 {
     char *out_dir, *cfg = setup(&out_dir);
@@ -262,6 +347,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, merges_every_kind_of_tensor);
     tcase_add_test(tc, budget_and_threads_do_not_change_bytes);
+    tcase_add_test(tc, resident_tensors_are_read_once);
     tcase_add_test(tc, cancel_leaves_nothing_complete);
     tcase_add_test(tc, budget_too_small_is_refused_before_writing);
     suite_add_tcase(s, tc);
