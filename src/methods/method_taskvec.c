@@ -412,24 +412,30 @@ static void rank_mask(const tv_state *s, const channel *c, const float *key, con
         return;
     }
     uint64_t task = t->index0 / SMELT_TASK_ELEMS;
-    const bound *lo = c->lo >= 0 ? &s->bounds[c->lo] : NULL;
-    const bound *hi = c->hi >= 0 ? &s->bounds[c->hi] : NULL;
-    for (size_t j = 0; j < t->n; j++) {
+    const bound *lo = c->lo >= 0 && s->bounds[c->lo].active ? &s->bounds[c->lo] : NULL;
+    const bound *hi = c->hi >= 0 && s->bounds[c->hi].active ? &s->bounds[c->hi] : NULL;
+    /* Elements strictly inside the key range are kept and those outside dropped, in one
+     * branch-free loop the compiler vectorizes; only elements equal to a bound's key (rare:
+     * one key value) need their rank among equals, counted in index order afterwards. */
+    uint32_t lo_key = lo ? lo->prefix : 0, hi_key = hi ? hi->prefix : UINT32_MAX;
+    /* n in a local: keep is a char type, so its stores could alias t->n otherwise. */
+    size_t n = t->n, nequal = 0;
+    uint32_t lo_on = lo != NULL, hi_on = hi != NULL;
+    uint16_t equal[SMELT_TILE_ELEMS];
+    for (size_t j = 0; j < n; j++) {
         uint32_t m = mag_bits(key[j]);
-        int k = 1;
-        if (lo && lo->active) {
-            if (m < lo->prefix)
-                k = 0;
-            else if (m == lo->prefix && lo->before[task] + running[c->lo]++ < lo->rank)
-                k = 0;
-        }
-        if (hi && hi->active) {
-            if (m > hi->prefix)
-                k = 0;
-            else if (m == hi->prefix && hi->before[task] + running[c->hi]++ >= hi->rank)
-                k = 0;
-        }
-        keep[j] = (uint8_t)k;
+        keep[j] = (uint8_t)((m >= lo_key) & (m <= hi_key));
+        /* Branch-free compaction of the positions equal to a bound's key. */
+        equal[nequal] = (uint16_t)j;
+        nequal += ((m == lo_key) & lo_on) | ((m == hi_key) & hi_on);
+    }
+    for (size_t e = 0; e < nequal; e++) {
+        size_t j = equal[e];
+        uint32_t m = mag_bits(key[j]);
+        if (lo && m == lo_key && lo->before[task] + running[c->lo]++ < lo->rank)
+            keep[j] = 0;
+        if (hi && m == hi_key && hi->before[task] + running[c->hi]++ >= hi->rank)
+            keep[j] = 0;
     }
 }
 
@@ -570,9 +576,14 @@ static void select_tile(const tv_state *s, const smelt_tile *t, const float *var
         } else if (!shared) {
             rank_mask(s, &s->channels[i], d, t, running, keep);
         }
-        for (size_t j = 0; j < t->n; j++)
-            if (!keep[j])
-                d[j] = 0.0f;
+        /* Dropped entries become +0: clearing every bit of the pattern, branch-free. */
+        size_t n = t->n;
+        for (size_t j = 0; j < n; j++) {
+            uint32_t u;
+            memcpy(&u, &d[j], sizeof u);
+            u &= 0u - (uint32_t)keep[j];
+            memcpy(&d[j], &u, sizeof u);
+        }
     }
 }
 
