@@ -478,23 +478,39 @@ static const uint16_t *radix_sort(uint32_t *key, uint32_t *key2, uint16_t *idx, 
     }
     /* Byte digits: a row is short (<= 65536), so clearing and scanning 256 counters per pass
      * costs less than the selection's 2048-bin digits. Any digit width gives the same stable
-     * order. */
-    for (unsigned shift = 0; shift < 32; shift += 8) {
-        uint32_t count[256] = {0}, mask = 255;
-        for (size_t j = 0; j < n; j++)
-            count[(key[j] >> shift) & mask]++;
-        if (count[(key[0] >> shift) & mask] == n)
+     * order. All four digits are counted in one read of the keys, each into two alternating
+     * copies (bf16-derived keys repeat digit values, and one counter hit by every element is a
+     * chain of dependent increments); a digit that has one value everywhere is skipped. */
+    uint32_t count[4][2][256];
+    memset(count, 0, sizeof count);
+    size_t j = 0;
+    for (; j + 1 < n; j += 2) {
+        uint32_t k0 = key[j], k1 = key[j + 1];
+        count[0][0][k0 & 255]++, count[0][1][k1 & 255]++;
+        count[1][0][k0 >> 8 & 255]++, count[1][1][k1 >> 8 & 255]++;
+        count[2][0][k0 >> 16 & 255]++, count[2][1][k1 >> 16 & 255]++;
+        count[3][0][k0 >> 24]++, count[3][1][k1 >> 24]++;
+    }
+    for (; j < n; j++)
+        for (unsigned d = 0; d < 4; d++)
+            count[d][0][key[j] >> (8 * d) & 255]++;
+    for (unsigned d = 0; d < 4; d++) {
+        unsigned shift = 8 * d;
+        uint32_t *start = count[d][0];
+        for (unsigned b = 0; b < 256; b++)
+            start[b] += count[d][1][b];
+        if (start[key[0] >> shift & 255] == n)
             continue; /* one digit value: the order stands */
         uint32_t at = 0;
-        for (uint32_t b = 0; b <= mask; b++) {
-            uint32_t c = count[b];
-            count[b] = at;
+        for (unsigned b = 0; b < 256; b++) {
+            uint32_t c = start[b];
+            start[b] = at;
             at += c;
         }
-        for (size_t j = 0; j < n; j++) {
-            uint32_t to = count[(key[j] >> shift) & mask]++;
-            key2[to] = key[j];
-            idx2[to] = idx[j];
+        for (size_t i = 0; i < n; i++) {
+            uint32_t to = start[key[i] >> shift & 255]++;
+            key2[to] = key[i];
+            idx2[to] = idx[i];
         }
         uint32_t *tk = key;
         key = key2, key2 = tk;
