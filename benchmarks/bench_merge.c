@@ -3,7 +3,7 @@
  *
  * usage: bench_merge [--models N] [--size SIZE] [--dtype D] [--max-memory SIZE] [--threads N]
  *                    [--dir DIR] [--keep] [--io pread|uring] [--method M] [--density X]
- *                    [--params 'k: v, ...']
+ *                    [--params 'k: v, ...'] [--shape llama3-70b]
  * --method picks the merge method (default linear), or `all`: every method in turn, one table
  * row each. Task-vector methods get weight 1/N and --density (default 0.5); the others get the
  * parameters their row of `methods` below gives them, and --params 'k: v, ...' adds top-level
@@ -11,6 +11,8 @@
  * Bytes read per input byte come from the engine's read ring itself (io_uring and pread count
  * the same way), through the progress callback of an in-process smelt_merge(): the merge runs in
  * a forked child so that its peak RSS is the kernel's figure for the merge alone.
+ * --shape llama3-70b generates Llama-3-70B-shaped models with two decoder layers (see
+ * llama3_70b below; --size is then ignored).
  * Generates N models (a base and N-1 fine-tunes) with `smelt synth` unless DIR has them (stamp
  * files mark its own), drops them from the page cache (all of it as root, else each file with
  * POSIX_FADV_DONTNEED), times reading them front to back, drops them again, and times the merge.
@@ -222,19 +224,35 @@ static int write_config(const char *cfg, const char *dir, const method_row *row,
     return fclose(c) == 0 ? used : -1;
 }
 
-static int generate(const char *dir, int models, const char *size, const char *dtype)
+/* Llama-3-70B's shapes with two decoder layers: embeddings and lm_head of 128256 x 8192, the
+ * attention with 8 key/value heads, the MLP 28672 wide (7.6 GB per model in bf16). */
+static const char *const llama3_70b[] = {"--hidden", "8192", "--intermediate", "28672",
+                                         "--heads", "64", "--kv-heads", "8", "--vocab", "128256",
+                                         "--layers", "2", NULL};
+
+static int generate(const char *dir, int models, const char *size, const char *dtype,
+                    int shape_70b)
 {
     char path[4096], seed[32], stamp[4200];
     for (int m = 0; m < models; m++) {
         snprintf(path, sizeof path, "%s/m%d", dir, m);
-        snprintf(stamp, sizeof stamp, "%s/.synth-%s-%s", path, size, dtype);
+        snprintf(stamp, sizeof stamp, "%s/.synth-%s-%s%s", path, size, dtype,
+                 shape_70b ? "-llama3-70b" : "");
         if (access(stamp, F_OK) == 0)
             continue;
         snprintf(seed, sizeof seed, "%d", m + 1);
-        char *synth[] = {SMELT_CLI_PATH, "synth", path, "--size", (char *)size, "--dtype",
-                         (char *)dtype, m ? "--base-seed" : "--seed", m ? "1" : seed,
-                         m ? "--seed" : NULL, seed, NULL};
-        fprintf(stderr, "bench_merge: generating %s (%s %s)\n", path, size, dtype);
+        char *synth[32] = {SMELT_CLI_PATH, "synth", path, "--size", (char *)size, "--dtype",
+                           (char *)dtype, m ? "--base-seed" : "--seed", m ? "1" : seed};
+        int at = 9;
+        if (m) {
+            synth[at++] = "--seed";
+            synth[at++] = seed;
+        }
+        for (int k = 0; shape_70b && llama3_70b[k]; k++)
+            synth[at++] = (char *)llama3_70b[k];
+        synth[at] = NULL;
+        fprintf(stderr, "bench_merge: generating %s (%s %s%s)\n", path, size, dtype,
+                shape_70b ? ", Llama-3-70B shapes" : "");
         double t0 = now();
         if (run(synth, NULL, NULL) != 0) { fprintf(stderr, "bench_merge: synth failed\n"); return 1; }
         fprintf(stderr, "bench_merge: generated in %.1f s\n", now() - t0);
@@ -293,7 +311,7 @@ static int bench_one(const char *dir, const method_row *row, int models, const c
 
 int main(int argc, char **argv)
 {
-    int models = 3, keep = 0;
+    int models = 3, keep = 0, shape_70b = 0;
     const char *size = "1G", *dtype = "bfloat16", *max_memory = "512Mi", *threads = NULL;
     const char *dir = "/tmp/smelt-bench", *io = NULL, *method = "linear", *density = "0.5", *params = NULL;
     for (int i = 1; i < argc; i++) {
@@ -310,6 +328,13 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--method")) method = v;
         else if (!strcmp(a, "--density")) density = v;
         else if (!strcmp(a, "--params")) params = v;
+        else if (!strcmp(a, "--shape")) {
+            if (strcmp(v, "llama3-70b") != 0) {
+                fprintf(stderr, "bench_merge: --shape takes llama3-70b\n");
+                return 2;
+            }
+            shape_70b = 1;
+        }
         else { fprintf(stderr, "bench_merge: unknown option %s\n", a); return 2; }
         i++;
     }
@@ -326,7 +351,7 @@ int main(int argc, char **argv)
     }
     /* Only a directory this run created is removed at the end: never a user's models. */
     int created = mkdir(dir, 0755) == 0;
-    if (generate(dir, models, size, dtype) != 0)
+    if (generate(dir, models, size, dtype, shape_70b) != 0)
         return 1;
     int rc = 0;
     if (all) {

@@ -194,6 +194,11 @@ typedef struct smelt_synth_options {
     unsigned vocab;         /* vocabulary rows (default 0: from the size) */
     int tied;               /* 1: no lm_head.weight (tie_word_embeddings) */
     int threads;            /* generator threads (default: online CPUs) */
+    /* Explicit shapes (0: derived from the size), e.g. Llama-3-70B's 8192 / 28672 / 64 / 8. */
+    unsigned hidden;        /* hidden size, a multiple of heads */
+    unsigned intermediate;  /* MLP width (default: hidden * 11 / 4 rounded up to 64) */
+    unsigned heads;         /* attention heads (default: hidden / 64) */
+    unsigned kv_heads;      /* key/value heads (grouped-query attention; default: heads) */
 } smelt_synth_options;
 
 /* Fills *opts with the defaults (size 0: the caller must set it). */

@@ -29,7 +29,7 @@ void smelt_synth_options_default(smelt_synth_options *opts)
 }
 
 typedef struct synth_arch {
-    uint64_t hidden, intermediate, vocab, layers, heads;
+    uint64_t hidden, intermediate, vocab, layers, heads, kv_heads;
     int tied; /* no lm_head: the output projection is the embedding */
 } synth_arch;
 
@@ -65,7 +65,49 @@ static synth_arch choose_arch(uint64_t params, uint64_t want_layers)
     a.layers = want_layers ? want_layers
                : params > fixed + per_layer ? (params - fixed + per_layer / 2) / per_layer : 1;
     a.heads = a.hidden / 64;
+    a.kv_heads = a.heads;
     return a;
+}
+
+/* choose_arch, with the shapes the options fix explicitly taking the place of derived ones. */
+static int explicit_arch(smelt_ctx *ctx, const smelt_synth_options *o, uint64_t params,
+                         synth_arch *out)
+{
+    synth_arch a = choose_arch(params, o->layers);
+    if (!o->hidden) {
+        if (o->intermediate || o->heads || o->kv_heads)
+            return smelt_fail(ctx, SMELT_E_ARG, "synth: --intermediate, --heads and --kv-heads "
+                                                "need --hidden");
+        *out = a;
+        return SMELT_OK;
+    }
+    if (o->hidden > 65536)
+        return smelt_fail(ctx, SMELT_E_ARG, "synth: a hidden size of %u is more than 65536",
+                          o->hidden);
+    a.hidden = o->hidden;
+    a.intermediate = o->intermediate ? o->intermediate : round_up(a.hidden * 11 / 4, 64);
+    a.heads = o->heads ? o->heads : (a.hidden >= 64 ? a.hidden / 64 : 1);
+    a.kv_heads = o->kv_heads ? o->kv_heads : a.heads;
+    if (a.intermediate > 1u << 20 || a.hidden % a.heads || a.heads % a.kv_heads)
+        return smelt_fail(ctx, SMELT_E_ARG,
+                          "synth: hidden %llu, intermediate %llu, heads %llu and kv-heads %llu do "
+                          "not fit (hidden must be a multiple of heads, heads of kv-heads, "
+                          "intermediate at most 1048576)",
+                          (unsigned long long)a.hidden, (unsigned long long)a.intermediate,
+                          (unsigned long long)a.heads, (unsigned long long)a.kv_heads);
+    if (!o->vocab) {
+        uint64_t vocab = params / (10 * a.hidden);
+        a.vocab = vocab < 256 ? 256 : vocab > 32000 ? 32000 : vocab / 64 * 64;
+    }
+    if (!o->layers) {
+        uint64_t kv = a.hidden / a.heads * a.kv_heads;
+        uint64_t per_layer = 2 * a.hidden * a.hidden + 2 * kv * a.hidden +
+                             3 * a.hidden * a.intermediate + 2 * a.hidden;
+        uint64_t fixed = 2 * a.vocab * a.hidden + a.hidden;
+        a.layers = params > fixed + per_layer ? (params - fixed + per_layer / 2) / per_layer : 1;
+    }
+    *out = a;
+    return SMELT_OK;
 }
 
 static size_t list_tensors(const synth_arch *a, synth_tensor *out)
@@ -81,13 +123,13 @@ static size_t list_tensors(const synth_arch *a, synth_tensor *out)
         t->numel = dims == 1 ? (uint64_t)(d0) : (uint64_t)(d0) * (d1);                        \
         t->is_norm = norm;                                                                    \
     } while (0)
-    uint64_t h = a->hidden, i = a->intermediate;
+    uint64_t h = a->hidden, i = a->intermediate, kv = a->hidden / a->heads * a->kv_heads;
     ADD(0, 2, a->vocab, h, "model.embed_tokens.weight");
     for (uint64_t l = 0; l < a->layers; l++) {
         ADD(1, 1, h, 0, "model.layers.%llu.input_layernorm.weight", (unsigned long long)l);
         ADD(0, 2, h, h, "model.layers.%llu.self_attn.q_proj.weight", (unsigned long long)l);
-        ADD(0, 2, h, h, "model.layers.%llu.self_attn.k_proj.weight", (unsigned long long)l);
-        ADD(0, 2, h, h, "model.layers.%llu.self_attn.v_proj.weight", (unsigned long long)l);
+        ADD(0, 2, kv, h, "model.layers.%llu.self_attn.k_proj.weight", (unsigned long long)l);
+        ADD(0, 2, kv, h, "model.layers.%llu.self_attn.v_proj.weight", (unsigned long long)l);
         ADD(0, 2, h, h, "model.layers.%llu.self_attn.o_proj.weight", (unsigned long long)l);
         ADD(1, 1, h, 0, "model.layers.%llu.post_attention_layernorm.weight", (unsigned long long)l);
         ADD(0, 2, i, h, "model.layers.%llu.mlp.gate_proj.weight", (unsigned long long)l);
@@ -177,7 +219,7 @@ static int write_side_files(smelt_ctx *ctx, const char *dir, const synth_arch *a
         "architectures", "LlamaForCausalLM", "model_type", "llama", "hidden_size",
         (json_int_t)a->hidden, "intermediate_size", (json_int_t)a->intermediate,
         "num_hidden_layers", (json_int_t)a->layers, "num_attention_heads", (json_int_t)a->heads,
-        "num_key_value_heads", (json_int_t)a->heads, "vocab_size", (json_int_t)a->vocab,
+        "num_key_value_heads", (json_int_t)a->kv_heads, "vocab_size", (json_int_t)a->vocab,
         "max_position_embeddings", (json_int_t)4096, "rms_norm_eps", 1e-5, "hidden_act", "silu",
         "tie_word_embeddings", a->tied, "rope_theta", 10000.0, "bos_token_id", (json_int_t)1,
         "eos_token_id", (json_int_t)2, "torch_dtype", smelt_dtype_torch_name(dt));
@@ -258,7 +300,10 @@ int smelt_synth(smelt_ctx *ctx, const char *out_dir, const smelt_synth_options *
     uint64_t shard_limit = opts->shard_size ? opts->shard_size : 1000000000ull;
     if (opts->layers > 4096)
         return smelt_fail(ctx, SMELT_E_ARG, "synth: %u layers is more than 4096", opts->layers);
-    synth_arch arch = choose_arch(opts->size / smelt_dtype_size(dt), opts->layers);
+    synth_arch arch = {0};
+    int arc = explicit_arch(ctx, opts, opts->size / smelt_dtype_size(dt), &arch);
+    if (arc != SMELT_OK)
+        return arc;
     /* The vocabulary may be set apart from the size: fine-tunes that added tokens have more
      * embedding rows than their base (the first rows keep the same values). */
     if (opts->vocab)

@@ -54,6 +54,8 @@ static const char usage_text[] =
     "  --layers N             decoder layers (default: as many as the size gives)\n"
     "  --vocab N              vocabulary rows (default: from the size)\n"
     "  --tied                 no lm_head.weight (tied embeddings)\n"
+    "  --hidden N             hidden size (default: from the size); with it --intermediate N,\n"
+    "                         --heads N and --kv-heads N (Llama-3-70B: 8192 28672 64 8)\n"
     "  --delta X              the fine-tune's perturbation scale (default 0.01)\n"
     "  --shard-size SIZE      the largest shard (default 1G)\n"
     "  -j, --threads N        generator threads\n"
@@ -375,7 +377,7 @@ static int cmd_verify(smelt_ctx *ctx, int argc, char **argv)
 static int cmd_synth(smelt_ctx *ctx, int argc, char **argv)
 {
     enum { OPT_SIZE = 256, OPT_DTYPE, OPT_SEED, OPT_BASE_SEED, OPT_DELTA, OPT_SHARD, OPT_LAYERS,
-           OPT_VOCAB, OPT_TIED };
+           OPT_VOCAB, OPT_TIED, OPT_HIDDEN, OPT_INTERMEDIATE, OPT_HEADS, OPT_KV_HEADS };
     static const struct option options[] = {
         {"size", required_argument, NULL, OPT_SIZE},
         {"dtype", required_argument, NULL, OPT_DTYPE},
@@ -384,6 +386,10 @@ static int cmd_synth(smelt_ctx *ctx, int argc, char **argv)
         {"layers", required_argument, NULL, OPT_LAYERS},
         {"vocab", required_argument, NULL, OPT_VOCAB},
         {"tied", no_argument, NULL, OPT_TIED},
+        {"hidden", required_argument, NULL, OPT_HIDDEN},
+        {"intermediate", required_argument, NULL, OPT_INTERMEDIATE},
+        {"heads", required_argument, NULL, OPT_HEADS},
+        {"kv-heads", required_argument, NULL, OPT_KV_HEADS},
         {"delta", required_argument, NULL, OPT_DELTA},
         {"shard-size", required_argument, NULL, OPT_SHARD},
         {"threads", required_argument, NULL, 'j'},
@@ -414,6 +420,19 @@ static int cmd_synth(smelt_ctx *ctx, int argc, char **argv)
             break;
         }
         case OPT_TIED: opts.tied = 1; break;
+        case OPT_HIDDEN:
+        case OPT_INTERMEDIATE:
+        case OPT_HEADS:
+        case OPT_KV_HEADS: {
+            static const char *const names[] = {"--hidden", "--intermediate", "--heads",
+                                                "--kv-heads"};
+            unsigned *fields[] = {&opts.hidden, &opts.intermediate, &opts.heads, &opts.kv_heads};
+            long v;
+            if (parse_count(optarg, names[c - OPT_HIDDEN], 1 << 20, &v))
+                return 2;
+            *fields[c - OPT_HIDDEN] = (unsigned)v;
+            break;
+        }
         case OPT_LAYERS: {
             long layers;
             if (parse_count(optarg, "--layers", 4096, &layers))
