@@ -19,12 +19,40 @@ char *smelt_path_join(const char *dir, const char *name);
 /* malloc'd copy; NULL for NULL. */
 char *smelt_strdup(const char *s);
 
+struct stat;
+
+/* Opens path for reading, refusing anything that is not a regular file (a FIFO, a device, a
+ * socket, a directory) with SMELT_E_IO and a message naming the path and what it is — without
+ * blocking, which a plain open() of a FIFO would — and, when max_size is not 0, a file larger
+ * than max_size (the message names the bound). On success *fd is a blocking O_RDONLY |
+ * O_CLOEXEC descriptor the caller closes, and *st (when not NULL) its fstat. Every file smelt
+ * reads goes through here. */
+int smelt_open_regular(smelt_ctx *ctx, const char *path, uint64_t max_size, int *fd,
+                       struct stat *st);
+
+/* The same check without keeping the file open, for files read later: SMELT_OK when path
+ * does not exist, or opens as smelt_open_regular would. */
+int smelt_check_readable(smelt_ctx *ctx, const char *path, uint64_t max_size);
+
+/* "FIFO", "directory", ... for an st_mode: for messages. */
+const char *smelt_file_kind(unsigned mode);
+
+/* Side files parsed as JSON (config.json, tokenizer_config.json, an index) are read whole;
+ * anything larger is refused rather than risk memory far beyond --max-memory. */
+#define SMELT_JSON_MAX_BYTES ((size_t)64 << 20)
+
 /* Reads a whole (small) file into a malloc'd NUL-terminated buffer. SMELT_E_IO with a message
- * naming the path on failure; files above max_size are refused. */
+ * naming the path on failure; files that are not regular or are above max_size (the message
+ * names the bound) are refused. */
 int smelt_read_file(smelt_ctx *ctx, const char *path, size_t max_size, char **out, size_t *len);
 
 /* Writes a whole file durably: path.smelt-tmp, fsync, rename. */
 int smelt_write_file_atomic(smelt_ctx *ctx, const char *path, const void *data, size_t len);
+
+/* Copies src to dst durably without holding it in memory (dst.smelt-tmp, fsync, rename):
+ * copy_file_range where the kernel can, read/write otherwise; holes stay holes. src must be a
+ * regular file (smelt_open_regular). */
+int smelt_copy_file(smelt_ctx *ctx, const char *src, const char *dst);
 
 /* Creates a directory and its parents (mode 0755); an existing directory is fine. */
 int smelt_mkdir_p(smelt_ctx *ctx, const char *path);

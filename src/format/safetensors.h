@@ -103,6 +103,19 @@ int smelt_st_layout(smelt_ctx *ctx, const smelt_st_out_tensor *tensors, size_t n
 /* Formats a shape as "[2, 3]" into buf (truncated to fit). */
 void smelt_format_shape(char *buf, size_t len, const uint64_t *shape, uint32_t ndim);
 
+struct json_t;
+
+/* Loads a JSON side file (an index, config.json, tokenizer_config.json) of at most
+ * SMELT_JSON_MAX_BYTES through smelt_read_file (regular files only, never blocking) and parses
+ * it with jansson `flags`. On success *out is a new reference the caller json_decref()s. A file
+ * that cannot be read, is too large or is not valid JSON is an error naming it (SMELT_E_IO or
+ * SMELT_E_FORMAT "path: not valid JSON (line L, column C): why"). */
+int smelt_json_load(smelt_ctx *ctx, const char *path, size_t flags, struct json_t **out);
+
+/* The same for a file a model may lack: SMELT_OK with *out NULL when path does not exist. */
+int smelt_json_load_if_exists(smelt_ctx *ctx, const char *path, size_t flags,
+                              struct json_t **out);
+
 /* Shard file name of HF convention: "model-00001-of-00003.safetensors" (index 0-based), or
  * "model.safetensors" when total == 1. Writes into buf (at least 40 bytes). */
 void smelt_shard_name(char *buf, size_t len, unsigned index, unsigned total);

@@ -22,8 +22,6 @@ typedef unsigned long long ull;
 
 #define INDEX_NAME "model.safetensors.index.json"
 #define SINGLE_NAME "model.safetensors"
-/* Indexes of the largest models are a few MB; anything far beyond is not an index. */
-#define INDEX_MAX_BYTES ((size_t)256 << 20)
 
 static const char *info_name_at(const void *array, size_t i)
 {
@@ -64,8 +62,6 @@ static int parse_file(smelt_ctx *ctx, smelt_st_file *file, smelt_tensor_info **t
     struct stat st;
     if (fstat(file->fd, &st) != 0)
         return smelt_fail_errno(ctx, errno, "%s: cannot stat", file->path);
-    if (!S_ISREG(st.st_mode))
-        return smelt_fail(ctx, SMELT_E_IO, "%s: not a regular file", file->path);
     file->size = (uint64_t)st.st_size;
     uint8_t head[8];
     size_t head_len = file->size < 8 ? (size_t)file->size : 8;
@@ -113,12 +109,12 @@ static int add_file(smelt_ctx *ctx, smelt_model *m, const char *path)
     if (!file->path)
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     uint32_t index = m->nfiles++;
-    file->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (file->fd < 0)
-        return smelt_fail_errno(ctx, errno, "%s: cannot open", path);
+    int rc = smelt_open_regular(ctx, path, 0, &file->fd, NULL);
+    if (rc != SMELT_OK)
+        return rc;
     smelt_tensor_info *t;
     size_t n;
-    int rc = parse_file(ctx, file, &t, &n, index == 0 ? &m->metadata_json : NULL);
+    rc = parse_file(ctx, file, &t, &n, index == 0 ? &m->metadata_json : NULL);
     if (rc != SMELT_OK)
         return rc;
     smelt_tensor_info *all = realloc(m->tensors, (m->ntensors + n + 1) * sizeof *all);
@@ -328,17 +324,11 @@ out:
 
 static int open_sharded(smelt_ctx *ctx, smelt_model *m, const char *dir, const char *index_path)
 {
-    char *text;
-    size_t len;
-    int rc = smelt_read_file(ctx, index_path, INDEX_MAX_BYTES, &text, &len);
+    /* Indexes of the largest models are a few MB: the JSON bound is far above any. */
+    json_t *root;
+    int rc = smelt_json_load(ctx, index_path, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &root);
     if (rc != SMELT_OK)
         return rc;
-    json_error_t jerr;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-    free(text);
-    if (!root)
-        return smelt_fail(ctx, SMELT_E_FORMAT, "%s: not valid JSON (line %d, column %d): %s",
-                          index_path, jerr.line, jerr.column, jerr.text);
     const char **shards = NULL;
     size_t nshards = 0;
     json_t *weight_map = json_object_get(root, "weight_map");

@@ -1,6 +1,11 @@
 #include "format/safetensors.h"
 #include "format/st_internal.h"
 
+#include "common/util.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,4 +111,30 @@ void smelt_format_shape(char *buf, size_t len, const uint64_t *shape, uint32_t n
                                (unsigned long long)shape[d]);
     if (at < len)
         snprintf(buf + at, len - at, "]");
+}
+
+int smelt_json_load(smelt_ctx *ctx, const char *path, size_t flags, json_t **out)
+{
+    char *text;
+    size_t len;
+    *out = NULL;
+    int rc = smelt_read_file(ctx, path, SMELT_JSON_MAX_BYTES, &text, &len);
+    if (rc != SMELT_OK)
+        return rc;
+    json_error_t jerr;
+    *out = json_loadb(text, len, flags, &jerr);
+    free(text);
+    if (!*out)
+        return smelt_fail(ctx, SMELT_E_FORMAT, "%s: not valid JSON (line %d, column %d): %s",
+                          path, jerr.line, jerr.column, jerr.text);
+    return SMELT_OK;
+}
+
+int smelt_json_load_if_exists(smelt_ctx *ctx, const char *path, size_t flags, json_t **out)
+{
+    struct stat st;
+    *out = NULL;
+    if (stat(path, &st) != 0 && errno == ENOENT)
+        return SMELT_OK;
+    return smelt_json_load(ctx, path, flags, out);
 }

@@ -166,8 +166,12 @@ int smelt_verify(smelt_ctx *ctx, const char *dir, const smelt_verify_options *us
     memset(res, 0, sizeof *res);
     double started = smelt_now();
     struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return smelt_fail(ctx, SMELT_E_ARG, "%s: not a directory", dir);
+    /* stat, not open: a FIFO named as the target must be refused, not waited on */
+    if (stat(dir, &st) != 0)
+        return smelt_fail_errno(ctx, errno, "%s: cannot access", dir);
+    if (!S_ISDIR(st.st_mode))
+        return smelt_fail(ctx, SMELT_E_ARG, "%s: not a directory (a %s)", dir,
+                          smelt_file_kind(st.st_mode));
     smelt_manifest *m = NULL;
     if (smelt_manifest_load(ctx, dir, &m) != SMELT_OK) {
         if (ctx->status == SMELT_E_NOMEM)

@@ -4,6 +4,7 @@
 #include "integrity/journal.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -33,18 +34,195 @@ static int is_leftover_state(const char *name)
            strcmp(name + len - 22, ".safetensors.smelt-tmp") == 0;
 }
 
+/* The tokenizer files a model directory may hold, copied as they are (streamed: a
+ * tokenizer.json can be larger than the whole memory budget). */
+static const char *const tokenizer_names[] = {
+    "tokenizer.json",       "tokenizer_config.json", "special_tokens_map.json",
+    "tokenizer.model",      "added_tokens.json",     "vocab.json",
+    "merges.txt",           "vocab.txt",             "generation_config.json",
+    "chat_template.jinja",  "chat_template.json",    "preprocessor_config.json",
+};
+#define NTOKENIZER_NAMES (sizeof tokenizer_names / sizeof tokenizer_names[0])
+
+/* One file the merge reads: its identity (device, inode) and how it was named. */
+typedef struct input_file {
+    dev_t dev;
+    ino_t ino;
+    char *path;
+} input_file;
+
+typedef struct input_set {
+    input_file *v;
+    size_t n, cap;
+} input_set;
+
+/* Adds path (takes ownership) when it exists; what stat cannot find cannot be destroyed. */
+static int input_add(smelt_ctx *ctx, input_set *set, char *path)
+{
+    struct stat st;
+    if (!path)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    if (stat(path, &st) != 0) {
+        free(path);
+        return SMELT_OK;
+    }
+    if (set->n == set->cap) {
+        size_t cap = set->cap ? 2 * set->cap : 64;
+        input_file *v = realloc(set->v, cap * sizeof *v);
+        if (!v) {
+            free(path);
+            return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+        }
+        set->v = v;
+        set->cap = cap;
+    }
+    set->v[set->n++] = (input_file){st.st_dev, st.st_ino, path};
+    return SMELT_OK;
+}
+
+static void input_set_free(input_set *set)
+{
+    for (size_t i = 0; i < set->n; i++)
+        free(set->v[i].path);
+    free(set->v);
+}
+
+/* Every file the merge reads or copies: the config, and per model (base included) its
+ * safetensors files, index, config.json and tokenizer files. */
+static int collect_inputs(smelt_ctx *ctx, const smelt_plan *plan, input_set *set)
+{
+    int rc = plan->spec->path ? input_add(ctx, set, strdup(plan->spec->path)) : SMELT_OK;
+    for (size_t m = 0; m < plan->nmodels && rc == SMELT_OK; m++) {
+        const smelt_model *model = plan->models[m];
+        for (uint32_t f = 0; f < model->nfiles && rc == SMELT_OK; f++)
+            rc = input_add(ctx, set, strdup(model->files[f].path));
+        if (!model->dir)
+            continue;
+        static const char *const side[] = {"model.safetensors.index.json", "config.json"};
+        for (size_t i = 0; i < 2 && rc == SMELT_OK; i++)
+            rc = input_add(ctx, set, smelt_path_join(model->dir, side[i]));
+        for (size_t i = 0; i < NTOKENIZER_NAMES && rc == SMELT_OK; i++)
+            rc = input_add(ctx, set, smelt_path_join(model->dir, tokenizer_names[i]));
+    }
+    return rc;
+}
+
+/* Whether the directory `out` (by device and inode) is one of the directories above `path`.
+ * The walk follows ".." from the file's real location, so symbolic links on the way, bind
+ * mounts and paths longer than PATH_MAX are all seen as the kernel sees them. */
+static int is_below(const char *path, const struct stat *out)
+{
+    char *real = realpath(path, NULL);
+    const char *p = real ? real : path;
+    const char *slash = strrchr(p, '/');
+    char *dir = slash ? strndup(p, slash == p ? 1 : (size_t)(slash - p)) : strdup(".");
+    free(real);
+    if (!dir)
+        return 0;
+    int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    free(dir);
+    int below = 0;
+    for (int depth = 0; fd >= 0 && depth < 4096; depth++) {
+        struct stat st, up;
+        if (fstat(fd, &st) != 0)
+            break;
+        if (st.st_dev == out->st_dev && st.st_ino == out->st_ino) {
+            below = 1;
+            break;
+        }
+        int parent = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+        close(fd);
+        fd = parent;
+        if (fd >= 0 && fstat(fd, &up) == 0 && up.st_dev == st.st_dev && up.st_ino == st.st_ino)
+            break; /* the root is its own parent */
+    }
+    if (fd >= 0)
+        close(fd);
+    return below;
+}
+
+/* No option may destroy an input: the output path must not be an input file, nor hold one at
+ * any depth, nor hold another name (hard or symbolic link) for one where smelt writes. Checked
+ * before anything is written or removed. Inputs are compared by device and inode. */
+static int refuse_inputs_in_output(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir)
+{
+    struct stat out;
+    if (stat(out_dir, &out) != 0)
+        return SMELT_OK; /* nothing there yet: it holds nothing (mkdir reports the rest) */
+    input_set set = {0};
+    int rc = collect_inputs(ctx, plan, &set);
+    for (size_t i = 0; i < set.n && rc == SMELT_OK; i++) {
+        if (set.v[i].dev == out.st_dev && set.v[i].ino == out.st_ino)
+            rc = smelt_fail(ctx, SMELT_E_ARG, "%s: the output path is the input file '%s'; "
+                            "choose another output directory", out_dir, set.v[i].path);
+        else if (S_ISDIR(out.st_mode) && is_below(set.v[i].path, &out))
+            rc = smelt_fail(ctx, SMELT_E_ARG, "%s: the output directory contains the input "
+                            "file '%s', which the merge could replace or delete; choose "
+                            "another output directory", out_dir, set.v[i].path);
+    }
+    DIR *d = rc == SMELT_OK && S_ISDIR(out.st_mode) ? opendir(out_dir) : NULL;
+    for (struct dirent *ent; d && rc == SMELT_OK && (ent = readdir(d));) {
+        struct stat st;
+        if (strcmp(ent->d_name, ".") == 0 || strcmp(ent->d_name, "..") == 0 ||
+            fstatat(dirfd(d), ent->d_name, &st, 0) != 0)
+            continue;
+        for (size_t i = 0; i < set.n && rc == SMELT_OK; i++)
+            if (set.v[i].dev == st.st_dev && set.v[i].ino == st.st_ino)
+                rc = smelt_fail(ctx, SMELT_E_ARG, "%s: the output directory's '%s' is another "
+                                "name (a link) for the input file '%s', which the merge could "
+                                "replace or delete; choose another output directory", out_dir,
+                                ent->d_name, set.v[i].path);
+    }
+    if (d)
+        closedir(d);
+    input_set_free(&set);
+    return rc;
+}
+
+/* The side files finalizing will read or copy, checked now (regular files, JSON within
+ * SMELT_JSON_MAX_BYTES) so that a bad one fails the merge before any data is read or written,
+ * not after the whole merge has run. */
+static int check_side_files(smelt_ctx *ctx, const smelt_plan *plan)
+{
+    const smelt_model *ref = plan->models[plan->ref_model];
+    char *path = ref->dir ? smelt_path_join(ref->dir, "config.json") : NULL;
+    int rc = ref->dir && !path ? smelt_fail(ctx, SMELT_E_NOMEM, "out of memory")
+             : path            ? smelt_check_readable(ctx, path, SMELT_JSON_MAX_BYTES)
+                               : SMELT_OK;
+    free(path);
+    const smelt_model *tok = plan->tokenizer_model >= 0 ? plan->models[plan->tokenizer_model]
+                                                        : NULL;
+    for (size_t i = 0; tok && tok->dir && i < NTOKENIZER_NAMES && rc == SMELT_OK; i++) {
+        /* tokenizer_config.json is parsed when a chat template is set; the rest is copied */
+        int parsed = plan->spec->chat_template && strcmp(tokenizer_names[i],
+                                                         "tokenizer_config.json") == 0;
+        if (!(path = smelt_path_join(tok->dir, tokenizer_names[i])))
+            return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+        rc = smelt_check_readable(ctx, path, parsed ? SMELT_JSON_MAX_BYTES : 0);
+        free(path);
+    }
+    int vote = plan->spec->chat_template && strcmp(plan->spec->chat_template, "auto") == 0;
+    for (size_t m = 0; vote && m < plan->nmodels && rc == SMELT_OK; m++) {
+        if (!plan->models[m]->dir)
+            continue;
+        if (!(path = smelt_path_join(plan->models[m]->dir, "tokenizer_config.json")))
+            return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+        rc = smelt_check_readable(ctx, path, SMELT_JSON_MAX_BYTES);
+        free(path);
+    }
+    return rc;
+}
+
 int smelt_out_dir_prepare(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
                           int overwrite, int resume)
 {
-    char out_real[PATH_MAX], in_real[PATH_MAX];
-    if (realpath(out_dir, out_real)) {
-        for (size_t i = 0; i < plan->nmodels; i++) {
-            const char *dir = plan->models[i]->dir;
-            if (dir && realpath(dir, in_real) && strcmp(in_real, out_real) == 0)
-                return smelt_fail(ctx, SMELT_E_ARG,
-                                  "%s: the output directory is the input model '%s'; choose "
-                                  "another directory", out_dir, plan->models[i]->ref);
-        }
+    int rc0 = refuse_inputs_in_output(ctx, plan, out_dir);
+    if (rc0 == SMELT_OK)
+        rc0 = check_side_files(ctx, plan);
+    if (rc0 != SMELT_OK)
+        return rc0;
+    struct stat out_st;
+    if (stat(out_dir, &out_st) == 0) {
         DIR *d = opendir(out_dir);
         if (!d)
             return smelt_fail_errno(ctx, errno, "%s: cannot open output directory", out_dir);
@@ -165,16 +343,15 @@ static int write_config_json(smelt_ctx *ctx, const smelt_plan *plan, const char 
         free(src);
         return SMELT_OK;
     }
-    json_error_t jerr;
-    json_t *config = json_load_file(src, JSON_REJECT_DUPLICATES, &jerr);
-    if (!config || !json_is_object(config)) {
+    json_t *config;
+    int rc = smelt_json_load(ctx, src, JSON_REJECT_DUPLICATES, &config);
+    if (rc == SMELT_OK && !json_is_object(config)) {
         json_decref(config);
-        int rc = smelt_fail(ctx, SMELT_E_FORMAT, "%s:%d:%d: not a JSON object: %s", src,
-                            jerr.line, jerr.column, config ? "top level" : jerr.text);
-        free(src);
-        return rc;
+        rc = smelt_fail(ctx, SMELT_E_FORMAT, "%s: not a JSON object at the top level", src);
     }
     free(src);
+    if (rc != SMELT_OK)
+        return rc;
     /* The dtype of the largest merged tensor class decides; with a forced dtype all agree. */
     smelt_dtype out = SMELT_DT_INVALID;
     uint64_t best = 0, by_dtype[SMELT_DT_COUNT] = {0};
@@ -199,43 +376,26 @@ static int write_config_json(smelt_ctx *ctx, const smelt_plan *plan, const char 
     char *text = json_dumps(config, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(config);
     char *dst = smelt_path_join(out_dir, "config.json");
-    int rc = text && dst ? smelt_write_file_atomic(ctx, dst, text, strlen(text))
+    rc = text && dst ? smelt_write_file_atomic(ctx, dst, text, strlen(text))
                          : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     free(text);
     free(dst);
     return rc;
 }
 
-static int copy_file(smelt_ctx *ctx, const char *src, const char *dst)
-{
-    char *data;
-    size_t len;
-    int rc = smelt_read_file(ctx, src, (size_t)1 << 30, &data, &len);
-    if (rc != SMELT_OK)
-        return rc;
-    rc = smelt_write_file_atomic(ctx, dst, data, len);
-    free(data);
-    return rc;
-}
-
 static int copy_tokenizer(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir)
 {
-    static const char *const names[] = {
-        "tokenizer.json",       "tokenizer_config.json", "special_tokens_map.json",
-        "tokenizer.model",      "added_tokens.json",     "vocab.json",
-        "merges.txt",           "vocab.txt",             "generation_config.json",
-        "chat_template.jinja",  "chat_template.json",    "preprocessor_config.json",
-    };
+    const char *const *names = tokenizer_names;
     if (plan->tokenizer_model < 0)
         return SMELT_OK;
     const smelt_model *ref = plan->models[plan->tokenizer_model];
     if (!ref->dir)
         return SMELT_OK;
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    for (size_t i = 0; i < NTOKENIZER_NAMES; i++) {
         char *src = smelt_path_join(ref->dir, names[i]);
         char *dst = smelt_path_join(out_dir, names[i]);
         int rc = !src || !dst ? smelt_fail(ctx, SMELT_E_NOMEM, "out of memory")
-                 : access(src, F_OK) == 0 ? copy_file(ctx, src, dst)
+                 : access(src, F_OK) == 0 ? smelt_copy_file(ctx, src, dst)
                                           : SMELT_OK;
         free(src);
         free(dst);
@@ -245,18 +405,25 @@ static int copy_tokenizer(smelt_ctx *ctx, const smelt_plan *plan, const char *ou
     return SMELT_OK;
 }
 
-/* The chat template a model's tokenizer_config.json carries (a string), or NULL. */
-static json_t *model_chat_template(const smelt_model *m)
+/* The chat template a model's tokenizer_config.json carries (a string) into *out, or NULL
+ * when it has none (no file, or no string chat_template). A file that exists but cannot be
+ * read or parsed is an error: a vote that silently skipped it could pick another template. */
+static int model_chat_template(smelt_ctx *ctx, const smelt_model *m, json_t **out)
 {
+    *out = NULL;
     if (!m->dir)
-        return NULL;
+        return SMELT_OK;
     char *path = smelt_path_join(m->dir, "tokenizer_config.json");
-    json_t *root = path ? json_load_file(path, 0, NULL) : NULL;
+    if (!path)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    json_t *root;
+    int rc = smelt_json_load_if_exists(ctx, path, 0, &root);
     free(path);
     json_t *t = root ? json_object_get(root, "chat_template") : NULL;
-    json_t *copy = json_is_string(t) ? json_string(json_string_value(t)) : NULL;
+    if (json_is_string(t) && !(*out = json_string(json_string_value(t))))
+        rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     json_decref(root);
-    return copy;
+    return rc;
 }
 
 /* chat_template: a built-in name, a literal Jinja template, or auto — the template most of the
@@ -270,12 +437,19 @@ static int write_chat_template(smelt_ctx *ctx, const smelt_plan *plan, const cha
     if (strcmp(want, "auto") == 0) {
         size_t best = 0;
         for (size_t i = 0; i < plan->nmodels; i++) {
-            json_t *t = model_chat_template(plan->models[i]);
+            json_t *t;
+            int rc = model_chat_template(ctx, plan->models[i], &t);
             size_t votes = 0;
-            for (size_t j = 0; t && j < plan->nmodels; j++) {
-                json_t *u = model_chat_template(plan->models[j]);
+            for (size_t j = 0; t && rc == SMELT_OK && j < plan->nmodels; j++) {
+                json_t *u;
+                rc = model_chat_template(ctx, plan->models[j], &u);
                 votes += u && json_equal(t, u);
                 json_decref(u);
+            }
+            if (rc != SMELT_OK) {
+                json_decref(t);
+                json_decref(text);
+                return rc;
             }
             if (votes > best) {
                 best = votes;
@@ -292,12 +466,15 @@ static int write_chat_template(smelt_ctx *ctx, const smelt_plan *plan, const cha
         text = json_string(builtin ? builtin : want);
     }
     char *path = smelt_path_join(out_dir, "tokenizer_config.json");
-    json_t *config = path && access(path, F_OK) == 0 ? json_load_file(path, 0, NULL) : json_object();
-    int rc;
-    if (!path || !text || !json_is_object(config)) {
+    json_t *config = NULL;
+    int rc = !path ? smelt_fail(ctx, SMELT_E_NOMEM, "out of memory")
+                   : smelt_json_load_if_exists(ctx, path, 0, &config);
+    if (rc == SMELT_OK && !config) /* no tokenizer files copied: a config of its own */
+        config = json_object();
+    if (rc == SMELT_OK && (!text || !json_is_object(config))) {
         rc = smelt_fail(ctx, SMELT_E_FORMAT, "%s: cannot set its chat_template (not a JSON object)",
-                        path ? path : "tokenizer_config.json");
-    } else {
+                        path);
+    } else if (rc == SMELT_OK) {
         json_object_set(config, "chat_template", text);
         char *dump = json_dumps(config, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         rc = dump ? smelt_write_file_atomic(ctx, path, dump, strlen(dump))

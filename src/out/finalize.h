@@ -7,8 +7,11 @@
 #include "io/writer.h"
 #include "plan/plan.h"
 
-/* Refuses an output directory that already holds a model (unless overwrite) or that is one of
- * the input model directories. Creates it when missing. The state an interrupted merge left (its
+/* Refuses, whatever the options and before anything is written, an output path that is an input
+ * file or holds one (at any depth, or as another name for it in the directory itself; compared
+ * by device and inode: the config, every model's safetensors files, index, config.json and
+ * tokenizer files). Refuses an output directory that already holds a model unless overwrite.
+ * Creates it when missing. The state an interrupted merge left (its
  * journal, temporary shard files) is kept when resume, removed when overwrite, else refused
  * with a message suggesting either. */
 int smelt_out_dir_prepare(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,

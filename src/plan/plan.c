@@ -569,14 +569,19 @@ static int slices_from_spec(smelt_ctx *ctx, smelt_plan *plan)
     return SMELT_OK;
 }
 
-/* The architectures named in a model's config.json, as one string ("" when unknown). */
-static void model_architecture(const smelt_model *m, char *buf, size_t len)
+/* The architectures named in a model's config.json, as one string ("" when it has none). A
+ * config.json that exists but cannot be read or parsed is an error (smelt_json_load: bounded,
+ * regular files only). */
+static int model_architecture(smelt_ctx *ctx, const smelt_model *m, char *buf, size_t len)
 {
     buf[0] = '\0';
     if (!m->dir)
-        return;
+        return SMELT_OK;
     char *path = smelt_path_join(m->dir, "config.json");
-    json_t *root = path ? json_load_file(path, 0, NULL) : NULL;
+    if (!path)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    json_t *root;
+    int rc = smelt_json_load_if_exists(ctx, path, 0, &root);
     free(path);
     json_t *arch = root ? json_object_get(root, "architectures") : NULL;
     size_t i;
@@ -588,17 +593,19 @@ static void model_architecture(const smelt_model *m, char *buf, size_t len)
                 snprintf(buf + at, len - at, "%s%s", at ? "," : "", json_string_value(v));
             }
     json_decref(root);
+    return rc;
 }
 
 /* mergekit refuses to merge models of different architectures unless --allow-crimes. */
 static int check_architectures(smelt_ctx *ctx, const smelt_plan *plan, int allow_crimes)
 {
     char first[256], other[256];
-    model_architecture(plan->models[plan->ref_model], first, sizeof first);
-    if (!first[0])
-        return SMELT_OK;
+    int rc = model_architecture(ctx, plan->models[plan->ref_model], first, sizeof first);
+    if (rc != SMELT_OK || !first[0])
+        return rc;
     for (size_t i = 0; i < plan->nmodels; i++) {
-        model_architecture(plan->models[i], other, sizeof other);
+        if ((rc = model_architecture(ctx, plan->models[i], other, sizeof other)) != SMELT_OK)
+            return rc;
         if (!other[0] || strcmp(other, first) == 0)
             continue;
         if (allow_crimes) {

@@ -61,7 +61,7 @@ models:
   - {model: $B, parameters: {weight: 1}}
   - {model: $A, parameters: {weight: 1}}" --max-memory 64K
 printf 'merge_method: linear\nmodels: [{model: %s, parameters: {weight: 1}}]\n' "$B" > "$work/ok.yml"
-expect_error "output is an input" "is the input model" $SMELT merge "$work/ok.yml" "$B" --overwrite
+expect_error "output is an input" "contains the input file" $SMELT merge "$work/ok.yml" "$B" --overwrite
 expect_error "bad size suffix" "unknown size suffix" $SMELT merge "$work/ok.yml" "$work/o2" --max-memory 12Q
 expect_error "missing config" "nope.yml" $SMELT merge "$work/nope.yml" "$work/o3"
 expect_error "no arguments" "merge takes CONFIG.yml and OUT_DIR" $SMELT merge

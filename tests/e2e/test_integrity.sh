@@ -65,7 +65,7 @@ cp -r "$out" "$work/noman"; rm "$work/noman/smelt-manifest.json"
 rc=0; $SMELT verify "$work/noman" >"$work/v.out" 2>&1 || rc=$?
 [ "$rc" -eq 0 ] && grep -q "no smelt-manifest.json; checked the safetensors structure" "$work/v.out" \
   && pass "no manifest: structure only" || fail "no manifest: rc $rc $(cat "$work/v.out")"
-expect_error "not a directory" "not a directory" $SMELT verify "$work/nowhere"
+expect_error "not a directory" "nowhere: cannot access: No such file or directory" $SMELT verify "$work/nowhere"
 
 # Same merge twice: the manifest is byte-identical (no timestamps).
 $SMELT merge "$work/c.yml" "$work/out2" --out-shard-size 3M -q -j1 --max-memory 3Mi
