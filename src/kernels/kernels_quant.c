@@ -329,6 +329,255 @@ static void pack_q5_0(uint8_t *b, const float *x) { pack_sym(b, x, 5); }
 static void pack_q4_1(uint8_t *b, const float *x) { pack_affine(b, x, 4); }
 static void pack_q5_1(uint8_t *b, const float *x) { pack_affine(b, x, 5); }
 
+/* ---- K-quant reference quantizers (ggml's quantize_row_q{4,5,6}_K_ref) ----
+ * Each sub-block's scale (and min) comes from ggml's iterative fits, then the block's scales
+ * are themselves quantized to 6 or 8 bits and every element requantized against the stored
+ * fp16 values. The expressions keep ggml's evaluation order: every rounding is part of the
+ * result. */
+
+/* ggml's nearest_int: round half to even through the float mantissa (|f| <= 2^22). */
+static int nearest_int(float f)
+{
+    float v = f + 12582912.f;
+    int32_t i;
+    memcpy(&i, &v, sizeof i);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+#define GROUP_MAX_EPS 1e-15f
+
+/* ggml's make_qkx2_quants: an affine fit x ~ scale * L + min (min <= 0) of n values to
+ * 0..nmax, trying nstep + 1 inverse scales; weighted squared error. Returns the scale and
+ * stores -min. */
+static float fit_affine(int n, int nmax, const float *x, const float *w, uint8_t *L,
+                        float *the_min, float rmin, float rdelta, int nstep)
+{
+    uint8_t Laux[32];
+    float min = x[0], max = x[0], sum_w = w[0], sum_x = sum_w * x[0];
+    for (int i = 1; i < n; i++) {
+        if (x[i] < min)
+            min = x[i];
+        if (x[i] > max)
+            max = x[i];
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
+    }
+    if (min > 0)
+        min = 0;
+    if (max == min) {
+        memset(L, 0, (size_t)n);
+        *the_min = -min;
+        return 0.f;
+    }
+    float iscale = (float)nmax / (max - min), scale = 1 / iscale, best = 0;
+    for (int i = 0; i < n; i++) {
+        int l = nearest_int(iscale * (x[i] - min));
+        L[i] = (uint8_t)(l < 0 ? 0 : l > nmax ? nmax : l);
+        float diff = scale * (float)L[i] + min - x[i];
+        best += w[i] * (diff * diff);
+    }
+    for (int is = 0; is <= nstep; is++) {
+        iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
+        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+        for (int i = 0; i < n; i++) {
+            int l = nearest_int(iscale * (x[i] - min));
+            l = l < 0 ? 0 : l > nmax ? nmax : l;
+            Laux[i] = (uint8_t)l;
+            sum_l += w[i] * (float)l;
+            sum_l2 += w[i] * (float)l * (float)l;
+            sum_xl += w[i] * (float)l * x[i];
+        }
+        float D = sum_w * sum_l2 - sum_l * sum_l;
+        if (D > 0) {
+            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+            if (this_min > 0) {
+                this_min = 0;
+                this_scale = sum_xl / sum_l2;
+            }
+            float err = 0;
+            for (int i = 0; i < n; i++) {
+                float diff = this_scale * (float)Laux[i] + this_min - x[i];
+                err += w[i] * (diff * diff);
+            }
+            if (err < best) {
+                memcpy(L, Laux, (size_t)n);
+                best = err;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    *the_min = -min;
+    return scale;
+}
+
+/* Q4_K (nmax 15) and Q5_K (nmax 31): 8 sub-blocks of 32 fitted, 6-bit scales and mins, then
+ * the quants L[256] in 0..nmax requantized; the caller packs L. */
+static void fit_k4(uint8_t *b, const float *x, int nmax, float rmin, int nstep, uint8_t *L)
+{
+    float scales[8], mins[8], w[32], max_scale = 0, max_min = 0;
+    for (int j = 0; j < 8; j++) {
+        float sum_x2 = 0;
+        for (int l = 0; l < 32; l++)
+            sum_x2 += x[32 * j + l] * x[32 * j + l];
+        float av_x = sqrtf(sum_x2 / 32);
+        for (int l = 0; l < 32; l++)
+            w[l] = av_x + fabsf(x[32 * j + l]);
+        scales[j] = fit_affine(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], rmin, 0.1f, nstep);
+        if (scales[j] > max_scale)
+            max_scale = scales[j];
+        if (mins[j] > max_min)
+            max_min = mins[j];
+    }
+    float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+    float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+    uint8_t *sc = b + 4;
+    for (int j = 0; j < 8; j++) {
+        uint8_t ls = (uint8_t)nearest_int(inv_scale * scales[j]);
+        uint8_t lm = (uint8_t)nearest_int(inv_min * mins[j]);
+        ls = ls < 63 ? ls : 63;
+        lm = lm < 63 ? lm : 63;
+        if (j < 4) {
+            sc[j] = ls;
+            sc[j + 4] = lm;
+        } else {
+            sc[j + 4] = (uint8_t)((ls & 0xF) | (lm & 0xF) << 4);
+            sc[j - 4] |= (uint8_t)((ls >> 4) << 6);
+            sc[j] |= (uint8_t)((lm >> 4) << 6);
+        }
+    }
+    put_fp16(b, max_scale / 63.f);
+    put_fp16(b + 2, max_min / 63.f);
+    float d_all = fp16(b), m_all = fp16(b + 2);
+    for (int j = 0; j < 8; j++) {
+        int s, m;
+        scale_min_k4(j, sc, &s, &m);
+        float d = d_all * (float)s;
+        if (d == 0.0f)
+            continue; /* ggml keeps the fit's quants */
+        float dm = m_all * (float)m;
+        for (int i = 0; i < 32; i++) {
+            int l = nearest_int((x[32 * j + i] + dm) / d);
+            L[32 * j + i] = (uint8_t)(l < 0 ? 0 : l > nmax ? nmax : l);
+        }
+    }
+}
+
+static void pack_q4_k(uint8_t *b, const float *x)
+{
+    uint8_t L[QK_K];
+    fit_k4(b, x, 15, -1.f, 20, L);
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++)
+            b[16 + 32 * c + l] = (uint8_t)(L[64 * c + l] | L[64 * c + 32 + l] << 4);
+}
+
+static void pack_q5_k(uint8_t *b, const float *x)
+{
+    uint8_t L[QK_K];
+    fit_k4(b, x, 31, -0.5f, 15, L);
+    uint8_t *qh = b + 16, *qs = b + 48;
+    memset(qh, 0, 32);
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) {
+            int lo = L[64 * c + l], hi = L[64 * c + 32 + l];
+            qh[l] |= (uint8_t)((lo >> 4) << (2 * c) | (hi >> 4) << (2 * c + 1));
+            qs[32 * c + l] = (uint8_t)((lo & 0xF) | (hi & 0xF) << 4);
+        }
+}
+
+/* ggml's make_qx_quants with rmse_type 1 and no weights (w = x^2): a symmetric fit of n
+ * values to -nmax..nmax-1 (stored biased by nmax), trying 19 inverse scales. */
+static float fit_sym(int n, int nmax, const float *x, uint8_t *L)
+{
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            max = x[i];
+        }
+    if (amax < GROUP_MAX_EPS) {
+        memset(L, 0, (size_t)n);
+        return 0.f;
+    }
+    float iscale = (float)-nmax / max, sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; i++) {
+        int l = nearest_int(iscale * x[i]);
+        l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+        L[i] = (uint8_t)(l + nmax);
+        float w = x[i] * x[i];
+        sumlx += w * x[i] * (float)l;
+        suml2 += w * (float)l * (float)l;
+    }
+    float scale = suml2 ? sumlx / suml2 : 0.0f, best = scale * sumlx;
+    for (int is = -9; is <= 9; is++) {
+        if (is == 0)
+            continue;
+        iscale = -((float)nmax + 0.1f * (float)is) / max;
+        sumlx = suml2 = 0;
+        for (int i = 0; i < n; i++) {
+            int l = nearest_int(iscale * x[i]);
+            l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+            float w = x[i] * x[i];
+            sumlx += w * x[i] * (float)l;
+            suml2 += w * (float)l * (float)l;
+        }
+        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+            for (int i = 0; i < n; i++) {
+                int l = nearest_int(iscale * x[i]);
+                L[i] = (uint8_t)(nmax + (l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l));
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    return scale;
+}
+
+static void pack_q6_k(uint8_t *b, const float *x)
+{
+    uint8_t L[QK_K];
+    float scales[16], max_scale = 0, max_abs = 0;
+    for (int ib = 0; ib < 16; ib++) {
+        scales[ib] = fit_sym(16, 32, x + 16 * ib, L + 16 * ib);
+        if (fabsf(scales[ib]) > max_abs) {
+            max_abs = fabsf(scales[ib]);
+            max_scale = scales[ib];
+        }
+    }
+    memset(b, 0, 210);
+    if (max_abs < GROUP_MAX_EPS)
+        return; /* all zero, d = +0 */
+    float iscale = -128.f / max_scale;
+    int8_t *sc = (int8_t *)(b + 192);
+    put_fp16(b + 208, 1 / iscale);
+    float d_all = fp16(b + 208);
+    for (int ib = 0; ib < 16; ib++) {
+        int l = nearest_int(iscale * scales[ib]);
+        sc[ib] = (int8_t)(l < 127 ? l : 127);
+    }
+    for (int j = 0; j < 16; j++) {
+        float d = d_all * (float)sc[j];
+        if (d == 0.0f)
+            continue;
+        for (int i = 0; i < 16; i++) {
+            int l = nearest_int(x[16 * j + i] / d);
+            L[16 * j + i] = (uint8_t)((l < -32 ? -32 : l > 31 ? 31 : l) + 32);
+        }
+    }
+    for (int n = 0; n < 2; n++) {
+        const uint8_t *q = L + 128 * n;
+        uint8_t *ql = b + 64 * n, *qh = b + 128 + 32 * n;
+        for (int l = 0; l < 32; l++) {
+            ql[l] = (uint8_t)((q[l] & 0xF) | (q[l + 64] & 0xF) << 4);
+            ql[l + 32] = (uint8_t)((q[l + 32] & 0xF) | (q[l + 96] & 0xF) << 4);
+            qh[l] = (uint8_t)(q[l] >> 4 | (q[l + 32] >> 4) << 2 | (q[l + 64] >> 4) << 4 |
+                              (q[l + 96] >> 4) << 6);
+        }
+    }
+}
+
 static const qkind kinds[SMELT_GGML_TYPE_COUNT] = {
     [SMELT_GGML_Q4_0] = {32, 0, unpack_q4_0, pack_q4_0},
     [SMELT_GGML_Q4_1] = {32, 1, unpack_q4_1, pack_q4_1},
@@ -337,9 +586,9 @@ static const qkind kinds[SMELT_GGML_TYPE_COUNT] = {
     [SMELT_GGML_Q8_0] = {32, 0, unpack_q8_0, pack_q8_0},
     [SMELT_GGML_Q2_K] = {16, 1, unpack_q2_k, NULL},
     [SMELT_GGML_Q3_K] = {16, 0, unpack_q3_k, NULL},
-    [SMELT_GGML_Q4_K] = {32, 1, unpack_q4_k, NULL},
-    [SMELT_GGML_Q5_K] = {32, 1, unpack_q5_k, NULL},
-    [SMELT_GGML_Q6_K] = {16, 0, unpack_q6_k, NULL},
+    [SMELT_GGML_Q4_K] = {32, 1, unpack_q4_k, pack_q4_k},
+    [SMELT_GGML_Q5_K] = {32, 1, unpack_q5_k, pack_q5_k},
+    [SMELT_GGML_Q6_K] = {16, 0, unpack_q6_k, pack_q6_k},
     [SMELT_GGML_IQ4_NL] = {32, 0, unpack_iq4_nl, NULL},
     [SMELT_GGML_IQ4_XS] = {32, 0, unpack_iq4_xs, NULL},
 };

@@ -13,7 +13,7 @@
  * Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS). */
 int smelt_dequant_supported(uint32_t type);
 
-/* 1 when smelt_quantize handles the type (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0). */
+/* 1 when smelt_quantize handles the type (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K). */
 int smelt_quant_supported(uint32_t type);
 
 /* Decodes n elements (a whole number of the type's blocks) of `src`, which holds them in the

@@ -199,7 +199,8 @@ static void fill_row(float *x, unsigned n, uint64_t blk)
 static int check_quant(uint64_t nblocks)
 {
     static const uint32_t types[] = {SMELT_GGML_Q8_0, SMELT_GGML_Q4_0, SMELT_GGML_Q4_1,
-                                     SMELT_GGML_Q5_0, SMELT_GGML_Q5_1};
+                                     SMELT_GGML_Q5_0, SMELT_GGML_Q5_1, SMELT_GGML_Q4_K,
+                                     SMELT_GGML_Q5_K, SMELT_GGML_Q6_K};
     uint64_t total = 0;
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
         const smelt_ggml_type *t = smelt_ggml_type_get(types[k]);

@@ -185,7 +185,24 @@ START_TEST(test_known_blocks)
     ck_assert_int_eq(smelt_dequantize(SMELT_GGML_Q8_0, y, q8, 31), -1);
     ck_assert_int_eq(smelt_dequantize(SMELT_GGML_Q8_1, y, q8, 32), -1);
     ck_assert(smelt_dequant_supported(SMELT_GGML_IQ4_XS) && !smelt_dequant_supported(16));
-    ck_assert(smelt_quant_supported(SMELT_GGML_Q5_1) && !smelt_quant_supported(SMELT_GGML_F16));
+    ck_assert(smelt_quant_supported(SMELT_GGML_Q6_K) && !smelt_quant_supported(SMELT_GGML_Q3_K));
+}
+END_TEST
+
+/* K-quants: a smooth ramp over a super-block comes back within a few percent of its range. */
+START_TEST(test_round_trip_k)
+{
+    static const uint32_t types[] = {SMELT_GGML_Q4_K, SMELT_GGML_Q5_K, SMELT_GGML_Q6_K};
+    float x[256], y[256];
+    uint8_t blk[256];
+    for (int j = 0; j < 256; j++)
+        x[j] = sinf((float)j * 0.1f);
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        ck_assert_int_eq(smelt_quantize(types[k], blk, x, 256), 0);
+        ck_assert_int_eq(smelt_dequantize(types[k], y, blk, 256), 0);
+        for (int j = 0; j < 256; j++)
+            ck_assert_msg(fabsf(y[j] - x[j]) <= 0.1f, "type %u: %g vs %g", types[k], y[j], x[j]);
+    }
 }
 END_TEST
 
@@ -217,6 +234,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_open_file);
     tcase_add_test(tc, test_known_blocks);
     tcase_add_test(tc, test_round_trip);
+    tcase_add_test(tc, test_round_trip_k);
     suite_add_tcase(s, tc);
     return s;
 }
