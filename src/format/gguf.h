@@ -114,4 +114,37 @@ int smelt_gguf_get_uint(smelt_ctx *ctx, const smelt_gguf *g, const char *key, ui
 int smelt_gguf_get_str(smelt_ctx *ctx, const smelt_gguf *g, const char *key, const char **s,
                        uint64_t *len);
 
+/* ---- split sets (gguf-split): NAME-00001-of-0000N.gguf ... NAME-0000N-of-0000N.gguf ---- */
+
+/* One tensor of a set: the split it lives in and its info there. */
+typedef struct smelt_gguf_set_tensor {
+    uint32_t file;                /* index into smelt_gguf_set.files */
+    const smelt_gguf_tensor *t;   /* owned by files[file] */
+} smelt_gguf_set_tensor;
+
+/* An opened GGUF model: one file, or every split of a set. The model's metadata is in files[0]
+ * (gguf-split writes it to the first split only). Read-only once returned. */
+typedef struct smelt_gguf_set {
+    smelt_gguf **files;
+    uint32_t nfiles;
+    smelt_gguf_set_tensor *tensors; /* split by split, each in file order */
+    size_t ntensors;
+} smelt_gguf_set;
+
+/* Parses a split name: "dir/NAME-00002-of-00005.gguf" gives *no = 2, *count = 5 and
+ * *prefix_len = the length of "dir/NAME". Returns 1 when path has that form (1 <= no <= count),
+ * else 0. */
+int smelt_gguf_split_name(const char *path, size_t *prefix_len, unsigned *no, unsigned *count);
+
+/* Opens a GGUF model. A path named like a split opens every split of its set (any split's path
+ * may be given) and checks them: each exists, each has split.no = its index - 1 (gguf-split
+ * counts from 0), split.count = the count in the names, split.tensors.count = the tensors of
+ * the whole set, and no tensor name appears in two splits. Any other path is one file, which
+ * must not claim split.count > 1. Returns SMELT_OK and *out (close with smelt_gguf_set_close), or
+ * the error of the file that failed, naming it and the rule. */
+int smelt_gguf_open_set(smelt_ctx *ctx, const char *path, smelt_gguf_set **out);
+
+/* Closes every split and frees the set. NULL is allowed. */
+void smelt_gguf_set_close(smelt_gguf_set *set);
+
 #endif

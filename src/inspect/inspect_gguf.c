@@ -1,4 +1,5 @@
-/* `smelt inspect FILE.gguf`: a GGUF file's tensors and metadata, from its header alone. */
+/* `smelt inspect FILE.gguf`: a GGUF file's (or split set's) tensors and metadata, from the
+ * headers alone. */
 #include "inspect/report.h"
 
 #include "format/gguf.h"
@@ -70,46 +71,52 @@ static void torch_shape(const smelt_gguf_tensor *t, uint64_t *shape)
         shape[d] = t->ne[t->ndim - 1 - d];
 }
 
-static long layer_count(const smelt_gguf *g)
+static long layer_count(const smelt_gguf_set *g)
 {
     long top = -1;
     for (size_t i = 0; i < g->ntensors; i++) {
-        long l = smelt_layer_index(g->tensors[i].name);
+        long l = smelt_layer_index(g->tensors[i].t->name);
         top = l > top ? l : top;
     }
     return top + 1;
 }
 
-static uint64_t total_bytes(const smelt_gguf *g, uint32_t type)
+/* Bytes of the tensors of one type (UINT32_MAX: of all). */
+static uint64_t total_bytes(const smelt_gguf_set *g, uint32_t type)
 {
     uint64_t n = 0;
     for (size_t i = 0; i < g->ntensors; i++)
-        if (type == UINT32_MAX || g->tensors[i].type == type)
-            n += g->tensors[i].nbytes;
+        if (type == UINT32_MAX || g->tensors[i].t->type == type)
+            n += g->tensors[i].t->nbytes;
     return n;
 }
 
-static uint64_t type_tensors(const smelt_gguf *g, uint32_t type)
+static uint64_t type_tensors(const smelt_gguf_set *g, uint32_t type)
 {
     uint64_t n = 0;
     for (size_t i = 0; i < g->ntensors; i++)
-        n += g->tensors[i].type == type;
+        n += g->tensors[i].t->type == type;
     return n;
 }
 
-static int print_text(const smelt_gguf *g, FILE *out)
+static int print_text(const smelt_gguf_set *set, FILE *out)
 {
-    uint64_t bytes = total_bytes(g, UINT32_MAX);
+    const smelt_gguf *g = set->files[0]; /* the model's metadata lives in the first split */
+    uint64_t bytes = total_bytes(set, UINT32_MAX);
     fprintf(out, "model: %s\n", g->path);
-    fprintf(out, "format: GGUF v%u  alignment %u  data at byte %llu  %llu bytes\n", g->version,
-            g->alignment, (ull)g->data_start, (ull)g->size);
-    fprintf(out, "tensors: %zu  bytes: %llu (%.2f GB)\n", g->ntensors, (ull)bytes,
+    fprintf(out, "format: GGUF v%u  alignment %u  data at byte %llu\n", g->version, g->alignment,
+            (ull)g->data_start);
+    fprintf(out, "files: %u\n", set->nfiles);
+    for (uint32_t f = 0; f < set->nfiles; f++)
+        fprintf(out, "  %s  %llu bytes  %zu tensors\n", set->files[f]->path,
+                (ull)set->files[f]->size, set->files[f]->ntensors);
+    fprintf(out, "tensors: %zu  bytes: %llu (%.2f GB)\n", set->ntensors, (ull)bytes,
             (double)bytes / 1e9);
     for (uint32_t t = 0; t < SMELT_GGML_TYPE_COUNT; t++)
-        if (type_tensors(g, t))
+        if (type_tensors(set, t))
             fprintf(out, "  %-12s %llu tensors  %llu bytes\n", smelt_ggml_type_get(t)->name,
-                    (ull)type_tensors(g, t), (ull)total_bytes(g, t));
-    fprintf(out, "layers: %ld\n", layer_count(g));
+                    (ull)type_tensors(set, t), (ull)total_bytes(set, t));
+    fprintf(out, "layers: %ld\n", layer_count(set));
     fprintf(out, "metadata: %zu keys\n", g->nkv);
     for (size_t i = 0; i < g->nkv; i++) {
         json_t *v = value_json(&g->kvs[i]);
@@ -125,54 +132,62 @@ static int print_text(const smelt_gguf *g, FILE *out)
     size_t wname = strlen("TENSOR"), wshape = strlen("SHAPE");
     char shape[256];
     uint64_t sh[SMELT_GGUF_MAX_DIMS];
-    for (size_t i = 0; i < g->ntensors; i++) {
-        torch_shape(&g->tensors[i], sh);
-        smelt_format_shape(shape, sizeof shape, sh, g->tensors[i].ndim);
-        size_t n = strlen(g->tensors[i].name), h = strlen(shape);
+    for (size_t i = 0; i < set->ntensors; i++) {
+        torch_shape(set->tensors[i].t, sh);
+        smelt_format_shape(shape, sizeof shape, sh, set->tensors[i].t->ndim);
+        size_t n = strlen(set->tensors[i].t->name), h = strlen(shape);
         wname = n > wname ? n : wname;
         wshape = h > wshape ? h : wshape;
     }
-    fprintf(out, "%-*s  %-8s  %-*s  %14s  %s\n", (int)wname, "TENSOR", "TYPE", (int)wshape,
-            "SHAPE", "BYTES", "OFFSET");
-    for (size_t i = 0; i < g->ntensors; i++) {
-        const smelt_gguf_tensor *t = &g->tensors[i];
+    fprintf(out, "%-*s  %-8s  %-*s  %14s  %14s  %s\n", (int)wname, "TENSOR", "TYPE", (int)wshape,
+            "SHAPE", "BYTES", "OFFSET", "FILE");
+    for (size_t i = 0; i < set->ntensors; i++) {
+        const smelt_gguf_tensor *t = set->tensors[i].t;
         torch_shape(t, sh);
         smelt_format_shape(shape, sizeof shape, sh, t->ndim);
-        fprintf(out, "%-*s  %-8s  %-*s  %14llu  %llu\n", (int)wname, t->name,
+        fprintf(out, "%-*s  %-8s  %-*s  %14llu  %14llu  %s\n", (int)wname, t->name,
                 smelt_ggml_type_get(t->type)->name, (int)wshape, shape, (ull)t->nbytes,
-                (ull)t->file_offset);
+                (ull)t->file_offset,
+                smelt_report_base_name(set->files[set->tensors[i].file]->path));
     }
     return 0;
 }
 
-static int print_json(const smelt_gguf *g, FILE *out)
+static int print_json(const smelt_gguf_set *set, FILE *out)
 {
-    json_t *root = json_object(), *types = json_object(), *meta = json_object(),
-           *tensors = json_array();
+    const smelt_gguf *g = set->files[0];
+    json_t *root = json_object(), *files = json_array(), *types = json_object(),
+           *meta = json_object(), *tensors = json_array();
     int rc = -1;
-    if (!root || !types || !meta || !tensors)
+    if (!root || !files || !types || !meta || !tensors)
         goto out;
     json_object_set_new(root, "ref", json_string(g->path));
     json_object_set_new(root, "format", json_string("gguf"));
     json_object_set_new(root, "version", json_integer(g->version));
     json_object_set_new(root, "alignment", json_integer(g->alignment));
     json_object_set_new(root, "data_offset", json_integer((json_int_t)g->data_start));
-    json_object_set_new(root, "file_bytes", json_integer((json_int_t)g->size));
-    json_object_set_new(root, "tensor_count", json_integer((json_int_t)g->ntensors));
-    json_object_set_new(root, "total_bytes", json_integer((json_int_t)total_bytes(g, UINT32_MAX)));
+    for (uint32_t f = 0; f < set->nfiles; f++)
+        json_array_append_new(files, json_pack("{s:s, s:s, s:I, s:I}", "name",
+                                               smelt_report_base_name(set->files[f]->path), "path",
+                                               set->files[f]->path, "bytes",
+                                               (json_int_t)set->files[f]->size, "tensors",
+                                               (json_int_t)set->files[f]->ntensors));
+    json_object_set(root, "files", files);
+    json_object_set_new(root, "tensor_count", json_integer((json_int_t)set->ntensors));
+    json_object_set_new(root, "total_bytes", json_integer((json_int_t)total_bytes(set, UINT32_MAX)));
     for (uint32_t t = 0; t < SMELT_GGML_TYPE_COUNT; t++)
-        if (type_tensors(g, t))
+        if (type_tensors(set, t))
             json_object_set_new(types, smelt_ggml_type_get(t)->name,
-                                json_pack("{s:I, s:I}", "tensors", (json_int_t)type_tensors(g, t),
-                                          "bytes", (json_int_t)total_bytes(g, t)));
+                                json_pack("{s:I, s:I}", "tensors", (json_int_t)type_tensors(set, t),
+                                          "bytes", (json_int_t)total_bytes(set, t)));
     json_object_set(root, "types", types);
-    json_object_set_new(root, "layers", json_integer(layer_count(g)));
+    json_object_set_new(root, "layers", json_integer(layer_count(set)));
     for (size_t i = 0; i < g->nkv; i++)
         if (json_object_set_new(meta, g->kvs[i].key, value_json(&g->kvs[i])) != 0)
             goto out;
     json_object_set(root, "metadata", meta);
-    for (size_t i = 0; i < g->ntensors; i++) {
-        const smelt_gguf_tensor *t = &g->tensors[i];
+    for (size_t i = 0; i < set->ntensors; i++) {
+        const smelt_gguf_tensor *t = set->tensors[i].t;
         uint64_t sh[SMELT_GGUF_MAX_DIMS];
         torch_shape(t, sh);
         json_t *shape = json_array(), *ne = json_array();
@@ -180,10 +195,11 @@ static int print_json(const smelt_gguf *g, FILE *out)
             json_array_append_new(shape, json_integer((json_int_t)sh[d]));
             json_array_append_new(ne, json_integer((json_int_t)t->ne[d]));
         }
-        json_t *e = json_pack("{s:s, s:s, s:o, s:o, s:I, s:I}", "name", t->name, "type",
+        json_t *e = json_pack("{s:s, s:s, s:o, s:o, s:I, s:s, s:I}", "name", t->name, "type",
                               smelt_ggml_type_get(t->type)->name, "shape", shape, "ne", ne,
-                              "bytes", (json_int_t)t->nbytes, "offset",
-                              (json_int_t)t->file_offset);
+                              "bytes", (json_int_t)t->nbytes, "file",
+                              smelt_report_base_name(set->files[set->tensors[i].file]->path),
+                              "offset", (json_int_t)t->file_offset);
         if (!e || json_array_append_new(tensors, e) != 0)
             goto out;
     }
@@ -193,18 +209,19 @@ out:
     json_decref(tensors);
     json_decref(meta);
     json_decref(types);
+    json_decref(files);
     json_decref(root);
     return rc;
 }
 
 int smelt_inspect_gguf(smelt_ctx *ctx, const char *path, int json, FILE *out)
 {
-    smelt_gguf *g;
-    int rc = smelt_gguf_open(ctx, path, &g);
+    smelt_gguf_set *set;
+    int rc = smelt_gguf_open_set(ctx, path, &set);
     if (rc != SMELT_OK)
         return rc;
-    int bad = json ? print_json(g, out) : print_text(g, out);
-    smelt_gguf_close(g);
+    int bad = json ? print_json(set, out) : print_text(set, out);
+    smelt_gguf_set_close(set);
     if (bad && !ferror(out))
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory building the report");
     if (fflush(out) != 0 || ferror(out))

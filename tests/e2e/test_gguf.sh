@@ -64,4 +64,37 @@ while IFS=$'\t' read -r c rule; do
   [ "$c" = truncated ] || run_check "$c: ggml refuses it too" "$check" "$lib" reject "$f"
 done <<<"$cases"
 
+# Split sets: any split's name opens the whole set; each split agrees with ggml; every rule of
+# the set (split.no, split.count, split.tensors.count, a tensor in two splits, a missing split,
+# split keys on a file not named as a split) is an error naming the file.
+"$make" split "$work/set" 3
+for k in 1 2 3; do run_check "split $k: ggml agrees" "$check" "$lib" gguf "$work/set-0000$k-of-00003.gguf"; done
+"$SMELT" inspect --json "$work/set-00003-of-00003.gguf" > "$work/set.json"
+if python3 - "$work/set.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["tensor_count"] == 6 and len(r["files"]) == 3, r
+assert [f["tensors"] for f in r["files"]] == [2, 2, 2], r["files"]
+assert r["metadata"]["general.architecture"] == "llama" and r["metadata"]["split.count"] == 3
+t = {x["name"]: x for x in r["tensors"]}
+assert t["blk.0.ffn_down.weight"]["file"] == "set-00003-of-00003.gguf", t
+PY
+then pass "split set: inspect --json"; else fail "split set report"; fi
+split_case() { # FAULT PHRASE
+  rm -f "$work"/bad-set-*
+  "$make" split "$work/bad-set" 3 "$1"
+  expect_error "split $1" "$2" "$SMELT" inspect "$work/bad-set-00002-of-00003.gguf"
+}
+split_case no "bad-set-00002-of-00003.gguf: split.no is 0 but the name makes it split 2"
+split_case count "bad-set-00003-of-00003.gguf: split.count is 4 but the name says the set has 3 files"
+split_case tensors "bad-set-00001-of-00003.gguf: split.tensors.count is 7 but the 3 splits hold 6 tensors"
+split_case dup "bad-set-00002-of-00003.gguf: tensor 'token_embd.weight' is also in"
+rm -f "$work"/bad-set-*
+"$make" split "$work/bad-set" 3
+rm "$work/bad-set-00003-of-00003.gguf"
+expect_error "split missing" "bad-set-00003-of-00003.gguf: cannot open" "$SMELT" inspect "$work/bad-set-00001-of-00003.gguf"
+cp "$work/set-00001-of-00003.gguf" "$work/lone.gguf"
+expect_error "split keys on a lone file" "lone.gguf: split.count is 3 but the name is not that of a split" \
+  "$SMELT" inspect "$work/lone.gguf"
+
 finish

@@ -1,5 +1,6 @@
 /* Writes GGUF files for the tests: a valid one, or one that breaks one rule of the format.
  * usage: make_gguf CASE PATH      (make_gguf list prints the cases)
+ *        make_gguf split PREFIX N [no|count|tensors|dup]   a split set, valid or with a fault
  * Every file is built byte by byte here, independent of smelt's reader. The valid file holds a
  * key of every scalar type, arrays of strings and numbers, and tensors of several ggml types
  * whose data is random but finite (their fp16 scales are never Inf or NaN). */
@@ -95,6 +96,33 @@ static void tensor_data(uint8_t *d, const tensor *t, uint64_t nbytes)
         }
 }
 
+/* Split sets (make_gguf split PREFIX N [FAULT]): split k of n holds the tensors i with
+ * i % n == k; the first split has the model's keys, every split the split.* keys. */
+static unsigned split_k, split_n;
+static const char *split_fault = "";
+
+static int in_split(size_t i)
+{
+    if (!split_n)
+        return 1;
+    if (!strcmp(split_fault, "dup") && split_k == 1 && i == 0)
+        return 1; /* tensor 0 is also in split 1 */
+    return i % split_n == split_k;
+}
+
+static int split_keys(buf *b)
+{
+    if (!split_n)
+        return 0;
+    key(b, "split.no", 2);
+    le(b, !strcmp(split_fault, "no") && split_k == 1 ? 0 : split_k, 2);
+    key(b, "split.count", 2);
+    le(b, !strcmp(split_fault, "count") && split_k + 1 == split_n ? split_n + 1 : split_n, 2);
+    key(b, "split.tensors.count", 5);
+    le(b, !strcmp(split_fault, "tensors") ? NT + 1 : NT, 4);
+    return 3;
+}
+
 /* What a case changes in the valid file. */
 typedef struct variant {
     const char *name, *rule;
@@ -185,7 +213,9 @@ static int add_extra(buf *b, int which)
 
 static int write_kvs(buf *b, const variant *v)
 {
-    int n = 0;
+    int n = split_keys(b);
+    if (split_n && split_k > 0)
+        return n; /* gguf-split writes the model's keys to the first split only */
     key(b, "general.architecture", 8); str(b, "llama"); n++;
     key(b, "general.name", 8); str(b, "smelt test"); n++;
     key(b, "general.quantization_version", 4); le(b, 2, 4); n++;
@@ -261,7 +291,10 @@ static int write_case(const variant *v, const char *path)
     uint32_t align = v->alignment && v->alignment != 48 && v->alignment != 0xFFFFFFFFu ? v->alignment : 32;
     put(&b, v->magic_version ? "GGUX" : "GGUF", 4);
     le(&b, (uint64_t)v->version, 4);
-    le(&b, v->tensor_count_set >= 0 ? (uint64_t)v->tensor_count_set : NT, 8);
+    uint64_t nt = 0;
+    for (size_t i = 0; i < NT; i++)
+        nt += (uint64_t)in_split(i);
+    le(&b, v->tensor_count_set >= 0 ? (uint64_t)v->tensor_count_set : nt, 8);
     size_t kv_at = b.n;
     le(&b, 0, 8);
     int nkv = write_kvs(&b, v);
@@ -270,12 +303,16 @@ static int write_case(const variant *v, const char *path)
         b.p[kv_at + i] = (uint8_t)(kvc >> (8 * i));
     uint64_t off = 0;
     for (size_t i = 0; i < NT; i++) {
+        if (!in_split(i))
+            continue;
         write_tensor_info(&b, &tensors[i], off, v->bad_tensor, i);
         off += (tensor_nbytes(&tensors[i]) + align - 1) / align * align;
     }
     while (b.n % align)
         le(&b, 0, 1);
     for (size_t i = 0; i < NT; i++) {
+        if (!in_split(i))
+            continue;
         uint64_t nb = tensor_nbytes(&tensors[i]);
         uint8_t *d = calloc(1, nb);
         tensor_data(d, &tensors[i], nb);
@@ -300,8 +337,20 @@ int main(int argc, char **argv)
             printf("%s\t%s\n", cases[i].name, cases[i].rule);
         return 0;
     }
+    if (argc >= 4 && !strcmp(argv[1], "split")) { /* split PREFIX N [no|count|tensors|dup] */
+        split_n = (unsigned)atoi(argv[3]);
+        split_fault = argc > 4 ? argv[4] : "";
+        for (split_k = 0; split_k < split_n; split_k++) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s-%05u-of-%05u.gguf", argv[2], split_k + 1, split_n);
+            if (write_case(&cases[0], path))
+                return 1;
+        }
+        return 0;
+    }
     if (argc != 3) {
-        fprintf(stderr, "usage: make_gguf CASE PATH | make_gguf list\n");
+        fprintf(stderr, "usage: make_gguf CASE PATH | make_gguf split PREFIX N [FAULT] | "
+                        "make_gguf list\n");
         return 2;
     }
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)

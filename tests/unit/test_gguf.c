@@ -225,6 +225,20 @@ START_TEST(test_round_trip)
 }
 END_TEST
 
+START_TEST(test_split_names)
+{
+    size_t plen;
+    unsigned no, count;
+    ck_assert(smelt_gguf_split_name("d/m-00002-of-00005.gguf", &plen, &no, &count));
+    ck_assert(plen == 3 && no == 2 && count == 5);
+    ck_assert(!smelt_gguf_split_name("m-00006-of-00005.gguf", &plen, &no, &count));
+    ck_assert(!smelt_gguf_split_name("m-00000-of-00005.gguf", &plen, &no, &count));
+    ck_assert(!smelt_gguf_split_name("m-0002-of-00005.gguf", &plen, &no, &count));
+    ck_assert(!smelt_gguf_split_name("-00001-of-00001.gguf", &plen, &no, &count));
+    ck_assert(!smelt_gguf_split_name("m.gguf", &plen, &no, &count));
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("gguf");
@@ -235,6 +249,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_known_blocks);
     tcase_add_test(tc, test_round_trip);
     tcase_add_test(tc, test_round_trip_k);
+    tcase_add_test(tc, test_split_names);
     suite_add_tcase(s, tc);
     return s;
 }
