@@ -140,35 +140,44 @@ static int skip_value(cursor *c, const char *key, uint32_t type, unsigned depth)
     return SMELT_OK;
 }
 
-static const smelt_gguf *sort_base; /* qsort has no context argument in C11 */
-static int kv_cmp(const void *a, const void *b)
+/* Sorting without shared state (C11's qsort has no context argument, and files may be opened
+ * from several threads at once): sort (key, index) pairs, keep the indices. */
+typedef struct sort_item {
+    const char *name;
+    uint64_t offset;
+    size_t i;
+} sort_item;
+
+static int name_cmp(const void *a, const void *b)
 {
-    return strcmp(sort_base->kvs[*(const size_t *)a].key, sort_base->kvs[*(const size_t *)b].key);
+    return strcmp(((const sort_item *)a)->name, ((const sort_item *)b)->name);
 }
-static int tensor_cmp(const void *a, const void *b)
-{
-    return strcmp(sort_base->tensors[*(const size_t *)a].name,
-                  sort_base->tensors[*(const size_t *)b].name);
-}
+
 static int offset_cmp(const void *a, const void *b)
 {
-    uint64_t x = sort_base->tensors[*(const size_t *)a].offset;
-    uint64_t y = sort_base->tensors[*(const size_t *)b].offset;
+    uint64_t x = ((const sort_item *)a)->offset, y = ((const sort_item *)b)->offset;
     return x < y ? -1 : x > y;
 }
 
-/* Sorted index of 0..n-1 by cmp, over g (the sort is not reentrant: see sort_base; the parser
- * sorts only while it owns g, and sorting is serialized by keeping it out of threads). */
-static size_t *sorted_index(smelt_gguf *g, size_t n, int (*cmp)(const void *, const void *))
+/* The indices of g's keys sorted by key (what = 0), of its tensors by name (1) or by offset
+ * (2). NULL when out of memory. */
+static size_t *sorted_index(const smelt_gguf *g, int what)
 {
+    size_t n = what == 0 ? g->nkv : g->ntensors;
+    sort_item *items = malloc((n ? n : 1) * sizeof *items);
     size_t *idx = malloc((n ? n : 1) * sizeof *idx);
-    if (!idx)
+    if (!items || !idx) {
+        free(items);
+        free(idx);
         return NULL;
+    }
     for (size_t i = 0; i < n; i++)
-        idx[i] = i;
-    sort_base = g;
-    qsort(idx, n, sizeof *idx, cmp);
-    sort_base = NULL;
+        items[i] = (sort_item){what == 0 ? g->kvs[i].key : g->tensors[i].name,
+                               what == 2 ? g->tensors[i].offset : 0, i};
+    qsort(items, n, sizeof *items, what == 2 ? offset_cmp : name_cmp);
+    for (size_t i = 0; i < n; i++)
+        idx[i] = items[i].i;
+    free(items);
     return idx;
 }
 
@@ -260,10 +269,11 @@ static int parse_tensor(cursor *c, smelt_gguf *g, uint64_t i)
         return smelt_fail(c->ctx, SMELT_E_FORMAT,
                           "%s: tensor '%s': ne[0] = %llu is not a multiple of %s's block size %u",
                           c->path, t->name, (ull)t->ne[0], ty->name, ty->block);
-    t->nbytes = t->numel / ty->block * ty->bytes; /* numel < 2^63 and bytes/block <= 8 */
+    /* 8-byte elements (i64, f64) can take a 63-bit element count past 64 bits of bytes. */
     if (t->numel / ty->block > UINT64_MAX / ty->bytes)
         return smelt_fail(c->ctx, SMELT_E_FORMAT, "%s: tensor '%s': byte size overflows",
                           c->path, t->name);
+    t->nbytes = t->numel / ty->block * ty->bytes;
     return read_uint(c, 8, &t->offset, "tensor offset");
 }
 
@@ -283,7 +293,7 @@ static int check_layout(cursor *c, smelt_gguf *g)
                               (ull)t->nbytes, (ull)(g->size - g->data_start));
         g->tensors[i].file_offset = g->data_start + t->offset;
     }
-    size_t *by_off = sorted_index(g, g->ntensors, offset_cmp);
+    size_t *by_off = sorted_index(g, 2);
     if (!by_off)
         return smelt_fail(c->ctx, SMELT_E_NOMEM, "out of memory");
     int rc = SMELT_OK;
@@ -301,8 +311,7 @@ static int check_layout(cursor *c, smelt_gguf *g)
 
 static int check_unique(cursor *c, smelt_gguf *g)
 {
-    if (!(g->kv_by_key = sorted_index(g, g->nkv, kv_cmp)) ||
-        !(g->tensor_by_name = sorted_index(g, g->ntensors, tensor_cmp)))
+    if (!(g->kv_by_key = sorted_index(g, 0)) || !(g->tensor_by_name = sorted_index(g, 1)))
         return smelt_fail(c->ctx, SMELT_E_NOMEM, "out of memory");
     for (size_t i = 1; i < g->nkv; i++)
         if (!strcmp(g->kvs[g->kv_by_key[i - 1]].key, g->kvs[g->kv_by_key[i]].key))
