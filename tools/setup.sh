@@ -10,9 +10,10 @@ packages=(build-essential cmake pkg-config liburing-dev libxxhash-dev libzstd-de
           gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
           # The tests: JSON checks (python3), memcheck runs (valgrind), an independent XXH3
           # (xxhsum) to check the manifest's hashes against.
-          python3 valgrind xxhash
-          # The GGUF tests compare with the real ggml, installed from npm (tools/ggml_ref.sh).
-          nodejs npm)
+          python3 valgrind xxhash)
+# The GGUF tests compare with the real ggml, installed from npm (tools/ggml_ref.sh). An npm
+# already on PATH is used as it is: NodeSource's nodejs bundles one and conflicts with Debian's.
+command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
