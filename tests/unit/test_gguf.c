@@ -149,6 +149,7 @@ START_TEST(test_open_file)
     smelt_ctx_free(ctx);
     free(missing);
     free(path);
+    free(dir);
 }
 END_TEST
 
