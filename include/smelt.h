@@ -213,7 +213,9 @@ int smelt_synth(smelt_ctx *ctx, const char *out_dir, const smelt_synth_options *
  * not, a lone .safetensors file, a hub id in the offline cache) on `out`: every tensor (name,
  * dtype, shape, bytes, file) in file order, the totals (tensor count, bytes, per dtype), the
  * first file's "__metadata__", and the layer count detected from tensor names (".layers.N.",
- * ".h.N.", ".blocks.N.", "blk.N."; 0 when none). json = 0: aligned text for people; json = 1:
+ * ".h.N.", ".blocks.N.", "blk.N."; 0 when none). A path ending in ".gguf" is read as a GGUF file
+ * instead: its ggml types, torch-order shapes, offsets and metadata keys (arrays summarized), the
+ * header validated strictly. json = 0: aligned text for people; json = 1:
  * one JSON document (smelt(1) describes its fields). Only headers are read. Nothing is written
  * to `out` when the model cannot be opened. Returns SMELT_OK, SMELT_E_IO when `out` fails, or the
  * status of opening the model (message in ctx). `out` is borrowed and not closed. */

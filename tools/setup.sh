@@ -11,6 +11,9 @@ packages=(build-essential cmake pkg-config liburing-dev libxxhash-dev libzstd-de
           # The tests: JSON checks (python3), memcheck runs (valgrind), an independent XXH3
           # (xxhsum) to check the manifest's hashes against.
           python3 valgrind xxhash)
+# The GGUF tests compare with the real ggml, installed from npm (tools/ggml_ref.sh). An npm
+# already on PATH is used as it is: NodeSource's nodejs bundles one and conflicts with Debian's.
+command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -25,6 +28,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+tools/ggml_ref.sh install
 
 build=${1:-build}
 shift || true

@@ -1,6 +1,7 @@
 /* `smelt inspect`: what a model reference holds, from its headers alone. */
 #include "inspect/report.h"
 
+#include "format/gguf.h"
 #include "format/safetensors.h"
 #include "plan/plan.h"
 
@@ -143,6 +144,8 @@ int smelt_inspect(smelt_ctx *ctx, const char *ref, int json, FILE *out)
 {
     if (!ref || !out)
         return smelt_fail(ctx, SMELT_E_ARG, "smelt_inspect: ref and out are required");
+    if (smelt_gguf_is_path(ref))
+        return smelt_inspect_gguf(ctx, ref, json, out);
     smelt_model *m;
     int rc = smelt_model_open(ctx, ref, &m);
     if (rc != SMELT_OK)

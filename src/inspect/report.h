@@ -16,4 +16,8 @@ int smelt_report_dump_json(const json_t *root, FILE *out);
  * because JSON has no literal for them and a null would hide which it was. New reference. */
 json_t *smelt_report_json_real(double v);
 
+/* smelt_inspect() for a .gguf file (inspect_gguf.c): same contract, GGUF's fields. */
+#include "smelt.h"
+int smelt_inspect_gguf(smelt_ctx *ctx, const char *path, int json, FILE *out);
+
 #endif
