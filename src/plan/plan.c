@@ -13,6 +13,7 @@
 
 #include <ctype.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,6 +219,13 @@ static int eval_level(smelt_ctx *ctx, const smelt_plan *plan, const smelt_params
                           numeric ? "' is a string in YAML 1.1, as mergekit reads it too; "
                                     "write it with a dot, e.g. 1.0e-3)" : "");
     }
+    /* YAML reads .inf, .nan and 1e999 as numbers, and a gradient between finite points can
+     * still overflow: no method is handed a non-finite parameter. (Whether a finite value
+     * stays finite in the method's own arithmetic is the method's check, smelt_check_finite.) */
+    if (found && def->kind == SMELT_PARAM_NUMBER && !isfinite(*out))
+        return smelt_fail(ctx, SMELT_E_CONFIG, "%s:%d: parameter '%s' is %g for tensor '%s'; "
+                          "parameters must be finite numbers", plan->spec->path, v->line,
+                          def->name, *out, tensor);
     return found;
 }
 
