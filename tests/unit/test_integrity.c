@@ -148,13 +148,20 @@ END_TEST
 
 START_TEST(manifest_round_trip)
 {
-    smelt_manifest_tensor t1[] = {{"b.weight", smelt_hash_bytes("b", 1)},
-                                  {"a.weight", smelt_hash_bytes("a", 1)}};
-    smelt_manifest_tensor t2[] = {{"c \"quoted\" \xc3\xa9", smelt_hash_bytes("", 0)}};
-    smelt_manifest_file files[] = {{"model-00001-of-00002.safetensors", 1234, t1, 2},
-                                   {"model-00002-of-00002.safetensors", 99, t2, 1}};
+    smelt_manifest_tensor t1[] = {
+        {.name = "b.weight", .hash = smelt_hash_bytes("b", 1), .dtype = SMELT_DT_BF16, .ndim = 2,
+         .shape = {3, 4}},
+        {.name = "a.weight", .hash = smelt_hash_bytes("a", 1), .dtype = SMELT_DT_F16, .ndim = 0}};
+    smelt_manifest_tensor t2[] = {{.name = "c \"quoted\" \xc3\xa9", .hash = smelt_hash_bytes("", 0),
+                                   .dtype = SMELT_DT_F32, .ndim = 1, .shape = {0}}};
+    smelt_manifest_file files[] = {
+        {.name = "model-00001-of-00002.safetensors", .header = smelt_hash_bytes("h1", 2),
+         .size = 1234, .tensors = t1, .ntensors = 2},
+        {.name = "model-00002-of-00002.safetensors", .header = smelt_hash_bytes("h2", 2),
+         .size = 99, .tensors = t2, .ntensors = 1}};
     smelt_manifest_input inputs[] = {{"/m/x.safetensors", smelt_hash_bytes("h", 1)}};
-    smelt_manifest m = {"0.1.0", smelt_hash_bytes("cfg", 3), inputs, 1, files, 2};
+    smelt_manifest m = {.smelt_version = "0.1.0", .config = smelt_hash_bytes("cfg", 3),
+                        .inputs = inputs, .ninputs = 1, .files = files, .nfiles = 2};
     char *text;
     size_t len;
     ck_assert_int_eq(smelt_manifest_to_json(NULL, &m, &text, &len), SMELT_OK);
@@ -173,6 +180,16 @@ START_TEST(manifest_round_trip)
     ck_assert_str_eq(back->files[0].tensors[0].name, "a.weight");
     ck_assert(smelt_hash_eq(&back->files[0].tensors[0].hash, &t1[1].hash));
     ck_assert_str_eq(back->files[1].tensors[0].name, t2[0].name);
+    /* Version 2 binds what the bytes mean: dtype, shape, and the file's whole header. */
+    ck_assert_int_eq(back->version, SMELT_MANIFEST_VERSION);
+    ck_assert(smelt_hash_eq(&back->files[1].header, &files[1].header));
+    ck_assert_int_eq(back->files[0].tensors[0].dtype, SMELT_DT_F16);
+    ck_assert_uint_eq(back->files[0].tensors[0].ndim, 0);
+    ck_assert_int_eq(back->files[0].tensors[1].dtype, SMELT_DT_BF16);
+    ck_assert_uint_eq(back->files[0].tensors[1].ndim, 2);
+    ck_assert_uint_eq(back->files[0].tensors[1].shape[0], 3);
+    ck_assert_uint_eq(back->files[0].tensors[1].shape[1], 4);
+    ck_assert_uint_eq(back->files[1].tensors[0].ndim, 1);
     /* The same manifest always gives the same text. */
     char *again;
     size_t again_len;
@@ -196,6 +213,28 @@ START_TEST(manifest_rejects_bad)
         "{\"format\":\"smelt-manifest\",\"format_version\":1,\"algorithm\":\"xxh3-128\","
         "\"smelt_version\":\"0\",\"config\":\"00000000000000000000000000000000\",\"inputs\":[],"
         "\"files\":{\"f\":{\"size\":1,\"tensors\":{\"t\":\"0\",\"t\":\"1\"}}}}",
+        /* Version 2: a bare hash, a file without its header, a bad dtype or shape, a future
+         * version. */
+        "{\"format\":\"smelt-manifest\",\"format_version\":2,\"algorithm\":\"xxh3-128\","
+        "\"smelt_version\":\"0\",\"config\":\"00000000000000000000000000000000\",\"inputs\":[],"
+        "\"files\":{\"f\":{\"header\":\"00000000000000000000000000000000\",\"size\":1,"
+        "\"tensors\":{\"t\":\"00000000000000000000000000000000\"}}}}",
+        "{\"format\":\"smelt-manifest\",\"format_version\":2,\"algorithm\":\"xxh3-128\","
+        "\"smelt_version\":\"0\",\"config\":\"00000000000000000000000000000000\",\"inputs\":[],"
+        "\"files\":{\"f\":{\"size\":1,\"tensors\":{}}}}",
+        "{\"format\":\"smelt-manifest\",\"format_version\":2,\"algorithm\":\"xxh3-128\","
+        "\"smelt_version\":\"0\",\"config\":\"00000000000000000000000000000000\",\"inputs\":[],"
+        "\"files\":{\"f\":{\"header\":\"00000000000000000000000000000000\",\"size\":1,"
+        "\"tensors\":{\"t\":{\"data\":\"00000000000000000000000000000000\",\"dtype\":\"F12\","
+        "\"shape\":[1]}}}}}",
+        "{\"format\":\"smelt-manifest\",\"format_version\":2,\"algorithm\":\"xxh3-128\","
+        "\"smelt_version\":\"0\",\"config\":\"00000000000000000000000000000000\",\"inputs\":[],"
+        "\"files\":{\"f\":{\"header\":\"00000000000000000000000000000000\",\"size\":1,"
+        "\"tensors\":{\"t\":{\"data\":\"00000000000000000000000000000000\",\"dtype\":\"F32\","
+        "\"shape\":[-1]}}}}}",
+        "{\"format\":\"smelt-manifest\",\"format_version\":3,\"algorithm\":\"xxh3-128\","
+        "\"smelt_version\":\"0\",\"config\":\"00000000000000000000000000000000\",\"inputs\":[],"
+        "\"files\":{}}",
     };
     smelt_ctx *ctx = smelt_ctx_new();
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
