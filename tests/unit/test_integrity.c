@@ -12,11 +12,23 @@
 static smelt_journal_header sample_header(void)
 {
     static smelt_journal_input inputs[2];
-    inputs[0] = (smelt_journal_input){"a/model.safetensors", smelt_hash_bytes("a", 1)};
-    inputs[1] = (smelt_journal_input){"b/model.safetensors", smelt_hash_bytes("b", 1)};
+    inputs[0] = (smelt_journal_input){.path = "a/model.safetensors",
+                                      .header = smelt_hash_bytes("a", 1), .size = 1000,
+                                      .mtime_ns = 1700000000123456789ull, .ino = 42, .dev = 7,
+                                      .sample = smelt_hash_bytes("sa", 2)};
+    inputs[1] = (smelt_journal_input){.path = "b/model.safetensors",
+                                      .header = smelt_hash_bytes("b", 1), .size = 2000,
+                                      .mtime_ns = 1700000000000000001ull, .ino = 43, .dev = 7,
+                                      .sample = smelt_hash_bytes("sb", 2)};
     return (smelt_journal_header){smelt_hash_bytes("config", 6), smelt_hash_bytes("plan", 4), 2,
                                   inputs};
 }
+
+static void change_size(smelt_journal_input *in) { in->size++; }
+static void change_mtime(smelt_journal_input *in) { in->mtime_ns++; } /* 1 ns is a change */
+static void change_ino(smelt_journal_input *in) { in->ino++; }
+static void change_dev(smelt_journal_input *in) { in->dev++; }
+static void change_sample(smelt_journal_input *in) { in->sample = smelt_hash_bytes("x", 1); }
 
 /* A header and three records in one buffer; rec_end[i] = where record i ends. */
 static uint8_t *sample_journal(size_t *len, size_t rec_end[3])
@@ -64,6 +76,26 @@ START_TEST(journal_round_trip)
     ck_assert_int_eq(smelt_journal_header_diff(&c.header, &h, why, sizeof why), 1);
     ck_assert_ptr_nonnull(strstr(why, "b/model.safetensors"));
     h.inputs[1].header = smelt_hash_bytes("b", 1);
+    /* Every part of an input's identity round-trips and is compared, each with its reason. */
+    ck_assert_uint_eq(c.header.inputs[0].mtime_ns, 1700000000123456789ull);
+    ck_assert_uint_eq(c.header.inputs[1].size, 2000);
+    struct {
+        void (*change)(smelt_journal_input *);
+        const char *why;
+    } cases[] = {
+        {change_size, "its size differs"},
+        {change_mtime, "its modification time differs"},
+        {change_ino, "another file"},
+        {change_dev, "another file"},
+        {change_sample, "sampled blocks"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        smelt_journal_header now = sample_header();
+        cases[k].change(&now.inputs[0]);
+        ck_assert_int_eq(smelt_journal_header_diff(&c.header, &now, why, sizeof why), 1);
+        ck_assert_ptr_nonnull(strstr(why, "a/model.safetensors"));
+        ck_assert_msg(strstr(why, cases[k].why), "case %zu: %s", k, why);
+    }
     smelt_journal_contents_free(&c);
     free(buf);
 }
