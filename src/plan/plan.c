@@ -781,6 +781,12 @@ static int build_tensors(smelt_ctx *ctx, smelt_plan *plan, smelt_dtype forced, d
         plan->num_layers += sl->nlayers;
     }
     free(order);
+    /* Slices of zero layers over a model of layer tensors only: an output with nothing in it
+     * would look like a finished model. */
+    if (plan->ntensors == 0)
+        return smelt_fail(ctx, SMELT_E_PLAN, "%s: the merge would write no tensors (every slice "
+                          "is empty and the models have no tensors outside the layers)",
+                          plan->spec->path);
     qsort(plan->tensors, plan->ntensors, sizeof *plan->tensors, by_read_order);
     /* Renumbered layers can collide ("layers.03.w" and "layers.3.w" both become layer 3):
      * every output name must be unique, whatever the read order put next to it. */

@@ -66,4 +66,13 @@ rm -rf "$work/out"
 timeout 60 $SMELT merge "$work/far.yml" "$work/out" -q && [ -s "$work/out/model.safetensors" ] \
   && pass "far layers merge" || fail "far layers: merge failed"
 
+# Found by fuzz_plan: empty slices over a model of layer tensors only planned zero tensors
+# (and sorted a NULL array); now a clear error, and no output.
+st_model "$work/onlylayers" "model.layers.0.w" "model.layers.1.w"
+printf 'merge_method: linear\nslices:\n  - sources:\n      - {model: %s, layer_range: [0, 0], parameters: {weight: 1.0}}\n' \
+  "$work/onlylayers" > "$work/empty.yml"
+expect_error "empty slices" "the merge would write no tensors" $SMELT plan "$work/empty.yml"
+rm -rf "$work/out"
+expect_error "empty slices, merge" "the merge would write no tensors" $SMELT merge "$work/empty.yml" "$work/out"
+no_model_output "$work/out"
 finish
