@@ -114,7 +114,8 @@ static smelt_hash128 plan_hash(const smelt_plan *plan)
     return h;
 }
 
-/* The journal header of this merge: config, every input file's header bytes, the plan. */
+/* The journal header of this merge: config, what identifies every input file's content, the
+ * plan. */
 static int merge_identity(smelt_ctx *ctx, const smelt_plan *plan, smelt_journal_header *id)
 {
     memset(id, 0, sizeof *id);
@@ -133,7 +134,7 @@ static int merge_identity(smelt_ctx *ctx, const smelt_plan *plan, smelt_journal_
             if (!(in->path = strdup(sf->path)))
                 return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
             id->ninputs++;
-            int rc = smelt_hash_file_prefix(ctx, sf->fd, sf->path, sf->data_start, &in->header);
+            int rc = smelt_journal_input_identify(ctx, sf->fd, sf->path, sf->data_start, in);
             if (rc != SMELT_OK)
                 return rc;
         }

@@ -150,6 +150,10 @@ int smelt_inspect(smelt_ctx *ctx, const char *ref, int json, FILE *out)
     int rc = smelt_model_open(ctx, ref, &m);
     if (rc != SMELT_OK)
         return rc;
+    if ((rc = smelt_layer_check_model(ctx, m)) != SMELT_OK) {
+        smelt_model_close(m);
+        return rc;
+    }
     summary s;
     if (summarize(m, &s) != 0) {
         smelt_model_close(m);

@@ -8,11 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 static const char journal_magic[8] = {'S', 'M', 'E', 'L', 'T', 'J', 'N', 'L'};
-#define JOURNAL_VERSION 1u
+#define JOURNAL_VERSION 2u
 #define JOURNAL_MAX_PATH 65536u
 
 /* A growable byte buffer with a sticky out-of-memory flag (as redis' rio keeps its error). */
@@ -105,7 +106,13 @@ int smelt_journal_encode_header(smelt_ctx *ctx, const smelt_journal_header *h, u
         }
         put_u32(&b, (uint32_t)plen);
         put(&b, h->inputs[i].path, plen);
-        put(&b, h->inputs[i].header.b, 16);
+        const smelt_journal_input *in = &h->inputs[i];
+        put(&b, in->header.b, 16);
+        put_u64(&b, in->size);
+        put_u64(&b, in->mtime_ns);
+        put_u64(&b, in->ino);
+        put_u64(&b, in->dev);
+        put(&b, in->sample.b, 16);
     }
     seal(&b, 0);
     return finish(ctx, &b, buf, len);
@@ -171,6 +178,10 @@ static int parse_header(smelt_ctx *ctx, const char *path, const uint8_t *buf, si
     if (len < 8 + 4 + 4 + 32 + 8 || memcmp(buf, journal_magic, 8) != 0)
         return smelt_fail(ctx, SMELT_E_FORMAT, "%s: not a smelt journal (bad magic or too short)",
                           path);
+    if (get_u32(buf + 8) < JOURNAL_VERSION)
+        return smelt_fail(ctx, SMELT_E_FORMAT, "%s: journal version %u, made by an older smelt "
+                          "that did not record what identifies each input's data (this one "
+                          "writes %u)", path, get_u32(buf + 8), JOURNAL_VERSION);
     if (get_u32(buf + 8) != JOURNAL_VERSION)
         return smelt_fail(ctx, SMELT_E_FORMAT, "%s: journal version %u; this smelt writes %u",
                           path, get_u32(buf + 8), JOURNAL_VERSION);
@@ -179,8 +190,10 @@ static int parse_header(smelt_ctx *ctx, const char *path, const uint8_t *buf, si
     memcpy(out->header.config.b, buf + p, 16);
     memcpy(out->header.plan.b, buf + p + 16, 16);
     p += 32;
-    /* Each input takes at least 20 bytes: a count beyond what the file holds is corrupt. */
-    if (ninputs > (len - p) / 20)
+    /* Each input takes at least INPUT_FIXED bytes: a count beyond what the file holds is
+     * corrupt. */
+    enum { INPUT_FIXED = 4 + 16 + 4 * 8 + 16 };
+    if (ninputs > (len - p) / INPUT_FIXED)
         return smelt_fail(ctx, SMELT_E_FORMAT, "%s: journal header is damaged", path);
     out->header.inputs = calloc(ninputs ? ninputs : 1, sizeof *out->header.inputs);
     if (!out->header.inputs)
@@ -190,14 +203,21 @@ static int parse_header(smelt_ctx *ctx, const char *path, const uint8_t *buf, si
             return smelt_fail(ctx, SMELT_E_FORMAT, "%s: journal header is damaged", path);
         uint32_t plen = get_u32(buf + p);
         p += 4;
-        if (plen > JOURNAL_MAX_PATH || len - p < (size_t)plen + 16)
+        if (plen > JOURNAL_MAX_PATH || len - p < (size_t)plen + INPUT_FIXED - 4)
             return smelt_fail(ctx, SMELT_E_FORMAT, "%s: journal header is damaged", path);
-        out->header.inputs[i].path = dup_n(buf + p, plen);
-        if (!out->header.inputs[i].path)
+        smelt_journal_input *in = &out->header.inputs[i];
+        in->path = dup_n(buf + p, plen);
+        if (!in->path)
             return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
         out->header.ninputs = i + 1;
-        memcpy(out->header.inputs[i].header.b, buf + p + plen, 16);
-        p += plen + 16;
+        p += plen;
+        memcpy(in->header.b, buf + p, 16);
+        in->size = get_u64(buf + p + 16);
+        in->mtime_ns = get_u64(buf + p + 24);
+        in->ino = get_u64(buf + p + 32);
+        in->dev = get_u64(buf + p + 40);
+        memcpy(in->sample.b, buf + p + 48, 16);
+        p += INPUT_FIXED - 4;
     }
     if (len - p < 8 || get_u64(buf + p) != XXH3_64bits(buf, p))
         return smelt_fail(ctx, SMELT_E_FORMAT, "%s: journal header is damaged (checksum)", path);
@@ -279,9 +299,17 @@ int smelt_journal_header_diff(const smelt_journal_header *then, const smelt_jour
                      then->inputs[i].path);
             return 1;
         }
-        if (!smelt_hash_eq(&then->inputs[i].header, &now->inputs[i].header)) {
-            snprintf(buf, len, "input %s changed (its safetensors header differs)",
-                     now->inputs[i].path);
+        const smelt_journal_input *a = &then->inputs[i], *b = &now->inputs[i];
+        const char *why = !smelt_hash_eq(&a->header, &b->header) ? "its safetensors header differs"
+                          : a->size != b->size ? "its size differs"
+                          : a->ino != b->ino || a->dev != b->dev
+                              ? "it is another file now (inode or device differs)"
+                          : a->mtime_ns != b->mtime_ns ? "its modification time differs"
+                          : !smelt_hash_eq(&a->sample, &b->sample)
+                              ? "its data differs in the sampled blocks"
+                              : NULL;
+        if (why) {
+            snprintf(buf, len, "input %s changed (%s)", b->path, why);
             return 1;
         }
     }
@@ -426,4 +454,62 @@ void smelt_journal_close(smelt_journal *j)
     free(j->data_fds);
     free(j->path);
     free(j);
+}
+
+int smelt_journal_input_identify(smelt_ctx *ctx, int fd, const char *path, uint64_t data_start,
+                                 smelt_journal_input *in)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return smelt_fail_errno(ctx, errno, "%s: cannot stat it", path);
+    in->size = (uint64_t)st.st_size;
+    in->mtime_ns = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
+    in->ino = (uint64_t)st.st_ino;
+    in->dev = (uint64_t)st.st_dev;
+    int rc = smelt_hash_file_prefix(ctx, fd, path, data_start, &in->header);
+    if (rc != SMELT_OK)
+        return rc;
+    uint64_t data = in->size > data_start ? in->size - data_start : 0;
+    const uint64_t all = (uint64_t)SMELT_JOURNAL_SAMPLES * SMELT_JOURNAL_SAMPLE_BYTES;
+    XXH3_state_t *xs = XXH3_createState();
+    uint8_t *block = malloc(SMELT_JOURNAL_SAMPLE_BYTES);
+    if (!xs || !block) {
+        XXH3_freeState(xs);
+        free(block);
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    }
+    XXH3_128bits_reset(xs);
+    /* Small data: every byte, in sample-sized pieces. Else block k starts at k/15 of the way
+     * from the data's start to its last full block. */
+    unsigned count = data <= all ? (unsigned)((data + SMELT_JOURNAL_SAMPLE_BYTES - 1) /
+                                              SMELT_JOURNAL_SAMPLE_BYTES)
+                                 : SMELT_JOURNAL_SAMPLES;
+    for (unsigned k = 0; k < count && rc == SMELT_OK; k++) {
+        /* floor(span * k / 15) without overflow, so the last block ends at the data's end. */
+        uint64_t span = data - SMELT_JOURNAL_SAMPLE_BYTES, parts = SMELT_JOURNAL_SAMPLES - 1;
+        uint64_t at = data <= all ? (uint64_t)k * SMELT_JOURNAL_SAMPLE_BYTES
+                                  : span / parts * k + span % parts * k / parts;
+        size_t want = data - at < SMELT_JOURNAL_SAMPLE_BYTES ? (size_t)(data - at)
+                                                             : SMELT_JOURNAL_SAMPLE_BYTES;
+        for (size_t got = 0; got < want;) {
+            ssize_t n = pread(fd, block + got, want - got, (off_t)(data_start + at + got));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                rc = smelt_fail_errno(ctx, n < 0 ? errno : EIO, "%s: cannot read its data", path);
+                break;
+            }
+            got += (size_t)n;
+        }
+        if (rc == SMELT_OK)
+            XXH3_128bits_update(xs, block, want);
+    }
+    if (rc == SMELT_OK) {
+        XXH128_canonical_t c;
+        XXH128_canonicalFromHash(&c, XXH3_128bits_digest(xs));
+        memcpy(in->sample.b, c.digest, sizeof in->sample.b);
+    }
+    XXH3_freeState(xs);
+    free(block);
+    return rc;
 }

@@ -2,8 +2,9 @@
  * tensors are durably written, so an interrupted merge can continue where it stopped.
  *
  * Format (little-endian), file name SMELT_JOURNAL_NAME:
- *   header  "SMELTJNL" | u32 version (1) | u32 ninputs | config XXH3-128 | plan XXH3-128 |
- *           ninputs x (u32 path length | path bytes | header XXH3-128) | u64 XXH3-64 of all
+ *   header  "SMELTJNL" | u32 version (2) | u32 ninputs | config XXH3-128 | plan XXH3-128 |
+ *           ninputs x (u32 path length | path bytes | header XXH3-128 | u64 size |
+ *           u64 mtime in ns | u64 inode | u64 device | sample XXH3-128) | u64 XXH3-64 of all
  *           the header bytes before it
  *   record  u32 name length (1..65536) | name bytes | tensor XXH3-128 | u64 XXH3-64 of the
  *           record bytes before it
@@ -24,11 +25,34 @@
 #define SMELT_JOURNAL_NAME ".smelt-journal"
 #define SMELT_JOURNAL_MAX_NAME 65536u
 
-/* One input file of the merge: its path as opened and the hash of its header bytes. */
+/* One input file of the merge: its path as opened and what identifies its content (see
+ * smelt_journal_input_identify). */
 typedef struct smelt_journal_input {
     char *path;
-    smelt_hash128 header;
+    smelt_hash128 header;   /* the 8-byte prefix and JSON header */
+    uint64_t size;
+    uint64_t mtime_ns;      /* st_mtim in nanoseconds since the epoch */
+    uint64_t ino, dev;
+    smelt_hash128 sample;   /* SMELT_JOURNAL_SAMPLES blocks of the data (see below) */
 } smelt_journal_input;
+
+/* Sampled data blocks: how many, and how large. */
+#define SMELT_JOURNAL_SAMPLES 16u
+#define SMELT_JOURNAL_SAMPLE_BYTES 4096u
+
+/* Fills in->header .. in->sample for the input file open as fd (path for messages; data_start
+ * = 8 + header length), leaving in->path alone. Resuming needs to know, before reading any
+ * data, that each input holds what it held: hashing whole inputs would read them all again.
+ * Size, mtime (ns), inode and device change with any write through the filesystem, or when
+ * the file is replaced; the header hash covers names, dtypes, shapes and offsets; and 16
+ * blocks of 4 KiB at fixed offsets spread evenly over the data (first and last block included;
+ * all of the data when it is smaller than that) catch rewrites whose mtime was then set back
+ * (touch -d, cp -p, rsync -t) at the cost of 64 KiB of reads per file. (ctime would be surer
+ * still but changes on chmod or a new hard link, which do not change the bytes.) A changed
+ * byte outside every sampled block with its mtime restored stays undetected: the price of
+ * cheap. SMELT_E_IO when the file cannot be read. */
+int smelt_journal_input_identify(smelt_ctx *ctx, int fd, const char *path, uint64_t data_start,
+                                 smelt_journal_input *in);
 
 /* What identifies a merge: resuming is allowed only when all of it is unchanged. */
 typedef struct smelt_journal_header {

@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #define MANIFEST_FORMAT "smelt-manifest"
-#define MANIFEST_VERSION 1
 
 static json_t *hash_json(const smelt_hash128 *h)
 {
@@ -24,7 +23,7 @@ int smelt_manifest_to_json(smelt_ctx *ctx, const smelt_manifest *m, char **text,
     int ok = root && inputs && files;
     if (ok) {
         ok &= !json_object_set_new(root, "format", json_string(MANIFEST_FORMAT));
-        ok &= !json_object_set_new(root, "format_version", json_integer(MANIFEST_VERSION));
+        ok &= !json_object_set_new(root, "format_version", json_integer(SMELT_MANIFEST_VERSION));
         ok &= !json_object_set_new(root, "algorithm", json_string("xxh3-128"));
         ok &= !json_object_set_new(root, "smelt_version", json_string(m->smelt_version));
         ok &= !json_object_set_new(root, "config", hash_json(&m->config));
@@ -39,8 +38,20 @@ int smelt_manifest_to_json(smelt_ctx *ctx, const smelt_manifest *m, char **text,
         const smelt_manifest_file *mf = &m->files[f];
         json_t *file = json_object(), *tensors = json_object();
         ok &= file && tensors;
-        for (size_t t = 0; ok && t < mf->ntensors; t++)
-            ok &= !json_object_set_new(tensors, mf->tensors[t].name, hash_json(&mf->tensors[t].hash));
+        for (size_t t = 0; ok && t < mf->ntensors; t++) {
+            const smelt_manifest_tensor *mt = &mf->tensors[t];
+            json_t *entry = json_object(), *shape = json_array();
+            ok &= entry && shape;
+            for (uint32_t d = 0; ok && d < mt->ndim; d++)
+                ok &= !json_array_append_new(shape, json_integer((json_int_t)mt->shape[d]));
+            ok &= ok && !json_object_set_new(entry, "data", hash_json(&mt->hash)) &&
+                  !json_object_set_new(entry, "dtype", json_string(smelt_dtype_name(mt->dtype))) &&
+                  !json_object_set(entry, "shape", shape) &&
+                  !json_object_set(tensors, mt->name, entry);
+            json_decref(shape);
+            json_decref(entry);
+        }
+        ok &= !json_object_set_new(file, "header", hash_json(&mf->header));
         ok &= !json_object_set_new(file, "size", json_integer((json_int_t)mf->size));
         ok &= !json_object_set_new(file, "tensors", tensors);
         ok &= !json_object_set_new(files, mf->name, file);
@@ -95,6 +106,33 @@ static int get_hash(smelt_ctx *ctx, const char *path, json_t *v, const char *wha
     return SMELT_OK;
 }
 
+/* A version 2 tensor entry: {"data": hex, "dtype": name, "shape": [n, ...]}. */
+static int parse_tensor(smelt_ctx *ctx, const char *path, const char *fname, const char *tname,
+                        json_t *h, smelt_manifest_tensor *mt)
+{
+    json_t *data = json_object_get(h, "data"), *dtype = json_object_get(h, "dtype"),
+           *shape = json_object_get(h, "shape");
+    if (!json_is_string(data) || smelt_hash_parse(json_string_value(data), &mt->hash) != 0)
+        return smelt_fail(ctx, SMELT_E_FORMAT, "%s: files.%s: tensor '%s': \"data\" is not 32 "
+                          "hex digits", path, fname, tname);
+    if (!json_is_string(dtype) ||
+        (mt->dtype = smelt_dtype_from_name(json_string_value(dtype))) == SMELT_DT_INVALID)
+        return smelt_fail(ctx, SMELT_E_FORMAT, "%s: files.%s: tensor '%s': \"dtype\" is not a "
+                          "safetensors dtype", path, fname, tname);
+    if (!json_is_array(shape) || json_array_size(shape) > SMELT_MAX_DIMS)
+        return smelt_fail(ctx, SMELT_E_FORMAT, "%s: files.%s: tensor '%s': \"shape\" is not a "
+                          "list of at most %d sizes", path, fname, tname, SMELT_MAX_DIMS);
+    mt->ndim = (uint32_t)json_array_size(shape);
+    for (uint32_t d = 0; d < mt->ndim; d++) {
+        json_t *v = json_array_get(shape, d);
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
+            return smelt_fail(ctx, SMELT_E_FORMAT, "%s: files.%s: tensor '%s': shape[%u] is not "
+                              "a size", path, fname, tname, d);
+        mt->shape[d] = (uint64_t)json_integer_value(v);
+    }
+    return SMELT_OK;
+}
+
 static int parse_root(smelt_ctx *ctx, const char *path, json_t *root, smelt_manifest *m)
 {
     if (!json_is_object(root))
@@ -104,9 +142,14 @@ static int parse_root(smelt_ctx *ctx, const char *path, json_t *root, smelt_mani
     if (!json_is_string(format) || strcmp(json_string_value(format), MANIFEST_FORMAT) != 0)
         return smelt_fail(ctx, SMELT_E_FORMAT, "%s: \"format\" is not \"%s\"", path,
                           MANIFEST_FORMAT);
-    if (!json_is_integer(fv) || json_integer_value(fv) != MANIFEST_VERSION)
-        return smelt_fail(ctx, SMELT_E_FORMAT, "%s: \"format_version\" is not %d", path,
-                          MANIFEST_VERSION);
+    if (!json_is_integer(fv) || json_integer_value(fv) < SMELT_MANIFEST_VERSION_OLDEST)
+        return smelt_fail(ctx, SMELT_E_FORMAT, "%s: \"format_version\" is not a version from %d "
+                          "to %d", path, SMELT_MANIFEST_VERSION_OLDEST, SMELT_MANIFEST_VERSION);
+    if (json_integer_value(fv) > SMELT_MANIFEST_VERSION)
+        return smelt_fail(ctx, SMELT_E_FORMAT, "%s: format_version %lld was made by a newer smelt "
+                          "(this one reads up to %d)", path, (long long)json_integer_value(fv),
+                          SMELT_MANIFEST_VERSION);
+    m->version = (int)json_integer_value(fv);
     json_t *alg = json_object_get(root, "algorithm");
     if (!json_is_string(alg) || strcmp(json_string_value(alg), "xxh3-128") != 0)
         return smelt_fail(ctx, SMELT_E_FORMAT, "%s: \"algorithm\" is not \"xxh3-128\"", path);
@@ -154,6 +197,9 @@ static int parse_root(smelt_ctx *ctx, const char *path, json_t *root, smelt_mani
             return smelt_fail(ctx, SMELT_E_FORMAT, "%s: files.%s.tensors is not an object", path,
                               fname);
         mf->size = (uint64_t)json_integer_value(size);
+        if (m->version >= 2 && (rc = get_hash(ctx, path, json_object_get(fobj, "header"),
+                                              "files.*.header", &mf->header)) != SMELT_OK)
+            return rc;
         if (!(mf->tensors = calloc(json_object_size(tensors) + 1, sizeof *mf->tensors)))
             return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
         const char *tname;
@@ -163,7 +209,11 @@ static int parse_root(smelt_ctx *ctx, const char *path, json_t *root, smelt_mani
             if (!(mt->name = strdup(tname)))
                 return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
             mf->ntensors++;
-            if (!json_is_string(h) || smelt_hash_parse(json_string_value(h), &mt->hash) != 0)
+            mt->dtype = SMELT_DT_INVALID;
+            if (m->version >= 2 && (rc = parse_tensor(ctx, path, fname, tname, h, mt)) != SMELT_OK)
+                return rc;
+            if (m->version < 2 &&
+                (!json_is_string(h) || smelt_hash_parse(json_string_value(h), &mt->hash) != 0))
                 return smelt_fail(ctx, SMELT_E_FORMAT, "%s: files.%s: tensor '%s': expected 32 "
                                   "hex digits", path, fname, tname);
         }

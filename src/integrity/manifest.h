@@ -5,17 +5,27 @@
  *   {
  *    "algorithm": "xxh3-128",
  *    "config": "<hex of the config text's hash>",
- *    "files": {"model-00001-of-00002.safetensors": {"size": N, "tensors": {"name": "<hex>"}}},
+ *    "files": {"model-00001-of-00002.safetensors": {
+ *        "header": "<hex of the 8-byte prefix + JSON header>", "size": N,
+ *        "tensors": {"name": {"data": "<hex>", "dtype": "BF16", "shape": [4096, 4096]}}}},
  *    "format": "smelt-manifest",
- *    "format_version": 1,
+ *    "format_version": 2,
  *    "inputs": [{"header": "<hex of the 8-byte prefix + JSON header>", "path": "..."}],
  *    "smelt_version": "0.1.0"
  *   }
- * Hashes are canonical XXH3-128 in lowercase hex (what `xxhsum -H2` prints). A tensor's hash
- * covers exactly its data bytes in the file. */
+ * Hashes are canonical XXH3-128 in lowercase hex (what `xxhsum -H2` prints). A tensor's "data"
+ * hash covers exactly its data bytes in the file. Bytes alone do not say what they mean: the same
+ * bytes relabelled BF16 -> F16, or a shape transposed, are another tensor. So version 2 also
+ * binds each tensor's dtype and shape (for messages that name the tensor) and each file's whole
+ * header (names, dtypes, shapes, offsets and __metadata__ at once).
+ *
+ * Version 1 manifests (smelt before 0.2: a bare data hash per tensor, no file header) are still
+ * read and checked as before — sizes and data hashes — and verify says that the dtypes, shapes
+ * and metadata went unchecked because an older smelt made the manifest. */
 #ifndef SMELT_MANIFEST_H
 #define SMELT_MANIFEST_H
 
+#include "format/safetensors.h"
 #include "integrity/checksum.h"
 
 #include <stddef.h>
@@ -25,11 +35,19 @@
 
 typedef struct smelt_manifest_tensor {
     char *name;
-    smelt_hash128 hash;
+    smelt_hash128 hash;  /* of the data bytes */
+    smelt_dtype dtype;   /* SMELT_DT_INVALID in a version 1 manifest */
+    uint32_t ndim;
+    uint64_t shape[SMELT_MAX_DIMS];
 } smelt_manifest_tensor;
+
+/* The format_version this smelt writes, and the oldest it still checks. */
+#define SMELT_MANIFEST_VERSION 2
+#define SMELT_MANIFEST_VERSION_OLDEST 1
 
 typedef struct smelt_manifest_file {
     char *name; /* inside the model directory */
+    smelt_hash128 header; /* of the 8-byte length prefix and JSON header (version 2) */
     uint64_t size;
     smelt_manifest_tensor *tensors;
     size_t ntensors;
@@ -42,6 +60,7 @@ typedef struct smelt_manifest_input {
 
 /* Every string and array is malloc'd and owned by the manifest. */
 typedef struct smelt_manifest {
+    int version;            /* format_version: as read; ignored when writing (always the newest) */
     char *smelt_version;
     smelt_hash128 config;
     smelt_manifest_input *inputs;

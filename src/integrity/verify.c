@@ -66,6 +66,38 @@ static void check_sizes(const char *dir, const smelt_manifest *m, FILE *report,
     }
 }
 
+/* Each file's header (length prefix and JSON: every name, dtype, shape, offset and the
+ * __metadata__) against the manifest's hash of it. The per-tensor checks name a relabelled
+ * tensor; this one also catches what they cannot see, such as changed metadata. */
+static int check_headers(smelt_ctx *ctx, const smelt_manifest *m, const smelt_model *model,
+                         FILE *report, smelt_verify_result *res)
+{
+    for (uint32_t f = 0; f < model->nfiles; f++) {
+        const smelt_st_file *sf = &model->files[f];
+        const smelt_manifest_file *mf = NULL;
+        for (size_t i = 0; i < m->nfiles && !mf; i++)
+            if (strcmp(m->files[i].name, base_name(sf->path)) == 0)
+                mf = &m->files[i];
+        if (!mf)
+            continue; /* reported with its tensors */
+        smelt_hash128 h;
+        if (smelt_hash_file_prefix(ctx, sf->fd, sf->path, sf->data_start, &h) != SMELT_OK) {
+            if (ctx->status == SMELT_E_NOMEM)
+                return ctx->status;
+            problem(report, res, "%s", smelt_errmsg(ctx));
+            continue;
+        }
+        if (!smelt_hash_eq(&h, &mf->header)) {
+            char have[SMELT_HASH_HEX_LEN + 1], want[SMELT_HASH_HEX_LEN + 1];
+            smelt_hash_hex(&h, have);
+            smelt_hash_hex(&mf->header, want);
+            problem(report, res, "%s: header hash %s but the manifest says %s (tensor names, "
+                    "dtypes, shapes, offsets or __metadata__ changed)", sf->path, have, want);
+        }
+    }
+    return SMELT_OK;
+}
+
 /* Every tensor's bytes against the manifest. */
 static int check_hashes(smelt_ctx *ctx, const char *dir, const smelt_manifest *m,
                         const smelt_model *model, const smelt_verify_options *opts, FILE *report,
@@ -110,6 +142,18 @@ static int check_hashes(smelt_ctx *ctx, const char *dir, const smelt_manifest *m
             problem(report, res, "%s: tensor '%s' is here but the manifest puts it in %s",
                     sf->path, ti->name, m->files[e->file].name);
             continue;
+        }
+        const smelt_manifest_tensor *mt = &m->files[e->file].tensors[e->tensor];
+        if (m->version >= 2 && mt->dtype != ti->dtype)
+            problem(report, res, "%s: tensor '%s': dtype %s but the manifest says %s", sf->path,
+                    ti->name, smelt_dtype_name(ti->dtype), smelt_dtype_name(mt->dtype));
+        if (m->version >= 2 && (mt->ndim != ti->ndim ||
+                                memcmp(mt->shape, ti->shape, ti->ndim * sizeof *ti->shape))) {
+            char have[256], want[256];
+            smelt_format_shape(have, sizeof have, ti->shape, ti->ndim);
+            smelt_format_shape(want, sizeof want, mt->shape, mt->ndim);
+            problem(report, res, "%s: tensor '%s': shape %s but the manifest says %s", sf->path,
+                    ti->name, have, want);
         }
         ranges[n] = (smelt_hash_range){sf->fd, ti->offset, ti->nbytes};
         which[n++] = e;
@@ -191,8 +235,16 @@ int smelt_verify(smelt_ctx *ctx, const char *dir, const smelt_verify_options *us
     int rc = SMELT_OK;
     if (m) {
         check_sizes(dir, m, report, res);
-        if (model)
+        if (model && m->version >= 2)
+            rc = check_headers(ctx, m, model, report, res);
+        if (model && rc == SMELT_OK)
             rc = check_hashes(ctx, dir, m, model, &opts, report, res);
+        /* An old manifest is still checked for what it records; say what it could not. */
+        if (m->version < 2)
+            fprintf(report, "%s/%s: format_version %d, made by an older smelt (%s): checked sizes "
+                    "and tensor bytes only, not dtypes, shapes or metadata (merge again for a "
+                    "manifest that binds them)\n", dir, SMELT_MANIFEST_NAME, m->version,
+                    m->smelt_version);
     }
     smelt_model_close(model);
     smelt_manifest_free(m);

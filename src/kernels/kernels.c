@@ -5,6 +5,7 @@
 #include "common/errors.h"
 
 #include <assert.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,13 +44,25 @@ static int usable(const level *l)
     return l->table && (smelt_cpu_features() & l->needs) == l->needs;
 }
 
+/* The usable levels, best first, down to the first one that passes its self-test. Computed
+ * once, so the notice about a failing level is printed once per process. */
+static const smelt_kernels *sound_best;
+static pthread_once_t sound_once = PTHREAD_ONCE_INIT;
+
+static void find_sound_best(void)
+{
+    const smelt_kernels *chain[NLEVELS];
+    size_t n = 0;
+    for (size_t i = NLEVELS; i-- > 0;)
+        if (usable(&levels[i]))
+            chain[n++] = levels[i].table;
+    sound_best = smelt_kernels_first_sound(chain, n, stderr);
+}
+
 static const smelt_kernels *best(void)
 {
-    const smelt_kernels *k = &smelt_kernels_scalar;
-    for (size_t i = 0; i < NLEVELS; i++)
-        if (usable(&levels[i]))
-            k = levels[i].table;
-    return k;
+    pthread_once(&sound_once, find_sound_best);
+    return sound_best;
 }
 
 /* "scalar, avx2": the levels usable here, for error messages. */
@@ -91,6 +104,15 @@ int smelt_kernels_select(const char *isa, char *err, size_t errlen)
                      levels[i].table ? "not supported by this CPU or OS"
                                      : "not built for this architecture",
                      supported);
+            return -1;
+        }
+        /* Named explicitly, a level that fails its self-test is an error, not a quiet
+         * fallback: whoever asked for it wants to know. */
+        const char *bad = smelt_kernels_selftest(levels[i].table);
+        if (bad) {
+            snprintf(err, errlen, "SIMD level '%s'%s fails its self-test on this machine (kernel "
+                     "'%s' disagrees with the scalar reference); supported here: %s", isa, from,
+                     bad, supported);
             return -1;
         }
         atomic_store(&current, levels[i].table);

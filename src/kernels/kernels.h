@@ -17,6 +17,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* The canonical quiet NaN written for any NaN input (PyTorch's scalar cast gives these). */
 #define SMELT_BF16_NAN 0x7FC0u
@@ -52,17 +53,34 @@ typedef struct smelt_kernels {
 } smelt_kernels;
 
 /* The table in use. Set once by smelt_kernels_select() (the first smelt_kernels_get() selects
- * the default); read-only afterwards. */
+ * the default: the best level this CPU supports that passes its self-test); read-only
+ * afterwards. */
 const smelt_kernels *smelt_kernels_get(void);
 
 /* Selects a level: NULL or "" = the SMELT_ISA environment variable if set, else the best level
- * this CPU and OS support. Returns 0, or -1 with a message in err when the name is unknown or the
- * CPU lacks it. Not thread-safe; call before starting workers. */
+ * this CPU and OS support whose kernels pass smelt_kernels_selftest (a failing level gives one
+ * notice on stderr, once per process, and the next lower level is tried). Returns 0, or -1
+ * with a message in err when the name is unknown, the CPU lacks it, or a level named
+ * explicitly fails its self-test. Not thread-safe; call before starting workers. */
 int smelt_kernels_select(const char *isa, char *err, size_t errlen);
 
 /* A specific level's table, or NULL when it is not built or not supported here (for tests and
  * benchmarks that compare levels). */
 const smelt_kernels *smelt_kernels_level(const char *isa);
+
+/* Runs every kernel of k on a fixed set of inputs (±0, ±Inf, NaNs with payloads, subnormals,
+ * bf16/f16 rounding ties and overflow edges, model-like values; vector bodies and a tail) and
+ * compares the results with the scalar reference bit for bit. Returns NULL when they all agree
+ * (always for the scalar table itself), else the name of the first kernel that does not.
+ * Microseconds; thread-safe. */
+const char *smelt_kernels_selftest(const smelt_kernels *k);
+
+/* The first table of chain[0 .. n) (best first) that passes smelt_kernels_selftest, or the
+ * scalar reference when none does; for each one that fails, one notice line on `notices`
+ * (when not NULL) naming the level, the kernel and the level used instead. The default
+ * selection runs it over the usable levels once per process. */
+const smelt_kernels *smelt_kernels_first_sound(const smelt_kernels *const *chain, size_t n,
+                                               FILE *notices);
 
 /* Converts n elements of any mergeable dtype (F32, F16, BF16) to f32 (F32 is a plain copy). */
 void smelt_decode(const smelt_kernels *k, float *dst, const void *src, smelt_dtype dt, size_t n);

@@ -150,6 +150,22 @@ const smelt_method *smelt_method_find(const char *name);
 /* A comma-separated list of the implemented method names, for messages. */
 const char *smelt_method_names(void);
 
+/* How a method's math uses a number: in double, or rounded to f32 for the tile math. */
+typedef enum smelt_num_use { SMELT_NUM_F64, SMELT_NUM_F32 } smelt_num_use;
+
+/* For smelt_check_finite: a value tied to no one model. */
+#define SMELT_NO_INPUT ((size_t)-1)
+
+/* The one check every method runs on its parameters and on the values it derives from them
+ * (sums used to normalize, products such as weight·lambda, coefficients): SMELT_OK when `value`
+ * is finite as the method uses it — in double, or still finite once rounded to f32 (1e308 is a
+ * double but an f32 infinity, which would turn a merge into zeros or NaNs without a word).
+ * Otherwise SMELT_E_CONFIG with a message naming the method, the model (args->input_names[input];
+ * none for SMELT_NO_INPUT), the tensor and `what` (a parameter name or a phrase for a derived
+ * value). Thread-safe. */
+int smelt_check_finite(smelt_ctx *ctx, const char *method, const smelt_tensor_args *args,
+                       size_t input, const char *what, double value, smelt_num_use use);
+
 /* Index of parameter `name` in m->params, or -1. */
 int smelt_method_param_index(const smelt_method *m, const char *name);
 

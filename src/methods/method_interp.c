@@ -70,6 +70,8 @@ typedef struct interp_state {
     float *ccoef;
     unsigned char *cuse, *cform;
     const char *tensor; /* the plan's string: lives as long as the plan */
+    const char *const *names; /* the inputs' model references (the plan's), for messages */
+    const char *method;
     size_t n;           /* inputs */
     size_t first;       /* input index of working vector 0 */
     size_t m;           /* working vectors: inputs first .. n-1 */
@@ -148,14 +150,34 @@ static double gram_norm(const interp_state *s, const double *a)
     return sqrt(q > 0 ? q : 0);
 }
 
-/* Puts per-working-vector coefficients into the per-input arrays. */
+/* Puts per-working-vector coefficients into the per-input arrays. A coefficient past f32's
+ * range is stored as an infinity (the conversion itself would be undefined) for check_coefs to
+ * refuse. */
 static void set_vector_coefs(interp_state *s, const double *c, interp_form form)
 {
     s->form = form;
     for (size_t j = 0; j < s->m; j++) {
-        s->coef[s->first + j] = (float)c[j];
+        s->coef[s->first + j] = fabs(c[j]) >= 0x1.ffffffp127 ? (float)copysign(INFINITY, c[j])
+                                                             : (float)c[j];
         s->use[s->first + j] = 1;
     }
+}
+
+/* Every coefficient apply will use must be finite: huge weights can make the combination's
+ * coefficients overflow f32 (or turn NaN) though each parameter is finite. */
+static int check_coefs(smelt_ctx *ctx, const interp_state *s, const float *coef,
+                       const unsigned char *use, const char *method)
+{
+    smelt_tensor_args args = {.tensor = s->tensor, .ninputs = s->n, .input_names = s->names};
+    for (size_t i = 0; i < s->n; i++) {
+        if (!use[i])
+            continue;
+        int rc = smelt_check_finite(ctx, method, &args, i, "the coefficient the merge gives it",
+                                    coef[i], SMELT_NUM_F32);
+        if (rc != SMELT_OK)
+            return rc;
+    }
+    return SMELT_OK;
 }
 
 /* Where task vectors are the working vectors the output is θ₀ + Σ c τ (mergekit's form). */
@@ -253,11 +275,16 @@ static int nuslerp_check(smelt_ctx *ctx, const smelt_tensor_args *args, interp_s
         if (rc != SMELT_OK)
             return rc;
     }
-    for (size_t i = s->first; i < s->n; i++)
-        if (!isfinite(s->w[i]))
-            return smelt_fail(ctx, SMELT_E_CONFIG, "tensor '%s': nuslerp: model '%s': weight %g "
-                              "is not finite", args->tensor, args->input_names[i], s->w[i]);
-    return SMELT_OK;
+    double sum = 0;
+    for (size_t i = s->first; i < s->n; i++) {
+        int rc = smelt_check_finite(ctx, "nuslerp", args, i, "weight", s->w[i], SMELT_NUM_F64);
+        if (rc != SMELT_OK)
+            return rc;
+        sum += s->w[i];
+    }
+    /* t = w2 / (w1 + w2): an infinite sum would give t = 0 from finite weights. */
+    return smelt_check_finite(ctx, "nuslerp", args, SMELT_NO_INPUT, "the sum of the weights",
+                              sum, SMELT_NUM_F64);
 }
 
 /* t = w₂/(w₁+w₂); cos θ = v0·v1 / (max(|v0|, 1e-7)·max(|v1|, 1e-7)) clamped to [−1, 1]; the
@@ -298,17 +325,24 @@ static int multislerp_check(smelt_ctx *ctx, const smelt_tensor_args *args, inter
 {
     s->normalize = args->values[MS_NORMALIZE][0] != 0;
     s->eps = args->values[MS_EPS][0];
-    if (!(s->eps >= 0) || !isfinite(s->eps))
+    int rc = smelt_check_finite(ctx, "multislerp", args, SMELT_NO_INPUT, "eps", s->eps,
+                                SMELT_NUM_F64);
+    if (rc != SMELT_OK)
+        return rc;
+    if (!(s->eps >= 0))
         return smelt_fail(ctx, SMELT_E_CONFIG, "tensor '%s': multislerp: eps = %g must be a "
                           "finite number >= 0", args->tensor, s->eps);
     double sum = 0;
     for (size_t i = s->first; i < s->n; i++) {
-        if (!isfinite(s->w[i]))
-            return smelt_fail(ctx, SMELT_E_CONFIG, "tensor '%s': multislerp: model '%s': weight "
-                              "%g is not finite", args->tensor, args->input_names[i], s->w[i]);
+        if ((rc = smelt_check_finite(ctx, "multislerp", args, i, "weight", s->w[i],
+                                     SMELT_NUM_F64)) != SMELT_OK)
+            return rc;
         sum += s->w[i];
     }
     if (s->normalize) {
+        if ((rc = smelt_check_finite(ctx, "multislerp", args, SMELT_NO_INPUT,
+                                     "the sum of the weights", sum, SMELT_NUM_F64)) != SMELT_OK)
+            return rc;
         if (fabs(sum) < 1e-8)
             return smelt_fail(ctx, SMELT_E_CONFIG,
                               "tensor '%s': multislerp: the weights sum to %g, so "
@@ -381,7 +415,11 @@ static int karcher_check(smelt_ctx *ctx, const smelt_tensor_args *args, interp_s
     if (!(it >= 0 && it <= 1e6) || it != floor(it))
         return smelt_fail(ctx, SMELT_E_CONFIG, "tensor '%s': karcher: max_iter = %g must be a "
                           "whole number from 0 to 1000000", args->tensor, it);
-    if (!(s->tol >= 0) || !isfinite(s->tol))
+    int rc = smelt_check_finite(ctx, "karcher", args, SMELT_NO_INPUT, "tol", s->tol,
+                                SMELT_NUM_F64);
+    if (rc != SMELT_OK)
+        return rc;
+    if (!(s->tol >= 0))
         return smelt_fail(ctx, SMELT_E_CONFIG, "tensor '%s': karcher: tol = %g must be a finite "
                           "number >= 0", args->tensor, s->tol);
     s->max_iter = (unsigned)it;
@@ -507,10 +545,8 @@ static int model_stock_coefs(smelt_ctx *ctx, interp_state *s)
 
 static int passthrough_check(smelt_ctx *ctx, const smelt_tensor_args *args, interp_state *s)
 {
-    if (!isfinite(s->w[0]))
-        return smelt_fail(ctx, SMELT_E_CONFIG, "tensor '%s': passthrough: model '%s': scale %g "
-                          "is not finite", args->tensor, args->input_names[0], s->w[0]);
-    return SMELT_OK;
+    /* The scale becomes the f32 coefficient of the copy. */
+    return smelt_check_finite(ctx, "passthrough", args, 0, "scale", s->w[0], SMELT_NUM_F32);
 }
 
 static int passthrough_coefs(smelt_ctx *ctx, interp_state *s)
@@ -527,8 +563,12 @@ static int passthrough_coefs(smelt_ctx *ctx, interp_state *s)
 static int nearswap_check(smelt_ctx *ctx, const smelt_tensor_args *args, interp_state *s)
 {
     s->t = args->values[NS_T][0];
+    /* apply uses t in f32. */
+    int rc = smelt_check_finite(ctx, "nearswap", args, SMELT_NO_INPUT, "t", s->t, SMELT_NUM_F32);
+    if (rc != SMELT_OK)
+        return rc;
     /* mergekit refuses t <= 0: it is the distance below which the model replaces the base. */
-    if (!(s->t > 0) || !isfinite(s->t))
+    if (!(s->t > 0))
         return smelt_fail(ctx, SMELT_E_CONFIG, "tensor '%s': nearswap: t = %g must be a finite "
                           "number > 0 (the distance |base − model| up to which '%s' takes the "
                           "value of '%s')", args->tensor, s->t, args->input_names[0],
@@ -539,7 +579,7 @@ static int nearswap_check(smelt_ctx *ctx, const smelt_tensor_args *args, interp_
 /* ---- the shared vtable entries ------------------------------------------------------------ */
 
 static int interp_prepare(smelt_ctx *ctx, const smelt_tensor_args *args, const interp_desc *d,
-                          int weight_param, void **state)
+                          int weight_param, const char *method, void **state)
 {
     size_t n = args->ninputs;
     interp_state *s = calloc(1, sizeof *s);
@@ -547,6 +587,8 @@ static int interp_prepare(smelt_ctx *ctx, const smelt_tensor_args *args, const i
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     s->d = d;
     s->tensor = args->tensor;
+    s->names = args->input_names;
+    s->method = method;
     s->n = n;
     s->task = args->has_base && !d->base_is_vector;
     s->first = s->task ? 1 : 0;
@@ -565,7 +607,8 @@ static int interp_prepare(smelt_ctx *ctx, const smelt_tensor_args *args, const i
         s->w[i] = args->values[weight_param][i];
     if ((rc = d->check(ctx, args, s)) != SMELT_OK)
         goto fail;
-    if (!(d->gram && s->m >= 2) && (rc = d->coefs(ctx, s)) != SMELT_OK)
+    if (!(d->gram && s->m >= 2) && ((rc = d->coefs(ctx, s)) != SMELT_OK ||
+                                     (rc = check_coefs(ctx, s, s->coef, s->use, method))))
         goto fail;
     *state = s;
     return SMELT_OK;
@@ -748,6 +791,9 @@ static int vector_coefs(smelt_ctx *ctx, const interp_state *s, const double *tri
     gram_mirror(&one);
     int rc = s->d->coefs(ctx, &one);
     r->form[v] = (unsigned char)one.form;
+    /* Per-row coefficients come from apply, which cannot report (ctx NULL). */
+    if (rc == SMELT_OK && ctx)
+        rc = check_coefs(ctx, s, one.coef, one.use, s->method);
     return rc;
 }
 
@@ -757,7 +803,8 @@ static int interp_end_pass(smelt_ctx *ctx, void *state, unsigned pass)
     (void)pass;
     if (s->split != SPLIT_COLS) {
         gram_mirror(s);
-        return s->d->coefs(ctx, s);
+        int rc = s->d->coefs(ctx, s);
+        return rc != SMELT_OK ? rc : check_coefs(ctx, s, s->coef, s->use, s->method);
     }
     size_t cols = (size_t)s->vec, tri = tri_size(s);
     s->ccoef = calloc(cols * s->n, sizeof *s->ccoef);
@@ -955,7 +1002,7 @@ DESC(passthrough, 0, 0)
 #define PREPARE(nm, wp)                                                                      \
     static int nm##_prepare(smelt_ctx *ctx, const smelt_tensor_args *args, void **state)     \
     {                                                                                        \
-        return interp_prepare(ctx, args, &nm##_desc, wp, state);                            \
+        return interp_prepare(ctx, args, &nm##_desc, wp, #nm, state);                       \
     }
 PREPARE(slerp, -1)
 PREPARE(nuslerp, NU_WEIGHT)

@@ -24,27 +24,36 @@ static int linear_prepare(smelt_ctx *ctx, const smelt_tensor_args *args, void **
     if (!s)
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     const double *w = args->values[PARAM_WEIGHT];
+    int normalize = args->values[PARAM_NORMALIZE][0] != 0;
     double sum = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(w[i])) {
-            free(s);
-            return smelt_fail(ctx, SMELT_E_CONFIG, "tensor '%s': model '%s': weight %g is not finite",
-                              args->tensor, args->input_names[i], w[i]);
-        }
+    int rc = SMELT_OK;
+    for (size_t i = 0; i < n && rc == SMELT_OK; i++) {
+        rc = smelt_check_finite(ctx, "linear", args, i, "weight", w[i], SMELT_NUM_F64);
         sum += w[i];
     }
-    int normalize = args->values[PARAM_NORMALIZE][0] != 0;
-    if (normalize && fabs(sum) < 1e-8) {
-        free(s);
-        return smelt_fail(ctx, SMELT_E_CONFIG,
-                          "tensor '%s': the weights sum to %g, so normalize cannot divide by it "
-                          "(set normalize: false or change the weights)", args->tensor, sum);
-    }
+    /* Finite weights can still sum to an infinity (1e308 + 1e308), and w/inf is 0. */
+    if (rc == SMELT_OK && normalize)
+        rc = smelt_check_finite(ctx, "linear", args, SMELT_NO_INPUT, "the sum of the weights",
+                                sum, SMELT_NUM_F64);
+    if (rc == SMELT_OK && normalize && fabs(sum) < 1e-8)
+        rc = smelt_fail(ctx, SMELT_E_CONFIG,
+                        "tensor '%s': the weights sum to %g, so normalize cannot divide by it "
+                        "(set normalize: false or change the weights)", args->tensor, sum);
     /* Folding 1/Σw into the weights (in double, rounded once) keeps the hot loop to one
-     * multiply-add per input. */
+     * multiply-add per input; the f32 weight is what the kernels use, so that is what must be
+     * finite. */
     s->n = n;
-    for (size_t i = 0; i < n; i++)
-        s->weights[i] = (float)(normalize ? w[i] / sum : w[i]);
+    for (size_t i = 0; i < n && rc == SMELT_OK; i++) {
+        double used = normalize ? w[i] / sum : w[i];
+        rc = smelt_check_finite(ctx, "linear", args, i, normalize ? "weight / sum of the weights"
+                                : "weight", used, SMELT_NUM_F32);
+        if (rc == SMELT_OK)
+            s->weights[i] = (float)used;
+    }
+    if (rc != SMELT_OK) {
+        free(s);
+        return rc;
+    }
     *state = s;
     return SMELT_OK;
 }

@@ -1,5 +1,7 @@
 #include "methods/method.h"
 
+#include <float.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -69,4 +71,23 @@ int smelt_method_param_index(const smelt_method *m, const char *name)
         if (strcmp(m->params[i].name, name) == 0)
             return (int)i;
     return -1;
+}
+
+int smelt_check_finite(smelt_ctx *ctx, const char *method, const smelt_tensor_args *args,
+                       size_t input, const char *what, double value, smelt_num_use use)
+{
+    /* Rounding to nearest gives an f32 infinity from FLT_MAX + half an ulp (2^128 - 2^103) up;
+     * comparing with that bound says so without the out-of-range conversion itself. */
+    int f32_overflow = use == SMELT_NUM_F32 && isfinite(value) && fabs(value) >= 0x1.ffffffp127;
+    if (isfinite(value) && !f32_overflow)
+        return SMELT_OK;
+    char model[600] = "";
+    if (input != SMELT_NO_INPUT && args->input_names && input < args->ninputs)
+        snprintf(model, sizeof model, "model '%s': ", args->input_names[input]);
+    if (f32_overflow)
+        return smelt_fail(ctx, SMELT_E_CONFIG, "method '%s': %stensor '%s': %s = %g overflows "
+                          "f32, in which the method computes (it must be within +-%g)", method,
+                          model, args->tensor, what, value, (double)FLT_MAX);
+    return smelt_fail(ctx, SMELT_E_CONFIG, "method '%s': %stensor '%s': %s = %g is not a finite "
+                      "number", method, model, args->tensor, what, value);
 }

@@ -238,15 +238,25 @@ static int tv_prepare(const variant *v, smelt_ctx *ctx, const smelt_tensor_args 
     double tall_lambda = param(v, args, "tall_lambda", 0, 0.4);
     s->k = param(v, args, "k", 0, 2.0);
     s->select_topk = param(v, args, "select_topk", 0, 1.0);
-    s->lambda = (float)lambda;
-    s->tall_lambda = (float)tall_lambda;
     const char *bad = NULL;
     double value = 0;
-    if (!isfinite(lambda))
-        bad = "lambda", value = lambda;
-    else if (!(tall_lambda >= 0) || !isfinite(tall_lambda))
+    /* lambda and tall_lambda are used in f32 (tile math); k is compared with a count. */
+    int rc = smelt_check_finite(ctx, v->name, args, SMELT_NO_INPUT, "lambda", lambda,
+                                SMELT_NUM_F32);
+    if (rc == SMELT_OK)
+        rc = smelt_check_finite(ctx, v->name, args, SMELT_NO_INPUT, "tall_lambda", tall_lambda,
+                                SMELT_NUM_F32);
+    if (rc == SMELT_OK)
+        rc = smelt_check_finite(ctx, v->name, args, SMELT_NO_INPUT, "k", s->k, SMELT_NUM_F64);
+    if (rc != SMELT_OK) {
+        free(s);
+        return rc;
+    }
+    s->lambda = (float)lambda;
+    s->tall_lambda = (float)tall_lambda;
+    if (!(tall_lambda >= 0))
         bad = "tall_lambda", value = tall_lambda;
-    else if (!(s->k >= 0) || !isfinite(s->k))
+    else if (!(s->k >= 0))
         bad = "k", value = s->k;
     else if (!(s->select_topk > 0 && s->select_topk <= 1))
         bad = "select_topk", value = s->select_topk;
@@ -254,8 +264,7 @@ static int tv_prepare(const variant *v, smelt_ctx *ctx, const smelt_tensor_args 
         free(s);
         return smelt_fail(ctx, SMELT_E_CONFIG, "method '%s': tensor '%s': %s %g is out of range "
                           "(%s)", v->name, args->tensor, bad, value,
-                          bad[0] == 's' ? "it must be in (0, 1]" : "it must be finite and, "
-                          "except lambda, >= 0");
+                          bad[0] == 's' ? "it must be in (0, 1]" : "it must be >= 0");
     }
     s->channels = calloc(n + 1, sizeof *s->channels);
     s->bounds = calloc(2 * n + 1, sizeof *s->bounds);
@@ -264,6 +273,7 @@ static int tv_prepare(const variant *v, smelt_ctx *ctx, const smelt_tensor_args 
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     }
     float div = 0;
+    double abs_sum = 0;
     for (size_t i = 0; i < n; i++) {
         tv_model *m = &s->m[i];
         const char *model = args->input_names[i + 1];
@@ -272,17 +282,22 @@ static int tv_prepare(const variant *v, smelt_ctx *ctx, const smelt_tensor_args 
         double gamma = param(v, args, "gamma", i + 1, 0.0);
         double epsilon = param(v, args, "epsilon", i + 1, 0.0);
         const char *why = NULL;
-        if (!isfinite(w))
-            why = "weight", value = w;
-        else if (!(density > 0 && density <= 1))
+        /* The weight is used in f32, alone and times lambda. */
+        if ((rc = smelt_check_finite(ctx, v->name, args, i + 1, "weight", w, SMELT_NUM_F32)) ||
+            (rc = smelt_check_finite(ctx, v->name, args, i + 1, "weight * lambda",
+                                     (double)(float)w * (double)s->lambda, SMELT_NUM_F32))) {
+            tv_release(s);
+            return rc;
+        }
+        if (!(density > 0 && density <= 1))
             why = "density", value = density;
         else if (!(gamma >= 0 && gamma <= 1))
             why = "gamma", value = gamma;
         if (why) {
             tv_release(s);
             return smelt_fail(ctx, SMELT_E_CONFIG, "method '%s': model '%s': tensor '%s': %s %g "
-                              "is out of range (%s)", v->name, model, args->tensor, why, value,
-                              why[0] == 'w' ? "it must be finite" : "it must be in (0, 1]");
+                              "is out of range (it must be in (0, 1])", v->name, model,
+                              args->tensor, why, value);
         }
         m->w = (float)w;
         m->density = density;
@@ -303,6 +318,7 @@ static int tv_prepare(const variant *v, smelt_ctx *ctx, const smelt_tensor_args 
         }
         m->key = mask_key(args->random_seed, args->tensor, i + 1);
         div = i ? div + m->w : m->w;
+        abs_sum += fabs((double)m->w);
         channel *c = &s->channels[i];
         c->lo = c->hi = -1;
         if (!m->sparse || random_drop(v->sparsify))
@@ -326,6 +342,20 @@ static int tv_prepare(const variant *v, smelt_ctx *ctx, const smelt_tensor_args 
             tv_release(s);
             return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
         }
+    }
+    /* normalize divides by an f32 sum of f32 weights, of all of them or (sign election) of
+     * those kept at an element (sce always): finite weights can still sum to an infinity, and dividing by
+     * it would zero the merge. Σ|w| bounds every such sum. lambda / divisor is what one delta
+     * gets. */
+    if (((s->normalize || v->sce) && (rc = smelt_check_finite(ctx, v->name, args, SMELT_NO_INPUT,
+                                                  "the sum of the weights' magnitudes", abs_sum,
+                                                  SMELT_NUM_F32))) ||
+        (s->normalize && fabsf(div) >= 1e-8f &&
+         (rc = smelt_check_finite(ctx, v->name, args, SMELT_NO_INPUT,
+                                  "lambda / the sum of the weights",
+                                  (double)s->lambda / (double)div, SMELT_NUM_F32)))) {
+        tv_release(s);
+        return rc;
     }
     s->div_const = fabsf(div) < 1e-8f ? 1.0f : div;
     if (s->task) {

@@ -561,6 +561,8 @@ static int write_manifest(smelt_ctx *ctx, const smelt_plan *plan, const char *ou
     for (size_t s = 0; s < plan->nshards && rc == SMELT_OK; s++) {
         m.files[s].name = plan->shards[s].name;
         m.files[s].size = plan->shards[s].size;
+        /* The header as written binds every name, dtype, shape, offset and the metadata. */
+        m.files[s].header = smelt_hash_bytes(plan->shards[s].header, plan->shards[s].header_len);
         if (!(m.files[s].tensors = calloc(plan->shards[s].ntensors + 1, sizeof *m.files[s].tensors)))
             rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     }
@@ -570,8 +572,11 @@ static int write_manifest(smelt_ctx *ctx, const smelt_plan *plan, const char *ou
             rc = smelt_fail(ctx, SMELT_E_INTERNAL, "shard tensor count disagrees with the plan");
             break;
         }
-        f->tensors[f->ntensors++] = (smelt_manifest_tensor){plan->tensors[t].name,
-                                                            sums->tensors[t]};
+        const smelt_plan_tensor *pt = &plan->tensors[t];
+        smelt_manifest_tensor *mt = &f->tensors[f->ntensors++];
+        *mt = (smelt_manifest_tensor){.name = pt->name, .hash = sums->tensors[t],
+                                      .dtype = pt->out_dtype, .ndim = pt->ref->ndim};
+        memcpy(mt->shape, pt->ref->shape, sizeof mt->shape); /* as the shard header has it */
     }
     if (rc == SMELT_OK)
         rc = smelt_manifest_write(ctx, out_dir, &m);

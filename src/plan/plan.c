@@ -13,6 +13,7 @@
 
 #include <ctype.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,18 +30,39 @@ long smelt_layer_index_at(const char *name, size_t *digits_at, size_t *ndigits)
             const char *digits = p + mlen;
             if (!isdigit((unsigned char)*digits))
                 continue;
-            char *end;
-            long idx = strtol(digits, &end, 10);
+            /* Digit by digit, not strtol: any number of digits must give either the index or
+             * "too large", never a clamped LONG_MAX or a value that wraps when narrowed. The
+             * value stops growing once past the bound, so it cannot overflow. */
+            const char *end = digits;
+            long idx = 0;
+            for (; isdigit((unsigned char)*end); end++)
+                if (idx < SMELT_MAX_LAYERS)
+                    idx = idx * 10 + (*end - '0');
             if (*end == '.' || *end == '\0') {
                 if (digits_at) {
                     *digits_at = (size_t)(digits - name);
                     *ndigits = (size_t)(end - digits);
                 }
-                return idx;
+                return idx < SMELT_MAX_LAYERS ? idx : SMELT_LAYER_TOO_LARGE;
             }
         }
     }
     return -1;
+}
+
+int smelt_layer_check_model(smelt_ctx *ctx, const smelt_model *m)
+{
+    for (size_t i = 0; i < m->ntensors; i++) {
+        const smelt_tensor_info *t = &m->tensors[i];
+        size_t at, n;
+        if (smelt_layer_index_at(t->name, &at, &n) == SMELT_LAYER_TOO_LARGE)
+            return smelt_fail(ctx, SMELT_E_FORMAT, "%s: tensor '%s': layer index %.*s%s is past "
+                              "the limit of %ld layers (indices 0 to %ld)",
+                              m->files[t->file].path, t->name, n > 40 ? 40 : (int)n,
+                              t->name + at, n > 40 ? "..." : "", (long)SMELT_MAX_LAYERS,
+                              (long)SMELT_MAX_LAYERS - 1);
+    }
+    return SMELT_OK;
 }
 
 long smelt_layer_index(const char *name) { return smelt_layer_index_at(name, NULL, NULL); }
@@ -115,11 +137,13 @@ static int open_model(smelt_ctx *ctx, smelt_plan *plan, const char *ref, uint32_
     int rc = smelt_model_open(ctx, ref, &plan->models[plan->nmodels]);
     if (rc != SMELT_OK)
         return rc;
-    *index = (uint32_t)plan->nmodels++;
+    *index = (uint32_t)plan->nmodels++; /* owned by the plan from here, freed with it */
+    return smelt_layer_check_model(ctx, plan->models[*index]);
     return SMELT_OK;
 }
 
-/* Layers of a model, read off its tensor names (0 when it has none). */
+/* Layers of a model, read off its tensor names (0 when it has none); at most SMELT_MAX_LAYERS,
+ * as open_model checked. */
 static uint32_t model_layers(const smelt_model *m)
 {
     long most = -1;
@@ -195,6 +219,13 @@ static int eval_level(smelt_ctx *ctx, const smelt_plan *plan, const smelt_params
                           numeric ? "' is a string in YAML 1.1, as mergekit reads it too; "
                                     "write it with a dot, e.g. 1.0e-3)" : "");
     }
+    /* YAML reads .inf, .nan and 1e999 as numbers, and a gradient between finite points can
+     * still overflow: no method is handed a non-finite parameter. (Whether a finite value
+     * stays finite in the method's own arithmetic is the method's check, smelt_check_finite.) */
+    if (found && def->kind == SMELT_PARAM_NUMBER && !isfinite(*out))
+        return smelt_fail(ctx, SMELT_E_CONFIG, "%s:%d: parameter '%s' is %g for tensor '%s'; "
+                          "parameters must be finite numbers", plan->spec->path, v->line,
+                          def->name, *out, tensor);
     return found;
 }
 
@@ -560,6 +591,12 @@ static int slices_from_spec(smelt_ctx *ctx, smelt_plan *plan)
                                   spec->path, src->line, s, j, src->layer_begin, src->layer_end,
                                   have, src->model);
         }
+        /* Each span is within one model's layers; their sum must be too, or the renumbered
+         * output layers would run past the bound (and uint32_t). */
+        if ((uint64_t)out_layer + (uint64_t)span > (uint64_t)SMELT_MAX_LAYERS)
+            return smelt_fail(ctx, SMELT_E_CONFIG, "%s:%d: slices[%zu]: the slices make more "
+                              "than %ld output layers", spec->path, ss->line, s,
+                              (long)SMELT_MAX_LAYERS);
         sl->nlayers = (uint32_t)span;
         sl->out_layer0 = out_layer;
         out_layer += sl->nlayers;
@@ -660,6 +697,21 @@ static int by_name(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* A layer tensor of a slice's pattern model: its layer and its index in the model. */
+typedef struct layer_ref {
+    long layer;
+    size_t tensor;
+} layer_ref;
+
+/* By layer, then by the model's own tensor order: the order the per-layer scan used to give. */
+static int by_layer(const void *a, const void *b)
+{
+    const layer_ref *x = a, *y = b;
+    if (x->layer != y->layer)
+        return x->layer < y->layer ? -1 : 1;
+    return x->tensor < y->tensor ? -1 : x->tensor > y->tensor;
+}
+
 /* Adds one output tensor. */
 static int add_tensor(smelt_ctx *ctx, smelt_plan *plan, size_t *cap, uint32_t slice,
                       const smelt_tensor_info *pattern, long out_layer, const long *layer_of_input,
@@ -701,26 +753,47 @@ static int build_tensors(smelt_ctx *ctx, smelt_plan *plan, smelt_dtype forced, d
                 return rc;
         }
     }
+    /* The layer tensors, grouped by layer once: the work follows the number of tensors, never
+     * the largest layer index (a model whose only layer is 999999 costs what one layer costs). */
+    layer_ref *order = NULL;
     for (uint32_t s = 0; s < plan->nslices; s++) {
         const smelt_plan_slice *sl = &plan->slices[s];
         const smelt_model *pattern = plan->models[sl->input_model[0]];
+        layer_ref *grown = realloc(order, (pattern->ntensors + 1) * sizeof *order);
+        if (!grown) {
+            free(order);
+            return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+        }
+        order = grown;
+        size_t n = 0;
+        for (size_t i = 0; i < pattern->ntensors; i++) {
+            long idx = smelt_layer_index(pattern->tensors[i].name);
+            if (idx >= sl->layer_begin[0] && idx - sl->layer_begin[0] < (long)sl->nlayers)
+                order[n++] = (layer_ref){idx, i};
+        }
+        qsort(order, n, sizeof *order, by_layer);
         long layers[sl->ninputs + 1];
-        for (uint32_t o = 0; o < sl->nlayers; o++) {
+        for (size_t k = 0; k < n; k++) {
+            uint32_t o = (uint32_t)(order[k].layer - sl->layer_begin[0]);
             for (size_t i = 0; i < sl->ninputs; i++)
                 layers[i] = sl->layer_begin[i] + o;
             double t = sl->nlayers > 1 ? (double)o / (double)(sl->nlayers - 1) : 1.0;
-            for (size_t i = 0; i < pattern->ntensors; i++) {
-                const smelt_tensor_info *pt = &pattern->tensors[i];
-                if (smelt_layer_index(pt->name) != layers[0])
-                    continue;
-                rc = add_tensor(ctx, plan, &cap, s, pt, (long)(sl->out_layer0 + o), layers, t,
-                                forced, values);
-                if (rc != SMELT_OK)
-                    return rc;
+            rc = add_tensor(ctx, plan, &cap, s, &pattern->tensors[order[k].tensor],
+                            (long)(sl->out_layer0 + o), layers, t, forced, values);
+            if (rc != SMELT_OK) {
+                free(order);
+                return rc;
             }
         }
         plan->num_layers += sl->nlayers;
     }
+    free(order);
+    /* Slices of zero layers over a model of layer tensors only: an output with nothing in it
+     * would look like a finished model. */
+    if (plan->ntensors == 0)
+        return smelt_fail(ctx, SMELT_E_PLAN, "%s: the merge would write no tensors (every slice "
+                          "is empty and the models have no tensors outside the layers)",
+                          plan->spec->path);
     qsort(plan->tensors, plan->ntensors, sizeof *plan->tensors, by_read_order);
     /* Renumbered layers can collide ("layers.03.w" and "layers.3.w" both become layer 3):
      * every output name must be unique, whatever the read order put next to it. */

@@ -95,10 +95,25 @@ void smelt_plan_free(smelt_plan *plan);
 int smelt_plan_resolve_params(smelt_ctx *ctx, const smelt_plan *plan,
                               const smelt_plan_tensor *pt, double **values);
 
-/* The layer index in a tensor name (".layers.N.", ".h.N.", ".blocks.N.", "blk.N."), or -1.
- * When digits is not NULL it receives the index's digits' offset and length in the name. */
+/* Layer indices run from 0 to SMELT_MAX_LAYERS - 1. The bound is far past any real model
+ * (hundreds of layers) and keeps every layer count and renumbered index well inside 32 bits. */
+#define SMELT_MAX_LAYERS 1000000L
+
+/* What smelt_layer_index returns for an index of SMELT_MAX_LAYERS or more. */
+#define SMELT_LAYER_TOO_LARGE (-2L)
+
+/* The layer index in a tensor name (".layers.N.", ".h.N.", ".blocks.N.", "blk.N."), -1 when
+ * there is none, or SMELT_LAYER_TOO_LARGE when N >= SMELT_MAX_LAYERS (any number of digits).
+ * When digits is not NULL it receives the index's digits' offset and length in the name (for
+ * SMELT_LAYER_TOO_LARGE too). Thread-safe. */
 long smelt_layer_index(const char *tensor_name);
 long smelt_layer_index_at(const char *tensor_name, size_t *digits, size_t *ndigits);
+
+/* Fails with SMELT_E_FORMAT, naming the file, the tensor and the bound, when a tensor name of `m`
+ * has a layer index past SMELT_MAX_LAYERS; SMELT_OK otherwise. Every reader of layer indices
+ * (the planner, inspect) calls it once after opening a model, so that later calls to
+ * smelt_layer_index never see SMELT_LAYER_TOO_LARGE. */
+int smelt_layer_check_model(smelt_ctx *ctx, const smelt_model *m);
 
 /* The tensor name with its layer index replaced by `layer` (malloc'd; NULL when out of memory).
  * A name without a layer index is copied. */

@@ -32,8 +32,13 @@ h = json.loads(f.read(n)); b, e = h[name]["data_offsets"]; f.seek(8 + n + b)
 open(sys.argv[3], "wb").write(f.read(e - b)); print(name)
 PY
   want=$(xxhsum -H2 "$work/t.bin" | awk '{print $1}' | sed 's/^XXH128_//')
-  grep -q "\"$(cat "$work/t.name")\": \"$want\"" "$out/smelt-manifest.json" \
-    && pass "tensor hash matches xxhsum -H2" || fail "tensor hash differs from xxhsum ($want)"
+  got=$(python3 - "$out/smelt-manifest.json" "$(cat "$work/t.name")" <<'PY'
+import json, sys
+files = json.load(open(sys.argv[1]))["files"]
+print([f["tensors"][sys.argv[2]]["data"] for f in files.values() if sys.argv[2] in f["tensors"]][0])
+PY
+)
+  [ "$got" = "$want" ] && pass "tensor hash matches xxhsum -H2" || fail "tensor hash $got differs from xxhsum ($want)"
 fi
 
 # One flipped byte in the middle of a shard: verify names the file and the tensor, exits 1.
@@ -66,6 +71,66 @@ rc=0; $SMELT verify "$work/noman" >"$work/v.out" 2>&1 || rc=$?
 [ "$rc" -eq 0 ] && grep -q "no smelt-manifest.json; checked the safetensors structure" "$work/v.out" \
   && pass "no manifest: structure only" || fail "no manifest: rc $rc $(cat "$work/v.out")"
 expect_error "not a directory" "nowhere: cannot access: No such file or directory" $SMELT verify "$work/nowhere"
+
+# The header's meaning is bound too: the same bytes relabelled (BF16 -> F16), a shape
+# transposed, the metadata changed, each in place with the file's size kept, fail verify and name
+# the file (and the tensor where there is one).
+# edit_header FILE OLD NEW: replaces the first OLD in FILE's JSON header by NEW (same length).
+edit_header() {
+  python3 - "$@" <<'PY'
+import struct, sys
+path, old, new = sys.argv[1], sys.argv[2].encode(), sys.argv[3].encode()
+assert len(old) == len(new)
+with open(path, "r+b") as f:
+    n = struct.unpack("<Q", f.read(8))[0]; h = f.read(n)
+    at = h.index(old); f.seek(8 + at); f.write(new)
+PY
+}
+shard1=model-00001-of-00003.safetensors
+first_tensor() { # the first non-square 2-D tensor of shard 1: name, dtype, "a,b"
+  python3 - "$1/$shard1" <<'PY'
+import json, struct, sys
+f = open(sys.argv[1], "rb"); n = struct.unpack("<Q", f.read(8))[0]; h = json.loads(f.read(n))
+k = sorted(k for k, v in h.items() if k != "__metadata__" and len(v["shape"]) == 2 and v["shape"][0] != v["shape"][1])[0]
+print(k, h[k]["dtype"], ",".join(map(str, h[k]["shape"])))
+PY
+}
+read -r tname tdtype tshape < <(first_tensor "$out")
+[ "$tdtype" = BF16 ] || fail "expected a BF16 tensor in $shard1, got $tdtype"
+cp -r "$out" "$work/relabel"; edit_header "$work/relabel/$shard1" '"BF16"' '"F16" '
+rc=0; $SMELT verify "$work/relabel" >"$work/v.out" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q "$shard1: tensor '.*': dtype F16 but the manifest says BF16" "$work/v.out" \
+  && grep -q "$shard1: header hash .* but the manifest says" "$work/v.out" \
+  && pass "dtype relabelled: $(head -1 "$work/v.out")" || fail "dtype relabelled: rc $rc $(cat "$work/v.out")"
+IFS=, read -r r c <<<"$tshape"
+cp -r "$out" "$work/transpose"; edit_header "$work/transpose/$shard1" "[$r,$c]" "[$c,$r]"
+rc=0; $SMELT verify "$work/transpose" >"$work/v.out" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q "$shard1: tensor '.*': shape \[$c, $r\] but the manifest says \[$r, $c\]" "$work/v.out" \
+  && pass "shape transposed: $(head -1 "$work/v.out")" || fail "shape transposed: rc $rc $(cat "$work/v.out")"
+cp -r "$out" "$work/meta"; edit_header "$work/meta/$shard1" '"pt"' '"PT"'
+rc=0; $SMELT verify "$work/meta" >"$work/v.out" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q "$shard1: header hash .* but the manifest says .*__metadata__" "$work/v.out" \
+  && pass "metadata changed: $(head -1 "$work/v.out")" || fail "metadata changed: rc $rc $(cat "$work/v.out")"
+
+# A manifest from an older smelt (format_version 1: bare data hashes, no headers) is still
+# checked for its bytes, and verify says what it could not check.
+to_v1() {
+  python3 - "$1/smelt-manifest.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1])); m["format_version"] = 1; m["smelt_version"] = "0.1.0"
+for f in m["files"].values():
+    del f["header"]; f["tensors"] = {k: v["data"] for k, v in f["tensors"].items()}
+json.dump(m, open(sys.argv[1], "w"), indent=1, sort_keys=True)
+PY
+}
+cp -r "$out" "$work/old"; to_v1 "$work/old"
+rc=0; $SMELT verify "$work/old" >"$work/v.out" 2>&1 || rc=$?
+[ "$rc" -eq 0 ] && grep -q "format_version 1, made by an older smelt (0.1.0): checked sizes and tensor bytes only" "$work/v.out" \
+  && pass "old manifest: checked as before, and says so" || fail "old manifest: rc $rc $(cat "$work/v.out")"
+cp -r "$work/flip" "$work/oldflip"; cp "$work/old/smelt-manifest.json" "$work/oldflip/"
+rc=0; $SMELT verify "$work/oldflip" >"$work/v.out" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q "tensor '.*': hash [0-9a-f]\{32\} but the manifest says" "$work/v.out" \
+  && pass "old manifest: a flipped byte still fails" || fail "old manifest, flipped byte: rc $rc $(cat "$work/v.out")"
 
 # Same merge twice: the manifest is byte-identical (no timestamps).
 $SMELT merge "$work/c.yml" "$work/out2" --out-shard-size 3M -q -j1 --max-memory 3Mi

@@ -1,6 +1,6 @@
 # Crash safety: a merge killed (SIGKILL) at many random points, then resumed, gives the same bytes
 # as an uninterrupted run; SIGINT/SIGTERM leave a resumable state with a hint and exit 130; a
-# journal that does not match the command is refused with the reason.
+# journal that does not match the command or the inputs' content is refused with the reason.
 source "$(dirname "$0")/lib.sh"
 
 $SMELT synth "$work/base" --size 8M --seed 1 --shard-size 3M
@@ -132,6 +132,60 @@ if [ "$rc" -ne 0 ] && [ -e "$out/.smelt-journal" ]; then
     && pass "--overwrite discards the old state" || fail "--overwrite over a journal"
 else
   fail "changed config: no kill landed mid-run, so nothing was checked"
+fi
+
+# An input whose bytes changed while its header stayed the same: resuming would mix old and new
+# data, so it is refused naming the file. Each change in place keeps the header and the size:
+# new bytes (mtime moves), a bare touch, and new bytes with the old mtime put back (only the
+# sampled blocks can tell). With the file as it was, the resume goes through.
+out=$work/inchanged
+for frac in 2 3 4 6 8; do # until a kill lands mid-run
+  rm -rf "$out"
+  rc=$(run_killed $((run_ms / frac + 5)) $SMELT merge "$work/c.yml" "$out" "${args[@]}")
+  [ "$rc" -ne 0 ] && [ -e "$out/.smelt-journal" ] && break
+done
+if [ "$rc" -ne 0 ] && [ -e "$out/.smelt-journal" ]; then
+  in=$(ls "$work"/a/model-00001-of-*.safetensors)
+  cp -p "$in" "$work/a-orig.safetensors"
+  stamp=$(stat -c %y "$in")
+  hlen=$(od -An -tu8 -N8 "$in" | tr -d ' ')
+  # poke OFFSET_IN_DATA: rewrites 4 bytes of the first shard's data in place (size unchanged).
+  poke() { printf '\x11\x22\x33\x44' | dd of="$in" bs=1 seek=$((8 + hlen + $1)) conv=notrunc status=none; }
+  restore() { cp -p "$work/a-orig.safetensors" "$in"; touch -d "$stamp" "$in"; }
+  poke 100
+  expect_error "input bytes changed" "cannot resume: input $in changed (its modification time differs)" \
+    $SMELT merge --resume "$work/c.yml" "$out" "${args[@]}"
+  restore; touch "$in"
+  expect_error "input touched" "input $in changed (its modification time differs)" \
+    $SMELT merge --resume "$work/c.yml" "$out" "${args[@]}"
+  restore; poke 100; touch -d "$stamp" "$in"
+  [ "$(stat -c %y "$in")" = "$stamp" ] || fail "touch -d did not restore the mtime to the ns"
+  expect_error "input bytes changed, mtime put back" "input $in changed (its data differs in the sampled blocks)" \
+    $SMELT merge --resume "$work/c.yml" "$out" "${args[@]}"
+  restore; size=$(stat -c %s "$in"); poke $((size - 8 - hlen - 4)); touch -d "$stamp" "$in"
+  expect_error "last data bytes changed, mtime put back" "its data differs in the sampled blocks" \
+    $SMELT merge --resume "$work/c.yml" "$out" "${args[@]}"
+  restore
+  $SMELT merge --resume "$work/c.yml" "$out" "${args[@]}" \
+    && sums "$out" | diff -q - "$work/ref.sha" >/dev/null \
+    && pass "input restored: resume gives identical bytes" || fail "input restored: resume failed or differs"
+else
+  fail "changed input: no kill landed mid-run, so nothing was checked"
+fi
+
+# A journal from a smelt that did not record the inputs' data identity is refused as such.
+out=$work/oldjournal
+for frac in 2 3 4 6 8; do
+  rm -rf "$out"
+  rc=$(run_killed $((run_ms / frac + 5)) $SMELT merge "$work/c.yml" "$out" "${args[@]}")
+  [ "$rc" -ne 0 ] && [ -e "$out/.smelt-journal" ] && break
+done
+if [ "$rc" -ne 0 ] && [ -e "$out/.smelt-journal" ]; then
+  printf '\x01\x00\x00\x00' | dd of="$out/.smelt-journal" bs=1 seek=8 conv=notrunc status=none
+  expect_error "version 1 journal" "journal version 1, made by an older smelt" \
+    $SMELT merge --resume "$work/c.yml" "$out" "${args[@]}"
+else
+  fail "old journal: no kill landed mid-run, so nothing was checked"
 fi
 
 # --resume with nothing to resume starts from the beginning.

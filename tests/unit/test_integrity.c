@@ -12,11 +12,23 @@
 static smelt_journal_header sample_header(void)
 {
     static smelt_journal_input inputs[2];
-    inputs[0] = (smelt_journal_input){"a/model.safetensors", smelt_hash_bytes("a", 1)};
-    inputs[1] = (smelt_journal_input){"b/model.safetensors", smelt_hash_bytes("b", 1)};
+    inputs[0] = (smelt_journal_input){.path = "a/model.safetensors",
+                                      .header = smelt_hash_bytes("a", 1), .size = 1000,
+                                      .mtime_ns = 1700000000123456789ull, .ino = 42, .dev = 7,
+                                      .sample = smelt_hash_bytes("sa", 2)};
+    inputs[1] = (smelt_journal_input){.path = "b/model.safetensors",
+                                      .header = smelt_hash_bytes("b", 1), .size = 2000,
+                                      .mtime_ns = 1700000000000000001ull, .ino = 43, .dev = 7,
+                                      .sample = smelt_hash_bytes("sb", 2)};
     return (smelt_journal_header){smelt_hash_bytes("config", 6), smelt_hash_bytes("plan", 4), 2,
                                   inputs};
 }
+
+static void change_size(smelt_journal_input *in) { in->size++; }
+static void change_mtime(smelt_journal_input *in) { in->mtime_ns++; } /* 1 ns is a change */
+static void change_ino(smelt_journal_input *in) { in->ino++; }
+static void change_dev(smelt_journal_input *in) { in->dev++; }
+static void change_sample(smelt_journal_input *in) { in->sample = smelt_hash_bytes("x", 1); }
 
 /* A header and three records in one buffer; rec_end[i] = where record i ends. */
 static uint8_t *sample_journal(size_t *len, size_t rec_end[3])
@@ -64,6 +76,26 @@ START_TEST(journal_round_trip)
     ck_assert_int_eq(smelt_journal_header_diff(&c.header, &h, why, sizeof why), 1);
     ck_assert_ptr_nonnull(strstr(why, "b/model.safetensors"));
     h.inputs[1].header = smelt_hash_bytes("b", 1);
+    /* Every part of an input's identity round-trips and is compared, each with its reason. */
+    ck_assert_uint_eq(c.header.inputs[0].mtime_ns, 1700000000123456789ull);
+    ck_assert_uint_eq(c.header.inputs[1].size, 2000);
+    struct {
+        void (*change)(smelt_journal_input *);
+        const char *why;
+    } cases[] = {
+        {change_size, "its size differs"},
+        {change_mtime, "its modification time differs"},
+        {change_ino, "another file"},
+        {change_dev, "another file"},
+        {change_sample, "sampled blocks"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        smelt_journal_header now = sample_header();
+        cases[k].change(&now.inputs[0]);
+        ck_assert_int_eq(smelt_journal_header_diff(&c.header, &now, why, sizeof why), 1);
+        ck_assert_ptr_nonnull(strstr(why, "a/model.safetensors"));
+        ck_assert_msg(strstr(why, cases[k].why), "case %zu: %s", k, why);
+    }
     smelt_journal_contents_free(&c);
     free(buf);
 }
@@ -148,13 +180,20 @@ END_TEST
 
 START_TEST(manifest_round_trip)
 {
-    smelt_manifest_tensor t1[] = {{"b.weight", smelt_hash_bytes("b", 1)},
-                                  {"a.weight", smelt_hash_bytes("a", 1)}};
-    smelt_manifest_tensor t2[] = {{"c \"quoted\" \xc3\xa9", smelt_hash_bytes("", 0)}};
-    smelt_manifest_file files[] = {{"model-00001-of-00002.safetensors", 1234, t1, 2},
-                                   {"model-00002-of-00002.safetensors", 99, t2, 1}};
+    smelt_manifest_tensor t1[] = {
+        {.name = "b.weight", .hash = smelt_hash_bytes("b", 1), .dtype = SMELT_DT_BF16, .ndim = 2,
+         .shape = {3, 4}},
+        {.name = "a.weight", .hash = smelt_hash_bytes("a", 1), .dtype = SMELT_DT_F16, .ndim = 0}};
+    smelt_manifest_tensor t2[] = {{.name = "c \"quoted\" \xc3\xa9", .hash = smelt_hash_bytes("", 0),
+                                   .dtype = SMELT_DT_F32, .ndim = 1, .shape = {0}}};
+    smelt_manifest_file files[] = {
+        {.name = "model-00001-of-00002.safetensors", .header = smelt_hash_bytes("h1", 2),
+         .size = 1234, .tensors = t1, .ntensors = 2},
+        {.name = "model-00002-of-00002.safetensors", .header = smelt_hash_bytes("h2", 2),
+         .size = 99, .tensors = t2, .ntensors = 1}};
     smelt_manifest_input inputs[] = {{"/m/x.safetensors", smelt_hash_bytes("h", 1)}};
-    smelt_manifest m = {"0.1.0", smelt_hash_bytes("cfg", 3), inputs, 1, files, 2};
+    smelt_manifest m = {.smelt_version = "0.1.0", .config = smelt_hash_bytes("cfg", 3),
+                        .inputs = inputs, .ninputs = 1, .files = files, .nfiles = 2};
     char *text;
     size_t len;
     ck_assert_int_eq(smelt_manifest_to_json(NULL, &m, &text, &len), SMELT_OK);
@@ -173,6 +212,16 @@ START_TEST(manifest_round_trip)
     ck_assert_str_eq(back->files[0].tensors[0].name, "a.weight");
     ck_assert(smelt_hash_eq(&back->files[0].tensors[0].hash, &t1[1].hash));
     ck_assert_str_eq(back->files[1].tensors[0].name, t2[0].name);
+    /* Version 2 binds what the bytes mean: dtype, shape, and the file's whole header. */
+    ck_assert_int_eq(back->version, SMELT_MANIFEST_VERSION);
+    ck_assert(smelt_hash_eq(&back->files[1].header, &files[1].header));
+    ck_assert_int_eq(back->files[0].tensors[0].dtype, SMELT_DT_F16);
+    ck_assert_uint_eq(back->files[0].tensors[0].ndim, 0);
+    ck_assert_int_eq(back->files[0].tensors[1].dtype, SMELT_DT_BF16);
+    ck_assert_uint_eq(back->files[0].tensors[1].ndim, 2);
+    ck_assert_uint_eq(back->files[0].tensors[1].shape[0], 3);
+    ck_assert_uint_eq(back->files[0].tensors[1].shape[1], 4);
+    ck_assert_uint_eq(back->files[1].tensors[0].ndim, 1);
     /* The same manifest always gives the same text. */
     char *again;
     size_t again_len;
@@ -196,6 +245,28 @@ START_TEST(manifest_rejects_bad)
         "{\"format\":\"smelt-manifest\",\"format_version\":1,\"algorithm\":\"xxh3-128\","
         "\"smelt_version\":\"0\",\"config\":\"00000000000000000000000000000000\",\"inputs\":[],"
         "\"files\":{\"f\":{\"size\":1,\"tensors\":{\"t\":\"0\",\"t\":\"1\"}}}}",
+        /* Version 2: a bare hash, a file without its header, a bad dtype or shape, a future
+         * version. */
+        "{\"format\":\"smelt-manifest\",\"format_version\":2,\"algorithm\":\"xxh3-128\","
+        "\"smelt_version\":\"0\",\"config\":\"00000000000000000000000000000000\",\"inputs\":[],"
+        "\"files\":{\"f\":{\"header\":\"00000000000000000000000000000000\",\"size\":1,"
+        "\"tensors\":{\"t\":\"00000000000000000000000000000000\"}}}}",
+        "{\"format\":\"smelt-manifest\",\"format_version\":2,\"algorithm\":\"xxh3-128\","
+        "\"smelt_version\":\"0\",\"config\":\"00000000000000000000000000000000\",\"inputs\":[],"
+        "\"files\":{\"f\":{\"size\":1,\"tensors\":{}}}}",
+        "{\"format\":\"smelt-manifest\",\"format_version\":2,\"algorithm\":\"xxh3-128\","
+        "\"smelt_version\":\"0\",\"config\":\"00000000000000000000000000000000\",\"inputs\":[],"
+        "\"files\":{\"f\":{\"header\":\"00000000000000000000000000000000\",\"size\":1,"
+        "\"tensors\":{\"t\":{\"data\":\"00000000000000000000000000000000\",\"dtype\":\"F12\","
+        "\"shape\":[1]}}}}}",
+        "{\"format\":\"smelt-manifest\",\"format_version\":2,\"algorithm\":\"xxh3-128\","
+        "\"smelt_version\":\"0\",\"config\":\"00000000000000000000000000000000\",\"inputs\":[],"
+        "\"files\":{\"f\":{\"header\":\"00000000000000000000000000000000\",\"size\":1,"
+        "\"tensors\":{\"t\":{\"data\":\"00000000000000000000000000000000\",\"dtype\":\"F32\","
+        "\"shape\":[-1]}}}}}",
+        "{\"format\":\"smelt-manifest\",\"format_version\":3,\"algorithm\":\"xxh3-128\","
+        "\"smelt_version\":\"0\",\"config\":\"00000000000000000000000000000000\",\"inputs\":[],"
+        "\"files\":{}}",
     };
     smelt_ctx *ctx = smelt_ctx_new();
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

@@ -6,6 +6,8 @@
 #include "kernels/kernels_ref.h"
 #include "testutil.h"
 
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -310,6 +312,164 @@ START_TEST(isa_selection)
 }
 END_TEST
 
+
+/* ---- the start-up self-test ------------------------------------------------------------- */
+
+/* Deliberately wrong kernels: the reference, then the last element's lowest bit flipped (the
+ * tail, where SIMD bugs hide) or the result nudged one ulp. One per table entry. */
+static void flip32(float *x, size_t n)
+{
+    uint32_t u;
+    memcpy(&u, &x[n - 1], 4);
+    u ^= 1;
+    memcpy(&x[n - 1], &u, 4);
+}
+#define BAD_F32(entry, params, args, out)                                                       \
+    static void bad_##entry params                                                              \
+    {                                                                                           \
+        smelt_kernels_scalar.entry args;                                                        \
+        flip32(out, n);                                                                         \
+    }
+#define BAD_U16(entry, params, args, out)                                                       \
+    static void bad_##entry params                                                              \
+    {                                                                                           \
+        smelt_kernels_scalar.entry args;                                                        \
+        out[n - 1] ^= 1;                                                                        \
+    }
+BAD_F32(decode_bf16, (float *d, const uint16_t *s, size_t n), (d, s, n), d)
+BAD_F32(decode_f16, (float *d, const uint16_t *s, size_t n), (d, s, n), d)
+BAD_U16(encode_bf16, (uint16_t *d, const float *s, size_t n), (d, s, n), d)
+BAD_U16(encode_f16, (uint16_t *d, const float *s, size_t n), (d, s, n), d)
+BAD_F32(encode_f32, (float *d, const float *s, size_t n), (d, s, n), d)
+BAD_F32(axpy, (float *a, const float *x, float w, size_t n), (a, x, w, n), a)
+BAD_F32(scale, (float *d, const float *x, float w, size_t n), (d, x, w, n), d)
+BAD_F32(axpy_bf16, (float *a, const uint16_t *x, float w, size_t n), (a, x, w, n), a)
+BAD_F32(axpy_f16, (float *a, const uint16_t *x, float w, size_t n), (a, x, w, n), a)
+BAD_F32(scale_bf16, (float *d, const uint16_t *x, float w, size_t n), (d, x, w, n), d)
+BAD_F32(scale_f16, (float *d, const uint16_t *x, float w, size_t n), (d, x, w, n), d)
+BAD_U16(axpy_bf16_encode, (uint16_t *o, const float *a, const uint16_t *x, float w, size_t n),
+        (o, a, x, w, n), o)
+BAD_F32(sub, (float *d, const float *a, const float *b, size_t n), (d, a, b, n), d)
+BAD_F32(masked_accum, (float *m, float *dv, const float *wd, const float *v, float w, size_t n),
+        (m, dv, wd, v, w, n), dv)
+static double bad_dot_f64(const float *a, const float *b, size_t n)
+{
+    return nextafter(smelt_kernels_scalar.dot_f64(a, b, n), INFINITY);
+}
+static double bad_sumsq_f64(const float *a, size_t n)
+{
+    return nextafter(smelt_kernels_scalar.sumsq_f64(a, n), 0);
+}
+static double bad_sum_abs_f64(const float *a, size_t n)
+{
+    return nextafter(smelt_kernels_scalar.sum_abs_f64(a, n), INFINITY);
+}
+static void bad_hist_mag(uint32_t *h, const float *x, size_t n, uint32_t p, unsigned ps,
+                         unsigned s, unsigned b)
+{
+    smelt_kernels_scalar.hist_mag(h, x, n - 1, p, ps, s, b); /* drops the last element */
+}
+BAD_F32(philox_uniform, (float *d, uint64_t k, uint64_t i0, size_t n), (d, k, i0, n), d)
+
+/* A copy of the reference, named "broken", with entry `which` replaced by its wrong twin; *name
+ * gets what the self-test must report. Returns 0 past the last entry. */
+#define NBROKEN 19
+static int broken_table(int which, smelt_kernels *k, const char **name)
+{
+    *k = smelt_kernels_scalar;
+    k->name = "broken";
+    switch (which) {
+#define CASE(i, entry, reported)                                                                \
+    case i:                                                                                     \
+        k->entry = bad_##entry;                                                                 \
+        *name = reported;                                                                       \
+        return 1;
+        CASE(0, decode_bf16, "decode_bf16")
+        CASE(1, decode_f16, "decode_f16")
+        CASE(2, encode_bf16, "encode_bf16")
+        CASE(3, encode_f16, "encode_f16")
+        CASE(4, encode_f32, "encode_f32")
+        CASE(5, axpy, "axpy")
+        CASE(6, scale, "scale")
+        CASE(7, axpy_bf16, "axpy_bf16")
+        CASE(8, axpy_f16, "axpy_f16")
+        CASE(9, scale_bf16, "scale_bf16")
+        CASE(10, scale_f16, "scale_f16")
+        CASE(11, axpy_bf16_encode, "axpy_bf16_encode")
+        CASE(12, sub, "sub")
+        CASE(13, masked_accum, "masked_accum")
+        CASE(14, dot_f64, "dot_f64/sumsq_f64/sum_abs_f64")
+        CASE(15, sumsq_f64, "dot_f64/sumsq_f64/sum_abs_f64")
+        CASE(16, sum_abs_f64, "dot_f64/sumsq_f64/sum_abs_f64")
+        CASE(17, hist_mag, "hist_mag")
+        CASE(18, philox_uniform, "philox_uniform")
+#undef CASE
+    }
+    return 0;
+}
+
+/* Every level usable here passes its self-test (AVX-512 included where the CPU has it). */
+START_TEST(selftest_passes_real_levels)
+{
+    ck_assert_ptr_null(smelt_kernels_selftest(&smelt_kernels_scalar));
+    for (size_t i = 0; i < sizeof simd_levels / sizeof simd_levels[0]; i++) {
+        const smelt_kernels *k = smelt_kernels_level(simd_levels[i]);
+        if (k)
+            ck_assert_msg(smelt_kernels_selftest(k) == NULL, "%s: %s", simd_levels[i],
+                          smelt_kernels_selftest(k));
+    }
+}
+END_TEST
+
+/* Each entry broken in turn is caught and named: the self-test covers the whole table. (A new
+ * entry needs a probe in kernels_selftest.c and a case here; NBROKEN counts them.) */
+START_TEST(selftest_names_every_broken_entry)
+{
+    smelt_kernels k;
+    const char *name = NULL;
+    int n = 0;
+    for (int i = 0; broken_table(i, &k, &name); i++, n++) {
+        const char *got = smelt_kernels_selftest(&k);
+        ck_assert_msg(got != NULL, "broken %s passed the self-test", name);
+        ck_assert_str_eq(got, name);
+    }
+    ck_assert_int_eq(n, NBROKEN);
+}
+END_TEST
+
+/* A failing level falls back to the next in the chain with one notice naming the kernel; the
+ * reference is the last resort. */
+START_TEST(selftest_fallback)
+{
+    smelt_kernels bad1, bad2;
+    const char *name;
+    broken_table(5, &bad1, &name); /* axpy */
+    broken_table(2, &bad2, &name); /* encode_bf16 */
+    bad2.name = "broken2";
+    const smelt_kernels *good = smelt_kernels_level("avx2");
+    if (!good)
+        good = &smelt_kernels_scalar;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    ck_assert_ptr_nonnull(f);
+    const smelt_kernels *chain1[] = {&bad1, good, &smelt_kernels_scalar};
+    ck_assert_ptr_eq(smelt_kernels_first_sound(chain1, 3, f), good);
+    fflush(f);
+    ck_assert_ptr_nonnull(strstr(text, "the broken kernel 'axpy' disagrees with the scalar "
+                                       "reference on this machine; using"));
+    ck_assert_ptr_nonnull(strstr(text, good->name));
+    ck_assert_ptr_eq(strchr(text, '\n'), text + len - 1); /* one line */
+    const smelt_kernels *chain2[] = {&bad1, &bad2};
+    ck_assert_ptr_eq(smelt_kernels_first_sound(chain2, 2, f), &smelt_kernels_scalar);
+    fclose(f);
+    ck_assert_ptr_nonnull(strstr(text, "the broken2 kernel 'encode_bf16'"));
+    free(text);
+    const smelt_kernels *chain3[] = {good};
+    ck_assert_ptr_eq(smelt_kernels_first_sound(chain3, 1, NULL), good);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("kernels");
@@ -326,6 +486,9 @@ int main(void)
     tcase_add_test(tc, philox_known_answers);
     tcase_add_test(tc, philox_independent_of_start);
     tcase_add_test(tc, isa_selection);
+    tcase_add_test(tc, selftest_passes_real_levels);
+    tcase_add_test(tc, selftest_names_every_broken_entry);
+    tcase_add_test(tc, selftest_fallback);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
