@@ -1,5 +1,7 @@
 #include "common/dtype.h"
 
+#include "common/ggml_type.h"
+
 #include <string.h>
 #include <strings.h>
 
@@ -23,7 +25,30 @@ static const struct {
 
 static int valid(smelt_dtype dt) { return dt >= 0 && dt < SMELT_DT_COUNT; }
 
-const char *smelt_dtype_name(smelt_dtype dt) { return valid(dt) ? dtype_table[dt].name : "?"; }
+int smelt_dtype_is_block(smelt_dtype dt)
+{
+    switch (dt) {
+    case SMELT_DT_Q4_0: case SMELT_DT_Q4_1: case SMELT_DT_Q5_0: case SMELT_DT_Q5_1:
+    case SMELT_DT_Q8_0: case SMELT_DT_Q2_K: case SMELT_DT_Q3_K: case SMELT_DT_Q4_K:
+    case SMELT_DT_Q5_K: case SMELT_DT_Q6_K: case SMELT_DT_IQ4_NL: case SMELT_DT_IQ4_XS:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static const smelt_ggml_type *block_type(smelt_dtype dt)
+{
+    return smelt_dtype_is_block(dt) ? smelt_ggml_type_get((uint32_t)(dt - SMELT_DT_GGML_BASE))
+                                    : NULL;
+}
+
+const char *smelt_dtype_name(smelt_dtype dt)
+{
+    if (smelt_dtype_is_block(dt))
+        return block_type(dt)->name;
+    return valid(dt) ? dtype_table[dt].name : "?";
+}
 
 smelt_dtype smelt_dtype_from_name(const char *name)
 {
@@ -68,9 +93,62 @@ unsigned smelt_dtype_size(smelt_dtype dt)
     return bits % 8 ? 0 : bits / 8;
 }
 
-int smelt_dtype_mergeable(smelt_dtype dt)
+unsigned smelt_dtype_block(smelt_dtype dt)
 {
-    return dt == SMELT_DT_F32 || dt == SMELT_DT_F16 || dt == SMELT_DT_BF16;
+    if (smelt_dtype_is_block(dt))
+        return block_type(dt)->block;
+    return smelt_dtype_size(dt) ? 1 : 0;
 }
 
-int smelt_dtype_is_float(smelt_dtype dt) { return valid(dt) && dtype_table[dt].is_float; }
+uint64_t smelt_dtype_span(smelt_dtype dt, uint64_t n)
+{
+    const smelt_ggml_type *b = block_type(dt);
+    if (b)
+        return (n + b->block - 1) / b->block * b->bytes;
+    return n * smelt_dtype_size(dt);
+}
+
+smelt_dtype smelt_dtype_from_ggml(uint32_t ggml_type)
+{
+    switch (ggml_type) {
+    case SMELT_GGML_F32: return SMELT_DT_F32;
+    case SMELT_GGML_F16: return SMELT_DT_F16;
+    case SMELT_GGML_BF16: return SMELT_DT_BF16;
+    case SMELT_GGML_F64: return SMELT_DT_F64;
+    case SMELT_GGML_I8: return SMELT_DT_I8;
+    case SMELT_GGML_I16: return SMELT_DT_I16;
+    case SMELT_GGML_I32: return SMELT_DT_I32;
+    case SMELT_GGML_I64: return SMELT_DT_I64;
+    default: break;
+    }
+    smelt_dtype dt = ggml_type < SMELT_DT_GGML_END - SMELT_DT_GGML_BASE
+                         ? (smelt_dtype)(SMELT_DT_GGML_BASE + (int)ggml_type)
+                         : SMELT_DT_INVALID;
+    return smelt_dtype_is_block(dt) ? dt : SMELT_DT_INVALID;
+}
+
+int smelt_dtype_to_ggml(smelt_dtype dt)
+{
+    switch (dt) {
+    case SMELT_DT_F32: return SMELT_GGML_F32;
+    case SMELT_DT_F16: return SMELT_GGML_F16;
+    case SMELT_DT_BF16: return SMELT_GGML_BF16;
+    case SMELT_DT_F64: return SMELT_GGML_F64;
+    case SMELT_DT_I8: return SMELT_GGML_I8;
+    case SMELT_DT_I16: return SMELT_GGML_I16;
+    case SMELT_DT_I32: return SMELT_GGML_I32;
+    case SMELT_DT_I64: return SMELT_GGML_I64;
+    default: return smelt_dtype_is_block(dt) ? (int)(dt - SMELT_DT_GGML_BASE) : -1;
+    }
+}
+
+int smelt_dtype_mergeable(smelt_dtype dt)
+{
+    return dt == SMELT_DT_F32 || dt == SMELT_DT_F16 || dt == SMELT_DT_BF16 ||
+           smelt_dtype_is_block(dt);
+}
+
+int smelt_dtype_is_float(smelt_dtype dt)
+{
+    return smelt_dtype_is_block(dt) || (valid(dt) && dtype_table[dt].is_float);
+}

@@ -111,8 +111,8 @@ int smelt_plan_describe(smelt_ctx *ctx, const smelt_plan *plan, const smelt_engi
     uint64_t in_bytes = 0;
     for (size_t t = 0; t < plan->ntensors; t++)
         for (size_t i = 0; i < plan->tensors[t].ninputs; i++)
-            in_bytes += plan->tensors[t].ref->numel *
-                        smelt_dtype_size(plan->tensors[t].inputs[i]->dtype);
+            in_bytes += smelt_dtype_span(plan->tensors[t].inputs[i]->dtype,
+                                         plan->tensors[t].ref->numel);
     uint64_t to_read = smelt_engine_bytes_to_read(plan, layout);
     fprintf(out, "read:     %llu bytes (%.2f x the input tensors' %llu bytes)\n",
             (unsigned long long)to_read, in_bytes ? (double)to_read / (double)in_bytes : 0.0,

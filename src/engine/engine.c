@@ -22,32 +22,37 @@
 #define MAX_DEPTH 64u
 #define BUFFER_ALIGN 4096u
 
-/* Bytes per element of the output buffer over the whole plan (COPY chunks use it as bytes). */
-static uint64_t out_element_size(const smelt_plan *plan)
+/* Buffer sizes are counted per 256 elements, the largest block of ggml's types: every dtype's
+ * bytes for 256 elements are whole, and chunks are whole multiples of 256 elements. */
+#define SPAN_UNIT 256u
+
+/* Bytes per SPAN_UNIT elements of the output buffer over the whole plan (COPY chunks use it as
+ * bytes). */
+static uint64_t out_unit_bytes(const smelt_plan *plan)
 {
-    uint64_t out_elem = 2;
+    uint64_t out_unit = 2 * SPAN_UNIT;
     for (size_t t = 0; t < plan->ntensors; t++) {
         const smelt_plan_tensor *pt = &plan->tensors[t];
-        if (pt->kind == SMELT_TASK_MERGE && smelt_dtype_size(pt->out_dtype) > out_elem)
-            out_elem = smelt_dtype_size(pt->out_dtype);
+        if (pt->kind == SMELT_TASK_MERGE && smelt_dtype_span(pt->out_dtype, SPAN_UNIT) > out_unit)
+            out_unit = smelt_dtype_span(pt->out_dtype, SPAN_UNIT);
     }
-    return out_elem;
+    return out_unit;
 }
 
-/* Bytes per element of input i's buffer, and of the output buffer, over the whole plan. */
-static void element_sizes(const smelt_plan *plan, uint64_t *in_elem, uint64_t *out_elem)
+/* Bytes per SPAN_UNIT elements of input i's buffer, and of the output buffer, over the plan. */
+static void unit_sizes(const smelt_plan *plan, uint64_t *in_unit, uint64_t *out_unit)
 {
     for (size_t i = 0; i < plan->ninputs; i++)
-        in_elem[i] = 0;
+        in_unit[i] = 0;
     for (size_t t = 0; t < plan->ntensors; t++) {
         const smelt_plan_tensor *pt = &plan->tensors[t];
         if (pt->kind != SMELT_TASK_MERGE)
             continue;
         for (size_t i = 0; i < pt->ninputs; i++)
-            if (smelt_dtype_size(pt->inputs[i]->dtype) > in_elem[i])
-                in_elem[i] = smelt_dtype_size(pt->inputs[i]->dtype);
+            if (smelt_dtype_span(pt->inputs[i]->dtype, SPAN_UNIT) > in_unit[i])
+                in_unit[i] = smelt_dtype_span(pt->inputs[i]->dtype, SPAN_UNIT);
     }
-    *out_elem = out_element_size(plan);
+    *out_unit = out_unit_bytes(plan);
 }
 
 static unsigned tensor_passes(const smelt_plan *plan, const smelt_plan_tensor *pt)
@@ -82,7 +87,7 @@ static uint64_t chunk_cap(const smelt_plan *plan, const smelt_engine_layout *lay
                           const smelt_plan_tensor *pt)
 {
     if (pt->kind != SMELT_TASK_MERGE)
-        return layout->chunk_elements * out_element_size(plan);
+        return layout->chunk_elements / SPAN_UNIT * out_unit_bytes(plan);
     return layout->chunk_elements / TASK_ELEMS * tensor_task(plan, pt);
 }
 
@@ -123,7 +128,7 @@ uint64_t smelt_engine_bytes_to_read(const smelt_plan *plan, const smelt_engine_l
             once = pt->inputs[0]->nbytes;
         else
             for (size_t i = 0; i < pt->ninputs; i++)
-                once += pt->ref->numel * smelt_dtype_size(pt->inputs[i]->dtype);
+                once += smelt_dtype_span(pt->inputs[i]->dtype, pt->ref->numel);
         total += smelt_engine_tensor_reads(plan, layout, t) * once;
     }
     return total;
@@ -157,11 +162,11 @@ static uint64_t scratch_bytes(const smelt_plan *plan, unsigned threads, uint64_t
 int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max_memory,
                             int threads, smelt_engine_layout *layout)
 {
-    uint64_t in_elem[plan->ninputs + 1], out_elem;
-    element_sizes(plan, in_elem, &out_elem);
-    uint64_t per_elem = out_elem;
+    uint64_t in_unit[plan->ninputs + 1], out_unit;
+    unit_sizes(plan, in_unit, &out_unit);
+    uint64_t per_unit = out_unit; /* bytes of one slot per SPAN_UNIT elements of chunk */
     for (size_t i = 0; i < plan->ninputs; i++)
-        per_elem += in_elem[i];
+        per_unit += in_unit[i];
     unsigned nthreads = smelt_pool_default_threads(threads);
     /* The partials scale with the chunk (one per task), so they shrink with it on a small
      * budget instead of being reserved for the largest chunk. */
@@ -172,16 +177,18 @@ int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max
     uint64_t avail = max_memory > fixed ? max_memory - fixed : 0;
     uint64_t chunk = CHUNK_ELEMS_TARGET;
     uint64_t partials = chunk / TASK_ELEMS * partial;
-    uint64_t depth = avail > partials ? (avail - partials) / (per_elem * chunk + slot_slack) : 0;
+    uint64_t depth =
+        avail > partials ? (avail - partials) / (per_unit * (chunk / SPAN_UNIT) + slot_slack) : 0;
     if (depth > MAX_DEPTH)
         depth = MAX_DEPTH;
     if (depth < 2) {
         /* Less than two full chunks: shrink the chunk so reading can still overlap compute. */
         depth = 2;
         uint64_t room = avail > depth * slot_slack ? avail - depth * slot_slack : 0;
-        chunk = room / (per_elem * depth * TASK_ELEMS + partial) * TASK_ELEMS;
+        chunk = room / (per_unit * depth * (TASK_ELEMS / SPAN_UNIT) + partial) * TASK_ELEMS;
         if (chunk < TASK_ELEMS) {
-            uint64_t need = fixed + 2 * (per_elem * TASK_ELEMS + slot_slack) + partial;
+            uint64_t need =
+                fixed + 2 * (per_unit * (TASK_ELEMS / SPAN_UNIT) + slot_slack) + partial;
             return smelt_fail(ctx, SMELT_E_BUDGET,
                               "a memory budget of %llu bytes cannot hold two chunks of %u "
                               "elements for %zu input%s and the output (%llu bytes are needed "
@@ -192,7 +199,7 @@ int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max
     }
     layout->chunk_elements = chunk;
     layout->depth = (unsigned)depth;
-    layout->buffer_bytes = fixed + depth * (per_elem * chunk + slot_slack) +
+    layout->buffer_bytes = fixed + depth * (per_unit * (chunk / SPAN_UNIT) + slot_slack) +
                            chunk / TASK_ELEMS * partial;
     return SMELT_OK;
 }
@@ -213,7 +220,7 @@ typedef struct engine {
     const smelt_plan *plan;
     const smelt_kernels *k;
     smelt_engine_layout layout;
-    uint64_t in_elem[256], out_elem;
+    uint64_t in_unit[256], out_unit; /* buffer bytes per SPAN_UNIT elements */
     smelt_ring *ring;
     smelt_pool *pool;
     slot *slots;
@@ -265,23 +272,23 @@ static void compute_task(void *arg, size_t task, unsigned worker)
     uint64_t end = begin + task_elems < job->s->count ? begin + task_elems : job->s->count;
     const void *task_raw[ninputs];
     for (size_t i = 0; i < ninputs; i++)
-        task_raw[i] = job->s->in[i] + begin * smelt_dtype_size(dtype[i]);
+        task_raw[i] = job->s->in[i] + smelt_dtype_span(dtype[i], begin);
     tile.task_raw = task_raw;
     tile.task_index0 = job->s->start + begin;
     tile.task_n = (size_t)(end - begin);
-    unsigned out_size = smelt_dtype_size(pt->out_dtype);
     for (uint64_t at = begin; at < end; at += TILE_ELEMS) {
         tile.n = end - at < TILE_ELEMS ? (size_t)(end - at) : TILE_ELEMS;
         tile.index0 = job->s->start + at;
         for (size_t i = 0; i < ninputs; i++)
-            raw[i] = job->s->in[i] + at * smelt_dtype_size(dtype[i]);
+            raw[i] = job->s->in[i] + smelt_dtype_span(dtype[i], at);
         if (stats) {
             method->stats(pt->method_state, job->s->pass, &tile, partial);
             continue;
         }
         method->apply(pt->method_state, &tile, result);
         /* Encoding F32 too gives NaNs one canonical bit pattern whatever the ISA. */
-        smelt_encode(e->k, job->s->out + at * out_size, result, pt->out_dtype, tile.n);
+        smelt_encode(e->k, job->s->out + smelt_dtype_span(pt->out_dtype, at), result,
+                     pt->out_dtype, tile.n);
     }
 }
 
@@ -345,10 +352,10 @@ static int start_chunk(engine *e, slot *s, size_t slot_index)
     }
     for (size_t i = 0; i < pt->ninputs; i++) {
         const smelt_tensor_info *t = pt->inputs[i];
-        unsigned size = smelt_dtype_size(t->dtype);
         int fd = plan->models[pt->input_model[i]]->files[t->file].fd;
-        if (smelt_ring_queue_read(e->ring, fd, s->in[i], s->count * size,
-                                  t->offset + s->start * size, slot_index << 8 | i) != 0)
+        if (smelt_ring_queue_read(e->ring, fd, s->in[i], smelt_dtype_span(t->dtype, s->count),
+                                  t->offset + smelt_dtype_span(t->dtype, s->start),
+                                  slot_index << 8 | i) != 0)
             return smelt_fail(e->ctx, SMELT_E_INTERNAL, "read ring full");
         s->pending++;
     }
@@ -398,10 +405,9 @@ static void drop_inputs(const engine *e, const slot *s)
     }
     for (size_t i = 0; i < pt->ninputs; i++) {
         const smelt_tensor_info *t = pt->inputs[i];
-        unsigned size = smelt_dtype_size(t->dtype);
         posix_fadvise(plan->models[pt->input_model[i]]->files[t->file].fd,
-                      (off_t)(t->offset + s->start * size), (off_t)(s->count * size),
-                      POSIX_FADV_DONTNEED);
+                      (off_t)(t->offset + smelt_dtype_span(t->dtype, s->start)),
+                      (off_t)smelt_dtype_span(t->dtype, s->count), POSIX_FADV_DONTNEED);
     }
 }
 
@@ -428,7 +434,7 @@ static int finish_stats_chunk(engine *e, slot *s)
     const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
     int rc = stats_chunk(e, s);
     for (size_t i = 0; i < pt->ninputs; i++)
-        e->progress.bytes_read += s->count * smelt_dtype_size(pt->inputs[i]->dtype);
+        e->progress.bytes_read += smelt_dtype_span(pt->inputs[i]->dtype, s->count);
     s->busy = 0;
     return rc;
 }
@@ -476,11 +482,10 @@ static int finish_chunk(engine *e, slot *s, smelt_out_file *files)
         compute_job job = {e, pt, s};
         uint64_t task = tensor_task(e->plan, pt);
         smelt_pool_run(e->pool, (size_t)((s->count + task - 1) / task), compute_task, &job);
-        unsigned size = smelt_dtype_size(pt->out_dtype);
-        out_off = pt->out_offset + s->start * size;
-        out_len = s->count * size;
+        out_off = pt->out_offset + smelt_dtype_span(pt->out_dtype, s->start);
+        out_len = smelt_dtype_span(pt->out_dtype, s->count);
         for (size_t i = 0; i < pt->ninputs; i++)
-            e->progress.bytes_read += s->count * smelt_dtype_size(pt->inputs[i]->dtype);
+            e->progress.bytes_read += smelt_dtype_span(pt->inputs[i]->dtype, s->count);
     } else {
         out_off = pt->out_offset + s->start;
         out_len = s->count;
@@ -536,12 +541,12 @@ static int alloc_buffers(engine *e)
     for (unsigned d = 0; d < depth; d++) {
         slot *s = &e->slots[d];
         s->in = calloc(plan->ninputs + 1, sizeof *s->in);
-        s->out = smelt_aligned_alloc(BUFFER_ALIGN, chunk * e->out_elem);
+        s->out = smelt_aligned_alloc(BUFFER_ALIGN, chunk / SPAN_UNIT * e->out_unit);
         if (!s->in || !s->out)
             return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the chunk buffers");
         for (size_t i = 0; i < plan->ninputs; i++)
-            if (e->in_elem[i] &&
-                !(s->in[i] = smelt_aligned_alloc(BUFFER_ALIGN, chunk * e->in_elem[i])))
+            if (e->in_unit[i] &&
+                !(s->in[i] = smelt_aligned_alloc(BUFFER_ALIGN, chunk / SPAN_UNIT * e->in_unit[i])))
                 return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the chunk buffers");
     }
     unsigned threads = smelt_pool_threads(e->pool);
@@ -626,7 +631,7 @@ int smelt_engine_run(smelt_ctx *ctx, const smelt_plan *plan, smelt_out_file *fil
     int rc = smelt_engine_layout_for(ctx, plan, opts->max_memory, opts->threads, &e.layout);
     if (rc != SMELT_OK)
         return rc;
-    element_sizes(plan, e.in_elem, &e.out_elem);
+    unit_sizes(plan, e.in_unit, &e.out_unit);
     e.progress.tensors_total = plan->ntensors;
     e.progress.bytes_to_read = smelt_engine_bytes_to_read(plan, &e.layout);
     e.progress.bytes_to_write = plan->bytes_to_write;

@@ -3,6 +3,7 @@
 
 #include "common/cpu.h"
 #include "common/errors.h"
+#include "kernels/kernels_quant.h"
 
 #include <assert.h>
 #include <pthread.h>
@@ -153,7 +154,13 @@ void smelt_decode(const smelt_kernels *k, float *dst, const void *src, smelt_dty
     case SMELT_DT_BF16: k->decode_bf16(dst, src, n); break;
     case SMELT_DT_F16: k->decode_f16(dst, src, n); break;
     case SMELT_DT_F32: memcpy(dst, src, n * sizeof(float)); break;
-    default: assert(!"smelt_decode: not a mergeable dtype");
+    default: {
+        /* Block types: n is a whole number of blocks (the engine cuts tiles at block
+         * boundaries). */
+        int rc = smelt_dequantize((uint32_t)smelt_dtype_to_ggml(dt), dst, src, n);
+        assert(rc == 0 && "smelt_decode: not a mergeable dtype");
+        (void)rc;
+    }
     }
 }
 
@@ -163,6 +170,10 @@ void smelt_encode(const smelt_kernels *k, void *dst, const float *src, smelt_dty
     case SMELT_DT_BF16: k->encode_bf16(dst, src, n); break;
     case SMELT_DT_F16: k->encode_f16(dst, src, n); break;
     case SMELT_DT_F32: k->encode_f32(dst, src, n); break;
-    default: assert(!"smelt_encode: not a mergeable dtype");
+    default: {
+        int rc = smelt_quantize((uint32_t)smelt_dtype_to_ggml(dt), dst, src, n);
+        assert(rc == 0 && "smelt_encode: not an output dtype");
+        (void)rc;
+    }
     }
 }

@@ -82,11 +82,13 @@ const char *smelt_kernels_selftest(const smelt_kernels *k);
 const smelt_kernels *smelt_kernels_first_sound(const smelt_kernels *const *chain, size_t n,
                                                FILE *notices);
 
-/* Converts n elements of any mergeable dtype (F32, F16, BF16) to f32 (F32 is a plain copy). */
+/* Converts n elements of any mergeable dtype (F32, F16, BF16, or a block type with n a whole
+ * number of blocks) to f32 (F32 is a plain copy; block types go through smelt_dequantize). */
 void smelt_decode(const smelt_kernels *k, float *dst, const void *src, smelt_dtype dt, size_t n);
 
 /* Converts n f32 elements to a mergeable dtype; F32 goes through encode_f32, so its NaNs are
- * canonical too. */
+ * canonical too. Block types (n whole blocks) go through ggml's reference quantizers
+ * (smelt_quantize; only the types smelt_quant_supported names). */
 void smelt_encode(const smelt_kernels *k, void *dst, const float *src, smelt_dtype dt, size_t n);
 
 #endif

@@ -867,7 +867,7 @@ static smelt_tile sub_tile(const smelt_tile *tile, const void *const *whole, uin
 {
     smelt_tile sub = *tile;
     for (size_t i = 0; i < tile->ninputs; i++)
-        raw[i] = (const uint8_t *)whole[i] + from * smelt_dtype_size(tile->dtype[i]);
+        raw[i] = (const uint8_t *)whole[i] + smelt_dtype_span(tile->dtype[i], from);
     sub.raw = raw;
     sub.n = n;
     sub.index0 = index0 + from;

@@ -561,7 +561,7 @@ static void rank_rows(const tv_state *s, const smelt_tile *t, uint8_t *area)
     uint16_t *idx = (uint16_t *)(key2 + row), *idx2 = idx + row;
     for (size_t r0 = 0; r0 + row <= t->task_n; r0 += row) {
         smelt_decode(t->k, base,
-                     (const uint8_t *)t->task_raw[0] + r0 * smelt_dtype_size(t->dtype[0]),
+                     (const uint8_t *)t->task_raw[0] + smelt_dtype_span(t->dtype[0], r0),
                      t->dtype[0], row);
         for (size_t i = 0; i < s->n; i++) {
             if (!s->m[i].sparse)
@@ -569,7 +569,7 @@ static void rank_rows(const tv_state *s, const smelt_tile *t, uint8_t *area)
             float *d = (float *)key2; /* free until the sort */
             smelt_decode(t->k, d,
                          (const uint8_t *)t->task_raw[i + 1] +
-                             r0 * smelt_dtype_size(t->dtype[i + 1]),
+                             smelt_dtype_span(t->dtype[i + 1], r0),
                          t->dtype[i + 1], row);
             t->k->sub(d, d, base, row);
             for (size_t j = 0; j < row; j++)

@@ -16,7 +16,8 @@ void smelt_tile_scale(const smelt_tile *tile, size_t i, float w, float *out)
     switch (tile->dtype[i]) {
     case SMELT_DT_BF16: k->scale_bf16(out, tile->raw[i], w, tile->n); break;
     case SMELT_DT_F16: k->scale_f16(out, tile->raw[i], w, tile->n); break;
-    default: k->scale(out, tile->raw[i], w, tile->n); break;
+    case SMELT_DT_F32: k->scale(out, tile->raw[i], w, tile->n); break;
+    default: k->scale(out, smelt_tile_f32(tile, i), w, tile->n); break; /* block types */
     }
 }
 
@@ -26,6 +27,7 @@ void smelt_tile_axpy(const smelt_tile *tile, size_t i, float w, float *acc)
     switch (tile->dtype[i]) {
     case SMELT_DT_BF16: k->axpy_bf16(acc, tile->raw[i], w, tile->n); break;
     case SMELT_DT_F16: k->axpy_f16(acc, tile->raw[i], w, tile->n); break;
-    default: k->axpy(acc, tile->raw[i], w, tile->n); break;
+    case SMELT_DT_F32: k->axpy(acc, tile->raw[i], w, tile->n); break;
+    default: k->axpy(acc, smelt_tile_f32(tile, i), w, tile->n); break; /* block types */
     }
 }

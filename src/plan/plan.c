@@ -320,7 +320,9 @@ static int plan_tensor(smelt_ctx *ctx, smelt_plan *plan, smelt_plan_tensor *pt,
         if (smelt_dtype_is_float(pattern->dtype))
             return smelt_fail(ctx, SMELT_E_UNSUPPORTED,
                               "%s: tensor '%s' has dtype %s, which smelt cannot merge yet "
-                              "(supported: F32, F16, BF16)", pattern_model->ref, pattern->name,
+                              "(supported: F32, F16, BF16, and GGUF's Q4_0, Q4_1, Q5_0, Q5_1, "
+                              "Q8_0, Q2_K to Q6_K, IQ4_NL, IQ4_XS)", pattern_model->ref,
+                              pattern->name,
                               smelt_dtype_name(pattern->dtype));
         /* Integer and boolean tensors (position ids, masks) are not averaged: they are copied
          * from the first input, as mergekit does. */
@@ -335,8 +337,9 @@ static int plan_tensor(smelt_ctx *ctx, smelt_plan *plan, smelt_plan_tensor *pt,
     }
     pt->kind = SMELT_TASK_MERGE;
     pt->out_dtype = forced != SMELT_DT_INVALID ? forced : pattern->dtype;
-    if (smelt_mul_overflow(pattern->numel, smelt_dtype_size(pt->out_dtype), &pt->out_nbytes))
+    if (pattern->numel > UINT64_MAX / 8)
         return smelt_fail(ctx, SMELT_E_FORMAT, "tensor '%s': size overflows", pattern->name);
+    pt->out_nbytes = smelt_dtype_span(pt->out_dtype, pattern->numel);
     pt->ninputs = sl->ninputs;
     if (!(pt->inputs = calloc(sl->ninputs, sizeof *pt->inputs)))
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
@@ -364,8 +367,9 @@ static int plan_tensor(smelt_ctx *ctx, smelt_plan *plan, smelt_plan_tensor *pt,
                          (unsigned long long)pattern->shape[0], pattern_model->ref);
         if (!smelt_dtype_mergeable(t->dtype))
             return smelt_fail(ctx, SMELT_E_PLAN,
-                              "model '%s': tensor '%s' has dtype %s; a merged tensor must be F32, "
-                              "F16 or BF16 in every model", model->ref, t->name,
+                              "model '%s': tensor '%s' has dtype %s; a merged tensor must have a "
+                              "floating type in every model (F32, F16, BF16 or a GGUF block "
+                              "type)", model->ref, t->name,
                               smelt_dtype_name(t->dtype));
         pt->inputs[i] = t;
     }
