@@ -117,7 +117,18 @@ typedef struct smelt_merge_options {
                                 chunk with SMELT_E_INTERRUPTED (set it from a signal handler) */
     int resume;              /* 1: continue the interrupted merge whose journal is in out_dir
                                 (see smelt_merge()); without a journal, start from the beginning */
+    int format;              /* the output format: SMELT_FORMAT_AUTO (0: the inputs'),
+                                SMELT_FORMAT_SAFETENSORS or SMELT_FORMAT_GGUF; the models of one
+                                merge share a format */
+    const char *outtype;     /* GGUF output only: the type of every tensor of 2 or more
+                                dimensions: NULL or "same" (the base's type, requantized), f32,
+                                f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k;
+                                1-D tensors stay F32 */
 } smelt_merge_options;
+
+/* smelt_merge_options.format. A GGUF merge writes out_dir/model.gguf (GGUF v3) with the base's
+ * metadata and tokenizer, plus the manifest, model card and config copy beside it. */
+enum { SMELT_FORMAT_AUTO = 0, SMELT_FORMAT_SAFETENSORS = 1, SMELT_FORMAT_GGUF = 2 };
 
 /* Fills *opts with the defaults. */
 void smelt_merge_options_default(smelt_merge_options *opts);

@@ -58,6 +58,16 @@ smelt_dtype smelt_dtype_from_name(const char *name)
     return SMELT_DT_INVALID;
 }
 
+smelt_dtype smelt_dtype_from_any_name(const char *name)
+{
+    smelt_dtype dt = smelt_dtype_from_name(name);
+    for (int t = 0; dt == SMELT_DT_INVALID && t < SMELT_DT_GGML_END - SMELT_DT_GGML_BASE; t++)
+        if (smelt_dtype_is_block((smelt_dtype)(SMELT_DT_GGML_BASE + t)) &&
+            strcmp(smelt_dtype_name((smelt_dtype)(SMELT_DT_GGML_BASE + t)), name) == 0)
+            dt = (smelt_dtype)(SMELT_DT_GGML_BASE + t);
+    return dt;
+}
+
 smelt_dtype smelt_dtype_from_torch_name(const char *name)
 {
     if (!strncmp(name, "torch.", 6))

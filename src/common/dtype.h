@@ -31,6 +31,10 @@ const char *smelt_dtype_name(smelt_dtype dt);
 /* Parses the safetensors spelling; SMELT_DT_INVALID when unknown. */
 smelt_dtype smelt_dtype_from_name(const char *name);
 
+/* Parses what smelt_dtype_name writes: the safetensors spellings and ggml's block type names
+ * ("q4_K"); SMELT_DT_INVALID when unknown. */
+smelt_dtype smelt_dtype_from_any_name(const char *name);
+
 /* Parses a torch/mergekit spelling ("bfloat16", "bf16", "float16", "fp16", "half", "float32",
  * "fp32", "float"); SMELT_DT_INVALID when unknown. */
 smelt_dtype smelt_dtype_from_torch_name(const char *name);

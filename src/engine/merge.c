@@ -49,6 +49,10 @@ static int load_plan(smelt_ctx *ctx, const char *config_path, const smelt_merge_
         .random_seed = opts->random_seed,
         .copy_tokenizer = !opts->no_copy_tokenizer,
         .allow_crimes = opts->allow_crimes,
+        .format = opts->format == SMELT_FORMAT_GGUF          ? SMELT_OUT_GGUF
+                  : opts->format == SMELT_FORMAT_SAFETENSORS ? SMELT_OUT_SAFETENSORS
+                                                             : SMELT_OUT_AUTO,
+        .outtype = opts->outtype,
     };
     return smelt_plan_build(ctx, spec, &popts, plan);
 }
@@ -59,7 +63,8 @@ int smelt_plan_print(smelt_ctx *ctx, const char *config_path, const smelt_merge_
     smelt_merge_options opts;
     smelt_plan *plan;
     int rc = effective_options(ctx, user_opts, &opts);
-    if (rc != SMELT_OK || (rc = load_plan(ctx, config_path, &opts, &plan)) != SMELT_OK)
+    if (rc != SMELT_OK ||
+        (rc = load_plan(ctx, config_path, &opts, &plan)))
         return rc;
     smelt_engine_layout layout;
     rc = smelt_engine_layout_for(ctx, plan, opts.max_memory, opts.threads, &layout);
@@ -291,7 +296,8 @@ int smelt_merge(smelt_ctx *ctx, const char *config_path, const char *out_dir,
     if (ctx)
         ctx->resumable = 0;
     int rc = effective_options(ctx, user_opts, &opts);
-    if (rc != SMELT_OK || (rc = load_plan(ctx, config_path, &opts, &plan)) != SMELT_OK)
+    if (rc != SMELT_OK ||
+        (rc = load_plan(ctx, config_path, &opts, &plan)))
         return rc;
     smelt_engine_layout layout;
     if ((rc = smelt_engine_layout_for(ctx, plan, opts.max_memory, opts.threads, &layout)) ||

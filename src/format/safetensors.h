@@ -47,6 +47,9 @@ typedef struct smelt_model {
                                    sequentially */
     size_t ntensors;
     char *metadata_json;        /* the first file's "__metadata__" as compact JSON, or NULL */
+    struct smelt_gguf_set *gguf; /* a GGUF model (files[] are its splits, tensors[] its tensor
+                                    infos with the shape in row-major order): its metadata;
+                                    NULL for safetensors */
     void *name_index;           /* private: name -> tensor lookup */
 } smelt_model;
 
@@ -64,7 +67,11 @@ int smelt_st_parse(smelt_ctx *ctx, const char *path, const uint8_t *bytes, uint6
 void smelt_tensors_free(smelt_tensor_info *tensors, size_t n);
 
 /* Opens a model reference:
- *  - a directory with model.safetensors.index.json (sharded) or model.safetensors (single);
+ *  - a GGUF file ("*.gguf"), or any split of a gguf-split set (every split is opened and
+ *    checked, see smelt_gguf_open_set); its tensors are listed like safetensors tensors, block
+ *    types included (a type smelt cannot decode is SMELT_E_UNSUPPORTED naming tensor and type);
+ *  - a directory with model.safetensors.index.json (sharded) or model.safetensors (single), or
+ *    model.gguf (what a GGUF merge writes);
  *  - a path to a single .safetensors file;
  *  - a hub id "org/name" (or "org/name@revision") found offline in the Hugging Face cache:
  *    $HF_HUB_CACHE, else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else

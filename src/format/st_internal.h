@@ -3,6 +3,8 @@
 #ifndef SMELT_ST_INTERNAL_H
 #define SMELT_ST_INTERNAL_H
 
+#include "common/errors.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,5 +33,12 @@ size_t smelt_name_index_find(const smelt_name_index *index, const void *array,
                              smelt_name_at_fn name_at, const char *name);
 
 void smelt_name_index_free(smelt_name_index *index);
+
+struct smelt_model;
+
+/* Fills an empty model from the GGUF file or split set at path (smelt_model_open's GGUF case):
+ * m->gguf, one file per split with its descriptor open, the tensors in (file, offset) order. On
+ * error the model holds what was opened so far; smelt_model_close frees it. */
+int smelt_gguf_model_open(smelt_ctx *ctx, struct smelt_model *m, const char *path);
 
 #endif

@@ -2,6 +2,7 @@
  * model.safetensors.index.json), a lone .safetensors file, or a hub id resolved offline in the
  * Hugging Face cache (layout of huggingface_hub's file_download: models--ORG--NAME/refs/REV and
  * snapshots/COMMIT/, whose files link into ../../blobs). */
+#include "format/gguf.h"
 #include "format/safetensors.h"
 
 #include "common/util.h"
@@ -22,6 +23,7 @@ typedef unsigned long long ull;
 
 #define INDEX_NAME "model.safetensors.index.json"
 #define SINGLE_NAME "model.safetensors"
+#define GGUF_NAME "model.gguf" /* a GGUF merge's output */
 
 static const char *info_name_at(const void *array, size_t i)
 {
@@ -175,6 +177,7 @@ void smelt_model_close(smelt_model *model)
         free(model->name_index);
     }
     free(model->metadata_json);
+    smelt_gguf_set_close(model->gguf);
     free(model->ref);
     free(model->dir);
     free(model);
@@ -402,17 +405,21 @@ static int open_dir(smelt_ctx *ctx, smelt_model *m, const char *dir)
     if (!(m->dir = strdup(dir)))
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     char *index = smelt_path_join(dir, INDEX_NAME), *single = smelt_path_join(dir, SINGLE_NAME);
+    char *gguf = smelt_path_join(dir, GGUF_NAME);
     int rc;
-    if (!index || !single)
+    if (!index || !single || !gguf)
         rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     else if (exists(index)) /* the index wins: a stale model.safetensors may sit beside it */
         rc = open_sharded(ctx, m, dir, index);
     else if (exists(single))
         rc = add_file(ctx, m, single);
+    else if (exists(gguf)) /* what a GGUF merge writes */
+        rc = smelt_gguf_model_open(ctx, m, gguf);
     else
         rc = no_model_in_dir(ctx, dir);
     free(index);
     free(single);
+    free(gguf);
     return rc;
 }
 
@@ -571,6 +578,8 @@ int smelt_model_open(smelt_ctx *ctx, const char *ref, smelt_model **out)
     if (stat(ref, &st) == 0) {
         if (S_ISDIR(st.st_mode))
             rc = open_dir(ctx, m, ref);
+        else if (S_ISREG(st.st_mode) && smelt_gguf_is_path(ref))
+            rc = smelt_gguf_model_open(ctx, m, ref);
         else if (S_ISREG(st.st_mode))
             rc = open_lone_file(ctx, m, ref);
         else

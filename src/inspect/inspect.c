@@ -1,6 +1,8 @@
 /* `smelt inspect`: what a model reference holds, from its headers alone. */
 #include "inspect/report.h"
 
+#include "common/util.h"
+
 #include "format/gguf.h"
 #include "format/safetensors.h"
 #include "plan/plan.h"
@@ -150,6 +152,15 @@ int smelt_inspect(smelt_ctx *ctx, const char *ref, int json, FILE *out)
     int rc = smelt_model_open(ctx, ref, &m);
     if (rc != SMELT_OK)
         return rc;
+    if (m->gguf) { /* a directory holding a GGUF merge's model.gguf */
+        char *path = smelt_strdup(m->files[0].path);
+        smelt_model_close(m);
+        if (!path)
+            return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+        rc = smelt_inspect_gguf(ctx, path, json, out);
+        free(path);
+        return rc;
+    }
     if ((rc = smelt_layer_check_model(ctx, m)) != SMELT_OK) {
         smelt_model_close(m);
         return rc;

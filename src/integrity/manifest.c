@@ -116,9 +116,9 @@ static int parse_tensor(smelt_ctx *ctx, const char *path, const char *fname, con
         return smelt_fail(ctx, SMELT_E_FORMAT, "%s: files.%s: tensor '%s': \"data\" is not 32 "
                           "hex digits", path, fname, tname);
     if (!json_is_string(dtype) ||
-        (mt->dtype = smelt_dtype_from_name(json_string_value(dtype))) == SMELT_DT_INVALID)
+        (mt->dtype = smelt_dtype_from_any_name(json_string_value(dtype))) == SMELT_DT_INVALID)
         return smelt_fail(ctx, SMELT_E_FORMAT, "%s: files.%s: tensor '%s': \"dtype\" is not a "
-                          "safetensors dtype", path, fname, tname);
+                          "safetensors or GGUF dtype", path, fname, tname);
     if (!json_is_array(shape) || json_array_size(shape) > SMELT_MAX_DIMS)
         return smelt_fail(ctx, SMELT_E_FORMAT, "%s: files.%s: tensor '%s': \"shape\" is not a "
                           "list of at most %d sizes", path, fname, tname, SMELT_MAX_DIMS);

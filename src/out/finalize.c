@@ -14,24 +14,29 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Files of a Hugging Face model directory that smelt writes or replaces. */
+/* 1 when name is "model<anything><suffix>". */
+static int model_named(const char *name, const char *suffix)
+{
+    size_t len = strlen(name), n = strlen(suffix);
+    return strncmp(name, "model", 5) == 0 && len > 5 + n - 1 && strcmp(name + len - n, suffix) == 0;
+}
+
+/* Files of a model directory that smelt writes or replaces: safetensors shards and their index,
+ * or a GGUF merge's model.gguf. */
 static int is_model_file(const char *name)
 {
-    size_t len = strlen(name);
     if (strcmp(name, "model.safetensors.index.json") == 0)
         return 1;
-    return strncmp(name, "model", 5) == 0 && len > 12 && strcmp(name + len - 12, ".safetensors") == 0;
+    return model_named(name, ".safetensors") || model_named(name, ".gguf");
 }
 
 /* What an interrupted merge leaves: its journal (and the journal's own temporary file) and the
  * temporary shard files. */
 static int is_leftover_state(const char *name)
 {
-    size_t len = strlen(name);
     if (strncmp(name, SMELT_JOURNAL_NAME, strlen(SMELT_JOURNAL_NAME)) == 0)
         return 1;
-    return strncmp(name, "model", 5) == 0 && len > 22 &&
-           strcmp(name + len - 22, ".safetensors.smelt-tmp") == 0;
+    return model_named(name, ".safetensors.smelt-tmp") || model_named(name, ".gguf.smelt-tmp");
 }
 
 /* The tokenizer files a model directory may hold, copied as they are (streamed: a

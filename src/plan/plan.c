@@ -8,6 +8,7 @@
  * after the layers (final norm, lm_head) from the last slice's models at t = 1. Which tensors
  * exist is read off the tensor names, never from per-architecture tables. */
 #include "plan/plan.h"
+#include "plan/plan_gguf.h"
 
 #include "common/util.h"
 
@@ -336,7 +337,14 @@ static int plan_tensor(smelt_ctx *ctx, smelt_plan *plan, smelt_plan_tensor *pt,
         return SMELT_OK;
     }
     pt->kind = SMELT_TASK_MERGE;
-    pt->out_dtype = forced != SMELT_DT_INVALID ? forced : pattern->dtype;
+    if (plan->out_gguf)
+        pt->out_dtype = smelt_plan_gguf_dtype(ctx, plan, pattern);
+    else if (forced != SMELT_DT_INVALID)
+        pt->out_dtype = forced;
+    else if (smelt_dtype_is_block(pattern->dtype))
+        pt->out_dtype = SMELT_DT_F32; /* not reached: block types come from GGUF inputs only */
+    else
+        pt->out_dtype = pattern->dtype;
     if (pattern->numel > UINT64_MAX / 8)
         return smelt_fail(ctx, SMELT_E_FORMAT, "tensor '%s': size overflows", pattern->name);
     pt->out_nbytes = smelt_dtype_span(pt->out_dtype, pattern->numel);
@@ -817,6 +825,45 @@ static int build_tensors(smelt_ctx *ctx, smelt_plan *plan, smelt_dtype forced, d
     return rc;
 }
 
+/* The inputs of one merge share a format, and the output takes it: merging GGUF with
+ * safetensors would need llama.cpp's tensor names mapped and its q/k row permutation undone,
+ * which smelt does not do. */
+static int choose_format(smelt_ctx *ctx, smelt_plan *plan, const smelt_plan_options *opts,
+                         smelt_dtype forced)
+{
+    const smelt_model *first = plan->models[0];
+    for (size_t m = 1; m < plan->nmodels; m++)
+        if ((plan->models[m]->gguf != NULL) != (first->gguf != NULL)) {
+            const smelt_model *g = first->gguf ? first : plan->models[m];
+            const smelt_model *st = first->gguf ? plan->models[m] : first;
+            return smelt_fail(ctx, SMELT_E_UNSUPPORTED,
+                              "'%s' is a GGUF model but '%s' is safetensors: the models of one "
+                              "merge must share a format (smelt does not map llama.cpp's tensor "
+                              "names and q/k row order to Hugging Face's)", g->ref, st->ref);
+        }
+    int gguf_in = first->gguf != NULL;
+    if (opts->format == SMELT_OUT_GGUF && !gguf_in)
+        return smelt_fail(ctx, SMELT_E_UNSUPPORTED, "GGUF output needs GGUF inputs: '%s' is "
+                          "safetensors (smelt does not convert Hugging Face models to llama.cpp's "
+                          "tensor names and q/k row order)", first->ref);
+    if (opts->format == SMELT_OUT_SAFETENSORS && gguf_in)
+        return smelt_fail(ctx, SMELT_E_UNSUPPORTED, "'%s' is a GGUF model: a merge of GGUF "
+                          "models is written as GGUF (llama.cpp's tensor names have no "
+                          "safetensors model to go with them)", first->ref);
+    plan->out_gguf = gguf_in;
+    int rc = smelt_plan_gguf_outtype(ctx, opts->outtype, &plan->outtype);
+    if (rc != SMELT_OK)
+        return rc;
+    if (!gguf_in && plan->outtype != SMELT_DT_INVALID)
+        return smelt_fail(ctx, SMELT_E_ARG, "--outtype is for GGUF output; the config's dtype "
+                          "sets a safetensors merge's output dtype");
+    if (gguf_in && forced != SMELT_DT_INVALID)
+        smelt_notice(ctx, SMELT_LOG_NOTICE, "%s: the config's dtype does not apply to GGUF "
+                     "output; --outtype sets the output types (default: same as the base)",
+                     plan->spec->path);
+    return SMELT_OK;
+}
+
 int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_options *opts,
                      smelt_plan **out)
 {
@@ -856,7 +903,8 @@ int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_op
     else
         plan->ref_model = plan->slices[0].input_model[0];
     if (rc != SMELT_OK || (rc = choose_tokenizer(ctx, plan, opts->copy_tokenizer)) != SMELT_OK ||
-        (rc = check_architectures(ctx, plan, opts->allow_crimes)) != SMELT_OK)
+        (rc = check_architectures(ctx, plan, opts->allow_crimes)) != SMELT_OK ||
+        (rc = choose_format(ctx, plan, opts, forced)) != SMELT_OK)
         goto fail;
     plan->ref_num_layers = model_layers(plan->models[plan->ref_model]);
 
@@ -876,7 +924,9 @@ int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_op
          * smelt_engine_bytes_to_read says it. */
         plan->bytes_to_write += plan->tensors[i].out_nbytes;
     }
-    if ((rc = layout_shards(ctx, plan, opts->out_shard_size)) != SMELT_OK)
+    rc = plan->out_gguf ? smelt_plan_gguf_layout(ctx, plan)
+                        : layout_shards(ctx, plan, opts->out_shard_size);
+    if (rc != SMELT_OK)
         goto fail;
     for (size_t p = 0; p < plan->method->nparams; p++)
         free(values[p]);

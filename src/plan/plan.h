@@ -70,14 +70,27 @@ typedef struct smelt_plan {
     uint32_t ref_num_layers;         /* the reference model's layers */
     uint64_t bytes_to_write;
     uint64_t random_seed;
+    int out_gguf;                    /* the output is one GGUF file (the inputs are GGUF) */
+    smelt_dtype outtype;             /* GGUF: --outtype, SMELT_DT_INVALID for "same" */
+    smelt_dtype gguf_fallback[16][2]; /* GGUF: type fallbacks already announced */
+    size_t gguf_fallbacks;
 } smelt_plan;
+
+/* The output's file format. */
+typedef enum smelt_out_format {
+    SMELT_OUT_AUTO,        /* the inputs' format */
+    SMELT_OUT_SAFETENSORS,
+    SMELT_OUT_GGUF
+} smelt_out_format;
 
 /* What the plan needs besides the spec. */
 typedef struct smelt_plan_options {
-    uint64_t out_shard_size;
+    uint64_t out_shard_size;         /* safetensors output; a GGUF merge is one file */
     uint64_t random_seed;
     int copy_tokenizer;              /* copy the tokenizer files (mergekit's default: yes) */
     int allow_crimes;                /* allow inputs of different architectures */
+    smelt_out_format format;
+    const char *outtype;             /* GGUF output: "same" (NULL) or a type (plan_gguf.h) */
 } smelt_plan_options;
 
 /* Builds the plan for a spec (the plan takes ownership of the spec, also on failure): opens and

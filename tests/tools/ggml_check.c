@@ -10,9 +10,20 @@
  *   ggml_check LIB gguf FILE      smelt's reader against gguf_init_from_file: versions, counts,
  *                                 keys, tensor names, types, offsets, sizes
  *   ggml_check LIB reject FILE    ggml refuses FILE too (gguf_init_from_file returns NULL)
+ *   ggml_check LIB to-st IN.gguf OUT.safetensors
+ *                                 every float tensor of IN decoded to f32 by ggml's own
+ *                                 dequantize_row_* / *_to_fp32_row, written as an F32
+ *                                 safetensors file (same names, row-major shapes): the inputs of
+ *                                 a reference merge
+ *   ggml_check LIB match REF OUT.gguf
+ *                                 every tensor of OUT equals ggml's encoding of REF's F32 tensor
+ *                                 of the same name (REF: a safetensors file or directory): bit
+ *                                 for bit for F32, else quantize_row_*_ref / fp32_to_fp16_row /
+ *                                 fp32_to_bf16_row byte for byte
  * Prints what it compared; exits 1 on the first difference, 2 on a usage or loading error. */
 #include "common/ggml_type.h"
 #include "format/gguf.h"
+#include "format/safetensors.h"
 #include "kernels/kernels_quant.h"
 
 #include <dlfcn.h>
@@ -21,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef unsigned long long ull;
 static void *lib;
@@ -306,10 +318,154 @@ static int check_gguf(const char *path, int expect_reject)
     return bad;
 }
 
+typedef void (*row_fn)(const void *src, void *dst, int64_t n);
+
+/* ggml's function that decodes a row of `type` to f32 (decode) or encodes f32 to it; NULL for
+ * F32, which is a copy either way. Exits when ggml lacks it. */
+static row_fn ggml_row(uint32_t type, int decode)
+{
+    const smelt_ggml_type *t = smelt_ggml_type_get(type);
+    char name[64];
+    if (type == SMELT_GGML_F32 || !t)
+        return NULL;
+    if (type == SMELT_GGML_F16 || type == SMELT_GGML_BF16)
+        snprintf(name, sizeof name, decode ? "ggml_%s_to_fp32_row" : "ggml_fp32_to_%s_row",
+                 type == SMELT_GGML_F16 ? "fp16" : "bf16");
+    else
+        snprintf(name, sizeof name, decode ? "dequantize_row_%s" : "quantize_row_%s_ref", t->name);
+    return (row_fn)sym(name);
+}
+
+static int is_float_type(uint32_t type)
+{
+    return type != SMELT_GGML_I8 && type != SMELT_GGML_I16 && type != SMELT_GGML_I32 &&
+           type != SMELT_GGML_I64 && type != SMELT_GGML_F64;
+}
+
+static int to_safetensors(const char *in, const char *out)
+{
+    smelt_ctx *ctx = smelt_ctx_new();
+    smelt_gguf *g;
+    if (smelt_gguf_open(ctx, in, &g) != SMELT_OK) {
+        fprintf(stderr, "%s\n", smelt_errmsg(ctx));
+        return 2;
+    }
+    size_t cap = 1 << 16, len = 0;
+    char *json = malloc(cap);
+    uint64_t at = 0;
+    len += (size_t)snprintf(json + len, cap - len, "{");
+    for (size_t i = 0; i < g->ntensors; i++) {
+        const smelt_gguf_tensor *t = &g->tensors[i];
+        if (!is_float_type(t->type))
+            continue;
+        if (cap - len < 512) {
+            cap *= 2;
+            json = realloc(json, cap);
+        }
+        len += (size_t)snprintf(json + len, cap - len, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[",
+                                len > 1 ? "," : "", t->name);
+        for (uint32_t d = 0; d < t->ndim; d++)
+            len += (size_t)snprintf(json + len, cap - len, "%s%llu", d ? "," : "",
+                                    (ull)t->ne[t->ndim - 1 - d]);
+        len += (size_t)snprintf(json + len, cap - len, "],\"data_offsets\":[%llu,%llu]}", (ull)at,
+                                (ull)(at + t->numel * 4));
+        at += t->numel * 4;
+    }
+    len += (size_t)snprintf(json + len, cap - len, "}");
+    while ((len + 8) % 8)
+        json[len++] = ' ';
+    FILE *f = fopen(out, "wb");
+    if (!f) {
+        perror(out);
+        return 2;
+    }
+    uint64_t hlen = len;
+    fwrite(&hlen, 8, 1, f);
+    fwrite(json, 1, len, f);
+    size_t n_done = 0;
+    for (size_t i = 0; i < g->ntensors; i++) {
+        const smelt_gguf_tensor *t = &g->tensors[i];
+        if (!is_float_type(t->type))
+            continue;
+        float *x = malloc(t->numel * 4 + 4);
+        const uint8_t *src = g->base + t->file_offset;
+        row_fn dec = ggml_row(t->type, 1);
+        if (dec)
+            dec(src, x, (int64_t)t->numel);
+        else
+            memcpy(x, src, t->numel * 4);
+        fwrite(x, 4, t->numel, f);
+        free(x);
+        n_done++;
+    }
+    int bad = fclose(f) != 0;
+    printf("%s: %zu tensors decoded by ggml into %s\n", in, n_done, out);
+    free(json);
+    smelt_gguf_close(g);
+    smelt_ctx_free(ctx);
+    return bad;
+}
+
+static int match_reference(const char *ref_path, const char *out)
+{
+    smelt_ctx *ctx = smelt_ctx_new();
+    smelt_gguf *g;
+    smelt_model *ref;
+    if (smelt_gguf_open(ctx, out, &g) != SMELT_OK || smelt_model_open(ctx, ref_path, &ref) != SMELT_OK) {
+        fprintf(stderr, "%s\n", smelt_errmsg(ctx));
+        return 2;
+    }
+    size_t bad = 0, checked = 0;
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < g->ntensors; i++) {
+        const smelt_gguf_tensor *t = &g->tensors[i];
+        const smelt_tensor_info *r = smelt_model_find(ref, t->name);
+        if (!r || r->dtype != SMELT_DT_F32 || r->numel != t->numel) {
+            fprintf(stderr, "%s: tensor '%s': no F32 tensor of %llu elements in %s\n", out,
+                    t->name, (ull)t->numel, ref_path);
+            bad++;
+            continue;
+        }
+        float *x = malloc(r->nbytes + 4);
+        uint8_t *want = malloc(t->nbytes + 4);
+        if (pread(ref->files[r->file].fd, x, r->nbytes, (off_t)r->offset) != (ssize_t)r->nbytes) {
+            perror(ref_path);
+            return 2;
+        }
+        row_fn enc = ggml_row(t->type, 0);
+        if (enc)
+            enc(x, want, (int64_t)t->numel);
+        else
+            memcpy(want, x, t->nbytes);
+        const uint8_t *have = g->base + t->file_offset;
+        if (memcmp(want, have, t->nbytes) != 0) {
+            size_t at = 0;
+            while (want[at] == have[at])
+                at++;
+            fprintf(stderr, "%s: tensor '%s' (%s): byte %zu differs from ggml's encoding of the "
+                    "reference: %02x, ggml %02x\n", out, t->name, smelt_ggml_type_get(t->type)->name,
+                    at, have[at], want[at]);
+            bad++;
+        }
+        checked++;
+        bytes += t->nbytes;
+        free(x);
+        free(want);
+    }
+    if (!bad)
+        printf("%s: %zu tensors (%llu bytes) equal ggml's encoding of %s\n", out, checked,
+               (ull)bytes, ref_path);
+    smelt_model_close(ref);
+    smelt_gguf_close(g);
+    smelt_ctx_free(ctx);
+    return bad ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: ggml_check LIB types|dequant N|quant N|gguf FILE|reject FILE\n");
+        fprintf(stderr, "usage: ggml_check LIB types|dequant N|quant N|gguf FILE|reject FILE|"
+                "to-st IN.gguf OUT.safetensors|match REF OUT.gguf\n");
         return 2;
     }
     lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
@@ -320,6 +476,10 @@ int main(int argc, char **argv)
     const char *what = argv[2];
     if (!strcmp(what, "types"))
         return check_types();
+    if (argc == 5 && !strcmp(what, "to-st"))
+        return to_safetensors(argv[3], argv[4]);
+    if (argc == 5 && !strcmp(what, "match"))
+        return match_reference(argv[3], argv[4]);
     if (argc != 4)
         return 2;
     if (!strcmp(what, "dequant"))

@@ -37,6 +37,11 @@ static const char usage_text[] =
     "  --[no-]copy-tokenizer  copy the tokenizer files (default: copy)\n"
     "  --[no-]write-model-card  write README.md with the merge details (default: write)\n"
     "  --allow-crimes         merge models of different architectures\n"
+    "  --format FORMAT        the output format: safetensors or gguf (default: the inputs';\n"
+    "                         the models of one merge share a format)\n"
+    "  --outtype TYPE         GGUF output: the type of every tensor of 2 or more dimensions:\n"
+    "                         same (default: the base's, requantized), f32, f16, bf16, q8_0,\n"
+    "                         q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k; 1-D tensors stay f32\n"
     "  -q, --quiet            no progress line\n"
     "  mergekit's --cuda, --low-cpu-memory, --lazy-unpickle, --trust-remote-code,\n"
     "  --clone-tensors, --safe-serialization, --read-to-gpu, --multi-gpu, --verbose,\n"
@@ -205,7 +210,8 @@ static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merg
                                int *quiet)
 {
     enum { OPT_MAX_MEMORY = 256, OPT_SHARD, OPT_OVERWRITE, OPT_SEED, OPT_COPY_TOK, OPT_NO_COPY_TOK,
-           OPT_CARD, OPT_NO_CARD, OPT_CRIMES, OPT_NO_CRIMES, OPT_RESUME, OPT_IGNORED = 512,
+           OPT_CARD, OPT_NO_CARD, OPT_CRIMES, OPT_NO_CRIMES, OPT_RESUME, OPT_FORMAT, OPT_OUTTYPE,
+           OPT_IGNORED = 512,
            OPT_IGNORED_VALUE = 768 };
     struct option options[64] = {
         {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
@@ -222,6 +228,8 @@ static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merg
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {"resume", no_argument, NULL, OPT_RESUME},
+        {"format", required_argument, NULL, OPT_FORMAT},
+        {"outtype", required_argument, NULL, OPT_OUTTYPE},
     };
     /* --x and --no-x for each ignored switch; the table has room for all of them. */
     static char names[32][40];
@@ -258,6 +266,15 @@ static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merg
             break;
         case OPT_OVERWRITE: opts->overwrite = 1; break;
         case OPT_RESUME: opts->resume = 1; break;
+        case OPT_FORMAT:
+            if (!strcmp(optarg, "gguf"))
+                opts->format = SMELT_FORMAT_GGUF;
+            else if (!strcmp(optarg, "safetensors"))
+                opts->format = SMELT_FORMAT_SAFETENSORS;
+            else
+                return fail_usage("--format: '%s' is not safetensors or gguf", optarg);
+            break;
+        case OPT_OUTTYPE: opts->outtype = optarg; break;
         case OPT_SEED:
             if (parse_u64(optarg, "--random-seed", &opts->random_seed))
                 return 2;
