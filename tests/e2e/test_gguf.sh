@@ -23,6 +23,9 @@ for c in valid valid-v2 valid-align64; do
   run_check "$c: ggml agrees" "$check" "$lib" gguf "$work/$c.gguf"
   run_check "$c: inspect" "$SMELT" inspect "$work/$c.gguf"
 done
+# smelt's writer (format/gguf_write.h): ggml reads the same keys, values, offsets and data.
+run_check "writer: ggml reads what smelt writes" "$check" "$lib" write "$work"
+
 # Nested arrays are valid GGUF, which smelt reads (up to 4 levels) and ggml refuses.
 "$make" valid-nested "$work/nested.gguf"
 run_check "nested arrays: smelt reads them" "$SMELT" inspect "$work/nested.gguf"

@@ -8,7 +8,10 @@
  *   ggml_check LIB quant N        N blocks per type through smelt_quantize and quantize_row_*_ref,
  *                                 byte for byte (random, scaled, all-equal, zero, outlier rows)
  *   ggml_check LIB gguf FILE      smelt's reader against gguf_init_from_file: versions, counts,
- *                                 keys, tensor names, types, offsets, sizes
+ *                                 keys, value types and values, tensor names, types, offsets,
+ *                                 sizes, and every tensor's data as ggml loads it
+ *   ggml_check LIB write DIR      files made by smelt's GGUF writer (format/gguf_write.h), with
+ *                                 alignment 32 and 64, checked as `gguf` checks a file
  *   ggml_check LIB reject FILE    ggml refuses FILE too (gguf_init_from_file returns NULL)
  *   ggml_check LIB to-st IN.gguf OUT.safetensors
  *                                 every float tensor of IN decoded to f32 by ggml's own
@@ -23,6 +26,7 @@
  * Prints what it compared; exits 1 on the first difference, 2 on a usage or loading error. */
 #include "common/ggml_type.h"
 #include "format/gguf.h"
+#include "format/gguf_write.h"
 #include "format/safetensors.h"
 #include "kernels/kernels_quant.h"
 
@@ -253,6 +257,81 @@ struct gguf_init_params {
     void **ctx;
 };
 
+/* Every value as ggml reads it against smelt's bytes: scalars and numeric arrays byte for byte,
+ * strings (alone or in arrays) by content. Nested arrays never get here: ggml refuses them. */
+static int check_values(const char *path, const smelt_gguf *s, const void *g)
+{
+    const void *(*val_data)(const void *, int64_t) = (const void *(*)(const void *, int64_t))sym("gguf_get_val_data");
+    const char *(*val_str)(const void *, int64_t) = (const char *(*)(const void *, int64_t))sym("gguf_get_val_str");
+    int (*arr_type)(const void *, int64_t) = (int (*)(const void *, int64_t))sym("gguf_get_arr_type");
+    size_t (*arr_n)(const void *, int64_t) = (size_t (*)(const void *, int64_t))sym("gguf_get_arr_n");
+    const void *(*arr_data)(const void *, int64_t) = (const void *(*)(const void *, int64_t))sym("gguf_get_arr_data");
+    const char *(*arr_str)(const void *, int64_t, size_t) = (const char *(*)(const void *, int64_t, size_t))sym("gguf_get_arr_str");
+    for (size_t i = 0; i < s->nkv; i++) {
+        const smelt_gguf_kv *kv = &s->kvs[i];
+        int64_t k = (int64_t)i;
+        int ok = 1;
+        if (kv->type == SMELT_GGUF_STRING) {
+            const char *str;
+            uint64_t len;
+            smelt_gguf_kv_str(kv, &str, &len);
+            ok = strlen(val_str(g, k)) == len && !memcmp(val_str(g, k), str, len);
+        } else if (kv->type != SMELT_GGUF_ARRAY) {
+            ok = !memcmp(val_data(g, k), kv->value, kv->size);
+        } else if (arr_type(g, k) != (int)kv->elem_type || arr_n(g, k) != kv->count) {
+            ok = 0;
+        } else if (kv->elem_type == SMELT_GGUF_STRING) {
+            for (uint64_t j = 0; ok && j < kv->count; j++) {
+                smelt_gguf_kv e;
+                const char *str;
+                uint64_t len;
+                smelt_gguf_kv_elem(kv, j, &e);
+                smelt_gguf_kv_str(&e, &str, &len);
+                const char *gs = arr_str(g, k, (size_t)j);
+                ok = strlen(gs) == len && !memcmp(gs, str, len);
+            }
+        } else {
+            ok = kv->size == 0 || !memcmp(arr_data(g, k), kv->value, kv->size);
+        }
+        if (!ok) {
+            fprintf(stderr, "%s: the value of key '%s' differs\n", path, kv->key);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Every tensor's data as ggml loads it (gguf_init_from_file with no_alloc = false reads the whole
+ * data section into a ggml context) against the bytes at smelt's offsets. */
+static int check_data(const char *path, const smelt_gguf *s)
+{
+    void *(*init)(const char *, struct gguf_init_params) =
+        (void *(*)(const char *, struct gguf_init_params))sym("gguf_init_from_file");
+    void (*gfree)(void *) = (void (*)(void *))sym("gguf_free");
+    void *(*get_tensor)(void *, const char *) = (void *(*)(void *, const char *))sym("ggml_get_tensor");
+    void *(*get_data)(const void *) = (void *(*)(const void *))sym("ggml_get_data");
+    size_t (*nbytes)(const void *) = (size_t (*)(const void *))sym("ggml_nbytes");
+    void (*ggml_free)(void *) = (void (*)(void *))sym("ggml_free");
+    void *gctx = NULL;
+    void *g = init(path, (struct gguf_init_params){false, &gctx});
+    if (!g || !gctx) {
+        fprintf(stderr, "%s: ggml cannot load the tensor data\n", path);
+        return 1;
+    }
+    int bad = 0;
+    for (size_t i = 0; !bad && i < s->ntensors; i++) {
+        const smelt_gguf_tensor *t = &s->tensors[i];
+        void *gt = get_tensor(gctx, t->name);
+        if (!gt || nbytes(gt) != t->nbytes || memcmp(get_data(gt), s->base + t->file_offset, t->nbytes)) {
+            fprintf(stderr, "%s: tensor '%s': ggml loads other data\n", path, t->name);
+            bad = 1;
+        }
+    }
+    ggml_free(gctx);
+    gfree(g);
+    return bad;
+}
+
 static int check_gguf(const char *path, int expect_reject)
 {
     void *(*init)(const char *, struct gguf_init_params) =
@@ -311,7 +390,10 @@ static int check_gguf(const char *path, int expect_reject)
         }
     }
     if (!bad)
-        printf("%s: %zu keys, %zu tensors agree with ggml\n", path, s->nkv, s->ntensors);
+        bad = check_values(path, s, g) || check_data(path, s);
+    if (!bad)
+        printf("%s: %zu keys, %zu tensors agree with ggml (values and data too)\n", path, s->nkv,
+               s->ntensors);
     smelt_gguf_close(s);
     smelt_ctx_free(ctx);
     gfree(g);
@@ -461,11 +543,79 @@ static int match_reference(const char *ref_path, const char *out)
     return bad ? 1 : 0;
 }
 
+/* Writes a file with smelt's GGUF writer: keys of each kind the builder makes, tensors of several
+ * types and shapes (data: a byte pattern) at the layout's offsets. */
+static int write_file(const char *path, uint32_t alignment)
+{
+    static const char *const toks[] = {"<unk>", "<s>", "", "\xe2\x96\x81hi"};
+    static const float scores[] = {0.0f, -1.5f, 2.25f, 1e-30f};
+    static const int32_t types[] = {2, 3, 1, 1};
+    static const smelt_gguf_out_tensor tensors[] = {
+        {"token_embd.weight", SMELT_GGML_Q8_0, 2, {64, 3}},
+        {"blk.0.attn_q.weight", SMELT_GGML_Q4_K, 2, {256, 2}},
+        {"blk.0.ffn_down.weight", SMELT_GGML_Q6_K, 2, {256, 1}},
+        {"blk.0.attn_norm.weight", SMELT_GGML_F32, 1, {7}},
+        {"x.f16", SMELT_GGML_F16, 3, {5, 2, 3}},
+        {"x.bf16", SMELT_GGML_BF16, 4, {2, 1, 1, 2}},
+    };
+    enum { NT = sizeof tensors / sizeof tensors[0] };
+    smelt_ctx *ctx = smelt_ctx_new();
+    smelt_gguf_kvbuf kb;
+    smelt_gguf_kvbuf_init(&kb);
+    int rc = smelt_gguf_kvbuf_add_str(ctx, &kb, "general.architecture", "llama", 5);
+    if (!rc) rc = smelt_gguf_kvbuf_add_u32(ctx, &kb, "llama.block_count", 1);
+    if (!rc) rc = smelt_gguf_kvbuf_add_i32(ctx, &kb, "t.i32", -3);
+    if (!rc) rc = smelt_gguf_kvbuf_add_f32(ctx, &kb, "t.f32", 1e-5f);
+    if (!rc) rc = smelt_gguf_kvbuf_add_bool(ctx, &kb, "t.bool", 1);
+    if (!rc) rc = smelt_gguf_kvbuf_add_str_array(ctx, &kb, "tokenizer.ggml.tokens", toks, 4);
+    if (!rc) rc = smelt_gguf_kvbuf_add_f32_array(ctx, &kb, "tokenizer.ggml.scores", scores, 4);
+    if (!rc) rc = smelt_gguf_kvbuf_add_i32_array(ctx, &kb, "tokenizer.ggml.token_type", types, 4);
+    uint8_t *header = NULL;
+    size_t header_len = 0;
+    uint64_t offsets[NT], nb[NT], size = 0;
+    if (!rc)
+        rc = smelt_gguf_layout(ctx, &kb, tensors, NT, alignment, &header, &header_len, offsets,
+                               nb, &size);
+    if (rc) {
+        fprintf(stderr, "ggml_check: the writer failed: %s\n", smelt_errmsg(ctx));
+        return 2;
+    }
+    uint8_t *file = calloc(1, size);
+    memcpy(file, header, header_len);
+    for (int i = 0; i < NT; i++)
+        for (uint64_t b = 0; b < nb[i]; b++)
+            file[offsets[i] + b] = (uint8_t)(i * 37 + b * 3 + 1);
+    /* Only bytes are compared: the pattern need not be finite numbers. */
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(file, 1, size, f) != size || fclose(f)) {
+        fprintf(stderr, "ggml_check: cannot write %s\n", path);
+        return 2;
+    }
+    free(file);
+    free(header);
+    smelt_gguf_kvbuf_free(&kb);
+    smelt_ctx_free(ctx);
+    return 0;
+}
+
+static int check_write(const char *dir)
+{
+    static const uint32_t alignments[] = {32, 64};
+    for (int i = 0; i < 2; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/written-%u.gguf", dir, alignments[i]);
+        int rc = write_file(path, alignments[i]);
+        if (rc || (rc = check_gguf(path, 0)))
+            return rc;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
         fprintf(stderr, "usage: ggml_check LIB types|dequant N|quant N|gguf FILE|reject FILE|"
-                "to-st IN.gguf OUT.safetensors|match REF OUT.gguf\n");
+                "write DIR|to-st IN.gguf OUT.safetensors|match REF OUT.gguf\n");
         return 2;
     }
     lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
@@ -490,5 +640,7 @@ int main(int argc, char **argv)
         return check_gguf(argv[3], 0);
     if (!strcmp(what, "reject"))
         return check_gguf(argv[3], 1);
+    if (!strcmp(what, "write"))
+        return check_write(argv[3]);
     return 2;
 }
