@@ -76,14 +76,10 @@ static int parse_file(smelt_ctx *ctx, smelt_st_file *file, smelt_tensor_info **t
     if (head_len < 8 || hlen > SMELT_ST_MAX_HEADER || hlen > file->size - 8) {
         /* An absurd length is what a checkpoint of another format looks like. */
         if (head_len == 8 && hlen > SMELT_ST_MAX_HEADER) {
-            if (!memcmp(head, "GGUF", 4))
-                return smelt_fail(ctx, SMELT_E_UNSUPPORTED,
-                                  "%s: this is a GGUF file; smelt reads safetensors only",
-                                  file->path);
             if (!memcmp(head, "PK\3\4", 4) || head[0] == 0x80)
                 return smelt_fail(ctx, SMELT_E_UNSUPPORTED,
                                   "%s: this is a PyTorch pickle checkpoint; smelt reads "
-                                  "safetensors only (convert it first)", file->path);
+                                  "safetensors and GGUF only (convert it first)", file->path);
         }
         return smelt_st_parse(ctx, file->path, head, head_len, file->size, tensors, n,
                               &file->data_start, meta);
@@ -394,8 +390,8 @@ static int no_model_in_dir(smelt_ctx *ctx, const char *dir)
     if (torch[0])
         return smelt_fail(ctx, SMELT_E_UNSUPPORTED,
                           "%s: neither %s nor %s is here, only PyTorch checkpoints such as %s; "
-                          "smelt reads safetensors only (convert them first)", dir, INDEX_NAME,
-                          SINGLE_NAME, torch);
+                          "smelt reads safetensors and GGUF only (convert them first)", dir,
+                          INDEX_NAME, SINGLE_NAME, torch);
     return smelt_fail(ctx, SMELT_E_IO, "%s: neither %s nor %s is in this directory", dir,
                       INDEX_NAME, SINGLE_NAME);
 }
@@ -563,6 +559,18 @@ out:
     return rc;
 }
 
+/* A GGUF file under another name ("model.bin") is still one. */
+static int has_gguf_magic(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return 0;
+    char magic[4];
+    int yes = read(fd, magic, 4) == 4 && memcmp(magic, "GGUF", 4) == 0;
+    close(fd);
+    return yes;
+}
+
 int smelt_model_open(smelt_ctx *ctx, const char *ref, smelt_model **out)
 {
     *out = NULL;
@@ -578,7 +586,7 @@ int smelt_model_open(smelt_ctx *ctx, const char *ref, smelt_model **out)
     if (stat(ref, &st) == 0) {
         if (S_ISDIR(st.st_mode))
             rc = open_dir(ctx, m, ref);
-        else if (S_ISREG(st.st_mode) && smelt_gguf_is_path(ref))
+        else if (S_ISREG(st.st_mode) && (smelt_gguf_is_path(ref) || has_gguf_magic(ref)))
             rc = smelt_gguf_model_open(ctx, m, ref);
         else if (S_ISREG(st.st_mode))
             rc = open_lone_file(ctx, m, ref);

@@ -851,13 +851,14 @@ START_TEST(model_missing)
                                          "model.safetensors is in this directory");
     char *torch = subdir(root, "torch");
     write_text(torch, "pytorch_model.bin", "\x80\x02junk");
-    EXPECT_OPEN_ERROR(torch, SMELT_E_UNSUPPORTED, "smelt reads safetensors only");
+    EXPECT_OPEN_ERROR(torch, SMELT_E_UNSUPPORTED, "smelt reads safetensors and GGUF only");
     char *bin = tu_path(torch, "pytorch_model.bin");
     write_text(torch, "pytorch_model.bin", "\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20junk");
-    EXPECT_OPEN_ERROR(bin, SMELT_E_UNSUPPORTED, "smelt reads safetensors only");
+    EXPECT_OPEN_ERROR(bin, SMELT_E_UNSUPPORTED, "smelt reads safetensors and GGUF only");
     char *gguf = tu_path(torch, "m.gguf");
     tu_write_file(gguf, "GGUF\x03\0\0\0\x05\0\0\0\0\0\0\0", 16);
-    EXPECT_OPEN_ERROR(gguf, SMELT_E_UNSUPPORTED, "GGUF");
+    /* A GGUF file is a model reference; this one is cut short. */
+    EXPECT_OPEN_ERROR(gguf, SMELT_E_FORMAT, "m.gguf");
     char *only_shard = subdir(root, "noindex");
     char *p = tu_path(only_shard, S1);
     write_st(p, shard1, 2);
