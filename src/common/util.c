@@ -345,3 +345,21 @@ void *smelt_aligned_alloc(size_t align, size_t size)
         size = align;
     return posix_memalign(&p, align, size) == 0 ? p : NULL;
 }
+
+int smelt_pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+    uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = pread(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno;
+        if (n == 0)
+            return EIO;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}

@@ -21,6 +21,10 @@ char *smelt_strdup(const char *s);
 
 struct stat;
 
+/* Reads exactly len bytes at offset off, retrying short reads and EINTR. Returns 0, or an errno
+ * value (EIO when the file ends first). */
+int smelt_pread_all(int fd, void *buf, size_t len, uint64_t off);
+
 /* Opens path for reading, refusing anything that is not a regular file (a FIFO, a device, a
  * socket, a directory) with SMELT_E_IO and a message naming the path and what it is — without
  * blocking, which a plain open() of a FIFO would — and, when max_size is not 0, a file larger

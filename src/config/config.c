@@ -97,21 +97,24 @@ static int get_model_ref(const cfg *c, const smelt_ynode *map, const char *where
         return rc;
     const char *ref = *out;
     int at = p->value->line;
-    size_t plus = 0, ats = 0;
-    for (const char *s = ref; *s; s++)
-        plus += *s == '+', ats += *s == '@';
+    size_t plus = 0, ats = 0, ats_after = 0;
+    for (const char *s = ref; *s; s++) {
+        plus += *s == '+';
+        if (*s == '@')
+            *(plus ? &ats_after : &ats) += 1;
+    }
     if (!*ref)
         return cfail(c, SMELT_E_CONFIG, at, "%s'%s' is empty", where, key);
-    if (plus == 1)
-        return cfail(c, SMELT_E_UNSUPPORTED, at, "%s'%s': '%s' names a LoRA adapter "
-                     "('model+lora'), which is not supported yet (merge the adapter first)",
-                     where, key, ref);
+    /* "model+lora" is a base with a LoRA adapter (format/lora.h); the planner opens both. */
     if (plus > 1)
         return cfail(c, SMELT_E_CONFIG, at, "%s'%s': cannot parse model reference '%s' (more "
                      "than one '+')", where, key, ref);
-    if (ats > 1)
+    if (plus == 1 && (ref[0] == '+' || ref[strlen(ref) - 1] == '+'))
+        return cfail(c, SMELT_E_CONFIG, at, "%s'%s': '%s' needs a model before the '+' and an "
+                     "adapter after it", where, key, ref);
+    if (ats > 1 || ats_after > 1)
         return cfail(c, SMELT_E_CONFIG, at, "%s'%s': cannot parse model reference '%s' (more "
-                     "than one '@')", where, key, ref);
+                     "than one '@' %s)", where, key, ref, plus ? "on one side of the '+'" : "");
     return SMELT_OK;
 }
 

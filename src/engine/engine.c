@@ -2,6 +2,7 @@
 
 #include "common/pool.h"
 #include "common/util.h"
+#include "engine/source.h"
 #include "io/ring.h"
 
 #include <errno.h>
@@ -39,20 +40,72 @@ static uint64_t out_unit_bytes(const smelt_plan *plan)
     return out_unit;
 }
 
-/* Bytes per SPAN_UNIT elements of input i's buffer, and of the output buffer, over the plan. */
-static void unit_sizes(const smelt_plan *plan, uint64_t *in_unit, uint64_t *out_unit)
+/* Input i of a MERGE tensor is derived (source.h) when a LoRA module adapts it: its bytes are
+ * read into a staging buffer and the methods see the f32 it computes. */
+static const smelt_lora_module *derived(const smelt_plan_tensor *pt, size_t i)
+{
+    return pt->kind == SMELT_TASK_MERGE && pt->lora ? pt->lora[i] : NULL;
+}
+
+/* The dtype the methods see input i in. */
+static smelt_dtype tile_dtype(const smelt_plan_tensor *pt, size_t i)
+{
+    return derived(pt, i) ? SMELT_DT_F32 : pt->inputs[i]->dtype;
+}
+
+/* Bytes per SPAN_UNIT elements of input i's buffer (what the tiles see) and of its staging
+ * buffer (what a derived input reads; 0 when input i is never derived), and of the output
+ * buffer, over the plan. */
+static void unit_sizes(const smelt_plan *plan, uint64_t *in_unit, uint64_t *stage_unit,
+                       uint64_t *out_unit)
 {
     for (size_t i = 0; i < plan->ninputs; i++)
-        in_unit[i] = 0;
+        in_unit[i] = stage_unit[i] = 0;
     for (size_t t = 0; t < plan->ntensors; t++) {
         const smelt_plan_tensor *pt = &plan->tensors[t];
         if (pt->kind != SMELT_TASK_MERGE)
             continue;
-        for (size_t i = 0; i < pt->ninputs; i++)
-            if (smelt_dtype_span(pt->inputs[i]->dtype, SPAN_UNIT) > in_unit[i])
-                in_unit[i] = smelt_dtype_span(pt->inputs[i]->dtype, SPAN_UNIT);
+        for (size_t i = 0; i < pt->ninputs; i++) {
+            uint64_t read = smelt_dtype_span(pt->inputs[i]->dtype, SPAN_UNIT);
+            uint64_t seen = smelt_dtype_span(tile_dtype(pt, i), SPAN_UNIT);
+            if (seen > in_unit[i])
+                in_unit[i] = seen;
+            if (derived(pt, i) && read > stage_unit[i])
+                stage_unit[i] = read;
+        }
     }
     *out_unit = out_unit_bytes(plan);
+}
+
+/* The f32 factors of the largest LoRA module any input needs, and the scratch to load it, per
+ * input: one set each, loaded when a tensor's first chunk is prepared (chunks are prepared in
+ * plan order). */
+static uint64_t factor_bytes(const smelt_plan *plan, size_t i, uint64_t *scratch)
+{
+    uint64_t most = 0;
+    if (scratch)
+        *scratch = 0;
+    for (size_t t = 0; t < plan->ntensors; t++) {
+        const smelt_lora_module *m = derived(&plan->tensors[t], i);
+        if (!m)
+            continue;
+        if (smelt_source_lora_factor_bytes(m) > most)
+            most = smelt_source_lora_factor_bytes(m);
+        if (scratch && smelt_source_lora_scratch_bytes(m) > *scratch)
+            *scratch = smelt_source_lora_scratch_bytes(m);
+    }
+    return most;
+}
+
+static uint64_t all_factor_bytes(const smelt_plan *plan)
+{
+    uint64_t total = 0, scratch, most_scratch = 0;
+    for (size_t i = 0; i < plan->ninputs; i++) {
+        total += factor_bytes(plan, i, &scratch);
+        if (scratch > most_scratch)
+            most_scratch = scratch;
+    }
+    return total + most_scratch;
 }
 
 static unsigned tensor_passes(const smelt_plan *plan, const smelt_plan_tensor *pt)
@@ -162,18 +215,18 @@ static uint64_t scratch_bytes(const smelt_plan *plan, unsigned threads, uint64_t
 int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max_memory,
                             int threads, smelt_engine_layout *layout)
 {
-    uint64_t in_unit[plan->ninputs + 1], out_unit;
-    unit_sizes(plan, in_unit, &out_unit);
+    uint64_t in_unit[plan->ninputs + 1], stage_unit[plan->ninputs + 1], out_unit;
+    unit_sizes(plan, in_unit, stage_unit, &out_unit);
     uint64_t per_unit = out_unit; /* bytes of one slot per SPAN_UNIT elements of chunk */
     for (size_t i = 0; i < plan->ninputs; i++)
-        per_unit += in_unit[i];
+        per_unit += in_unit[i] + stage_unit[i];
     unsigned nthreads = smelt_pool_default_threads(threads);
     /* The partials scale with the chunk (one per task), so they shrink with it on a small
      * budget instead of being reserved for the largest chunk. */
     uint64_t partial = max_partial_bytes(plan);
-    uint64_t fixed = scratch_bytes(plan, nthreads, 0);
+    uint64_t fixed = scratch_bytes(plan, nthreads, 0) + all_factor_bytes(plan);
     /* Each slot's buffers may round up to the alignment. */
-    uint64_t slot_slack = (plan->ninputs + 1) * BUFFER_ALIGN;
+    uint64_t slot_slack = (2 * plan->ninputs + 1) * BUFFER_ALIGN;
     uint64_t avail = max_memory > fixed ? max_memory - fixed : 0;
     uint64_t chunk = CHUNK_ELEMS_TARGET;
     uint64_t partials = chunk / TASK_ELEMS * partial;
@@ -211,7 +264,9 @@ typedef struct slot {
     unsigned pass;         /* < the tensor's statistics passes: a statistics pass */
     uint64_t start, count; /* elements (MERGE) or bytes (COPY) */
     unsigned pending;      /* reads not yet completed */
-    uint8_t **in;          /* per input */
+    int prepared;          /* derived inputs computed from the staged bytes (prepare_slot) */
+    uint8_t **in;          /* per input: what the tiles see */
+    uint8_t **stage;       /* per input: the bytes a derived input reads (NULL if never one) */
     uint8_t *out;
 } slot;
 
@@ -220,7 +275,10 @@ typedef struct engine {
     const smelt_plan *plan;
     const smelt_kernels *k;
     smelt_engine_layout layout;
-    uint64_t in_unit[256], out_unit; /* buffer bytes per SPAN_UNIT elements */
+    uint64_t in_unit[256], stage_unit[256], out_unit; /* buffer bytes per SPAN_UNIT elements */
+    float *factors[256];   /* per input: a LoRA module's f32 factors (left, then right) */
+    const smelt_lora_module *factors_of[256];
+    float *factor_scratch;
     smelt_ring *ring;
     smelt_pool *pool;
     slot *slots;
@@ -257,7 +315,7 @@ static void compute_task(void *arg, size_t task, unsigned worker)
     const void *raw[ninputs];
     smelt_dtype dtype[ninputs];
     for (size_t i = 0; i < ninputs; i++)
-        dtype[i] = pt->inputs[i]->dtype;
+        dtype[i] = tile_dtype(pt, i);
     smelt_tile tile = {.k = e->k, .ninputs = ninputs, .raw = raw, .dtype = dtype,
                        .scratch = scratch};
     int stats = job->s->pass < tensor_passes(e->plan, pt);
@@ -350,10 +408,12 @@ static int start_chunk(engine *e, slot *s, size_t slot_index)
         s->pending = 1;
         return 0;
     }
+    s->prepared = 0;
     for (size_t i = 0; i < pt->ninputs; i++) {
         const smelt_tensor_info *t = pt->inputs[i];
         int fd = plan->models[pt->input_model[i]]->files[t->file].fd;
-        if (smelt_ring_queue_read(e->ring, fd, s->in[i], smelt_dtype_span(t->dtype, s->count),
+        uint8_t *dst = derived(pt, i) ? s->stage[i] : s->in[i];
+        if (smelt_ring_queue_read(e->ring, fd, dst, smelt_dtype_span(t->dtype, s->count),
                                   t->offset + smelt_dtype_span(t->dtype, s->start),
                                   slot_index << 8 | i) != 0)
             return smelt_fail(e->ctx, SMELT_E_INTERNAL, "read ring full");
@@ -411,6 +471,65 @@ static void drop_inputs(const engine *e, const slot *s)
     }
 }
 
+/* What one pool call derives: the derived inputs of one chunk (source.h). */
+typedef struct derive_job {
+    const engine *e;
+    const smelt_plan_tensor *pt;
+    const slot *s;
+} derive_job;
+
+static void derive_task(void *arg, size_t task, unsigned worker)
+{
+    (void)worker;
+    const derive_job *job = arg;
+    const smelt_plan_tensor *pt = job->pt;
+    uint64_t task_elems = tensor_task(job->e->plan, pt);
+    uint64_t begin = (uint64_t)task * task_elems;
+    uint64_t end = begin + task_elems < job->s->count ? begin + task_elems : job->s->count;
+    for (size_t i = 0; i < pt->ninputs; i++) {
+        const smelt_lora_module *m = derived(pt, i);
+        if (!m)
+            continue;
+        const float *left = job->e->factors[i];
+        const float *right = left + (uint64_t)m->rank * m->rows;
+        smelt_dtype dt = pt->inputs[i]->dtype;
+        for (uint64_t at = begin; at < end; at += SMELT_SOURCE_TILE) {
+            size_t n = end - at < SMELT_SOURCE_TILE ? (size_t)(end - at) : SMELT_SOURCE_TILE;
+            smelt_source_lora_apply(job->e->k, m, left, right,
+                                    job->s->stage[i] + smelt_dtype_span(dt, at), dt,
+                                    job->s->start + at, n, (float *)job->s->in[i] + at);
+        }
+    }
+}
+
+/* A chunk whose reads have landed, before any pass sees it: computes its derived inputs once
+ * (a resident tensor's passes all reuse them; a streamed tensor's re-reads derive again, the
+ * same bits). Chunks come here in plan order, so each input's factors are loaded once per
+ * tensor. */
+static int prepare_slot(engine *e, slot *s)
+{
+    const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
+    if (s->prepared || pt->kind != SMELT_TASK_MERGE || !pt->lora)
+        return SMELT_OK;
+    for (size_t i = 0; i < pt->ninputs; i++) {
+        const smelt_lora_module *m = derived(pt, i);
+        if (!m || e->factors_of[i] == m)
+            continue;
+        const smelt_lora *lora = e->plan->models[pt->input_model[i]]->lora;
+        int rc = smelt_source_lora_load(e->ctx, lora, m, e->factors[i],
+                                        e->factors[i] + (uint64_t)m->rank * m->rows,
+                                        e->factor_scratch);
+        if (rc != SMELT_OK)
+            return rc;
+        e->factors_of[i] = m;
+    }
+    derive_job job = {e, pt, s};
+    uint64_t task = tensor_task(e->plan, pt);
+    smelt_pool_run(e->pool, (size_t)((s->count + task - 1) / task), derive_task, &job);
+    s->prepared = 1;
+    return SMELT_OK;
+}
+
 /* One chunk of statistics pass s->pass: accumulate per task, fold in task order, close the
  * pass at the tensor's last chunk. */
 static int stats_chunk(engine *e, const slot *s)
@@ -456,6 +575,8 @@ static int run_resident_stats(engine *e, unsigned first)
                               "tensor '%s': chunk %u of %u is not in its buffers", pt->name, c,
                               nchunks);
         int rc = await_slot(e, s);
+        if (rc == SMELT_OK)
+            rc = prepare_slot(e, s);
         if (rc != SMELT_OK)
             return rc;
     }
@@ -541,14 +662,28 @@ static int alloc_buffers(engine *e)
     for (unsigned d = 0; d < depth; d++) {
         slot *s = &e->slots[d];
         s->in = calloc(plan->ninputs + 1, sizeof *s->in);
+        s->stage = calloc(plan->ninputs + 1, sizeof *s->stage);
         s->out = smelt_aligned_alloc(BUFFER_ALIGN, chunk / SPAN_UNIT * e->out_unit);
-        if (!s->in || !s->out)
+        if (!s->in || !s->stage || !s->out)
             return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the chunk buffers");
         for (size_t i = 0; i < plan->ninputs; i++)
-            if (e->in_unit[i] &&
-                !(s->in[i] = smelt_aligned_alloc(BUFFER_ALIGN, chunk / SPAN_UNIT * e->in_unit[i])))
+            if ((e->in_unit[i] &&
+                 !(s->in[i] = smelt_aligned_alloc(BUFFER_ALIGN, chunk / SPAN_UNIT * e->in_unit[i]))) ||
+                (e->stage_unit[i] &&
+                 !(s->stage[i] = smelt_aligned_alloc(BUFFER_ALIGN,
+                                                     chunk / SPAN_UNIT * e->stage_unit[i]))))
                 return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the chunk buffers");
     }
+    uint64_t most_scratch = 0, scratch;
+    for (size_t i = 0; i < plan->ninputs; i++) {
+        uint64_t bytes = factor_bytes(plan, i, &scratch);
+        if (scratch > most_scratch)
+            most_scratch = scratch;
+        if (bytes && !(e->factors[i] = malloc(bytes)))
+            return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the adapters' factors");
+    }
+    if (most_scratch && !(e->factor_scratch = malloc(most_scratch)))
+        return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the adapters' factors");
     unsigned threads = smelt_pool_threads(e->pool);
     e->scratch = smelt_aligned_alloc(64, scratch_bytes(plan, threads, chunk));
     if (!e->scratch)
@@ -561,14 +696,21 @@ static int alloc_buffers(engine *e)
 static void free_buffers(engine *e)
 {
     for (unsigned d = 0; e->slots && d < e->layout.depth; d++) {
-        if (e->slots[d].in)
-            for (size_t i = 0; i < e->plan->ninputs; i++)
+        for (size_t i = 0; i < e->plan->ninputs; i++) {
+            if (e->slots[d].in)
                 free(e->slots[d].in[i]);
+            if (e->slots[d].stage)
+                free(e->slots[d].stage[i]);
+        }
         free(e->slots[d].in);
+        free(e->slots[d].stage);
         free(e->slots[d].out);
     }
     free(e->slots);
     free(e->scratch);
+    for (size_t i = 0; i < e->plan->ninputs; i++)
+        free(e->factors[i]);
+    free(e->factor_scratch);
 }
 
 static int write_headers(engine *e, smelt_out_file *files)
@@ -603,6 +745,8 @@ static int pipeline(engine *e, smelt_out_file *files, const smelt_engine_options
         if (!s->busy)
             return SMELT_OK; /* nothing in flight and nothing left */
         int rc = await_slot(e, s);
+        if (rc == SMELT_OK)
+            rc = prepare_slot(e, s);
         if (rc != SMELT_OK)
             return rc;
         const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
@@ -631,7 +775,7 @@ int smelt_engine_run(smelt_ctx *ctx, const smelt_plan *plan, smelt_out_file *fil
     int rc = smelt_engine_layout_for(ctx, plan, opts->max_memory, opts->threads, &e.layout);
     if (rc != SMELT_OK)
         return rc;
-    unit_sizes(plan, e.in_unit, &e.out_unit);
+    unit_sizes(plan, e.in_unit, e.stage_unit, &e.out_unit);
     e.progress.tensors_total = plan->ntensors;
     e.progress.bytes_to_read = smelt_engine_bytes_to_read(plan, &e.layout);
     e.progress.bytes_to_write = plan->bytes_to_write;

@@ -50,6 +50,8 @@ typedef struct smelt_model {
     struct smelt_gguf_set *gguf; /* a GGUF model (files[] are its splits, tensors[] its tensor
                                     infos with the shape in row-major order): its metadata;
                                     NULL for safetensors */
+    struct smelt_lora *lora;    /* a "BASE+ADAPTER" reference: the LoRA adapter applied on
+                                   the fly (format/lora.h), owned; NULL otherwise */
     void *name_index;           /* private: name -> tensor lookup */
 } smelt_model;
 
@@ -82,6 +84,14 @@ void smelt_tensors_free(smelt_tensor_info *tensors, size_t n);
  * and hold exactly the tensors the index assigns to it. Returns SMELT_OK and a model the caller
  * closes with smelt_model_close(), or an error naming the reference, file, tensor and rule. */
 int smelt_model_open(smelt_ctx *ctx, const char *ref, smelt_model **out);
+
+/* 1 when ref has the form of a hub id: "org/name" or "org/name@revision", spelled as the hub
+ * allows (letters, digits, - _ .). */
+int smelt_hub_id_form(const char *ref);
+
+/* Finds a hub id's snapshot directory in the Hugging Face cache (see smelt_model_open for where
+ * it looks): SMELT_OK and *snapshot_dir (malloc'd), or SMELT_E_IO saying where it looked. */
+int smelt_hub_resolve(smelt_ctx *ctx, const char *ref, char **snapshot_dir);
 
 /* Closes the files and frees the model. NULL is allowed. */
 void smelt_model_close(smelt_model *model);

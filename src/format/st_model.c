@@ -3,6 +3,7 @@
  * Hugging Face cache (layout of huggingface_hub's file_download: models--ORG--NAME/refs/REV and
  * snapshots/COMMIT/, whose files link into ../../blobs). */
 #include "format/gguf.h"
+#include "format/lora.h"
 #include "format/safetensors.h"
 
 #include "common/util.h"
@@ -174,6 +175,7 @@ void smelt_model_close(smelt_model *model)
     }
     free(model->metadata_json);
     smelt_gguf_set_close(model->gguf);
+    smelt_lora_close(model->lora);
     free(model->ref);
     free(model->dir);
     free(model);
@@ -447,7 +449,7 @@ static int hub_char(char c)
 }
 
 /* "org/name" or "org/name@revision", spelled as the hub allows (letters, digits, - _ .). */
-static int looks_like_hub_id(const char *ref)
+int smelt_hub_id_form(const char *ref)
 {
     const char *at = strchr(ref, '@');
     size_t id_len = at ? (size_t)(at - ref) : strlen(ref);
@@ -493,8 +495,9 @@ static int not_cached(smelt_ctx *ctx, const char *ref, const char *looked_for)
                       looked_for);
 }
 
-static int open_hub(smelt_ctx *ctx, smelt_model *m, const char *ref)
+int smelt_hub_resolve(smelt_ctx *ctx, const char *ref, char **snapshot_dir)
 {
+    *snapshot_dir = NULL;
     const char *at = strchr(ref, '@');
     size_t id_len = at ? (size_t)(at - ref) : strlen(ref);
     const char *rev = at ? at + 1 : "main";
@@ -549,12 +552,23 @@ static int open_hub(smelt_ctx *ctx, smelt_model *m, const char *ref)
         rc = not_cached(ctx, ref, snapshot);
         goto out;
     }
-    rc = open_dir(ctx, m, snapshot);
+    *snapshot_dir = snapshot;
+    snapshot = NULL;
 out:
     free(cache);
     free(repo);
     free(refs);
     free(commit);
+    free(snapshot);
+    return rc;
+}
+
+static int open_hub(smelt_ctx *ctx, smelt_model *m, const char *ref)
+{
+    char *snapshot;
+    int rc = smelt_hub_resolve(ctx, ref, &snapshot);
+    if (rc == SMELT_OK)
+        rc = open_dir(ctx, m, snapshot);
     free(snapshot);
     return rc;
 }
@@ -594,7 +608,7 @@ int smelt_model_open(smelt_ctx *ctx, const char *ref, smelt_model **out)
             rc = smelt_fail(ctx, SMELT_E_IO, "%s: neither a file nor a directory", ref);
     } else if (errno != ENOENT && errno != ENOTDIR) {
         rc = smelt_fail_errno(ctx, errno, "%s: cannot access", ref);
-    } else if (looks_like_hub_id(ref)) {
+    } else if (smelt_hub_id_form(ref)) {
         rc = open_hub(ctx, m, ref);
     } else {
         rc = smelt_fail(ctx, SMELT_E_IO,

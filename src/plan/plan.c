@@ -11,6 +11,7 @@
 #include "plan/plan_gguf.h"
 
 #include "common/util.h"
+#include "format/lora.h"
 
 #include <ctype.h>
 #include <jansson.h>
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 long smelt_layer_index_at(const char *name, size_t *digits_at, size_t *ndigits)
 {
@@ -124,6 +126,44 @@ static int compare_shape(const smelt_tensor_info *t, const smelt_tensor_info *re
 }
 
 /* Opens `ref` unless an identical reference is open already; returns its index. */
+/* mergekit's "BASE+ADAPTER" reference (mergekit/common.py ModelReference.parse splits at the
+ * first '+'): the base with a LoRA adapter applied on the fly. A path that exists as written
+ * is a plain model, '+' and all. */
+static int open_with_adapter(smelt_ctx *ctx, const char *ref, smelt_model **out)
+{
+    const char *plus = strchr(ref, '+');
+    struct stat st;
+    if (!plus || stat(ref, &st) == 0)
+        return smelt_model_open(ctx, ref, out);
+    char *base_ref = strndup(ref, (size_t)(plus - ref));
+    if (!base_ref)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    smelt_model *base;
+    smelt_lora *lora = NULL;
+    int rc = smelt_model_open(ctx, base_ref, &base);
+    free(base_ref);
+    if (rc != SMELT_OK)
+        return rc;
+    if (base->gguf)
+        rc = smelt_fail(ctx, SMELT_E_UNSUPPORTED, "%s: a LoRA adapter applies to a safetensors "
+                        "base, not a GGUF one (its tensor names are llama.cpp's)", ref);
+    if (rc == SMELT_OK)
+        rc = smelt_lora_open(ctx, plus + 1, &lora);
+    if (rc == SMELT_OK)
+        rc = smelt_lora_attach(ctx, base, lora); /* base owns lora from here */
+    char *full = rc == SMELT_OK ? smelt_strdup(ref) : NULL;
+    if (rc == SMELT_OK && !full)
+        rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    if (rc != SMELT_OK) {
+        smelt_model_close(base);
+        return rc;
+    }
+    free(base->ref);
+    base->ref = full;
+    *out = base;
+    return SMELT_OK;
+}
+
 static int open_model(smelt_ctx *ctx, smelt_plan *plan, const char *ref, uint32_t *index)
 {
     for (size_t i = 0; i < plan->nmodels; i++)
@@ -135,7 +175,7 @@ static int open_model(smelt_ctx *ctx, smelt_plan *plan, const char *ref, uint32_
     if (!grown)
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     plan->models = grown;
-    int rc = smelt_model_open(ctx, ref, &plan->models[plan->nmodels]);
+    int rc = open_with_adapter(ctx, ref, &plan->models[plan->nmodels]);
     if (rc != SMELT_OK)
         return rc;
     *index = (uint32_t)plan->nmodels++; /* owned by the plan from here, freed with it */
@@ -373,6 +413,16 @@ static int plan_tensor(smelt_ctx *ctx, smelt_plan *plan, smelt_plan_tensor *pt,
                          "model '%s': tensor '%s' has %llu rows; using the first %llu, as many as "
                          "'%s' has", model->ref, t->name, (unsigned long long)t->shape[0],
                          (unsigned long long)pattern->shape[0], pattern_model->ref);
+        if (model->lora) {
+            const smelt_tensor_info *whole = smelt_lora_replacement(model->lora, t->name);
+            const smelt_lora_module *m = smelt_lora_find(model->lora, t->name);
+            if (whole)
+                t = whole; /* modules_to_save: the adapter's copy replaces the base's */
+            if (m && !pt->lora && !(pt->lora = calloc(sl->ninputs, sizeof *pt->lora)))
+                return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+            if (m)
+                pt->lora[i] = m;
+        }
         if (!smelt_dtype_mergeable(t->dtype))
             return smelt_fail(ctx, SMELT_E_PLAN,
                               "model '%s': tensor '%s' has dtype %s; a merged tensor must have a "
@@ -949,6 +999,7 @@ void smelt_plan_free(smelt_plan *plan)
     for (size_t i = 0; i < plan->ntensors; i++) {
         free(plan->tensors[i].name);
         free(plan->tensors[i].inputs);
+        free(plan->tensors[i].lora);
         if (plan->tensors[i].kind == SMELT_TASK_MERGE && plan->method && plan->method->release)
             plan->method->release(plan->tensors[i].method_state);
         else

@@ -40,6 +40,9 @@ typedef struct smelt_plan_tensor {
     size_t ninputs;                   /* MERGE: the slice's inputs; COPY: 1 */
     const smelt_tensor_info **inputs; /* read the first ref->numel elements of each */
     const uint32_t *input_model;      /* input -> plan->models[] */
+    /* MERGE: per input, the LoRA module whose delta the engine adds to that input's weight
+     * ("BASE+ADAPTER" references, format/lora.h); NULL when no input has one. */
+    const struct smelt_lora_module **lora;
     void *method_state;               /* MERGE: from method->prepare */
     double layer_t;                   /* gradient position: 0 before the layers, 1 after */
 } smelt_plan_tensor;

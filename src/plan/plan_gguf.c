@@ -3,7 +3,6 @@
 
 #include "format/gguf.h"
 #include "format/gguf_write.h"
-#include "kernels/kernels_quant.h"
 #include "smelt.h"
 
 #include <stdio.h>
