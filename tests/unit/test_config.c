@@ -361,13 +361,16 @@ static const bad_case bad_cases[] = {
      "merge.yml:2: 'modules' is not supported yet"},
     {"merge_method: linear\nmodels: [{model: a}]\ntokenizer:\n  source: union\n",
      SMELT_E_UNSUPPORTED, "merge.yml:3: 'tokenizer' is not supported yet (use 'tokenizer_source')"},
-    {"merge_method: linear\nmodels:\n  - model: org/m+org/lora\n", SMELT_E_UNSUPPORTED,
-     "merge.yml:3: models[0]: 'model': 'org/m+org/lora' names a LoRA adapter ('model+lora'), "
-     "which is not supported yet"},
-    {"merge_method: linear\nbase_model: org/m+lora\nmodels: [{model: a}]\n", SMELT_E_UNSUPPORTED,
-     "merge.yml:2: 'base_model': 'org/m+lora' names a LoRA adapter"},
-    {"merge_method: linear\ntokenizer_source: org/m+lora\nmodels: [{model: a}]\n",
-     SMELT_E_UNSUPPORTED, "merge.yml:2: 'tokenizer_source': 'org/m+lora' names a LoRA adapter"},
+    /* "model+lora" parses (the planner opens base and adapter); its halves must not be empty
+     * and each takes at most one @revision. */
+    {"merge_method: linear\nmodels:\n  - model: +org/lora\n", SMELT_E_CONFIG,
+     "merge.yml:3: models[0]: 'model': '+org/lora' needs a model before the '+' and an adapter "
+     "after it"},
+    {"merge_method: linear\nbase_model: org/m+\nmodels: [{model: a}]\n", SMELT_E_CONFIG,
+     "merge.yml:2: 'base_model': 'org/m+' needs a model before the '+'"},
+    {"merge_method: linear\nmodels:\n  - model: org/m@a+org/l@b@c\n", SMELT_E_CONFIG,
+     "merge.yml:3: models[0]: 'model': cannot parse model reference 'org/m@a+org/l@b@c' (more "
+     "than one '@' on one side of the '+')"},
     {"merge_method: linear\nmodels:\n  - model: a+b+c\n", SMELT_E_CONFIG,
      "merge.yml:3: models[0]: 'model': cannot parse model reference 'a+b+c' (more than one '+')"},
     {"merge_method: linear\nmodels:\n  - model: a@r1@r2\n", SMELT_E_CONFIG,
