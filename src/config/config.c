@@ -114,7 +114,7 @@ static int get_model_ref(const cfg *c, const smelt_ynode *map, const char *where
                      "adapter after it", where, key, ref);
     if (ats > 1 || ats_after > 1)
         return cfail(c, SMELT_E_CONFIG, at, "%s'%s': cannot parse model reference '%s' (more "
-                     "than one '@' %s)", where, key, ref, plus ? "on one side of the '+'" : "");
+                     "than one '@'%s)", where, key, ref, plus ? " on one side of the '+'" : "");
     return SMELT_OK;
 }
 
