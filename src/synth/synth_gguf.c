@@ -95,7 +95,7 @@ static synth_codec codec_of(uint32_t type)
     }
 }
 
-/* The vocabulary: <unk> <s> </s>, then byte tokens <0x00>... (as many as fit), then pieces
+/* The vocabulary: <unk> <s> </s>, then the byte tokens <0x00>...<0xFF>, then pieces
  * "▁w<id>" with SPM scores falling with the id. Token types are llama.cpp's: 1 normal,
  * 2 unknown, 3 control, 6 byte. */
 typedef struct vocab {
@@ -204,8 +204,12 @@ static int check_shapes(smelt_ctx *ctx, const synth_arch *a, const gguf_dtype *d
         return smelt_fail(ctx, SMELT_E_ARG,
                           "synth: a head size of %llu is odd: llama's rotary embedding rotates "
                           "pairs", (ull)(a->hidden / a->heads));
-    if (a->vocab < 3)
-        return smelt_fail(ctx, SMELT_E_ARG, "synth: a GGUF vocabulary needs at least 3 tokens");
+    /* llama.cpp's SPM tokenizer looks byte tokens up and throws when one is missing. */
+    if (a->vocab < 3 + 256)
+        return smelt_fail(ctx, SMELT_E_ARG,
+                          "synth: a vocabulary of %llu tokens: a GGUF one needs at least 259 "
+                          "(<unk>, <s>, </s> and the 256 byte tokens; give --vocab)",
+                          (ull)a->vocab);
     if (a->vocab > UINT32_MAX || a->intermediate > UINT32_MAX)
         return smelt_fail(ctx, SMELT_E_ARG, "synth: shapes past 32 bits");
     return SMELT_OK;
@@ -259,7 +263,8 @@ int synth_gguf(smelt_ctx *ctx, const char *path, const smelt_synth_options *opts
         out[i].ne[0] = t->ndim == 1 ? t->shape[0] : t->shape[1];
         out[i].ne[1] = t->ndim == 1 ? 1 : t->shape[0];
     }
-    if ((rc = vocab_make(ctx, arch.vocab, &v)) || (rc = add_metadata(ctx, &kb, opts, &arch, d, &v)) ||
+    if ((rc = vocab_make(ctx, arch.vocab, &v)) ||
+        (rc = add_metadata(ctx, &kb, opts, &arch, d, &v)) ||
         (rc = smelt_gguf_layout(ctx, &kb, out, n, 0, &header, &header_len, offsets, NULL,
                                 &file_size)) ||
         (rc = synth_workers_init(ctx, opts, &w)) ||
@@ -267,7 +272,8 @@ int synth_gguf(smelt_ctx *ctx, const char *path, const smelt_synth_options *opts
         (rc = smelt_out_write(ctx, &file, header, header_len, 0)))
         goto done;
     for (size_t i = 0; i < n && rc == SMELT_OK; i++)
-        rc = synth_write_tensor(ctx, &file, offsets[i], opts, codec_of(out[i].type), tensors, i, &w);
+        rc = synth_write_tensor(ctx, &file, offsets[i], opts, codec_of(out[i].type), tensors, i,
+                                &w);
     if (rc == SMELT_OK && (rc = smelt_out_finish(ctx, &file)) == SMELT_OK)
         rc = smelt_out_commit(ctx, &file);
 done:

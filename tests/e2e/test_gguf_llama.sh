@@ -116,6 +116,8 @@ mkdir "$work/err"
 expect_error "gguf OUT without .gguf" "a GGUF output is a file whose name ends in '.gguf'" "$SMELT" synth "$work/err/model" --format gguf --size 4M
 expect_error "unknown GGUF dtype" "GGUF dtype 'q3_k' is not f32, f16, bf16, q8_0, q4_k or q4_k_m" "$SMELT" synth "$work/err/m.gguf" --size 4M --dtype q3_k
 expect_error "k-quant rows not whole blocks" "q4_k stores rows in blocks of 256, but hidden is 320" "$SMELT" synth "$work/err/m.gguf" --size 4M --dtype q4_k --hidden 320 --intermediate 512
+expect_error "GGUF vocabulary without the byte tokens" "a GGUF one needs at least 259" "$SMELT" synth "$work/err/m.gguf" --size 4M --vocab 258
+expect_error "odd head size" "a head size of 3 is odd" "$SMELT" synth "$work/err/m.gguf" --size 4M --hidden 96 --heads 32
 expect_error "unknown format" "format 'onnx' is not safetensors or gguf" "$SMELT" synth "$work/err/m" --size 4M --format onnx
 [ -z "$(ls -A "$work/err")" ] && pass "refusals leave nothing behind" || fail "left behind: $(ls -A "$work/err")"
 
