@@ -4,8 +4,8 @@
 #  - llama.cpp loads F32, F16, BF16, Q8_0, Q4_K and Q4_K_M files and their fine-tunes, and
 #    generates tokens;
 #  - its next-token probabilities for the F32 models agree with numpy within 1e-5 (and the
-#    log-probabilities within 1e-4), the 16-bit and Q8_0 ones more loosely (llama.cpp rounds the
-#    activations to the weights' type);
+#    log-probabilities within 1e-4), the 16-bit and quantized ones more loosely (llama.cpp rounds
+#    the activations to the weights' type), numpy dequantizing bit for bit as ggml does;
 #  - a square tensor transposed in the file loads silently, and the comparison catches it;
 #  - the F32 GGUF holds what convert_hf_to_gguf.py makes of the float32 safetensors model.
 # Missing node, numpy or node-llama-cpp is a failure, not a skip.
@@ -39,6 +39,12 @@ compare() {
 }
 
 synth() { "$SMELT" synth "$@" -j2 >/dev/null; }
+
+# dequant NAME FILE: the numpy reference reads FILE's tensors bit for bit as ggml dequantizes.
+dequant() {
+  local out
+  if out=$("$py" "$ref_py" dequant "$lib" "$2" 2>&1); then pass "$1: $out"; else fail "$1: $out"; fi
+}
 
 # F32: the numeric check, in MHA and in GQA with tied embeddings.
 tokens=1,2,300,301,5,6,7,8,9,400,258,3
@@ -78,18 +84,22 @@ compare "f32 fine-tune: llama.cpp vs numpy" "$work/ft.gguf" --tol 1e-5 --logtol 
 for d in f16 bf16 q8_0; do
   synth "$work/$d.gguf" --size 8M --dtype $d --layers 2 --seed 3
   out=$("$check" "$lib" gguf "$work/$d.gguf" 2>&1) && pass "$d: ggml agrees" || fail "$d: ggml: $out"
+  dequant "$d" "$work/$d.gguf"
   llama_eval "$d" "$work/$d.gguf" --tokens $tokens
   compare "$d: llama.cpp vs numpy" "$work/$d.gguf" --tol 1e-3 --logtol 5e-2
 done
 
-# K-quants, a base and a fine-tune each: llama.cpp loads and generates. Q4_K_M has Q6_K for
-# output.weight and for attn_v / ffn_down of layers 2 and 3 of 4 (llama.cpp's use_more_bits).
+# K-quants, a base and a fine-tune each: llama.cpp loads them, generates, and agrees loosely with
+# numpy (its activations are rounded to Q8_K). Q4_K_M has Q6_K for output.weight and for attn_v
+# and ffn_down of layers 2 and 3 of 4 (llama.cpp's use_more_bits).
 for d in q4_k q4_k_m; do
   synth "$work/$d.gguf" --size 8M --dtype $d --layers 4 --seed 3
   synth "$work/$d-ft.gguf" --size 8M --dtype $d --layers 4 --base-seed 3 --seed 4
   for m in $d $d-ft; do
     out=$("$check" "$lib" gguf "$work/$m.gguf" 2>&1) && pass "$m: ggml agrees" || fail "$m: ggml: $out"
-    llama_eval "$m" "$work/$m.gguf" --generate 6
+    dequant "$m" "$work/$m.gguf"
+    llama_eval "$m" "$work/$m.gguf" --tokens $tokens --generate 6
+    compare "$m: llama.cpp vs numpy" "$work/$m.gguf" --tol 1e-3 --logtol 5e-2
   done
   cmp -s "$work/$d.gguf" "$work/$d-ft.gguf" && fail "$d: the fine-tune equals its base" || pass "$d: the fine-tune differs from its base"
 done

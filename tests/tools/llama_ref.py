@@ -13,9 +13,11 @@
   llama_ref.py hf MODEL.gguf MODEL_DIR
       checks that an F32 GGUF holds what convert_hf_to_gguf.py makes of the float32 safetensors
       model in MODEL_DIR (names mapped, q/k rows permuted); exit 1 on the first difference
+  llama_ref.py dequant LIBGGML_BASE MODEL.gguf
+      this script's dequantization of every tensor against libggml-base's (ctypes), bit for bit
 
 The GGUF reader is written here from the spec (ggml/docs/gguf.md), sharing nothing with smelt.
-Tensor types: F32, F16, BF16, Q8_0 (dequantized as ggml does). The forward pass is llama.cpp's
+Tensor types: F32, F16, BF16, Q8_0, Q4_K, Q6_K (dequantized as ggml does, bit for bit). The forward pass is llama.cpp's
 for arch llama, computed in float64: RMS norm with the file's epsilon, rotary embedding of type
 "normal" (LLAMA_ROPE_TYPE_NORM: adjacent pairs (2i, 2i+1) of each head rotated by
 pos * freq_base^(-2i/n_rot), on q and k as the GGUF stores them), grouped-query attention with
@@ -30,10 +32,6 @@ import numpy as np
 
 GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
                 10: "<Q", 11: "<q", 12: "<d"}
-F32, F16, Q8_0, BF16 = 0, 1, 8, 30
-TYPE_BLOCK = {F32: (1, 4), F16: (1, 2), BF16: (1, 2), Q8_0: (32, 34)}
-
-
 def die(msg):
     print(f"llama_ref: {msg}", file=sys.stderr)
     sys.exit(2)
@@ -92,27 +90,93 @@ class Gguf:
             return [self._value(etype) for _ in range(n)]
         die(f"{self.path}: value type {vtype}")
 
-    def tensor(self, name):
-        """The tensor as float64, numpy shape = ne reversed (a [out, in] matrix for ne {in, out})."""
+    def tensor_f32(self, name):
+        """The tensor's values as ggml dequantizes them (float32), numpy shape = ne reversed (a
+        [out, in] matrix for ne {in, out})."""
         ttype, ne, off = self.tensors[name]
         if ttype not in TYPE_BLOCK:
-            die(f"{self.path}: tensor {name}: ggml type {ttype} is not F32, F16, BF16 or Q8_0")
+            die(f"{self.path}: tensor {name}: ggml type {ttype} is not one of "
+                "F32, F16, BF16, Q8_0, Q4_K, Q6_K")
         n = int(np.prod(ne))
         block, size = TYPE_BLOCK[ttype]
-        start = self.data + off
-        raw = np.frombuffer(self.buf, np.uint8, n // block * size, start)
-        if ttype == F32:
-            x = raw.view("<f4").astype(np.float64)
-        elif ttype == F16:
-            x = raw.view("<f2").astype(np.float64)
-        elif ttype == BF16:
-            x = (raw.view("<u2").astype(np.uint32) << 16).view("<f4").astype(np.float64)
-        else:  # Q8_0: per 32 elements an fp16 scale d and 32 int8 q; x = q * d, in f32
-            blocks = raw.reshape(-1, 34)
-            d = blocks[:, :2].copy().view("<f2").astype(np.float32)
-            q = blocks[:, 2:].view(np.int8).astype(np.float32)
-            x = (q * d).astype(np.float64).reshape(-1)
-        return x.reshape(list(reversed(ne)))
+        raw = np.frombuffer(self.buf, np.uint8, n // block * size, self.data + off)
+        return DEQUANT[ttype](raw).reshape(list(reversed(ne)))
+
+    def tensor(self, name):
+        """tensor_f32 in float64, for the forward pass."""
+        return self.tensor_f32(name).astype(np.float64)
+
+
+# Dequantization as ggml's dequantize_row_* (ggml-quants.c) computes it, in float32 one
+# operation at a time (libggml-base is built without FMA contraction), so that it matches ggml
+# bit for bit (`llama_ref.py dequant` checks that against libggml-base itself).
+def fp16(b):
+    return b.copy().view("<f2").astype(np.float32).reshape(-1)
+
+
+def dq_f32(raw):
+    return raw.view("<f4").copy()
+
+
+def dq_f16(raw):
+    return raw.view("<f2").astype(np.float32)
+
+
+def dq_bf16(raw):
+    return (raw.view("<u2").astype(np.uint32) << 16).view("<f4")
+
+
+def dq_q8_0(raw):  # 32 elements: fp16 d, 32 x int8 q; y = q * d
+    b = raw.reshape(-1, 34)
+    d = fp16(b[:, :2])[:, None]
+    return (b[:, 2:].view(np.int8).astype(np.float32) * d).reshape(-1)
+
+
+def dq_q4_k(raw):
+    """256 elements: fp16 d, fp16 dmin, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles.
+    Sub-block j (32 elements) is d * sc[j] * q - dmin * m[j]."""
+    b = raw.reshape(-1, 144)
+    d, dmin = fp16(b[:, 0:2])[:, None], fp16(b[:, 2:4])[:, None]
+    s = b[:, 4:16].astype(np.uint8)
+    sc = np.empty((len(b), 8), np.uint8)
+    mn = np.empty((len(b), 8), np.uint8)
+    sc[:, :4], mn[:, :4] = s[:, 0:4] & 63, s[:, 4:8] & 63
+    sc[:, 4:] = (s[:, 8:12] & 0xF) | ((s[:, 0:4] >> 6) << 4)
+    mn[:, 4:] = (s[:, 8:12] >> 4) | ((s[:, 4:8] >> 6) << 4)
+    d_sc = d * sc.astype(np.float32)     # [blocks, 8], rounded to f32 like ggml's d1, d2
+    m_mn = dmin * mn.astype(np.float32)
+    qs = b[:, 16:].reshape(-1, 4, 32)    # 4 chunks of 32 bytes: low nibbles, then high
+    q = np.stack([qs & 0xF, qs >> 4], axis=2).reshape(-1, 8, 32).astype(np.float32)
+    return (d_sc[:, :, None] * q - m_mn[:, :, None]).reshape(-1)
+
+
+def dq_q6_k(raw):
+    """256 elements: 128 bytes of low 4 bits, 64 of high 2 bits, 16 int8 scales, fp16 d.
+    Element = d * scale * (6-bit q - 32), evaluated as (d * scale) * q."""
+    b = raw.reshape(-1, 210)
+    ql, qh = b[:, 0:128].reshape(-1, 2, 64), b[:, 128:192].reshape(-1, 2, 32)
+    sc = b[:, 192:208].view(np.int8).astype(np.float32).reshape(-1, 2, 8)
+    d = fp16(b[:, 208:210])[:, None, None]
+    out = np.empty((len(b), 2, 128), np.float32)
+    for half in range(2):
+        lo, hi = ql[:, half, :], qh[:, half, :]
+        quads = [(lo[:, 0:32] & 0xF) | (((hi >> 0) & 3) << 4),
+                 (lo[:, 32:64] & 0xF) | (((hi >> 2) & 3) << 4),
+                 (lo[:, 0:32] >> 4) | (((hi >> 4) & 3) << 4),
+                 (lo[:, 32:64] >> 4) | (((hi >> 6) & 3) << 4)]
+        for k, qv in enumerate(quads):
+            q = qv.astype(np.int8).astype(np.float32) - np.float32(32)
+            for part in range(2):  # 16 elements per scale
+                scale = sc[:, half, 2 * k + part][:, None]
+                out[:, half, 32 * k + 16 * part:32 * k + 16 * part + 16] = \
+                    (d[:, 0] * scale) * q[:, 16 * part:16 * part + 16]
+    return out.reshape(-1)
+
+
+F32, F16, Q8_0, Q4_K, Q6_K, BF16 = 0, 1, 8, 12, 14, 30
+TYPE_BLOCK = {F32: (1, 4), F16: (1, 2), BF16: (1, 2), Q8_0: (32, 34), Q4_K: (256, 144),
+              Q6_K: (256, 210)}
+DEQUANT = {F32: dq_f32, F16: dq_f16, BF16: dq_bf16, Q8_0: dq_q8_0, Q4_K: dq_q4_k, Q6_K: dq_q6_k}
 
 
 def rms_norm(x, w, eps):
@@ -306,10 +370,43 @@ def cmd_hf(args):
     return 0
 
 
+def cmd_dequant(args):
+    """Every tensor's dequantization here against libggml-base's own row functions."""
+    import ctypes
+    if len(args) != 2:
+        die("usage: llama_ref.py dequant LIBGGML_BASE MODEL.gguf")
+    lib = ctypes.CDLL(args[0])
+    fns = {F16: "ggml_fp16_to_fp32_row", BF16: "ggml_bf16_to_fp32_row",
+           Q8_0: "dequantize_row_q8_0", Q4_K: "dequantize_row_q4_K", Q6_K: "dequantize_row_q6_K"}
+    g = Gguf(args[1])
+    counts = {}
+    for name in g.order:
+        ttype, ne, off = g.tensors[name]
+        if ttype == F32:
+            continue
+        ours = g.tensor_f32(name).reshape(-1)
+        n = ours.size
+        block, size = TYPE_BLOCK[ttype]
+        src = np.frombuffer(g.buf, np.uint8, n // block * size, g.data + off).copy()
+        theirs = np.empty(n, np.float32)
+        fn = getattr(lib, fns[ttype])
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+        fn.restype = None
+        fn(src.ctypes.data, theirs.ctypes.data, n)
+        if not np.array_equal(ours.view(np.uint32), theirs.view(np.uint32)):
+            i = int(np.argmax(ours.view(np.uint32) != theirs.view(np.uint32)))
+            print(f"{name}: element {i}: numpy {ours[i]!r}, ggml {theirs[i]!r}")
+            return 1
+        counts[fns[ttype]] = counts.get(fns[ttype], 0) + 1
+    print(f"dequantized bit for bit as ggml: {counts}")
+    return 0
+
+
 def main():
-    cmds = {"probs": cmd_probs, "compare": cmd_compare, "transpose": cmd_transpose, "hf": cmd_hf}
+    cmds = {"probs": cmd_probs, "compare": cmd_compare, "transpose": cmd_transpose, "hf": cmd_hf,
+            "dequant": cmd_dequant}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:
-        die("usage: llama_ref.py probs|compare|transpose|hf ...")
+        die("usage: llama_ref.py probs|compare|transpose|hf|dequant ...")
     sys.exit(cmds[sys.argv[1]](sys.argv[2:]))
 
 
