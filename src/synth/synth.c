@@ -1,8 +1,10 @@
-/* smelt_synth(): Llama-shaped model directories with deterministic pseudo-random weights.
+/* smelt_synth(): Llama-shaped model directories with deterministic pseudo-random weights, and
+ * the parts the GGUF writer (synth_gguf.c) shares with them.
  *
  * Every element is a pure function of (seed, tensor, index), so the generator runs on all cores
  * in any order and a fine-tune never needs to read its base: it recomputes the base's element,
- * rounds it to the dtype exactly as the base file holds it, and adds delta × noise. */
+ * rounds it to the dtype (or ggml block type) exactly as the base file holds it, and adds
+ * delta × noise. */
 #include "synth/synth_internal.h"
 
 #include "common/ggml_type.h"
