@@ -195,7 +195,14 @@ int smelt_plan_print(smelt_ctx *ctx, const char *config_path, const smelt_merge_
 /* Options of smelt_synth(): a Llama-shaped model with deterministic pseudo-random weights. */
 typedef struct smelt_synth_options {
     uint64_t size;          /* approximate total tensor bytes (required) */
-    const char *dtype;      /* "bfloat16" (default), "float16" or "float32" */
+    /* safetensors: "bfloat16" (default), "float16" or "float32". gguf: "f32", "f16" (default),
+     * "bf16", "q8_0", "q4_k" (every matrix Q4_K) or "q4_k_m" (llama.cpp's Q4_K_M mix: Q6_K for
+     * output.weight and for attn_v / ffn_down in the layers llama-quantize gives more bits);
+     * norms and other 1-D tensors are always F32. NULL: the format's default. */
+    const char *dtype;
+    /* "safetensors" (a model directory) or "gguf" (one llama.cpp GGUF file, OUT ending in
+     * ".gguf"); NULL: gguf when OUT ends in ".gguf", else safetensors. */
+    const char *format;
     uint64_t seed;          /* the model's weights (or, with base_seed, the perturbation) */
     int has_base;           /* 1: a fine-tune: weights = base(base_seed) + delta * noise(seed) */
     uint64_t base_seed;
@@ -215,10 +222,17 @@ typedef struct smelt_synth_options {
 /* Fills *opts with the defaults (size 0: the caller must set it). */
 void smelt_synth_options_default(smelt_synth_options *opts);
 
-/* Writes a synthetic model directory (config.json, tokenizer_config.json, safetensors shards
- * with index) to out_dir. The same options always give the same bytes. A fine-tune and its
- * base share the same architecture when their size, dtype and base seed agree. */
-int smelt_synth(smelt_ctx *ctx, const char *out_dir, const smelt_synth_options *opts);
+/* Writes a synthetic model to `out`: a directory (config.json, tokenizer_config.json,
+ * safetensors shards with index), or for format gguf one GGUF v3 file that llama.cpp loads
+ * (arch llama, hparams, an SPM tokenizer of <unk> <s> </s>, byte tokens and numbered pieces;
+ * llama.cpp's tensor names; shard_size unused), written under a temporary name and renamed.
+ * The same options always give the same bytes. A fine-tune and its base share the same
+ * architecture when their size, dtype and base seed agree. Every element is the same function
+ * of (seed, tensor, index) in both formats: an F32 GGUF holds exactly what llama.cpp's
+ * convert_hf_to_gguf.py makes of the float32 safetensors model of the same options (q and k
+ * rows permuted for its rotary layout). Returns SMELT_OK, SMELT_E_ARG (bad options, shapes that
+ * are not whole blocks of the type), SMELT_E_IO or SMELT_E_NOMEM, with a message. */
+int smelt_synth(smelt_ctx *ctx, const char *out, const smelt_synth_options *opts);
 
 /* Describes a model reference (anything smelt_merge accepts as a model: a directory, sharded or
  * not, a lone .safetensors file, a hub id in the offline cache) on `out`: every tensor (name,

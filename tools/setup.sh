@@ -10,7 +10,9 @@ packages=(build-essential cmake pkg-config liburing-dev libxxhash-dev libzstd-de
           gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
           # The tests: JSON checks (python3), memcheck runs (valgrind), an independent XXH3
           # (xxhsum) to check the manifest's hashes against.
-          python3 valgrind xxhash)
+          python3 valgrind xxhash
+          # The llama.cpp tests' independent forward pass (tests/tools/llama_ref.py).
+          python3-numpy)
 # The GGUF tests compare with the real ggml, installed from npm (tools/ggml_ref.sh). An npm
 # already on PATH is used as it is: NodeSource's nodejs bundles one and conflicts with Debian's.
 command -v npm >/dev/null || packages+=(nodejs npm)

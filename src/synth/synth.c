@@ -1,15 +1,18 @@
-/* smelt_synth(): Llama-shaped model directories with deterministic pseudo-random weights.
+/* smelt_synth(): Llama-shaped model directories with deterministic pseudo-random weights, and
+ * the parts the GGUF writer (synth_gguf.c) shares with them.
  *
  * Every element is a pure function of (seed, tensor, index), so the generator runs on all cores
  * in any order and a fine-tune never needs to read its base: it recomputes the base's element,
- * rounds it to the dtype exactly as the base file holds it, and adds delta × noise. */
-#include "smelt.h"
+ * rounds it to the dtype (or ggml block type) exactly as the base file holds it, and adds
+ * delta × noise. */
+#include "synth/synth_internal.h"
 
-#include "common/pool.h"
+#include "common/ggml_type.h"
 #include "common/util.h"
+#include "format/gguf.h"
 #include "format/safetensors.h"
-#include "io/writer.h"
 #include "kernels/kernels.h"
+#include "kernels/kernels_quant.h"
 #include "out/finalize.h"
 
 #include <jansson.h>
@@ -23,41 +26,27 @@
 void smelt_synth_options_default(smelt_synth_options *opts)
 {
     memset(opts, 0, sizeof *opts);
-    opts->dtype = "bfloat16";
     opts->delta = 0.01;
     opts->shard_size = 1000000000ull;
 }
 
-typedef struct synth_arch {
-    uint64_t hidden, intermediate, vocab, layers, heads, kv_heads;
-    int tied; /* no lm_head: the output projection is the embedding */
-} synth_arch;
-
-typedef struct synth_tensor {
-    char name[96];
-    uint32_t ndim;
-    uint64_t shape[2];
-    uint64_t numel;
-    int is_norm; /* norms hover around 1, weights around 0 */
-} synth_tensor;
-
 static uint64_t round_up(uint64_t x, uint64_t m) { return (x + m - 1) / m * m; }
 
 /* Picks the widest hidden size that still leaves room for 8 layers (or the layers asked for),
- * then as many layers as the size asks for. Depends only on the parameter budget and the layer
- * count, so a base and its fine-tunes agree. */
-static synth_arch choose_arch(uint64_t params, uint64_t want_layers)
+ * then as many layers as the size asks for. Depends only on the parameter budget, the layer
+ * count and the quantum, so a base and its fine-tunes agree. */
+static synth_arch choose_arch(uint64_t params, uint64_t want_layers, uint64_t quantum)
 {
-    synth_arch a = {.hidden = 64, .layers = 1, .heads = 1};
+    synth_arch a = {.hidden = quantum, .layers = 1, .heads = 1};
     uint64_t room = want_layers ? want_layers : 8;
-    for (uint64_t h = 64; h <= 8192; h += 64) {
-        uint64_t inter = round_up(h * 11 / 4, 64);
+    for (uint64_t h = quantum; h <= 8192; h += quantum) {
+        uint64_t inter = round_up(h * 11 / 4, quantum);
         uint64_t per_layer = 4 * h * h + 3 * h * inter + 2 * h;
         if (per_layer * room > params)
             break;
         a.hidden = h;
     }
-    a.intermediate = round_up(a.hidden * 11 / 4, 64);
+    a.intermediate = round_up(a.hidden * 11 / 4, quantum);
     uint64_t vocab = params / (10 * a.hidden);
     a.vocab = vocab < 256 ? 256 : vocab > 32000 ? 32000 : vocab / 64 * 64;
     uint64_t per_layer = 4 * a.hidden * a.hidden + 3 * a.hidden * a.intermediate + 2 * a.hidden;
@@ -70,10 +59,10 @@ static synth_arch choose_arch(uint64_t params, uint64_t want_layers)
 }
 
 /* choose_arch, with the shapes the options fix explicitly taking the place of derived ones. */
-static int explicit_arch(smelt_ctx *ctx, const smelt_synth_options *o, uint64_t params,
-                         synth_arch *out)
+int synth_choose_arch(smelt_ctx *ctx, const smelt_synth_options *o, uint64_t params,
+                      uint64_t quantum, synth_arch *out)
 {
-    synth_arch a = choose_arch(params, o->layers);
+    synth_arch a = choose_arch(params, o->layers, quantum);
     if (!o->hidden) {
         if (o->intermediate || o->heads || o->kv_heads)
             return smelt_fail(ctx, SMELT_E_ARG, "synth: --intermediate, --heads and --kv-heads "
@@ -85,7 +74,7 @@ static int explicit_arch(smelt_ctx *ctx, const smelt_synth_options *o, uint64_t 
         return smelt_fail(ctx, SMELT_E_ARG, "synth: a hidden size of %u is more than 65536",
                           o->hidden);
     a.hidden = o->hidden;
-    a.intermediate = o->intermediate ? o->intermediate : round_up(a.hidden * 11 / 4, 64);
+    a.intermediate = o->intermediate ? o->intermediate : round_up(a.hidden * 11 / 4, quantum);
     a.heads = o->heads ? o->heads : (a.hidden >= 64 ? a.hidden / 64 : 1);
     a.kv_heads = o->kv_heads ? o->kv_heads : a.heads;
     if (a.intermediate > 1u << 20 || a.hidden % a.heads || a.heads % a.kv_heads)
@@ -110,7 +99,12 @@ static int explicit_arch(smelt_ctx *ctx, const smelt_synth_options *o, uint64_t 
     return SMELT_OK;
 }
 
-static size_t list_tensors(const synth_arch *a, synth_tensor *out)
+size_t synth_tensor_count(const synth_arch *a)
+{
+    return SYNTH_PER_LAYER * a->layers + 3 - (size_t)(a->tied != 0);
+}
+
+size_t synth_list_tensors(const synth_arch *a, synth_tensor *out)
 {
     size_t n = 0;
 #define ADD(norm, dims, d0, d1, ...)                                                          \
@@ -122,6 +116,7 @@ static size_t list_tensors(const synth_arch *a, synth_tensor *out)
         t->shape[1] = d1;                                                                     \
         t->numel = dims == 1 ? (uint64_t)(d0) : (uint64_t)(d0) * (d1);                        \
         t->is_norm = norm;                                                                    \
+        t->rope_heads = 0;                                                                    \
     } while (0)
     uint64_t h = a->hidden, i = a->intermediate, kv = a->hidden / a->heads * a->kv_heads;
     ADD(0, 2, a->vocab, h, "model.embed_tokens.weight");
@@ -160,10 +155,35 @@ static float unit_noise(uint64_t key, uint64_t index)
 
 static uint64_t tensor_key(uint64_t seed, size_t tensor) { return splitmix64(seed * 0x100000001B3ull + tensor); }
 
+uint64_t synth_codec_bytes(synth_codec c, uint64_t n)
+{
+    if (c.dt != SMELT_DT_INVALID)
+        return n * smelt_dtype_size(c.dt);
+    const smelt_ggml_type *t = smelt_ggml_type_get(c.qtype);
+    return n / t->block * t->bytes;
+}
+
+/* Encoders: quantizing to a block type rounds as a GGUF file holds it, as dtype rounding does
+ * for safetensors; n is a whole number of blocks (tasks start at multiples of SYNTH_TASK). */
+static void codec_encode(synth_codec c, void *dst, const float *src, size_t n)
+{
+    if (c.dt != SMELT_DT_INVALID)
+        smelt_encode(smelt_kernels_get(), dst, src, c.dt, n);
+    else
+        smelt_quantize(c.qtype, dst, src, n);
+}
+
+static void codec_decode(synth_codec c, float *dst, const void *src, size_t n)
+{
+    if (c.dt != SMELT_DT_INVALID)
+        smelt_decode(smelt_kernels_get(), dst, src, c.dt, n);
+    else
+        smelt_dequantize(c.qtype, dst, src, n);
+}
+
 typedef struct synth_job {
     const smelt_synth_options *opts;
-    const smelt_kernels *k;
-    smelt_dtype dtype;
+    synth_codec codec;
     const synth_tensor *tensor;
     size_t tensor_index;
     uint8_t *out;         /* the whole chunk's encoded bytes */
@@ -173,6 +193,19 @@ typedef struct synth_job {
 } synth_job;
 
 #define SYNTH_TASK 65536u
+
+/* The element whose value element e of t takes: itself, or for a rope-permuted q/k tensor the
+ * element of the Hugging Face layout that convert_hf_to_gguf.py moves to e. Row r of head h
+ * (r = h * d + 2 * i + j, d the head size) comes from row h * d + j * d / 2 + i. */
+static uint64_t source_index(const synth_tensor *t, uint64_t e)
+{
+    if (!t->rope_heads)
+        return e;
+    uint64_t cols = t->shape[1], d = t->shape[0] / t->rope_heads;
+    uint64_t row = e / cols, in_head = row % d;
+    uint64_t src = row - in_head + (in_head % 2) * (d / 2) + in_head / 2;
+    return src * cols + e % cols;
+}
 
 static void synth_task(void *arg, size_t task, unsigned worker)
 {
@@ -185,19 +218,56 @@ static void synth_task(void *arg, size_t task, unsigned worker)
     uint64_t key = tensor_key(base_seed, job->tensor_index);
     float center = t->is_norm ? 1.0f : 0.0f, spread = t->is_norm ? 0.1f : 0.02f;
     for (uint64_t j = 0; j < n; j++)
-        vals[j] = center + spread * unit_noise(key, job->first + begin + j);
-    unsigned size = smelt_dtype_size(job->dtype);
-    uint8_t *dst = job->out + begin * size;
-    smelt_encode(job->k, dst, vals, job->dtype, (size_t)n);
+        vals[j] = center + spread * unit_noise(key, source_index(t, job->first + begin + j));
+    uint8_t *dst = job->out + synth_codec_bytes(job->codec, begin);
+    codec_encode(job->codec, dst, vals, (size_t)n);
     if (!job->opts->has_base)
         return;
     /* A fine-tune: the base exactly as stored, plus a seeded perturbation. */
-    smelt_decode(job->k, vals, dst, job->dtype, (size_t)n);
+    codec_decode(job->codec, vals, dst, (size_t)n);
     uint64_t fkey = tensor_key(job->opts->seed ^ 0x5DEECE66Dull, job->tensor_index);
     float delta = (float)job->opts->delta * spread / 0.02f;
     for (uint64_t j = 0; j < n; j++)
-        vals[j] += delta * unit_noise(fkey, job->first + begin + j);
-    smelt_encode(job->k, dst, vals, job->dtype, (size_t)n);
+        vals[j] += delta * unit_noise(fkey, source_index(t, job->first + begin + j));
+    codec_encode(job->codec, dst, vals, (size_t)n);
+}
+
+int synth_workers_init(smelt_ctx *ctx, const smelt_synth_options *opts, synth_workers *w)
+{
+    w->pool = smelt_pool_new(opts->threads);
+    w->buf = smelt_aligned_alloc(4096, (size_t)SYNTH_CHUNK * 4);
+    w->scratch = w->pool ? smelt_aligned_alloc(64, (size_t)smelt_pool_threads(w->pool) *
+                                                       SYNTH_TASK * 4)
+                         : NULL;
+    if (!w->pool || !w->buf || !w->scratch) {
+        synth_workers_free(w);
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    }
+    return SMELT_OK;
+}
+
+void synth_workers_free(synth_workers *w)
+{
+    smelt_pool_free(w->pool);
+    free(w->buf);
+    free(w->scratch);
+    *w = (synth_workers){0};
+}
+
+int synth_write_tensor(smelt_ctx *ctx, smelt_out_file *file, uint64_t offset,
+                       const smelt_synth_options *opts, synth_codec c,
+                       const synth_tensor *tensors, size_t index, synth_workers *w)
+{
+    const synth_tensor *t = &tensors[index];
+    int rc = SMELT_OK;
+    for (uint64_t at = 0; at < t->numel && rc == SMELT_OK; at += SYNTH_CHUNK) {
+        uint64_t count = t->numel - at < SYNTH_CHUNK ? t->numel - at : SYNTH_CHUNK;
+        synth_job job = {opts, c, t, index, w->buf, at, count, w->scratch};
+        smelt_pool_run(w->pool, (size_t)((count + SYNTH_TASK - 1) / SYNTH_TASK), synth_task, &job);
+        rc = smelt_out_write(ctx, file, w->buf, (size_t)synth_codec_bytes(c, count),
+                             offset + synth_codec_bytes(c, at));
+    }
+    return rc;
 }
 
 static int write_json(smelt_ctx *ctx, const char *dir, const char *name, json_t *obj)
@@ -243,7 +313,7 @@ static int write_side_files(smelt_ctx *ctx, const char *dir, const synth_arch *a
 /* Writes the tensors [first, first + n) of the list to one shard file. */
 static int write_shard(smelt_ctx *ctx, const smelt_synth_options *opts, smelt_dtype dt,
                        const synth_tensor *tensors, size_t first, size_t n, const char *path,
-                       smelt_pool *pool, uint8_t *buf, float *scratch)
+                       synth_workers *w)
 {
     smelt_st_out_tensor *descs = calloc(n, sizeof *descs);
     uint64_t *offsets = calloc(n, sizeof *offsets);
@@ -265,15 +335,9 @@ static int write_shard(smelt_ctx *ctx, const smelt_synth_options *opts, smelt_dt
         (rc = smelt_out_create(ctx, &file, path, file_size)) ||
         (rc = smelt_out_write(ctx, &file, header, header_len, 0)))
         goto out;
-    for (size_t i = 0; i < n && rc == SMELT_OK; i++) {
-        const synth_tensor *t = &tensors[first + i];
-        for (uint64_t at = 0; at < t->numel && rc == SMELT_OK; at += SYNTH_CHUNK) {
-            uint64_t count = t->numel - at < SYNTH_CHUNK ? t->numel - at : SYNTH_CHUNK;
-            synth_job job = {opts, smelt_kernels_get(), dt, t, first + i, buf, at, count, scratch};
-            smelt_pool_run(pool, (size_t)((count + SYNTH_TASK - 1) / SYNTH_TASK), synth_task, &job);
-            rc = smelt_out_write(ctx, &file, buf, count * size, offsets[i] + at * size);
-        }
-    }
+    for (size_t i = 0; i < n && rc == SMELT_OK; i++)
+        rc = synth_write_tensor(ctx, &file, offsets[i], opts, (synth_codec){dt, 0}, tensors,
+                                first + i, w);
     if (rc == SMELT_OK && (rc = smelt_out_finish(ctx, &file)) == SMELT_OK)
         rc = smelt_out_commit(ctx, &file);
 out:
@@ -287,21 +351,16 @@ out:
     return rc;
 }
 
-int smelt_synth(smelt_ctx *ctx, const char *out_dir, const smelt_synth_options *opts)
+/* Writes the safetensors directory. */
+static int synth_safetensors(smelt_ctx *ctx, const char *out_dir, const smelt_synth_options *opts)
 {
     smelt_dtype dt = smelt_dtype_from_torch_name(opts->dtype ? opts->dtype : "bfloat16");
     if (dt == SMELT_DT_INVALID)
         return smelt_fail(ctx, SMELT_E_ARG, "synth: dtype '%s' is not bfloat16, float16 or float32",
                           opts->dtype);
-    if (opts->size < 4096)
-        return smelt_fail(ctx, SMELT_E_ARG, "synth: a size of at least 4K is needed");
-    if (opts->has_base && !(opts->delta >= 0 && opts->delta < 1e6))
-        return smelt_fail(ctx, SMELT_E_ARG, "synth: delta %g is out of range", opts->delta);
     uint64_t shard_limit = opts->shard_size ? opts->shard_size : 1000000000ull;
-    if (opts->layers > 4096)
-        return smelt_fail(ctx, SMELT_E_ARG, "synth: %u layers is more than 4096", opts->layers);
     synth_arch arch = {0};
-    int arc = explicit_arch(ctx, opts, opts->size / smelt_dtype_size(dt), &arch);
+    int arc = synth_choose_arch(ctx, opts, opts->size / smelt_dtype_size(dt), 64, &arch);
     if (arc != SMELT_OK)
         return arc;
     /* The vocabulary may be set apart from the size: fine-tunes that added tokens have more
@@ -309,21 +368,20 @@ int smelt_synth(smelt_ctx *ctx, const char *out_dir, const smelt_synth_options *
     if (opts->vocab)
         arch.vocab = opts->vocab;
     arch.tied = opts->tied != 0;
-    size_t ntensors = 9 * arch.layers + 3 - (size_t)arch.tied;
+    size_t ntensors = synth_tensor_count(&arch);
     synth_tensor *tensors = calloc(ntensors, sizeof *tensors);
     if (!tensors)
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-    ntensors = list_tensors(&arch, tensors);
+    ntensors = synth_list_tensors(&arch, tensors);
 
+    synth_workers w = {0};
     int rc = smelt_mkdir_p(ctx, out_dir);
-    smelt_pool *pool = rc == SMELT_OK ? smelt_pool_new(opts->threads) : NULL;
-    uint8_t *buf = smelt_aligned_alloc(4096, (size_t)SYNTH_CHUNK * 4);
-    float *scratch = pool ? smelt_aligned_alloc(64, (size_t)smelt_pool_threads(pool) * SYNTH_TASK * 4)
-                          : NULL;
+    if (rc == SMELT_OK)
+        rc = synth_workers_init(ctx, opts, &w);
     size_t *shard_first = calloc(ntensors + 1, sizeof *shard_first);
     const char **names = calloc(ntensors, sizeof *names), **files = calloc(ntensors, sizeof *files);
     char (*shard_names)[64] = calloc(ntensors, sizeof *shard_names);
-    if (rc == SMELT_OK && (!pool || !buf || !scratch || !shard_first || !names || !files || !shard_names))
+    if (rc == SMELT_OK && (!shard_first || !names || !files || !shard_names))
         rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     /* Shards: greedy in tensor order, as the merge output is laid out. */
     size_t nshards = 0;
@@ -342,7 +400,7 @@ int smelt_synth(smelt_ctx *ctx, const char *out_dir, const smelt_synth_options *
         smelt_shard_name(shard_names[s], sizeof shard_names[s], (unsigned)s, (unsigned)nshards);
         char *path = smelt_path_join(out_dir, shard_names[s]);
         rc = path ? write_shard(ctx, opts, dt, tensors, shard_first[s],
-                                shard_first[s + 1] - shard_first[s], path, pool, buf, scratch)
+                                shard_first[s + 1] - shard_first[s], path, &w)
                   : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
         free(path);
         for (size_t i = shard_first[s]; i < shard_first[s + 1]; i++) {
@@ -358,13 +416,32 @@ int smelt_synth(smelt_ctx *ctx, const char *out_dir, const smelt_synth_options *
             total += tensors[i].numel * smelt_dtype_size(dt);
         rc = smelt_write_index(ctx, out_dir, names, files, ntensors, total);
     }
-    smelt_pool_free(pool);
-    free(buf);
-    free(scratch);
+    synth_workers_free(&w);
     free(shard_first);
     free(names);
     free(files);
     free(shard_names);
     free(tensors);
     return rc;
+}
+
+int smelt_synth(smelt_ctx *ctx, const char *out, const smelt_synth_options *opts)
+{
+    if (opts->size < 4096)
+        return smelt_fail(ctx, SMELT_E_ARG, "synth: a size of at least 4K is needed");
+    if (opts->has_base && !(opts->delta >= 0 && opts->delta < 1e6))
+        return smelt_fail(ctx, SMELT_E_ARG, "synth: delta %g is out of range", opts->delta);
+    if (opts->layers > 4096)
+        return smelt_fail(ctx, SMELT_E_ARG, "synth: %u layers is more than 4096", opts->layers);
+    const char *format = opts->format ? opts->format : smelt_gguf_is_path(out) ? "gguf"
+                                                                              : "safetensors";
+    if (!strcmp(format, "safetensors"))
+        return synth_safetensors(ctx, out, opts);
+    if (strcmp(format, "gguf"))
+        return smelt_fail(ctx, SMELT_E_ARG, "synth: format '%s' is not safetensors or gguf",
+                          format);
+    if (!smelt_gguf_is_path(out))
+        return smelt_fail(ctx, SMELT_E_ARG, "synth: a GGUF output is a file whose name ends in "
+                                            "'.gguf', not '%s'", out);
+    return synth_gguf(ctx, out, opts);
 }

@@ -21,7 +21,8 @@ static const char usage_text[] =
     "                             (sizes, every tensor's hash) and its safetensors structure\n"
     "  inspect MODEL              the tensors of a model: names, dtypes, shapes, bytes, files\n"
     "  diff A B                   per-tensor cosine, relative L2 and max |a-b| of two models\n"
-    "  synth OUT_DIR --size SIZE  write a synthetic Llama-shaped model (for tests and demos)\n"
+    "  synth OUT --size SIZE      write a synthetic Llama-shaped model (for tests and demos):\n"
+    "                             a safetensors directory, or a llama.cpp file OUT.gguf\n"
     "  version                    print the version and the SIMD level in use\n"
     "  help                       print this help\n"
     "\n"
@@ -53,7 +54,10 @@ static const char usage_text[] =
     "\n"
     "synth options:\n"
     "  --size SIZE            total tensor bytes, approximately (required)\n"
-    "  --dtype D              bfloat16 (default), float16 or float32\n"
+    "  --format F             safetensors or gguf (default: gguf when OUT ends in .gguf)\n"
+    "  --dtype D              safetensors: bfloat16 (default), float16 or float32;\n"
+    "                         gguf: f32, f16 (default), bf16, q8_0, q4_k or q4_k_m (Q4_K with\n"
+    "                         Q6_K where llama.cpp's Q4_K_M has it); norms stay F32\n"
     "  --seed N               weights seed (default 0)\n"
     "  --base-seed N          make a fine-tune of the model with this seed\n"
     "  --layers N             decoder layers (default: as many as the size gives)\n"
@@ -62,7 +66,7 @@ static const char usage_text[] =
     "  --hidden N             hidden size (default: from the size); with it --intermediate N,\n"
     "                         --heads N and --kv-heads N (Llama-3-70B: 8192 28672 64 8)\n"
     "  --delta X              the fine-tune's perturbation scale (default 0.01)\n"
-    "  --shard-size SIZE      the largest shard (default 1G)\n"
+    "  --shard-size SIZE      the largest shard (default 1G; safetensors only)\n"
     "  -j, --threads N        generator threads\n"
     "\n"
     "inspect options:\n"
@@ -394,10 +398,11 @@ static int cmd_verify(smelt_ctx *ctx, int argc, char **argv)
 static int cmd_synth(smelt_ctx *ctx, int argc, char **argv)
 {
     enum { OPT_SIZE = 256, OPT_DTYPE, OPT_SEED, OPT_BASE_SEED, OPT_DELTA, OPT_SHARD, OPT_LAYERS,
-           OPT_VOCAB, OPT_TIED, OPT_HIDDEN, OPT_INTERMEDIATE, OPT_HEADS, OPT_KV_HEADS };
+           OPT_VOCAB, OPT_TIED, OPT_HIDDEN, OPT_INTERMEDIATE, OPT_HEADS, OPT_KV_HEADS, OPT_FORMAT };
     static const struct option options[] = {
         {"size", required_argument, NULL, OPT_SIZE},
         {"dtype", required_argument, NULL, OPT_DTYPE},
+        {"format", required_argument, NULL, OPT_FORMAT},
         {"seed", required_argument, NULL, OPT_SEED},
         {"base-seed", required_argument, NULL, OPT_BASE_SEED},
         {"layers", required_argument, NULL, OPT_LAYERS},
@@ -425,6 +430,7 @@ static int cmd_synth(smelt_ctx *ctx, int argc, char **argv)
                 return 2;
             break;
         case OPT_DTYPE: opts.dtype = optarg; break;
+        case OPT_FORMAT: opts.format = optarg; break;
         case OPT_SEED:
             if (parse_u64(optarg, "--seed", &opts.seed))
                 return 2;
@@ -482,7 +488,7 @@ static int cmd_synth(smelt_ctx *ctx, int argc, char **argv)
         }
     }
     if (argc - optind != 1)
-        return fail_usage("synth takes one OUT_DIR%s", "");
+        return fail_usage("synth takes one OUT (a directory, or a file ending in .gguf)%s", "");
     if (!opts.size)
         return fail_usage("synth needs --size%s", "");
     int rc = smelt_synth(ctx, argv[optind], &opts);
