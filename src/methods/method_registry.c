@@ -15,6 +15,7 @@ extern const smelt_method smelt_method_task_arithmetic, smelt_method_ties,
     smelt_method_breadcrumbs_ties, smelt_method_della, smelt_method_della_linear,
     smelt_method_metagpt, smelt_method_consensus_ta,
     smelt_method_consensus_ties, smelt_method_sce;
+extern const smelt_method smelt_method_ram, smelt_method_ramplus_tl, smelt_method_arcee_fusion;
 
 static const smelt_method *const all_methods[] = {
     &smelt_method_linear,
@@ -30,6 +31,9 @@ static const smelt_method *const all_methods[] = {
     &smelt_method_consensus_ta,
     &smelt_method_consensus_ties,
     &smelt_method_sce,
+    &smelt_method_ram,
+    &smelt_method_ramplus_tl,
+    &smelt_method_arcee_fusion,
     &smelt_method_slerp,
     &smelt_method_nuslerp,
     &smelt_method_multislerp,

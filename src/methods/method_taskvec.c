@@ -33,6 +33,7 @@
  * task: 2 bytes per element and model plus 16 bytes per row element of sort scratch, whatever
  * the tensor's size; and the result depends only on indices and values. */
 #include "methods/method.h"
+#include "methods/method_radix.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -70,7 +71,7 @@ typedef struct variant {
 #define RADIX_PASSES 3
 static const unsigned radix_bits[RADIX_PASSES] = {11, 10, 10};
 static const unsigned radix_shift[RADIX_PASSES] = {20, 10, 0};
-#define RADIX_BINS 2048u
+#define RADIX_BINS SMELT_RADIX_BINS
 
 typedef enum stage { STAGE_HIST0, STAGE_HIST1, STAGE_HIST2, STAGE_COUNT, STAGE_SUMS } stage;
 
@@ -755,13 +756,7 @@ static void tv_fold(void *state, unsigned pass, const void *partial)
 /* Picks the digit bin holding position rank; narrows the bound to it. */
 static void narrow(bound *b, unsigned p)
 {
-    uint64_t below = 0;
-    unsigned bins = 1u << radix_bits[p], j = 0;
-    for (; j + 1 < bins && below + b->hist[j] <= b->rank; j++)
-        below += b->hist[j];
-    b->rank -= below;
-    b->prefix = (b->prefix << radix_bits[p]) | j;
-    memset(b->hist, 0, RADIX_BINS * sizeof *b->hist);
+    smelt_radix_narrow(b->hist, radix_bits[p], &b->rank, &b->prefix);
 }
 
 static int tv_end_pass(smelt_ctx *ctx, void *state, unsigned pass)

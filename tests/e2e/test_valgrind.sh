@@ -1,6 +1,7 @@
 # Memcheck over the CLI on small models: a merge (with its journal and manifest), a plan, a
 # verify, a resumed merge, one method of each family (statistics passes, radix select, random
-# masks, per-row ranks, row tasks, Gram coefficients), a frankenmerge, inspect and diff.
+# masks, per-row ranks, row tasks, Gram coefficients, ramplus_tl's counts, arcee_fusion's
+# quartiles), a frankenmerge, inspect and diff.
 source "$(dirname "$0")/lib.sh"
 
 if ! command -v valgrind >/dev/null; then echo "skipped: valgrind is not installed"; exit 77; fi
@@ -49,6 +50,10 @@ method della "" "weight: 0.5, density: 0.5, epsilon: 0.1"
 method breadcrumbs "" "weight: 0.5, density: 0.9, gamma: 0.05"
 method model_stock "filter_wise: true" ""
 method nuslerp "nuslerp_flatten: false, nuslerp_row_wise: true" "weight: 0.5"
+method ramplus_tl "epsilon: 0.005" ""
+printf 'merge_method: arcee_fusion\nbase_model: %s\nmodels:\n  - model: %s\n' "$work/base" "$work/a" \
+  > "$work/af.yml"
+check "arcee_fusion" $SMELT merge "$work/af.yml" "$work/af" --max-memory 3Mi -j2 -q
 printf 'slices:\n  - sources: [{model: %s, layer_range: [0, 2]}]\n  - sources: [{model: %s, layer_range: [1, 3]}]\nmerge_method: passthrough\n' \
   "$work/a" "$work/b" > "$work/f.yml"
 check "frankenmerge" $SMELT merge "$work/f.yml" "$work/f" --max-memory 3Mi -q

@@ -1,0 +1,35 @@
+/* Exact rank selection by radix histograms, shared by the methods that need an order statistic
+ * of a whole tensor in bounded memory (ties, breadcrumbs and sce's rank ranges; arcee_fusion's
+ * quartiles).
+ *
+ * A method maps each element to an unsigned integer key whose order is the order it ranks by
+ * (magnitude bit patterns for the task-vector methods; a sign-folded float pattern for signed
+ * values), and finds the key at ascending position `rank` digit by digit, most significant
+ * first: each statistics pass histograms one digit of the keys that share the digits found so
+ * far (`prefix`), and smelt_radix_narrow() picks the bin holding the position. After the last
+ * digit, `prefix` is the key itself and `rank` the position among the elements equal to it.
+ * Histograms are per-task partials folded in task order, and counts add exactly, so the key
+ * found does not depend on how the tensor was cut. */
+#ifndef SMELT_METHOD_RADIX_H
+#define SMELT_METHOD_RADIX_H
+
+#include <stdint.h>
+
+/* Bins of the widest digit any method uses (11 bits). */
+#define SMELT_RADIX_BINS 2048u
+
+/* Picks the bin of `hist` (1 << bits bins: the folded counts of one digit, among the keys that
+ * match `prefix`) that holds ascending position *rank; subtracts the elements of the lower bins
+ * from *rank, appends the bin to *prefix as its low `bits` bits, and clears the histogram for
+ * the next digit. */
+void smelt_radix_narrow(uint64_t *hist, unsigned bits, uint64_t *rank, uint32_t *prefix);
+
+/* The order key of an f32 value for a signed ranking: ascending keys are ascending values, -0
+ * just below +0, and every NaN above +Inf (where torch.sort puts NaNs). */
+uint32_t smelt_radix_signed_key(float x);
+
+/* The value whose key is `key` (the inverse of smelt_radix_signed_key except for NaNs, which
+ * all come back as one NaN). */
+float smelt_radix_signed_value(uint32_t key);
+
+#endif
