@@ -35,6 +35,20 @@ START_TEST(levels_match_scalar)
 }
 END_TEST
 
+START_TEST(dequant_levels_match_scalar)
+{
+    const char *name = simd_levels[_i];
+    const smelt_kernels *k = smelt_kernels_level(name);
+    if (!k) {
+        fprintf(stderr, "test_kernels: level %s not available here, dequant not compared\n", name);
+        return;
+    }
+    keq q = {0};
+    keq_dequant(&q, &smelt_kernels_scalar, k);
+    expect_clean(&q);
+}
+END_TEST
+
 START_TEST(encoders_match_formulas)
 {
     const char *names[] = {"scalar", "avx2", "avx512", "neon"};
@@ -476,6 +490,7 @@ int main(void)
     TCase *tc = tcase_create("kernels");
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, levels_match_scalar, 0, 3);
+    tcase_add_loop_test(tc, dequant_levels_match_scalar, 0, 3);
     tcase_add_loop_test(tc, encoders_match_formulas, 0, 4);
     tcase_add_test(tc, scalar_fused_equals_unfused);
     tcase_add_test(tc, cast_edges);
