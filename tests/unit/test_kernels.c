@@ -384,10 +384,29 @@ static void bad_hist_mag(uint32_t *h, const float *x, size_t n, uint32_t p, unsi
     smelt_kernels_scalar.hist_mag(h, x, n - 1, p, ps, s, b); /* drops the last element */
 }
 BAD_F32(philox_uniform, (float *d, uint64_t k, uint64_t i0, size_t n), (d, k, i0, n), d)
+#define BAD_DQ(name, TYPE)                                                                      \
+    static void bad_dq_##name(float *d, const void *s, size_t nb)                               \
+    {                                                                                           \
+        smelt_kernels_scalar.dequant[SMELT_GGML_##TYPE](d, s, nb);                              \
+        if (nb)                                                                                 \
+            flip32(d, nb * smelt_ggml_type_get(SMELT_GGML_##TYPE)->block);                      \
+    }
+SMELT_DEQUANT_TYPES(BAD_DQ)
+#undef BAD_DQ
+static const struct {
+    uint32_t type;
+    void (*bad)(float *, const void *, size_t);
+    const char *name;
+} bad_dq[] = {
+#define BAD_DQ_ROW(name, TYPE) {SMELT_GGML_##TYPE, bad_dq_##name, "dequant_" #name},
+    SMELT_DEQUANT_TYPES(BAD_DQ_ROW)
+#undef BAD_DQ_ROW
+};
+#define NBAD_DQ (sizeof bad_dq / sizeof bad_dq[0])
 
 /* A copy of the reference, named "broken", with entry `which` replaced by its wrong twin; *name
  * gets what the self-test must report. Returns 0 past the last entry. */
-#define NBROKEN 19
+#define NBROKEN (19 + (int)NBAD_DQ)
 static int broken_table(int which, smelt_kernels *k, const char **name)
 {
     *k = smelt_kernels_scalar;
@@ -418,6 +437,11 @@ static int broken_table(int which, smelt_kernels *k, const char **name)
         CASE(17, hist_mag, "hist_mag")
         CASE(18, philox_uniform, "philox_uniform")
 #undef CASE
+    }
+    if (which >= 19 && (size_t)(which - 19) < NBAD_DQ) {
+        k->dequant[bad_dq[which - 19].type] = bad_dq[which - 19].bad;
+        *name = bad_dq[which - 19].name;
+        return 1;
     }
     return 0;
 }
