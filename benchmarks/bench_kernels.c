@@ -1,13 +1,17 @@
 /* Kernel throughput per SIMD level: GB/s (bytes read + bytes written, per second, one core) on an
  * L2-resident tile and on DRAM-sized buffers, next to memcpy moving bytes the same way; then the
  * 3-model bf16 linear merge (out = encode(w0*x0 + w1*x1 + w2*x2) in 1024-element tiles) as a
- * share of memcpy. Prints figures only; never passes or fails.
+ * share of memcpy; then the dequantization entries in Gelem/s (f32 elements out per second) per
+ * ggml block type and level, on an L2-resident tile and streaming a DRAM-sized quantized source
+ * through 1024-element tiles, as smelt_decode runs in the engine. Prints figures only; never
+ * passes or fails.
  *
  * Usage: bench_kernels [DRAM MiB per f32 array, default 256]
  * Standalone: gcc -std=c11 -O2 -D_GNU_SOURCE -ffp-contract=off -Iinclude -Isrc
  *   benchmarks/bench_kernels.c src/kernels/kernels*.c (SIMD files with their flags)
  *   src/common/{cpu,errors,dtype}.c -DSMELT_HAVE_X86_KERNELS=1 -lm */
 #include "kernels/kernels.h"
+#include "kernels/kernels_ref.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -154,6 +158,90 @@ static void unmake(bufs *B)
     free(B->x0), free(B->x1), free(B->x2), free(B->out);
 }
 
+/* nb blocks of `type`: random quant bytes, model-like fp16 scales (normal results, no
+ * subnormal slow paths). */
+static uint8_t *make_blocks(uint32_t type, size_t nb)
+{
+    const smelt_ggml_type *t = smelt_ggml_type_get(type);
+    uint8_t *x = alloc_filled(nb * t->bytes, 0);
+    uint64_t r = 88172645463325252ull;
+    int off[2], nf = smelt_ref_dequant_f16_fields(type, off);
+    for (size_t i = 0; i < nb * t->bytes; i++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        x[i] = (uint8_t)(r >> 24);
+    }
+    for (size_t b = 0; b < nb; b++)
+        for (int f = 0; f < nf; f++) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            uint16_t h = (uint16_t)(0x1C00 + (r >> 20) % 0x0C00); /* about 2^-8 .. 2^-5 */
+            x[b * t->bytes + (size_t)off[f]] = (uint8_t)h;
+            x[b * t->bytes + (size_t)off[f] + 1] = (uint8_t)(h >> 8);
+        }
+    return x;
+}
+
+/* Best of several runs of dequantizing n elements from src, in Gelem/s; tile = 0: into one
+ * n-element dst, else tile by tile into the same tile-sized dst. */
+static double dq_rate(const smelt_kernels *k, uint32_t type, const uint8_t *src, float *dst,
+                      size_t n, size_t tile, double min_s)
+{
+    const smelt_ggml_type *t = smelt_ggml_type_get(type);
+    double best = 1e30, spent = 0;
+    int runs = 0;
+    while (runs < 3 || spent < min_s) {
+        double t0 = now();
+        if (!tile)
+            k->dequant[type](dst, src, n / t->block);
+        else
+            for (size_t at = 0; at < n; at += tile)
+                k->dequant[type](dst, src + at / t->block * t->bytes, tile / t->block);
+        double dt = now() - t0;
+        spent += dt;
+        if (dt < best)
+            best = dt;
+        if (++runs >= 2000)
+            break;
+    }
+    return (double)n / best / 1e9;
+}
+
+static void bench_dequant(const smelt_kernels *const *lv, int nl, size_t dram_mib)
+{
+    static const uint32_t types[] = {SMELT_GGML_Q4_0, SMELT_GGML_Q4_1, SMELT_GGML_Q5_0,
+                                     SMELT_GGML_Q5_1, SMELT_GGML_Q8_0, SMELT_GGML_Q2_K,
+                                     SMELT_GGML_Q3_K, SMELT_GGML_Q4_K, SMELT_GGML_Q5_K,
+                                     SMELT_GGML_Q6_K, SMELT_GGML_IQ4_NL, SMELT_GGML_IQ4_XS};
+    size_t small = 16384, big = dram_mib * 1024 * 1024 / 4, tile = 1024;
+    big -= big % 256;
+    float *dst = alloc_filled(small * 4, 0);
+    printf("\ndequant: Gelem/s = f32 elements out / s, one core; L2: %zu elements (source and f32 "
+           "out resident); stream: %zu elements from DRAM in %zu-element tiles into one L1 tile\n",
+           small, big, tile);
+    printf("%-10s %6s", "type", "B/elem");
+    for (int where = 0; where < 2; where++)
+        for (int l = 0; l < nl; l++) {
+            char head[32];
+            snprintf(head, sizeof head, "%s %s", where ? "stream" : "L2", lv[l]->name);
+            printf(" %13s", head);
+        }
+    printf("\n");
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        const smelt_ggml_type *t = smelt_ggml_type_get(types[i]);
+        printf("%-10s %6.3f", t->name, (double)t->bytes / t->block);
+        uint8_t *s_small = make_blocks(types[i], small / t->block);
+        for (int l = 0; l < nl; l++)
+            printf(" %13.2f", dq_rate(lv[l], types[i], s_small, dst, small, 0, 0.05));
+        free(s_small);
+        uint8_t *s_big = make_blocks(types[i], big / t->block);
+        for (int l = 0; l < nl; l++)
+            printf(" %13.2f", dq_rate(lv[l], types[i], s_big, dst, big, tile, 0.0));
+        free(s_big);
+        printf("\n");
+        fflush(stdout);
+    }
+    free(dst);
+}
+
 int main(int argc, char **argv)
 {
     size_t dram_mib = argc > 1 ? (size_t)strtoull(argv[1], NULL, 10) : 256;
@@ -207,5 +295,6 @@ int main(int argc, char **argv)
                    "   (memcpy %.2f GB/s)\n",
                    where[s], lv[l]->name, lin[s][l][0], 100 * lin[s][l][0] / mc[s], lin[s][l][1],
                    100 * lin[s][l][1] / mc[s], mc[s]);
+    bench_dequant(lv, nl, dram_mib);
     return 0;
 }

@@ -157,9 +157,11 @@ void smelt_decode(const smelt_kernels *k, float *dst, const void *src, smelt_dty
     default: {
         /* Block types: n is a whole number of blocks (the engine cuts tiles at block
          * boundaries). */
-        int rc = smelt_dequantize((uint32_t)smelt_dtype_to_ggml(dt), dst, src, n);
-        assert(rc == 0 && "smelt_decode: not a mergeable dtype");
-        (void)rc;
+        int g = smelt_dtype_to_ggml(dt);
+        unsigned block = smelt_dtype_block(dt);
+        assert(g >= 0 && g < SMELT_GGML_TYPE_COUNT && k->dequant[g] && block && n % block == 0 &&
+               "smelt_decode: not a mergeable dtype");
+        k->dequant[g](dst, src, n / block);
     }
     }
 }

@@ -14,6 +14,7 @@
 #define SMELT_KERNELS_H
 
 #include "common/dtype.h"
+#include "common/ggml_type.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -83,7 +84,8 @@ const smelt_kernels *smelt_kernels_first_sound(const smelt_kernels *const *chain
                                                FILE *notices);
 
 /* Converts n elements of any mergeable dtype (F32, F16, BF16, or a block type with n a whole
- * number of blocks) to f32 (F32 is a plain copy; block types go through smelt_dequantize). */
+ * number of blocks) to f32 (F32 is a plain copy; block types go through k's dequant entry for
+ * their ggml type, n / block blocks). */
 void smelt_decode(const smelt_kernels *k, float *dst, const void *src, smelt_dtype dt, size_t n);
 
 /* Converts n f32 elements to a mergeable dtype; F32 goes through encode_f32, so its NaNs are

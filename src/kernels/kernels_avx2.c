@@ -82,4 +82,28 @@ static inline void k_store4(float *p, VF a, VF b, VF c, VF d)
     _mm256_storeu_ps(p + 24, _mm256_permute2f128_ps(r2, r3, 0x31));
 }
 
+/* For the dequantization kernels (kernels_simd.h). */
+#define VI_OR(a, b) _mm256_or_si256((a), (b))
+#define VI_LOAD_U8(p) _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p)))
+#define VI_LOAD_I8(p) _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p)))
+#define VI_SRLV(a, c) _mm256_srlv_epi32((a), (c))
+#define VI_TO_VF_S(a) _mm256_cvtepi32_ps(a)
+
+extern const int8_t smelt_iq4nl_values[16];
+
+static inline float k_f16_at(const uint8_t *p)
+{
+    return _cvtsh_ss((unsigned short)(p[0] | p[1] << 8));
+}
+
+/* Two 8-entry permutes, blended on index bit 3 (moved up to the sign bit blendv reads). */
+static inline __m256i k_lut_iq4(__m256i i)
+{
+    const __m128i t = _mm_loadu_si128((const __m128i *)(const void *)smelt_iq4nl_values);
+    __m256i lo = _mm256_permutevar8x32_epi32(_mm256_cvtepi8_epi32(t), i);
+    __m256i hi = _mm256_permutevar8x32_epi32(_mm256_cvtepi8_epi32(_mm_srli_si128(t, 8)), i);
+    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(lo), _mm256_castsi256_ps(hi),
+                                                _mm256_castsi256_ps(_mm256_slli_epi32(i, 28))));
+}
+
 #include "kernels/kernels_simd.h"

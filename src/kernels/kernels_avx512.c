@@ -81,4 +81,25 @@ static inline void k_store4(float *p, VF a, VF b, VF c, VF d)
     _mm512_storeu_ps(p + 48, _mm512_shuffle_f32x4(r01_hi, r23_hi, 0xDD)); /* lane 3 */
 }
 
+/* For the dequantization kernels (kernels_simd.h). */
+#define VI_OR(a, b) _mm512_or_si512((a), (b))
+#define VI_LOAD_U8(p) _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define VI_LOAD_I8(p) _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define VI_SRLV(a, c) _mm512_srlv_epi32((a), (c))
+#define VI_TO_VF_S(a) _mm512_cvtepi32_ps(a)
+
+extern const int8_t smelt_iq4nl_values[16];
+
+static inline float k_f16_at(const uint8_t *p)
+{
+    return _cvtsh_ss((unsigned short)(p[0] | p[1] << 8));
+}
+
+/* One 16-entry permute. */
+static inline __m512i k_lut_iq4(__m512i i)
+{
+    const __m128i t = _mm_loadu_si128((const __m128i *)(const void *)smelt_iq4nl_values);
+    return _mm512_permutexvar_epi32(i, _mm512_cvtepi8_epi32(t));
+}
+
 #include "kernels/kernels_simd.h"

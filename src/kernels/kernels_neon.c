@@ -3,6 +3,7 @@
  * reference does (tests/neon checks it under qemu). */
 #include <arm_neon.h>
 #include <stdint.h>
+#include <string.h>
 
 #define KLEVEL neon
 #define KLEVEL_NAME "neon"
@@ -64,6 +65,38 @@ static inline void k_store4(float *p, VF a, VF b, VF c, VF d)
 {
     float32x4x4_t v = {{a, b, c, d}};
     vst4q_f32(p, v);
+}
+
+/* For the dequantization kernels (kernels_simd.h). */
+#define VI_OR(a, b) vorrq_u32((a), (b))
+static inline uint8x8_t k_load4_u8(const uint8_t *p)
+{
+    uint32_t w;
+    memcpy(&w, p, 4); /* exactly the 4 bytes of the 4 lanes, any alignment */
+    return vreinterpret_u8_u32(vdup_n_u32(w));
+}
+#define VI_LOAD_U8(p) vmovl_u16(vget_low_u16(vmovl_u8(k_load4_u8(p))))
+#define VI_LOAD_I8(p) \
+    vreinterpretq_u32_s32(vmovl_s16(vget_low_s16(vmovl_s8(vreinterpret_s8_u8(k_load4_u8(p))))))
+#define VI_SRLV(a, c) vshlq_u32((a), vnegq_s32(vreinterpretq_s32_u32(c)))
+#define VI_TO_VF_S(a) vcvtq_f32_s32(vreinterpretq_s32_u32(a))
+
+extern const int8_t smelt_iq4nl_values[16];
+
+static inline float k_f16_at(const uint8_t *p)
+{
+    uint16x4_t h = vdup_n_u16((uint16_t)(p[0] | p[1] << 8));
+    return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(h)), 0);
+}
+
+/* A byte table lookup: the three upper index bytes are made out of range (0xFF), so each lane
+ * gets its code byte with zeros above, then is sign-extended from 8 bits. */
+static inline uint32x4_t k_lut_iq4(uint32x4_t i)
+{
+    int8x16_t t = vld1q_s8(smelt_iq4nl_values);
+    uint8x16_t idx = vreinterpretq_u8_u32(vorrq_u32(i, vdupq_n_u32(0xFFFFFF00u)));
+    int32x4_t r = vreinterpretq_s32_s8(vqtbl1q_s8(t, idx));
+    return vreinterpretq_u32_s32(vshrq_n_s32(vshlq_n_s32(r, 24), 24));
 }
 
 #include "kernels/kernels_simd.h"

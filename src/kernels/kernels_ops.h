@@ -55,3 +55,15 @@ void (*hist_mag)(uint32_t *hist, const float *x, size_t n, uint32_t prefix,
  * key), mapped r -> (r >> 8) * 2^-24. It depends only on (key, j): never on n, on index0's
  * alignment, or on the level. */
 void (*philox_uniform)(float *dst, uint64_t key, uint64_t index0, size_t n);
+
+/* Dequantization of ggml's block types, one entry per ggml type number (common/ggml_type.h):
+ * dequant[t](dst, src, nblocks) decodes nblocks whole blocks of type t, stored at src in ggml's
+ * block layout (any alignment), into nblocks * block f32 at dst. The entry is NULL for every
+ * type that is not a block type smelt decodes (F32, F16 and BF16 go through decode_*); the
+ * types with an entry are those of SMELT_DEQUANT_TYPES (kernels_ref.h): Q4_0, Q4_1, Q5_0, Q5_1,
+ * Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS. The scalar entries are the reference
+ * (kernels_quant.c, bit for bit ggml's dequantize_row_*): each element is q * scale, or
+ * q * scale - min, with the sub-block's scale (and min) computed first exactly as ggml does;
+ * every level gives the same f32 bits, NaN payloads, -0 and subnormals included. A level
+ * without a vector version of a type points at the scalar entry. dst may not overlap src. */
+void (*dequant[SMELT_GGML_TYPE_COUNT])(float *dst, const void *src, size_t nblocks);

@@ -6,7 +6,12 @@
  * shared stage computes q * scale - min. ggml's expressions all reduce to that form with the
  * same roundings: its scale is always computed first (d * sc), a product commutes, and
  * x + m equals x - (-m) exactly, so types that add a min store its negation. The stage never
- * adds a zero min, which would turn -0 into +0. */
+ * adds a zero min, which would turn -0 into +0.
+ *
+ * The scalar dequant entries of the kernel table (smelt_ref_dequant_*, kernels_ops.h) are the
+ * unpack functions below followed by that stage; smelt_dequantize goes through the same table.
+ * The SIMD levels (kernels_simd.h) compute the same scales with the same expressions and the
+ * same q * scale - min per element, and are tested against these bit for bit. */
 #include "kernels/kernels_quant.h"
 
 #include "common/ggml_type.h"
@@ -28,6 +33,7 @@ typedef struct unpacked {
 typedef struct qkind {
     unsigned sub;     /* elements per sub-block */
     int has_min;      /* y = q * scale - min, else y = q * scale */
+    int d_off, m_off; /* byte offsets of the fp16 d and dmin (or min) in a block; -1: none */
     void (*unpack)(unpacked *u, const uint8_t *b);
     void (*pack)(uint8_t *b, const float *x); /* NULL: no reference quantizer here */
 } qkind;
@@ -96,15 +102,14 @@ static void unpack_q8_0(unpacked *u, const uint8_t *b)
         u->q[j] = (int8_t)b[2 + j];
 }
 
-/* IQ4_NL's and IQ4_XS's non-linear 4-bit code book (ggml's kvalues_iq4nl). */
-static const int8_t iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
-                                        1,    13,   25,  38,  53,  69,  89,  113};
+const int8_t smelt_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                       1,    13,   25,  38,  53,  69,  89,  113};
 
 static void iq4_lookup(int16_t *q, const uint8_t *qs)
 {
     for (int j = 0; j < 16; j++) {
-        q[j] = iq4nl_values[qs[j] & 0x0F];
-        q[j + 16] = iq4nl_values[qs[j] >> 4];
+        q[j] = smelt_iq4nl_values[qs[j] & 0x0F];
+        q[j + 16] = smelt_iq4nl_values[qs[j] >> 4];
     }
 }
 
@@ -120,8 +125,7 @@ static void unpack_iq4_xs(unpacked *u, const uint8_t *b)
     float d = fp16(b);
     unsigned sh = (unsigned)(b[2] | b[3] << 8);
     for (int ib = 0; ib < QK_K / 32; ib++) {
-        int ls = ((b[4 + ib / 2] >> 4 * (ib % 2)) & 0xF) | (((sh >> 2 * ib) & 3) << 4);
-        u->scale[ib] = d * (float)(ls - 32);
+        u->scale[ib] = d * (float)smelt_iq4xs_scale(ib, sh, b + 4);
         iq4_lookup(u->q + 32 * ib, b + 8 + 16 * ib);
     }
 }
@@ -148,12 +152,8 @@ static void unpack_q3_k(unpacked *u, const uint8_t *b)
 {
     const uint8_t *hm = b, *qs = b + 32, *s = b + 96;
     float d = fp16(b + 108);
-    for (int i = 0; i < 16; i++) {
-        /* Low 4 bits: scales[0..7] low then high nibbles; high 2 bits: scales[8..11]. */
-        int lo = i < 8 ? s[i] & 0xF : s[i - 8] >> 4;
-        int hi = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
-        u->scale[i] = d * (float)((lo | hi << 4) - 32);
-    }
+    for (int i = 0; i < 16; i++)
+        u->scale[i] = d * (float)smelt_q3k_scale(i, s);
     for (int n = 0; n < 2; n++)
         for (int j = 0; j < 4; j++)
             for (int l = 0; l < 32; l++) {
@@ -163,24 +163,12 @@ static void unpack_q3_k(unpacked *u, const uint8_t *b)
             }
 }
 
-/* The 6-bit scales and mins of Q4_K and Q5_K, packed in 12 bytes (ggml's get_scale_min_k4). */
-static void scale_min_k4(int j, const uint8_t *q, int *d, int *m)
-{
-    if (j < 4) {
-        *d = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
 static void k4_scales(unpacked *u, const uint8_t *b)
 {
     float d = fp16(b), dmin = fp16(b + 2);
     for (int i = 0; i < 8; i++) {
         int sc, m;
-        scale_min_k4(i, b + 4, &sc, &m);
+        smelt_k4_scale_min(i, b + 4, &sc, &m);
         u->scale[i] = d * (float)sc;
         u->min[i] = dmin * (float)m;
     }
@@ -452,7 +440,7 @@ static void fit_k4(uint8_t *b, const float *x, int nmax, float rmin, int nstep, 
     float d_all = fp16(b), m_all = fp16(b + 2);
     for (int j = 0; j < 8; j++) {
         int s, m;
-        scale_min_k4(j, sc, &s, &m);
+        smelt_k4_scale_min(j, sc, &s, &m);
         float d = d_all * (float)s;
         if (d == 0.0f)
             continue; /* ggml keeps the fit's quants */
@@ -579,23 +567,57 @@ static void pack_q6_k(uint8_t *b, const float *x)
 }
 
 static const qkind kinds[SMELT_GGML_TYPE_COUNT] = {
-    [SMELT_GGML_Q4_0] = {32, 0, unpack_q4_0, pack_q4_0},
-    [SMELT_GGML_Q4_1] = {32, 1, unpack_q4_1, pack_q4_1},
-    [SMELT_GGML_Q5_0] = {32, 0, unpack_q5_0, pack_q5_0},
-    [SMELT_GGML_Q5_1] = {32, 1, unpack_q5_1, pack_q5_1},
-    [SMELT_GGML_Q8_0] = {32, 0, unpack_q8_0, pack_q8_0},
-    [SMELT_GGML_Q2_K] = {16, 1, unpack_q2_k, NULL},
-    [SMELT_GGML_Q3_K] = {16, 0, unpack_q3_k, NULL},
-    [SMELT_GGML_Q4_K] = {32, 1, unpack_q4_k, pack_q4_k},
-    [SMELT_GGML_Q5_K] = {32, 1, unpack_q5_k, pack_q5_k},
-    [SMELT_GGML_Q6_K] = {16, 0, unpack_q6_k, pack_q6_k},
-    [SMELT_GGML_IQ4_NL] = {32, 0, unpack_iq4_nl, NULL},
-    [SMELT_GGML_IQ4_XS] = {32, 0, unpack_iq4_xs, NULL},
+    [SMELT_GGML_Q4_0] = {32, 0, 0, -1, unpack_q4_0, pack_q4_0},
+    [SMELT_GGML_Q4_1] = {32, 1, 0, 2, unpack_q4_1, pack_q4_1},
+    [SMELT_GGML_Q5_0] = {32, 0, 0, -1, unpack_q5_0, pack_q5_0},
+    [SMELT_GGML_Q5_1] = {32, 1, 0, 2, unpack_q5_1, pack_q5_1},
+    [SMELT_GGML_Q8_0] = {32, 0, 0, -1, unpack_q8_0, pack_q8_0},
+    [SMELT_GGML_Q2_K] = {16, 1, 80, 82, unpack_q2_k, NULL},
+    [SMELT_GGML_Q3_K] = {16, 0, 108, -1, unpack_q3_k, NULL},
+    [SMELT_GGML_Q4_K] = {32, 1, 0, 2, unpack_q4_k, pack_q4_k},
+    [SMELT_GGML_Q5_K] = {32, 1, 0, 2, unpack_q5_k, pack_q5_k},
+    [SMELT_GGML_Q6_K] = {16, 0, 208, -1, unpack_q6_k, pack_q6_k},
+    [SMELT_GGML_IQ4_NL] = {32, 0, 0, -1, unpack_iq4_nl, NULL},
+    [SMELT_GGML_IQ4_XS] = {32, 0, 0, -1, unpack_iq4_xs, NULL},
 };
 
 static const qkind *kind_of(uint32_t type)
 {
     return type < SMELT_GGML_TYPE_COUNT && kinds[type].unpack ? &kinds[type] : NULL;
+}
+
+/* The reference dequantization: per block, the type's unpack, then q * scale (- min). */
+static void dequant_blocks(uint32_t type, float *dst, const void *src, size_t nblocks)
+{
+    const qkind *k = &kinds[type];
+    const smelt_ggml_type *t = smelt_ggml_type_get(type);
+    const uint8_t *s = src;
+    unpacked u;
+    for (size_t blk = 0; blk < nblocks; blk++, s += t->bytes, dst += t->block) {
+        k->unpack(&u, s);
+        for (unsigned i = 0; i < t->block; i++) {
+            float y = (float)u.q[i] * u.scale[i / k->sub];
+            dst[i] = k->has_min ? y - u.min[i / k->sub] : y;
+        }
+    }
+}
+
+#define REF_DEQUANT(name, TYPE)                                                                \
+    void smelt_ref_dequant_##name(float *dst, const void *src, size_t nblocks)                 \
+    {                                                                                          \
+        dequant_blocks(SMELT_GGML_##TYPE, dst, src, nblocks);                                  \
+    }
+SMELT_DEQUANT_TYPES(REF_DEQUANT)
+#undef REF_DEQUANT
+
+int smelt_ref_dequant_f16_fields(uint32_t type, int off[2])
+{
+    const qkind *k = kind_of(type);
+    if (!k)
+        return 0;
+    off[0] = k->d_off;
+    off[1] = k->m_off;
+    return k->m_off >= 0 ? 2 : 1;
 }
 
 static int is_plain(uint32_t type)
@@ -631,18 +653,10 @@ int smelt_dequantize(uint32_t type, float *dst, const void *src, size_t n)
         }
         return 0;
     }
-    const qkind *k = kind_of(type);
-    const smelt_ggml_type *t = smelt_ggml_type_get(type);
-    if (!k || n % t->block)
+    if (!kind_of(type) || n % smelt_ggml_type_get(type)->block)
         return -1;
-    unpacked u;
-    for (size_t blk = 0; blk < n / t->block; blk++, s += t->bytes, dst += t->block) {
-        k->unpack(&u, s);
-        for (unsigned i = 0; i < t->block; i++) {
-            float y = (float)u.q[i] * u.scale[i / k->sub];
-            dst[i] = k->has_min ? y - u.min[i / k->sub] : y;
-        }
-    }
+    /* The scalar table's entry is the reference (and the code below, dequant_blocks). */
+    smelt_kernels_scalar.dequant[type](dst, src, n / smelt_ggml_type_get(type)->block);
     return 0;
 }
 

@@ -1,7 +1,9 @@
 /* Decoding ggml's tensor types to f32 (dequantization) and the reference quantizers, bit for bit
  * as ggml's dequantize_row_* and quantize_row_*_ref (ggml/src/ggml-quants.c) compute them, which
- * tests/tools/ggml_check.c verifies against libggml-base itself. Scalar only: these are the
- * reference that any SIMD variant will be tested against. The numbers are ggml types
+ * tests/tools/ggml_check.c verifies against libggml-base itself. Scalar only: the block types
+ * decode through the scalar kernel table's dequant entries (kernels_ops.h), which are this
+ * reference and against which every SIMD level's entries are tested bit for bit; the merge
+ * engine goes through the selected level's table (smelt_decode). The numbers are ggml types
  * (common/ggml_type.h). Thread-safe: pure functions. */
 #ifndef SMELT_KERNELS_QUANT_H
 #define SMELT_KERNELS_QUANT_H
@@ -17,7 +19,8 @@ int smelt_dequant_supported(uint32_t type);
 int smelt_quant_supported(uint32_t type);
 
 /* Decodes n elements (a whole number of the type's blocks) of `src`, which holds them in the
- * type's block layout (any alignment), into dst. Returns 0, or -1 (nothing written) when the type
+ * type's block layout (any alignment), into dst: for block types, the scalar table's
+ * dequant[type] entry. Returns 0, or -1 (nothing written) when the type
  * is not supported or n is not a multiple of its block size. */
 int smelt_dequantize(uint32_t type, float *dst, const void *src, size_t n);
 

@@ -293,4 +293,8 @@ const smelt_kernels smelt_kernels_scalar = {
     .sum_abs_f64 = smelt_ref_sum_abs_f64,
     .hist_mag = smelt_ref_hist_mag,
     .philox_uniform = smelt_ref_philox_uniform,
+    /* The dequantization reference lives in kernels_quant.c, next to ggml's block layouts. */
+#define REF_ENTRY(name, TYPE) [SMELT_GGML_##TYPE] = smelt_ref_dequant_##name,
+    .dequant = {SMELT_DEQUANT_TYPES(REF_ENTRY)},
+#undef REF_ENTRY
 };

@@ -1,8 +1,9 @@
 /* The start-up self-test: every kernel of a SIMD level, run on a fixed set of inputs, against
  * the scalar reference. The unit tests prove the SIMD levels bit-exact on the machines that run
  * them; a level dispatched on a machine the tests never ran on (AVX-512 variants, a compiler
- * that miscompiled an intrinsic) gets this cheap check instead (a few microseconds: about 20
- * kernels over 67 elements), so a wrong kernel costs speed, never a wrong merge.
+ * that miscompiled an intrinsic) gets this cheap check instead (some tens of microseconds: about
+ * 20 kernels over 67 elements, and each dequant entry over 3 K-quant or 24 small blocks with
+ * edge scales), so a wrong kernel costs speed, never a wrong merge.
  *
  * Adding a kernel to the table means adding one probe below: a function that runs it on the
  * shared inputs into an output buffer, and the kind of that output. */
@@ -14,22 +15,28 @@
 
 /* 64 elements of vector bodies (4 AVX-512 f32 vectors, 8 of AVX2) and a 3-element tail. */
 #define PROBE_N 67
+/* Dequant probes: 768 elements, 3 blocks of the 256-element types or 24 of the 32-element ones
+ * (the most bytes: 24 Q8_0 blocks of 34; 3 Q6_K blocks take 630). */
+#define PROBE_DQ_N 768
+#define PROBE_DQ_BYTES (24 * 34)
 
 typedef struct probe_in {
     float a[PROBE_N], b[PROBE_N], c[PROBE_N]; /* f32 values: the specials first */
     uint16_t h[PROBE_N];                      /* half patterns: bf16 and f16 specials first */
     float w;
+    uint8_t qb[PROBE_DQ_BYTES];               /* block bytes; each probe sets its scales */
 } probe_in;
 
 /* What a probe wrote: compared bit for bit, except that with OUT_F32_ANY_NAN any NaN matches any
  * NaN (arithmetic kernels do not promise a NaN payload; encoders and decoders do). */
-typedef enum probe_out { OUT_F32, OUT_F32_ANY_NAN, OUT_U16, OUT_F64, OUT_U32 } probe_out;
+typedef enum probe_out { OUT_F32, OUT_F32_ANY_NAN, OUT_U16, OUT_F64, OUT_U32, OUT_DQ } probe_out;
 
 typedef struct probe_buf {
     float f[2][PROBE_N];  /* two f32 outputs (masked_accum has two) */
     uint16_t u16[PROBE_N];
     double d[3];
     uint32_t u32[256];
+    float dq[PROBE_DQ_N];
 } probe_buf;
 
 typedef struct probe {
@@ -118,6 +125,39 @@ static void p_philox_uniform(const smelt_kernels *k, const probe_in *in, probe_b
     k->philox_uniform(o->f[0], 0x0123456789ABCDEFull, 0x00000000FFFFFFF0ull, PROBE_N); /* crosses 2^32 */
 }
 
+/* fp16 scale fields, block by block: a typical scale, then the edges (NaN with a payload, ±0,
+ * the smallest subnormal, the largest normal, -Inf, the smallest normal, the largest
+ * subnormal, negative ones). */
+static const uint16_t dq_scales[] = {0x211F, 0x7D55, 0x8000, 0x0001, 0x7BFF, 0xFC00, 0x0400,
+                                     0x03FF, 0xBC00, 0xA11F, 0x0000, 0x2E66, 0xFBFF};
+
+/* Dequantizes the shared block bytes as `type`, its fp16 fields set from dq_scales (d and dmin
+ * of one block take consecutive entries). */
+static void p_dequant(const smelt_kernels *k, uint32_t type, const probe_in *in, probe_buf *o)
+{
+    const smelt_ggml_type *t = smelt_ggml_type_get(type);
+    uint8_t b[PROBE_DQ_BYTES];
+    size_t nb = PROBE_DQ_N / t->block, at = 0;
+    if (nb * t->bytes > sizeof b)
+        return; /* cannot happen with the types of SMELT_DEQUANT_TYPES */
+    int off[2], nf = smelt_ref_dequant_f16_fields(type, off);
+    memcpy(b, in->qb, sizeof b);
+    for (size_t i = 0; i < nb; i++)
+        for (int f = 0; f < nf; f++, at++) {
+            uint16_t h = dq_scales[at % (sizeof dq_scales / sizeof dq_scales[0])];
+            b[i * t->bytes + (size_t)off[f]] = (uint8_t)h;
+            b[i * t->bytes + (size_t)off[f] + 1] = (uint8_t)(h >> 8);
+        }
+    k->dequant[type](o->dq, b, nb);
+}
+#define DQ_PROBE(name, TYPE)                                                                    \
+    static void p_dq_##name(const smelt_kernels *k, const probe_in *in, probe_buf *o)           \
+    {                                                                                           \
+        p_dequant(k, SMELT_GGML_##TYPE, in, o);                                                 \
+    }
+SMELT_DEQUANT_TYPES(DQ_PROBE)
+#undef DQ_PROBE
+
 /* One probe per table entry (the reductions share one). */
 static const probe probes[] = {
     {"decode_bf16", OUT_F32, p_decode_bf16},
@@ -137,6 +177,9 @@ static const probe probes[] = {
     {"dot_f64/sumsq_f64/sum_abs_f64", OUT_F64, p_reductions},
     {"hist_mag", OUT_U32, p_hist_mag},
     {"philox_uniform", OUT_F32, p_philox_uniform},
+#define DQ_ROW(name, TYPE) {"dequant_" #name, OUT_DQ, p_dq_##name},
+    SMELT_DEQUANT_TYPES(DQ_ROW)
+#undef DQ_ROW
 };
 
 /* f32 values at the edges of every cast and of the arithmetic. */
@@ -180,6 +223,8 @@ static void make_inputs(probe_in *in)
         in->h[i] = i < COUNT(half_specials) ? half_specials[i] : (uint16_t)(lcg(&s) >> 16);
     }
     in->w = -0.3f;
+    for (size_t i = 0; i < PROBE_DQ_BYTES; i++)
+        in->qb[i] = (uint8_t)(lcg(&s) >> 24);
 }
 
 static int same(probe_out kind, const probe_buf *x, const probe_buf *y)
@@ -201,6 +246,8 @@ static int same(probe_out kind, const probe_buf *x, const probe_buf *y)
         return memcmp(x->d, y->d, sizeof x->d) == 0;
     case OUT_U32:
         return memcmp(x->u32, y->u32, sizeof x->u32) == 0;
+    case OUT_DQ:
+        return memcmp(x->dq, y->dq, sizeof x->dq) == 0;
     }
     return 0;
 }

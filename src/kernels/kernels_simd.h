@@ -19,6 +19,13 @@
  *   k_store4(float *p, VF a, VF b, VF c, VF d) p[4i + 0..3] = a[i], b[i], c[i], d[i]
  * and may define VH2_STOREU(p, a, b): store the u32 lanes (<= 0xFFFF) of a then b as 2 * VL u16
  * (one wide pack is cheaper than two narrow ones on AVX2).
+ * For the dequantization kernels a level also defines:
+ *   VI_OR VI_LOAD_U8(p) VI_LOAD_I8(p)  VL bytes at p (exactly VL read), zero/sign-extended
+ *   VI_SRLV(a, c)              per-lane logical right shift by c (< 32)
+ *   VI_TO_VF_S(a)              signed i32 (|a| < 2^24) to f32, exact
+ *   k_f16_at(const uint8_t *p) the little-endian fp16 at p (any alignment) as f32, converted by
+ *                              the same hardware path as VF_FROM_F16 (decode_f16)
+ *   k_lut_iq4(VI i)            smelt_iq4nl_values[i] per lane (0 <= i < 16), as i32
  */
 #ifndef KLEVEL
 #error "kernels_simd.h is included by a level's .c after it defines the level's macros"
@@ -286,6 +293,258 @@ static void k_philox_uniform(float *dst, uint64_t key, uint64_t index0, size_t n
     smelt_ref_philox_uniform(dst + i, key, index0 + i, n - i);
 }
 
+/* ---- dequantization (kernels_ops.h) ----
+ * Each kernel turns VL quants at a time into i32 lanes and stores VF_MUL(q, scale) or
+ * VF_SUB(VF_MUL(q, scale), min): the reference's y = (float)q * scale (- min) in the same order
+ * with the same two roundings. The per-sub-block scales and mins are computed in scalar code by
+ * the reference's expressions (d * (float)sc, with the scale bytes unpacked by the shared
+ * helpers of kernels_ref.h), the fp16 fields by the hardware conversion that decode_f16 uses.
+ * VL divides 16, so a vector never straddles a 16-element sub-block. */
+
+static inline void k_dq_put(float *dst, VI q, VF scale)
+{
+    VF_STOREU(dst, VF_MUL(VI_TO_VF_S(q), scale));
+}
+
+static inline void k_dq_put_min(float *dst, VI q, VF scale, VF min)
+{
+    VF_STOREU(dst, VF_SUB(VF_MUL(VI_TO_VF_S(q), scale), min));
+}
+
+static inline uint32_t k_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Bits j0 .. j0 + VL - 1 of qh, each as 0 or 16 in its lane (the fifth bit of Q5_0/Q5_1). */
+static inline VI k_bit4(uint32_t qh, int j0)
+{
+    return VI_SLLI(VI_AND(VI_SRLV(VI_SET1(qh >> j0), VI_IOTA), VI_SET1(1)), 4);
+}
+
+/* One 32-element block of the Q4_0 family: element j < 16 is the low nibble of qs[j], element
+ * j + 16 its high nibble; with qh, bit j (j + 16) of qh adds 16; then + bias (or the IQ4 code
+ * book), times d, minus m when has_min. Called with constants, so the branches fold away. */
+static inline void k_dq_nib32(float *dst, const uint8_t *qs, uint32_t qh, int with_qh,
+                              int iq4, int bias, VF d, VF m, int has_min)
+{
+    const VI lo4 = VI_SET1(0xF), vb = VI_SET1(bias);
+    for (int j = 0; j < 16; j += VL) {
+        VI v = VI_LOAD_U8(qs + j), lo = VI_AND(v, lo4), hi = VI_SRLI(v, 4);
+        if (with_qh) {
+            lo = VI_OR(lo, k_bit4(qh, j));
+            hi = VI_OR(hi, k_bit4(qh, j + 16));
+        }
+        if (iq4) {
+            lo = k_lut_iq4(lo);
+            hi = k_lut_iq4(hi);
+        } else {
+            lo = VI_ADD(lo, vb);
+            hi = VI_ADD(hi, vb);
+        }
+        if (has_min) {
+            k_dq_put_min(dst + j, lo, d, m);
+            k_dq_put_min(dst + 16 + j, hi, d, m);
+        } else {
+            k_dq_put(dst + j, lo, d);
+            k_dq_put(dst + 16 + j, hi, d);
+        }
+    }
+}
+
+static void k_dq_q4_0(float *dst, const void *src, size_t nb)
+{
+    const uint8_t *b = src;
+    for (size_t i = 0; i < nb; i++, b += 18, dst += 32)
+        k_dq_nib32(dst, b + 2, 0, 0, 0, -8, VF_SET1(k_f16_at(b)), VF_SET1(0.0f), 0);
+}
+
+static void k_dq_q4_1(float *dst, const void *src, size_t nb)
+{
+    const uint8_t *b = src;
+    for (size_t i = 0; i < nb; i++, b += 20, dst += 32) /* min = -m, as the reference stores it */
+        k_dq_nib32(dst, b + 4, 0, 0, 0, 0, VF_SET1(k_f16_at(b)), VF_SET1(-k_f16_at(b + 2)), 1);
+}
+
+static void k_dq_q5_0(float *dst, const void *src, size_t nb)
+{
+    const uint8_t *b = src;
+    for (size_t i = 0; i < nb; i++, b += 22, dst += 32)
+        k_dq_nib32(dst, b + 6, k_le32(b + 2), 1, 0, -16, VF_SET1(k_f16_at(b)), VF_SET1(0.0f), 0);
+}
+
+static void k_dq_q5_1(float *dst, const void *src, size_t nb)
+{
+    const uint8_t *b = src;
+    for (size_t i = 0; i < nb; i++, b += 24, dst += 32)
+        k_dq_nib32(dst, b + 8, k_le32(b + 4), 1, 0, 0, VF_SET1(k_f16_at(b)),
+                   VF_SET1(-k_f16_at(b + 2)), 1);
+}
+
+static void k_dq_iq4_nl(float *dst, const void *src, size_t nb)
+{
+    const uint8_t *b = src;
+    for (size_t i = 0; i < nb; i++, b += 18, dst += 32)
+        k_dq_nib32(dst, b + 2, 0, 0, 1, 0, VF_SET1(k_f16_at(b)), VF_SET1(0.0f), 0);
+}
+
+/* block_iq4_xs: d, u16 scales_h, u8 scales_l[4], qs[128]; 8 sub-blocks of 32 as IQ4_NL. */
+static void k_dq_iq4_xs(float *dst, const void *src, size_t nb)
+{
+    const uint8_t *b = src;
+    for (size_t i = 0; i < nb; i++, b += 136, dst += 256) {
+        float d = k_f16_at(b);
+        unsigned sh = (unsigned)(b[2] | b[3] << 8);
+        for (int ib = 0; ib < 8; ib++)
+            k_dq_nib32(dst + 32 * ib, b + 8 + 16 * ib, 0, 0, 1, 0,
+                       VF_SET1(d * (float)smelt_iq4xs_scale(ib, sh, b + 4)), VF_SET1(0.0f), 0);
+    }
+}
+
+static void k_dq_q8_0(float *dst, const void *src, size_t nb)
+{
+    const uint8_t *b = src;
+    for (size_t i = 0; i < nb; i++, b += 34, dst += 32) {
+        const VF d = VF_SET1(k_f16_at(b));
+        for (int j = 0; j < 32; j += VL)
+            k_dq_put(dst + j, VI_LOAD_I8(b + 2 + j), d);
+    }
+}
+
+/* block_q2_K: scales[16] (low nibble scale, high nibble min), qs[64], d, dmin; element
+ * 128n + 32k + l is bits 2k, 2k + 1 of qs[32n + l]. */
+static void k_dq_q2_K(float *dst, const void *src, size_t nb)
+{
+    const uint8_t *b = src;
+    const VI three = VI_SET1(3);
+    for (size_t i = 0; i < nb; i++, b += 84, dst += 256) {
+        float d = k_f16_at(b + 80), dmin = k_f16_at(b + 82), sc[16], mn[16];
+        for (int s = 0; s < 16; s++) {
+            sc[s] = d * (float)(b[s] & 0xF);
+            mn[s] = dmin * (float)(b[s] >> 4);
+        }
+        for (int n = 0; n < 2; n++)
+            for (int l = 0; l < 32; l += VL) {
+                VI v = VI_LOAD_U8(b + 16 + 32 * n + l);
+                for (int k = 0; k < 4; k++, v = VI_SRLI(v, 2)) {
+                    int e = 128 * n + 32 * k + l;
+                    k_dq_put_min(dst + e, VI_AND(v, three), VF_SET1(sc[e / 16]), VF_SET1(mn[e / 16]));
+                }
+            }
+    }
+}
+
+/* block_q3_K: hmask[32], qs[64], scales[12], d; element 128n + 32j + l is bits 2j, 2j + 1 of
+ * qs[32n + l], minus 4 where bit 4n + j of hmask[l] is clear. */
+static void k_dq_q3_K(float *dst, const void *src, size_t nb)
+{
+    const uint8_t *b = src;
+    const VI three = VI_SET1(3), one = VI_SET1(1), m4 = VI_SET1(-4);
+    for (size_t i = 0; i < nb; i++, b += 110, dst += 256) {
+        float d = k_f16_at(b + 108), sc[16];
+        for (int s = 0; s < 16; s++)
+            sc[s] = d * (float)smelt_q3k_scale(s, b + 96);
+        for (int l = 0; l < 32; l += VL) {
+            VI hm = VI_LOAD_U8(b + l);
+            for (int n = 0; n < 2; n++) {
+                VI v = VI_LOAD_U8(b + 32 + 32 * n + l);
+                for (int j = 0; j < 4; j++, v = VI_SRLI(v, 2), hm = VI_SRLI(hm, 1)) {
+                    int e = 128 * n + 32 * j + l;
+                    VI q = VI_ADD(VI_AND(v, three), VI_ADD(VI_SLLI(VI_AND(hm, one), 2), m4));
+                    k_dq_put(dst + e, q, VF_SET1(sc[e / 16]));
+                }
+            }
+        }
+    }
+}
+
+/* Q4_K's and Q5_K's eight scales and mins: d * sc, dmin * m. */
+static inline void k_k4_scales(const uint8_t *b, float *sc, float *mn)
+{
+    float d = k_f16_at(b), dmin = k_f16_at(b + 2);
+    for (int j = 0; j < 8; j++) {
+        int s, m;
+        smelt_k4_scale_min(j, b + 4, &s, &m);
+        sc[j] = d * (float)s;
+        mn[j] = dmin * (float)m;
+    }
+}
+
+/* block_q4_K: d, dmin, scales[12], qs[128]; chunk c's 64 elements are the low nibbles of
+ * qs[32c .. 32c + 32), then their high nibbles. */
+static void k_dq_q4_K(float *dst, const void *src, size_t nb)
+{
+    const uint8_t *b = src;
+    const VI lo4 = VI_SET1(0xF);
+    for (size_t i = 0; i < nb; i++, b += 144, dst += 256) {
+        float sc[8], mn[8];
+        k_k4_scales(b, sc, mn);
+        for (int c = 0; c < 4; c++) {
+            VF s0 = VF_SET1(sc[2 * c]), m0 = VF_SET1(mn[2 * c]);
+            VF s1 = VF_SET1(sc[2 * c + 1]), m1 = VF_SET1(mn[2 * c + 1]);
+            for (int l = 0; l < 32; l += VL) {
+                VI v = VI_LOAD_U8(b + 16 + 32 * c + l);
+                k_dq_put_min(dst + 64 * c + l, VI_AND(v, lo4), s0, m0);
+                k_dq_put_min(dst + 64 * c + 32 + l, VI_SRLI(v, 4), s1, m1);
+            }
+        }
+    }
+}
+
+/* block_q5_K: Q4_K plus qh[32] before qs: bit 2c (2c + 1) of qh[l] adds 16 to the low (high)
+ * nibble element l of chunk c. */
+static void k_dq_q5_K(float *dst, const void *src, size_t nb)
+{
+    const uint8_t *b = src;
+    const VI lo4 = VI_SET1(0xF), one = VI_SET1(1);
+    for (size_t i = 0; i < nb; i++, b += 176, dst += 256) {
+        float sc[8], mn[8];
+        k_k4_scales(b, sc, mn);
+        for (int l = 0; l < 32; l += VL) {
+            VI h = VI_LOAD_U8(b + 16 + l);
+            for (int c = 0; c < 4; c++, h = VI_SRLI(h, 2)) {
+                VI v = VI_LOAD_U8(b + 48 + 32 * c + l);
+                VI lo = VI_OR(VI_AND(v, lo4), VI_SLLI(VI_AND(h, one), 4));
+                VI hi = VI_OR(VI_SRLI(v, 4), VI_SLLI(VI_AND(VI_SRLI(h, 1), one), 4));
+                k_dq_put_min(dst + 64 * c + l, lo, VF_SET1(sc[2 * c]), VF_SET1(mn[2 * c]));
+                k_dq_put_min(dst + 64 * c + 32 + l, hi, VF_SET1(sc[2 * c + 1]),
+                             VF_SET1(mn[2 * c + 1]));
+            }
+        }
+    }
+}
+
+/* block_q6_K: ql[128], qh[64], int8 scales[16], d; 6-bit quants biased by 32: per half n,
+ * elements l, l + 32, l + 64, l + 96 take the low nibble of ql[l], of ql[l + 32], the high
+ * nibble of ql[l], of ql[l + 32], with bits 0-1, 2-3, 4-5, 6-7 of qh[l] above them. */
+static void k_dq_q6_K(float *dst, const void *src, size_t nb)
+{
+    const uint8_t *b = src;
+    const VI lo4 = VI_SET1(0xF), three = VI_SET1(3), m32 = VI_SET1(-32);
+    for (size_t i = 0; i < nb; i++, b += 210, dst += 256) {
+        float d = k_f16_at(b + 208), sc[16];
+        for (int s = 0; s < 16; s++)
+            sc[s] = d * (float)(int8_t)b[192 + s];
+        for (int n = 0; n < 2; n++) {
+            const uint8_t *L = b + 64 * n, *H = b + 128 + 32 * n;
+            float *y = dst + 128 * n;
+            const float *s = sc + 8 * n;
+            for (int l = 0; l < 32; l += VL) {
+                VI a = VI_LOAD_U8(L + l), c = VI_LOAD_U8(L + 32 + l), h = VI_LOAD_U8(H + l);
+                int is = l / 16;
+                VI q0 = VI_OR(VI_AND(a, lo4), VI_SLLI(VI_AND(h, three), 4));
+                VI q1 = VI_OR(VI_AND(c, lo4), VI_SLLI(VI_AND(VI_SRLI(h, 2), three), 4));
+                VI q2 = VI_OR(VI_SRLI(a, 4), VI_SLLI(VI_AND(VI_SRLI(h, 4), three), 4));
+                VI q3 = VI_OR(VI_SRLI(c, 4), VI_SLLI(VI_SRLI(h, 6), 4));
+                k_dq_put(y + l, VI_ADD(q0, m32), VF_SET1(s[is]));
+                k_dq_put(y + 32 + l, VI_ADD(q1, m32), VF_SET1(s[is + 2]));
+                k_dq_put(y + 64 + l, VI_ADD(q2, m32), VF_SET1(s[is + 4]));
+                k_dq_put(y + 96 + l, VI_ADD(q3, m32), VF_SET1(s[is + 6]));
+            }
+        }
+    }
+}
+
 const smelt_kernels K_CAT(smelt_kernels_, KLEVEL) = {
     .name = KLEVEL_NAME,
     .decode_bf16 = k_decode_bf16,
@@ -307,4 +566,7 @@ const smelt_kernels K_CAT(smelt_kernels_, KLEVEL) = {
     .sum_abs_f64 = k_sum_abs_f64,
     .hist_mag = smelt_ref_hist_mag, /* shared: see kernels_ops.h */
     .philox_uniform = k_philox_uniform,
+#define K_DQ_ENTRY(name, TYPE) [SMELT_GGML_##TYPE] = k_dq_##name,
+    .dequant = {SMELT_DEQUANT_TYPES(K_DQ_ENTRY)},
+#undef K_DQ_ENTRY
 };

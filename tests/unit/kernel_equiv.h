@@ -6,6 +6,7 @@
 #define SMELT_KERNEL_EQUIV_H
 
 #include "kernels/kernels.h"
+#include "kernels/kernels_ref.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -355,10 +356,89 @@ static inline void keq_fused(keq *q, const smelt_kernels *k)
     }
 }
 
+/* ---- dequantization ---- */
+
+/* fp16 scale patterns at the edges: ±0, the smallest and largest subnormals, the smallest and
+ * largest normals, ±Inf, quiet and signalling NaNs with payloads, ±1, a typical scale. */
+static const uint16_t keq_f16_scales[] = {
+    0x0000, 0x8000, 0x0001, 0x8001, 0x03FF, 0x0400, 0x8400, 0x7BFF, 0xFBFF,
+    0x7C00, 0xFC00, 0x7E00, 0xFE01, 0x7C01, 0x7D55, 0x3C00, 0xBC00, 0x211F, 0x0200,
+};
+#define KEQ_NF16 (sizeof keq_f16_scales / sizeof keq_f16_scales[0])
+
+/* Fills nb blocks of `type` (block bytes each) by mode: 0 any bytes (every scale pattern
+ * included); 1 random quants under model-like scales; 2 random quants under the edge scales;
+ * 3 every quant byte one value (0x00, 0xFF, 0x88, 0x55, ...) under random edge scales;
+ * 4 all zero bytes. */
+static inline void keq_fill_blocks(uint8_t *x, uint32_t type, size_t bytes, size_t nb, int mode,
+                                   uint64_t *s)
+{
+    int off[2];
+    int nf = smelt_ref_dequant_f16_fields(type, off);
+    static const uint8_t same[] = {0x00, 0xFF, 0x88, 0x55, 0xAA, 0x0F, 0xF0, 0x80, 0x7F, 0x11};
+    uint8_t fill = same[keq_next(s) % sizeof same];
+    for (size_t i = 0; i < nb * bytes; i++)
+        x[i] = mode == 4 ? 0 : mode == 3 ? fill : (uint8_t)keq_next(s);
+    if (mode == 0 || mode == 4)
+        return;
+    for (size_t b = 0; b < nb; b++)
+        for (int f = 0; f < nf; f++) {
+            uint64_t r = keq_next(s);
+            uint16_t h = mode == 1 ? (uint16_t)(0x1800 + r % 0x1800) ^ (uint16_t)(r >> 8 & 0x8000)
+                                   : keq_f16_scales[r % KEQ_NF16];
+            x[b * bytes + (size_t)off[f]] = (uint8_t)h;
+            x[b * bytes + (size_t)off[f] + 1] = (uint8_t)(h >> 8);
+        }
+}
+
+/* Every dequant entry of k against r's, bit for bit (NaN payloads too): nb = 0..9 and 37
+ * blocks, source and destination misaligned by 0..3 bytes / floats, every fill mode; and
+ * smelt_decode through k gives the same bits as k's entry. */
+static inline void keq_dequant(keq *q, const smelt_kernels *r, const smelt_kernels *k)
+{
+    uint64_t s = 1234;
+    for (uint32_t t = 0; t < SMELT_GGML_TYPE_COUNT; t++) {
+        q->checks++;
+        if (!r->dequant[t] != !k->dequant[t]) {
+            KEQ_FAIL(q, "%s: dequant entry of ggml type %u present in one table only", k->name,
+                     (unsigned)t);
+            continue;
+        }
+        if (!r->dequant[t])
+            continue;
+        const smelt_ggml_type *gt = smelt_ggml_type_get(t);
+        size_t block = gt->block, bytes = gt->bytes, max_nb = 37;
+        uint8_t *src = keq_alloc(max_nb * bytes + 3);
+        float *o1 = keq_alloc((max_nb * block + 3) * 4), *o2 = keq_alloc((max_nb * block + 3) * 4);
+        char what[64];
+        snprintf(what, sizeof what, "dequant %s", gt->name);
+        for (size_t nb = 0; nb <= 10; nb++) {
+            size_t n = nb == 10 ? max_nb : nb;
+            for (int mode = 0; mode < 5; mode++)
+                for (size_t off = 0; off < 4; off++) {
+                    uint8_t *S = src + off;
+                    float *O1 = o1 + (3 - off), *O2 = o2 + off;
+                    keq_fill_blocks(S, t, bytes, n, mode, &s);
+                    memset(O1, 0x5A, n * block * 4), memset(O2, 0xA5, n * block * 4);
+                    r->dequant[t](O1, S, n), k->dequant[t](O2, S, n);
+                    keq_cmp_f32(q, what, k->name, O1, O2, n * block, 0);
+                    if (off == 1 && mode == 1) {
+                        smelt_decode(k, O2, S, (smelt_dtype)(SMELT_DT_GGML_BASE + (int)t),
+                                     n * block);
+                        keq_cmp_f32(q, "smelt_decode of a block type", k->name, O1, O2,
+                                    n * block, 0);
+                    }
+                }
+        }
+        free(src), free(o1), free(o2);
+    }
+}
+
 /* Everything above for one level: r is the scalar reference. */
 static inline void keq_all(keq *q, const smelt_kernels *r, const smelt_kernels *k)
 {
     keq_levels(q, r, k);
+    keq_dequant(q, r, k);
     keq_encode_formulas(q, k, 1u << 20);
     keq_roundtrips(q, k);
     keq_fused(q, k);

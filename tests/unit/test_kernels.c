@@ -35,6 +35,20 @@ START_TEST(levels_match_scalar)
 }
 END_TEST
 
+START_TEST(dequant_levels_match_scalar)
+{
+    const char *name = simd_levels[_i];
+    const smelt_kernels *k = smelt_kernels_level(name);
+    if (!k) {
+        fprintf(stderr, "test_kernels: level %s not available here, dequant not compared\n", name);
+        return;
+    }
+    keq q = {0};
+    keq_dequant(&q, &smelt_kernels_scalar, k);
+    expect_clean(&q);
+}
+END_TEST
+
 START_TEST(encoders_match_formulas)
 {
     const char *names[] = {"scalar", "avx2", "avx512", "neon"};
@@ -370,10 +384,29 @@ static void bad_hist_mag(uint32_t *h, const float *x, size_t n, uint32_t p, unsi
     smelt_kernels_scalar.hist_mag(h, x, n - 1, p, ps, s, b); /* drops the last element */
 }
 BAD_F32(philox_uniform, (float *d, uint64_t k, uint64_t i0, size_t n), (d, k, i0, n), d)
+#define BAD_DQ(name, TYPE)                                                                      \
+    static void bad_dq_##name(float *d, const void *s, size_t nb)                               \
+    {                                                                                           \
+        smelt_kernels_scalar.dequant[SMELT_GGML_##TYPE](d, s, nb);                              \
+        if (nb)                                                                                 \
+            flip32(d, nb * smelt_ggml_type_get(SMELT_GGML_##TYPE)->block);                      \
+    }
+SMELT_DEQUANT_TYPES(BAD_DQ)
+#undef BAD_DQ
+static const struct {
+    uint32_t type;
+    void (*bad)(float *, const void *, size_t);
+    const char *name;
+} bad_dq[] = {
+#define BAD_DQ_ROW(name, TYPE) {SMELT_GGML_##TYPE, bad_dq_##name, "dequant_" #name},
+    SMELT_DEQUANT_TYPES(BAD_DQ_ROW)
+#undef BAD_DQ_ROW
+};
+#define NBAD_DQ (sizeof bad_dq / sizeof bad_dq[0])
 
 /* A copy of the reference, named "broken", with entry `which` replaced by its wrong twin; *name
  * gets what the self-test must report. Returns 0 past the last entry. */
-#define NBROKEN 19
+#define NBROKEN (19 + (int)NBAD_DQ)
 static int broken_table(int which, smelt_kernels *k, const char **name)
 {
     *k = smelt_kernels_scalar;
@@ -404,6 +437,11 @@ static int broken_table(int which, smelt_kernels *k, const char **name)
         CASE(17, hist_mag, "hist_mag")
         CASE(18, philox_uniform, "philox_uniform")
 #undef CASE
+    }
+    if (which >= 19 && (size_t)(which - 19) < NBAD_DQ) {
+        k->dequant[bad_dq[which - 19].type] = bad_dq[which - 19].bad;
+        *name = bad_dq[which - 19].name;
+        return 1;
     }
     return 0;
 }
@@ -476,6 +514,7 @@ int main(void)
     TCase *tc = tcase_create("kernels");
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, levels_match_scalar, 0, 3);
+    tcase_add_loop_test(tc, dequant_levels_match_scalar, 0, 3);
     tcase_add_loop_test(tc, encoders_match_formulas, 0, 4);
     tcase_add_test(tc, scalar_fused_equals_unfused);
     tcase_add_test(tc, cast_edges);
