@@ -134,12 +134,11 @@ static int open_model(smelt_ctx *ctx, smelt_plan *plan, const char *ref, uint32_
     if (!grown)
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     plan->models = grown;
-    int rc = smelt_model_open(ctx, ref, &plan->models[plan->nmodels]);
+    int rc = plan->open_model(plan->open_user, ctx, ref, &plan->models[plan->nmodels]);
     if (rc != SMELT_OK)
         return rc;
     *index = (uint32_t)plan->nmodels++; /* owned by the plan from here, freed with it */
     return smelt_layer_check_model(ctx, plan->models[*index]);
-    return SMELT_OK;
 }
 
 /* Layers of a model, read off its tensor names (0 when it has none); at most SMELT_MAX_LAYERS,
@@ -813,8 +812,21 @@ static int build_tensors(smelt_ctx *ctx, smelt_plan *plan, smelt_dtype forced, d
     return rc;
 }
 
+/* smelt_model_open as a smelt_plan_open_fn. */
+static int open_from_files(void *user, smelt_ctx *ctx, const char *ref, smelt_model **out)
+{
+    (void)user;
+    return smelt_model_open(ctx, ref, out);
+}
+
 int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_options *opts,
                      smelt_plan **out)
+{
+    return smelt_plan_build_with(ctx, spec, opts, open_from_files, NULL, out);
+}
+
+int smelt_plan_build_with(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_options *opts,
+                          smelt_plan_open_fn open, void *user, smelt_plan **out)
 {
     smelt_plan *plan = calloc(1, sizeof *plan);
     if (!plan) {
@@ -822,6 +834,8 @@ int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_op
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     }
     plan->spec = spec;
+    plan->open_model = open;
+    plan->open_user = user;
     plan->random_seed = opts->random_seed;
     double **values = NULL;
     int rc = SMELT_OK;
