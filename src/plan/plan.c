@@ -819,21 +819,34 @@ static int open_from_files(void *user, smelt_ctx *ctx, const char *ref, smelt_mo
     return smelt_model_open(ctx, ref, out);
 }
 
+static int build(smelt_ctx *ctx, smelt_merge_spec *spec, int owns_spec,
+                 const smelt_plan_options *opts, smelt_plan_open_fn open, void *user,
+                 smelt_plan **out);
+
 int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_options *opts,
                      smelt_plan **out)
 {
-    return smelt_plan_build_with(ctx, spec, opts, open_from_files, NULL, out);
+    return build(ctx, spec, 1, opts, open_from_files, NULL, out);
 }
 
 int smelt_plan_build_with(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_options *opts,
                           smelt_plan_open_fn open, void *user, smelt_plan **out)
 {
+    return build(ctx, spec, 0, opts, open, user, out);
+}
+
+static int build(smelt_ctx *ctx, smelt_merge_spec *spec, int owns_spec,
+                 const smelt_plan_options *opts, smelt_plan_open_fn open, void *user,
+                 smelt_plan **out)
+{
     smelt_plan *plan = calloc(1, sizeof *plan);
     if (!plan) {
-        smelt_spec_free(spec);
+        if (owns_spec)
+            smelt_spec_free(spec);
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     }
     plan->spec = spec;
+    plan->owns_spec = owns_spec;
     plan->open_model = open;
     plan->open_user = user;
     plan->random_seed = opts->random_seed;
@@ -930,6 +943,7 @@ void smelt_plan_free(smelt_plan *plan)
     for (size_t i = 0; i < plan->nmodels; i++)
         smelt_model_close(plan->models[i]);
     free(plan->models);
-    smelt_spec_free(plan->spec);
+    if (plan->owns_spec)
+        smelt_spec_free(plan->spec);
     free(plan);
 }

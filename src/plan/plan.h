@@ -59,7 +59,8 @@ typedef int (*smelt_plan_open_fn)(void *user, smelt_ctx *ctx, const char *ref,
                                   smelt_model **out);
 
 typedef struct smelt_plan {
-    smelt_merge_spec *spec;          /* owned */
+    smelt_merge_spec *spec;          /* owned, unless built by smelt_plan_build_with */
+    int owns_spec;                   /* smelt_plan_free frees spec */
     const smelt_method *method;
     smelt_model **models;            /* each distinct reference opened once */
     size_t nmodels;
@@ -96,10 +97,12 @@ int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_op
                      smelt_plan **out);
 
 /* smelt_plan_build with every model reference (inputs, base, tokenizer_source) opened through
- * `open` instead of smelt_model_open, once per distinct reference. The planner reads headers
- * only, never tensor data, so a model built from an in-memory header (smelt_st_parse, a file
- * with fd -1, no dir) plans exactly as the file would: this is how the plan fuzzer runs
- * millions of headers through the planner without touching the file system. */
+ * `open` instead of smelt_model_open, once per distinct reference, and with the spec borrowed,
+ * not owned: it must outlive the plan, the caller frees it, and one spec may be planned any
+ * number of times (the planner never modifies it). The planner reads headers only, never
+ * tensor data, so a model built from an in-memory header (smelt_st_parse, a file with fd -1,
+ * no dir) plans exactly as the file would: this is how the plan fuzzer runs millions of
+ * headers through the planner without touching the file system or re-parsing its configs. */
 int smelt_plan_build_with(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_options *opts,
                           smelt_plan_open_fn open, void *user, smelt_plan **out);
 

@@ -1,7 +1,8 @@
 /* plan/: smelt_plan_build_with, the planner over models that a caller opens (the plan fuzzer's
  * in-memory headers). The planner's behaviour itself is tested end to end (tests/e2e); here the
  * point is that a model built from a header in memory plans exactly as the file does, that the
- * opener sees each distinct reference once, and that its errors come back unchanged. */
+ * opener sees each distinct reference once, that its errors come back unchanged, and that the
+ * borrowed spec survives its plans (freed by the caller, plannable again). */
 #include "config/config.h"
 #include "format/st_internal.h"
 #include "plan/plan.h"
@@ -105,11 +106,16 @@ START_TEST(in_memory_plans_as_files)
 
     smelt_plan *from_files, *from_memory;
     ck_assert_int_eq(smelt_plan_build(ctx, spec_over(ctx, a, b), &opts, &from_files), SMELT_OK);
+    /* The borrowed spec is planned twice: the first plan must leave it as it was. */
+    smelt_merge_spec *spec = spec_over(ctx, a, b);
     opener o = {.bytes = bytes, .len = len};
-    ck_assert_int_eq(smelt_plan_build_with(ctx, spec_over(ctx, a, b), &opts, open_memory, &o,
-                                           &from_memory),
+    ck_assert_int_eq(smelt_plan_build_with(ctx, spec, &opts, open_memory, &o, &from_memory),
                      SMELT_OK);
     ck_assert_int_eq(o.calls, 2); /* a and b, each once, though each is named twice */
+    smelt_plan_free(from_memory);
+    ck_assert_int_eq(smelt_plan_build_with(ctx, spec, &opts, open_memory, &o, &from_memory),
+                     SMELT_OK);
+    ck_assert_int_eq(o.calls, 4);
 
     ck_assert_uint_eq(from_memory->ntensors, from_files->ntensors);
     ck_assert_uint_eq(from_files->ntensors, 5); /* embed, 3 renumbered layers, norm */
@@ -138,6 +144,7 @@ START_TEST(in_memory_plans_as_files)
     }
     smelt_plan_free(from_files);
     smelt_plan_free(from_memory);
+    smelt_spec_free(spec); /* borrowed: still ours after the plan */
     smelt_ctx_free(ctx);
     free(bytes);
     free(a);
@@ -154,12 +161,12 @@ START_TEST(opener_errors_come_back)
     smelt_plan_options opts = {.out_shard_size = 1 << 20};
     opener o = {.bytes = bytes, .len = len, .fail = 1};
     smelt_plan *plan = NULL;
-    ck_assert_int_eq(smelt_plan_build_with(ctx, spec_over(ctx, "x", "y"), &opts, open_memory, &o,
-                                           &plan),
-                     SMELT_E_IO);
+    smelt_merge_spec *spec = spec_over(ctx, "x", "y");
+    ck_assert_int_eq(smelt_plan_build_with(ctx, spec, &opts, open_memory, &o, &plan), SMELT_E_IO);
     ck_assert_ptr_null(plan);
     ck_assert_int_eq(o.calls, 1); /* the first failure stops the build */
     ck_assert_str_eq(smelt_errmsg(ctx), "x: refused by the test's opener");
+    smelt_spec_free(spec); /* borrowed, also when the build fails */
     smelt_ctx_free(ctx);
     free(bytes);
 }
