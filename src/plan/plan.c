@@ -175,12 +175,11 @@ static int open_model(smelt_ctx *ctx, smelt_plan *plan, const char *ref, uint32_
     if (!grown)
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     plan->models = grown;
-    int rc = open_with_adapter(ctx, ref, &plan->models[plan->nmodels]);
+    int rc = plan->open_model(plan->open_user, ctx, ref, &plan->models[plan->nmodels]);
     if (rc != SMELT_OK)
         return rc;
     *index = (uint32_t)plan->nmodels++; /* owned by the plan from here, freed with it */
     return smelt_layer_check_model(ctx, plan->models[*index]);
-    return SMELT_OK;
 }
 
 /* Layers of a model, read off its tensor names (0 when it has none); at most SMELT_MAX_LAYERS,
@@ -914,15 +913,43 @@ static int choose_format(smelt_ctx *ctx, smelt_plan *plan, const smelt_plan_opti
     return SMELT_OK;
 }
 
+/* smelt_model_open, with "BASE+ADAPTER" references, as a smelt_plan_open_fn. */
+static int open_from_files(void *user, smelt_ctx *ctx, const char *ref, smelt_model **out)
+{
+    (void)user;
+    return open_with_adapter(ctx, ref, out);
+}
+
+static int build(smelt_ctx *ctx, smelt_merge_spec *spec, int owns_spec,
+                 const smelt_plan_options *opts, smelt_plan_open_fn open, void *user,
+                 smelt_plan **out);
+
 int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_options *opts,
                      smelt_plan **out)
 {
+    return build(ctx, spec, 1, opts, open_from_files, NULL, out);
+}
+
+int smelt_plan_build_with(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_options *opts,
+                          smelt_plan_open_fn open, void *user, smelt_plan **out)
+{
+    return build(ctx, spec, 0, opts, open, user, out);
+}
+
+static int build(smelt_ctx *ctx, smelt_merge_spec *spec, int owns_spec,
+                 const smelt_plan_options *opts, smelt_plan_open_fn open, void *user,
+                 smelt_plan **out)
+{
     smelt_plan *plan = calloc(1, sizeof *plan);
     if (!plan) {
-        smelt_spec_free(spec);
+        if (owns_spec)
+            smelt_spec_free(spec);
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     }
     plan->spec = spec;
+    plan->owns_spec = owns_spec;
+    plan->open_model = open;
+    plan->open_user = user;
     plan->random_seed = opts->random_seed;
     double **values = NULL;
     int rc = SMELT_OK;
@@ -1021,6 +1048,7 @@ void smelt_plan_free(smelt_plan *plan)
     for (size_t i = 0; i < plan->nmodels; i++)
         smelt_model_close(plan->models[i]);
     free(plan->models);
-    smelt_spec_free(plan->spec);
+    if (plan->owns_spec)
+        smelt_spec_free(plan->spec);
     free(plan);
 }

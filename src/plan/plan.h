@@ -55,8 +55,15 @@ typedef struct smelt_plan_shard {
     uint64_t ntensors;
 } smelt_plan_shard;
 
+/* Opens a model reference for the planner, with smelt_model_open's contract: SMELT_OK and a
+ * model that the plan owns from then on (it closes it with smelt_model_close), or an error
+ * with its message set in ctx. */
+typedef int (*smelt_plan_open_fn)(void *user, smelt_ctx *ctx, const char *ref,
+                                  smelt_model **out);
+
 typedef struct smelt_plan {
-    smelt_merge_spec *spec;          /* owned */
+    smelt_merge_spec *spec;          /* owned, unless built by smelt_plan_build_with */
+    int owns_spec;                   /* smelt_plan_free frees spec */
     const smelt_method *method;
     smelt_model **models;            /* each distinct reference opened once */
     size_t nmodels;
@@ -77,6 +84,8 @@ typedef struct smelt_plan {
     smelt_dtype outtype;             /* GGUF: --outtype, SMELT_DT_INVALID for "same" */
     smelt_dtype gguf_fallback[16][2]; /* GGUF: type fallbacks already announced */
     size_t gguf_fallbacks;
+    smelt_plan_open_fn open_model;   /* how the build opens models (smelt_plan_build_with) */
+    void *open_user;
 } smelt_plan;
 
 /* The output's file format. */
@@ -102,6 +111,16 @@ typedef struct smelt_plan_options {
  * output shards (none larger than out_shard_size unless one tensor is). */
 int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_options *opts,
                      smelt_plan **out);
+
+/* smelt_plan_build with every model reference (inputs, base, tokenizer_source) opened through
+ * `open` instead of smelt_model_open, once per distinct reference, and with the spec borrowed,
+ * not owned: it must outlive the plan, the caller frees it, and one spec may be planned any
+ * number of times (the planner never modifies it). The planner reads headers only, never
+ * tensor data, so a model built from an in-memory header (smelt_st_parse, a file with fd -1,
+ * no dir) plans exactly as the file would: this is how the plan fuzzer runs millions of
+ * headers through the planner without touching the file system or re-parsing its configs. */
+int smelt_plan_build_with(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_options *opts,
+                          smelt_plan_open_fn open, void *user, smelt_plan **out);
 
 void smelt_plan_free(smelt_plan *plan);
 
