@@ -154,6 +154,17 @@ void smelt_merge_options_default(smelt_merge_options *opts);
 int smelt_merge(smelt_ctx *ctx, const char *config_path, const char *out_dir,
                 const smelt_merge_options *opts);
 
+/* Applies a PEFT LoRA adapter to its base in one streaming pass, as PEFT's merge_and_unload
+ * computes it, and writes out_dir as smelt_merge() does (same layout, manifest, model card,
+ * journal and resume): every adapted weight becomes W + scale * (B @ A) in f32 rounded once to
+ * the base's dtype, modules_to_save tensors come from the adapter, the rest is the base's. It is
+ * the one-model passthrough merge of the reference "base+adapter", which is what the output's
+ * mergekit_config.yml records. adapter: a PEFT directory, a hub id in the cache, or an adapter
+ * .safetensors file with adapter_config.json beside it. Returns SMELT_OK or a negative status
+ * with the reason in ctx (nothing that looks complete is left on failure). */
+int smelt_lora_apply(smelt_ctx *ctx, const char *base, const char *adapter, const char *out_dir,
+                     const smelt_merge_options *opts);
+
 /* 1 when the last smelt_merge() on ctx failed leaving a resumable state (journal and temporary
  * files) in its output directory, so that running it again with `resume` set continues it. */
 int smelt_merge_resumable(const smelt_ctx *ctx);

@@ -1,6 +1,8 @@
 /* `smelt plan`: the plan in words, for debugging gradients, filters and slices. */
 #include "engine/engine.h"
 
+#include "format/lora.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,9 +94,18 @@ int smelt_plan_describe(smelt_ctx *ctx, const smelt_plan *plan, const smelt_engi
                     pt->inputs[0]->name);
             continue;
         }
-        for (size_t i = 0; i < pt->ninputs; i++)
-            fprintf(out, "    from %s:%s (%s)\n", plan->models[pt->input_model[i]]->ref,
-                    pt->inputs[i]->name, smelt_dtype_name(pt->inputs[i]->dtype));
+        for (size_t i = 0; i < pt->ninputs; i++) {
+            const smelt_model *model = plan->models[pt->input_model[i]];
+            const smelt_lora_module *lm = pt->lora ? pt->lora[i] : NULL;
+            fprintf(out, "    from %s:%s (%s)", model->ref, pt->inputs[i]->name,
+                    smelt_dtype_name(pt->inputs[i]->dtype));
+            if (lm)
+                fprintf(out, " + LoRA delta, rank %u, scale %.9g%s", lm->rank, (double)lm->scale,
+                        lm->transposed ? ", transposed" : "");
+            else if (model->lora && pt->inputs[i]->file >= model->nfiles - model->lora->weights->nfiles)
+                fprintf(out, ", the adapter's copy (modules_to_save)");
+            fputc('\n', out);
+        }
         rc = smelt_plan_resolve_params(ctx, plan, pt, values);
         if (rc == SMELT_OK)
             print_params(out, plan, pt, values);

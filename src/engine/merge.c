@@ -36,14 +36,10 @@ static int effective_options(smelt_ctx *ctx, const smelt_merge_options *user_opt
     return smelt_ring_env(ctx, &opts->force_pread);
 }
 
-/* Config file → validated plan. */
-static int load_plan(smelt_ctx *ctx, const char *config_path, const smelt_merge_options *opts,
+/* Spec → validated plan (the plan owns the spec, also on failure). */
+static int plan_spec(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_merge_options *opts,
                      smelt_plan **plan)
 {
-    smelt_merge_spec *spec;
-    int rc = smelt_config_load(ctx, config_path, &spec);
-    if (rc != SMELT_OK)
-        return rc;
     smelt_plan_options popts = {
         .out_shard_size = opts->out_shard_size,
         .random_seed = opts->random_seed,
@@ -55,6 +51,15 @@ static int load_plan(smelt_ctx *ctx, const char *config_path, const smelt_merge_
         .outtype = opts->outtype,
     };
     return smelt_plan_build(ctx, spec, &popts, plan);
+}
+
+/* Config file → validated plan. */
+static int load_plan(smelt_ctx *ctx, const char *config_path, const smelt_merge_options *opts,
+                     smelt_plan **plan)
+{
+    smelt_merge_spec *spec;
+    int rc = smelt_config_load(ctx, config_path, &spec);
+    return rc == SMELT_OK ? plan_spec(ctx, spec, opts, plan) : rc;
 }
 
 int smelt_plan_print(smelt_ctx *ctx, const char *config_path, const smelt_merge_options *user_opts,
@@ -288,6 +293,9 @@ static int start_fresh(merge_state *st, const char *journal_path, const char *ou
     return rc;
 }
 
+static int merge_plan(smelt_ctx *ctx, smelt_plan *plan, const char *out_dir,
+                      const smelt_merge_options *opts);
+
 int smelt_merge(smelt_ctx *ctx, const char *config_path, const char *out_dir,
                 const smelt_merge_options *user_opts)
 {
@@ -296,9 +304,83 @@ int smelt_merge(smelt_ctx *ctx, const char *config_path, const char *out_dir,
     if (ctx)
         ctx->resumable = 0;
     int rc = effective_options(ctx, user_opts, &opts);
-    if (rc != SMELT_OK ||
-        (rc = load_plan(ctx, config_path, &opts, &plan)))
+    if (rc != SMELT_OK || (rc = load_plan(ctx, config_path, &opts, &plan)))
         return rc;
+    return merge_plan(ctx, plan, out_dir, &opts);
+}
+
+/* Appends ref to buf as a YAML double-quoted scalar. -1 for a control character. */
+static int yaml_quote(char *buf, size_t cap, size_t *len, const char *ref)
+{
+    if (*len + 1 >= cap)
+        return -1;
+    buf[(*len)++] = '"';
+    for (const char *p = ref; *p; p++) {
+        if ((unsigned char)*p < 0x20 || *len + 3 >= cap)
+            return -1;
+        if (*p == '"' || *p == '\\')
+            buf[(*len)++] = '\\';
+        buf[(*len)++] = *p;
+    }
+    buf[(*len)++] = '"';
+    buf[*len] = '\0';
+    return 0;
+}
+
+int smelt_lora_apply(smelt_ctx *ctx, const char *base, const char *adapter, const char *out_dir,
+                     const smelt_merge_options *user_opts)
+{
+    if (ctx)
+        ctx->resumable = 0;
+    if (!base || !adapter || !*base || !*adapter || !out_dir)
+        return smelt_fail(ctx, SMELT_E_ARG, "lora apply needs a base, an adapter and an output "
+                          "directory");
+    if (strchr(base, '+'))
+        return smelt_fail(ctx, SMELT_E_ARG, "lora apply: the base '%s' holds a '+' (it would "
+                          "read as base+adapter)", base);
+    /* The one-model passthrough merge of BASE+ADAPTER: its config is what the output's
+     * mergekit_config.yml records, and it runs as mergekit would run it. */
+    size_t cap = strlen(base) * 2 + strlen(adapter) * 2 + 128, len = 0;
+    char *text = malloc(cap);
+    if (!text)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    len = (size_t)snprintf(text, cap, "merge_method: passthrough\nmodels:\n  - model: ");
+    char *ref = malloc(strlen(base) + strlen(adapter) + 2);
+    if (!ref) {
+        free(text);
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    }
+    sprintf(ref, "%s+%s", base, adapter);
+    int bad = yaml_quote(text, cap, &len, ref);
+    free(ref);
+    if (bad) {
+        free(text);
+        return smelt_fail(ctx, SMELT_E_ARG, "lora apply: the base or adapter path holds a "
+                          "control character");
+    }
+    len += (size_t)snprintf(text + len, cap - len, "\n");
+    smelt_merge_options opts;
+    smelt_merge_spec *spec;
+    smelt_plan *plan;
+    int rc = effective_options(ctx, user_opts, &opts);
+    if (rc == SMELT_OK)
+        rc = smelt_config_parse(ctx, "lora apply", text, len, &spec);
+    free(text);
+    if (rc != SMELT_OK || (rc = plan_spec(ctx, spec, &opts, &plan)) != SMELT_OK)
+        return rc;
+    if (!plan->models[0]->lora) {
+        smelt_plan_free(plan);
+        return smelt_fail(ctx, SMELT_E_INTERNAL, "lora apply: the adapter was not attached");
+    }
+    return merge_plan(ctx, plan, out_dir, &opts);
+}
+
+/* Runs a built plan into out_dir (frees the plan). */
+static int merge_plan(smelt_ctx *ctx, smelt_plan *plan, const char *out_dir,
+                      const smelt_merge_options *opts_in)
+{
+    smelt_merge_options opts = *opts_in;
+    int rc;
     smelt_engine_layout layout;
     if ((rc = smelt_engine_layout_for(ctx, plan, opts.max_memory, opts.threads, &layout)) ||
         (rc = smelt_out_dir_prepare(ctx, plan, out_dir, opts.overwrite, opts.resume))) {

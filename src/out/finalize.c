@@ -1,5 +1,7 @@
 #include "out/finalize.h"
 
+#include "format/lora.h"
+
 #include "common/util.h"
 #include "integrity/journal.h"
 
@@ -101,6 +103,8 @@ static int collect_inputs(smelt_ctx *ctx, const smelt_plan *plan, input_set *set
         const smelt_model *model = plan->models[m];
         for (uint32_t f = 0; f < model->nfiles && rc == SMELT_OK; f++)
             rc = input_add(ctx, set, strdup(model->files[f].path));
+        if (model->lora && rc == SMELT_OK) /* its weights are among the files above */
+            rc = input_add(ctx, set, strdup(model->lora->config_path));
         if (!model->dir)
             continue;
         static const char *const side[] = {"model.safetensors.index.json", "config.json"};

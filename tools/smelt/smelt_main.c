@@ -17,6 +17,9 @@ static const char usage_text[] =
     "  merge CONFIG.yml OUT_DIR   merge the models a mergekit-style config describes\n"
     "  plan CONFIG.yml            print what merge would do (tensors, sources, parameters,\n"
     "                             layout, bytes, memory) without reading tensor data\n"
+    "  lora apply BASE ADAPTER OUT_DIR\n"
+    "                             merge a PEFT LoRA adapter into its base in one streaming pass\n"
+    "                             (PEFT's merge_and_unload; takes the merge options)\n"
     "  verify DIR                 check a model directory against its smelt-manifest.json\n"
     "                             (sizes, every tensor's hash) and its safetensors structure\n"
     "  inspect MODEL              the tensors of a model: names, dtypes, shapes, bytes, files\n"
@@ -309,7 +312,9 @@ static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merg
     return -1;
 }
 
-static int cmd_merge(smelt_ctx *ctx, int argc, char **argv)
+/* `merge CONFIG OUT_DIR`, or with lora set `lora apply BASE ADAPTER OUT_DIR`: the same options,
+ * progress and interruption. */
+static int cmd_merge(smelt_ctx *ctx, int argc, char **argv, int lora)
 {
     smelt_merge_options opts;
     smelt_merge_options_default(&opts);
@@ -317,8 +322,10 @@ static int cmd_merge(smelt_ctx *ctx, int argc, char **argv)
     int status = parse_merge_options(ctx, argc, argv, &opts, &quiet);
     if (status >= 0)
         return status;
-    if (argc - optind != 2)
+    if (!lora && argc - optind != 2)
         return fail_usage("merge takes CONFIG.yml and OUT_DIR%s", "");
+    if (lora && argc - optind != 3)
+        return fail_usage("lora apply takes BASE, ADAPTER and OUT_DIR%s", "");
     if (!quiet && isatty(STDERR_FILENO)) {
         opts.progress = draw_progress;
         opts.progress_user = NULL;
@@ -328,7 +335,8 @@ static int cmd_merge(smelt_ctx *ctx, int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    int rc = smelt_merge(ctx, argv[optind], argv[optind + 1], &opts);
+    int rc = lora ? smelt_lora_apply(ctx, argv[optind], argv[optind + 1], argv[optind + 2], &opts)
+                  : smelt_merge(ctx, argv[optind], argv[optind + 1], &opts);
     if (rc != SMELT_OK) {
         if (opts.progress)
             fprintf(stderr, "\n");
@@ -578,7 +586,12 @@ int main(int argc, char **argv)
         printf("smelt %s (kernels: %s)\n", smelt_version(), smelt_isa_name());
         rc = 0;
     } else if (!strcmp(cmd, "merge")) {
-        rc = cmd_merge(ctx, argc - 1, argv + 1);
+        rc = cmd_merge(ctx, argc - 1, argv + 1, 0);
+    } else if (!strcmp(cmd, "lora")) {
+        if (argc < 3 || strcmp(argv[2], "apply") != 0)
+            rc = fail_usage("lora takes a subcommand: lora apply BASE ADAPTER OUT_DIR%s", "");
+        else
+            rc = cmd_merge(ctx, argc - 2, argv + 2, 1);
     } else if (!strcmp(cmd, "verify")) {
         rc = cmd_verify(ctx, argc - 1, argv + 1);
     } else if (!strcmp(cmd, "plan")) {
