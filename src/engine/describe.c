@@ -96,7 +96,7 @@ int smelt_plan_describe(smelt_ctx *ctx, const smelt_plan *plan, const smelt_engi
         }
         for (size_t i = 0; i < pt->ninputs; i++) {
             const smelt_model *model = plan->models[pt->input_model[i]];
-            const smelt_lora_module *lm = pt->lora ? pt->lora[i] : NULL;
+            const smelt_lora_module *lm = pt->sources ? pt->sources[i].lora : NULL;
             fprintf(out, "    from %s:%s (%s)", model->ref, pt->inputs[i]->name,
                     smelt_dtype_name(pt->inputs[i]->dtype));
             if (lm)

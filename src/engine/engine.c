@@ -40,11 +40,15 @@ static uint64_t out_unit_bytes(const smelt_plan *plan)
     return out_unit;
 }
 
-/* Input i of a MERGE tensor is derived (source.h) when a LoRA module adapts it: its bytes are
- * read into a staging buffer and the methods see the f32 it computes. */
-static const smelt_lora_module *derived(const smelt_plan_tensor *pt, size_t i)
+/* Input i of a MERGE tensor is derived (source.h) when it stands for a "BASE+ADAPTER" model's
+ * tensor (a LoRA product, or the adapter's copy in another dtype): its bytes are read into a
+ * staging buffer and the methods see the f32 it computes. */
+static const smelt_plan_source *derived(const smelt_plan_tensor *pt, size_t i)
 {
-    return pt->kind == SMELT_TASK_MERGE && pt->lora ? pt->lora[i] : NULL;
+    if (pt->kind != SMELT_TASK_MERGE || !pt->sources ||
+        pt->sources[i].round_to == SMELT_DT_INVALID)
+        return NULL;
+    return &pt->sources[i];
 }
 
 /* The dtype the methods see input i in. */
@@ -86,7 +90,8 @@ static uint64_t factor_bytes(const smelt_plan *plan, size_t i, uint64_t *scratch
     if (scratch)
         *scratch = 0;
     for (size_t t = 0; t < plan->ntensors; t++) {
-        const smelt_lora_module *m = derived(&plan->tensors[t], i);
+        const smelt_plan_source *src = derived(&plan->tensors[t], i);
+        const smelt_lora_module *m = src ? src->lora : NULL;
         if (!m)
             continue;
         if (smelt_source_lora_factor_bytes(m) > most)
@@ -487,17 +492,23 @@ static void derive_task(void *arg, size_t task, unsigned worker)
     uint64_t begin = (uint64_t)task * task_elems;
     uint64_t end = begin + task_elems < job->s->count ? begin + task_elems : job->s->count;
     for (size_t i = 0; i < pt->ninputs; i++) {
-        const smelt_lora_module *m = derived(pt, i);
-        if (!m)
+        const smelt_plan_source *src = derived(pt, i);
+        if (!src)
             continue;
+        const smelt_lora_module *m = src->lora;
         const float *left = job->e->factors[i];
-        const float *right = left + (uint64_t)m->rank * m->rows;
+        const float *right = m ? left + (uint64_t)m->rank * m->rows : NULL;
         smelt_dtype dt = pt->inputs[i]->dtype;
         for (uint64_t at = begin; at < end; at += SMELT_SOURCE_TILE) {
             size_t n = end - at < SMELT_SOURCE_TILE ? (size_t)(end - at) : SMELT_SOURCE_TILE;
-            smelt_source_lora_apply(job->e->k, m, left, right,
-                                    job->s->stage[i] + smelt_dtype_span(dt, at), dt,
-                                    job->s->start + at, n, (float *)job->s->in[i] + at);
+            const uint8_t *raw = job->s->stage[i] + smelt_dtype_span(dt, at);
+            float *out = (float *)job->s->in[i] + at;
+            if (m)
+                smelt_source_lora_apply(job->e->k, m, left, right, raw, dt, job->s->start + at,
+                                        n, out);
+            else
+                smelt_decode(job->e->k, out, raw, dt, n);
+            smelt_source_round(job->e->k, out, src->round_to, n);
         }
     }
 }
@@ -509,10 +520,10 @@ static void derive_task(void *arg, size_t task, unsigned worker)
 static int prepare_slot(engine *e, slot *s)
 {
     const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
-    if (s->prepared || pt->kind != SMELT_TASK_MERGE || !pt->lora)
+    if (s->prepared || pt->kind != SMELT_TASK_MERGE || !pt->sources)
         return SMELT_OK;
     for (size_t i = 0; i < pt->ninputs; i++) {
-        const smelt_lora_module *m = derived(pt, i);
+        const smelt_lora_module *m = derived(pt, i) ? pt->sources[i].lora : NULL;
         if (!m || e->factors_of[i] == m)
             continue;
         const smelt_lora *lora = e->plan->models[pt->input_model[i]]->lora;

@@ -75,3 +75,12 @@ void smelt_source_lora_apply(const smelt_kernels *k, const smelt_lora_module *m,
         j += len;
     }
 }
+
+void smelt_source_round(const smelt_kernels *k, float *x, smelt_dtype dt, size_t n)
+{
+    if (dt == SMELT_DT_F32)
+        return;
+    uint16_t narrow[SMELT_SOURCE_TILE];
+    smelt_encode(k, narrow, x, dt, n);
+    smelt_decode(k, x, narrow, dt, n);
+}

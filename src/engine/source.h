@@ -32,4 +32,8 @@ void smelt_source_lora_apply(const smelt_kernels *k, const smelt_lora_module *m,
                              const float *left, const float *right, const void *raw,
                              smelt_dtype dt, uint64_t index0, size_t n, float *out);
 
+/* x[j] for j < n (n <= SMELT_SOURCE_TILE) rounded to dtype dt and widened back to f32 (F32:
+ * unchanged): the value a model stored in dt holds. */
+void smelt_source_round(const smelt_kernels *k, float *x, smelt_dtype dt, size_t n);
+
 #endif

@@ -415,12 +415,17 @@ static int plan_tensor(smelt_ctx *ctx, smelt_plan *plan, smelt_plan_tensor *pt,
         if (model->lora) {
             const smelt_tensor_info *whole = smelt_lora_replacement(model->lora, t->name);
             const smelt_lora_module *m = smelt_lora_find(model->lora, t->name);
+            smelt_dtype base_dtype = t->dtype;
             if (whole)
                 t = whole; /* modules_to_save: the adapter's copy replaces the base's */
-            if (m && !pt->lora && !(pt->lora = calloc(sl->ninputs, sizeof *pt->lora)))
-                return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-            if (m)
-                pt->lora[i] = m;
+            if ((m || t->dtype != base_dtype) && !pt->sources) {
+                if (!(pt->sources = calloc(sl->ninputs, sizeof *pt->sources)))
+                    return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+                for (size_t k = 0; k < sl->ninputs; k++)
+                    pt->sources[k].round_to = SMELT_DT_INVALID;
+            }
+            if (m || t->dtype != base_dtype)
+                pt->sources[i] = (smelt_plan_source){m, base_dtype};
         }
         if (!smelt_dtype_mergeable(t->dtype))
             return smelt_fail(ctx, SMELT_E_PLAN,
@@ -1026,7 +1031,7 @@ void smelt_plan_free(smelt_plan *plan)
     for (size_t i = 0; i < plan->ntensors; i++) {
         free(plan->tensors[i].name);
         free(plan->tensors[i].inputs);
-        free(plan->tensors[i].lora);
+        free(plan->tensors[i].sources);
         if (plan->tensors[i].kind == SMELT_TASK_MERGE && plan->method && plan->method->release)
             plan->method->release(plan->tensors[i].method_state);
         else

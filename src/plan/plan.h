@@ -28,6 +28,15 @@ typedef struct smelt_plan_slice {
     int index;                        /* position in `slices:` (-1 for a models: config) */
 } smelt_plan_slice;
 
+/* A derived input of a tensor: what a "BASE+ADAPTER" model holds, computed from read bytes. */
+typedef struct smelt_plan_source {
+    const struct smelt_lora_module *lora; /* adds scale * (B @ A) (format/lora.h), or NULL */
+    /* The dtype of the model the input stands for (the base's): the derived values are rounded
+     * to it, so that an input read as BASE+ADAPTER equals, bit for bit, the same tensor of the
+     * model `smelt lora apply` writes. SMELT_DT_INVALID: the input is not derived. */
+    smelt_dtype round_to;
+} smelt_plan_source;
+
 typedef struct smelt_plan_tensor {
     char *name;                       /* output name (owned): layer numbers follow the output */
     const smelt_tensor_info *ref;     /* the reference input tensor: shape and element count */
@@ -40,9 +49,9 @@ typedef struct smelt_plan_tensor {
     size_t ninputs;                   /* MERGE: the slice's inputs; COPY: 1 */
     const smelt_tensor_info **inputs; /* read the first ref->numel elements of each */
     const uint32_t *input_model;      /* input -> plan->models[] */
-    /* MERGE: per input, the LoRA module whose delta the engine adds to that input's weight
-     * ("BASE+ADAPTER" references, format/lora.h); NULL when no input has one. */
-    const struct smelt_lora_module **lora;
+    /* MERGE: per input, how a derived input is computed (engine/source.h); NULL when no input
+     * of this tensor is derived. */
+    struct smelt_plan_source *sources;
     void *method_state;               /* MERGE: from method->prepare */
     double layer_t;                   /* gradient position: 0 before the layers, 1 after */
 } smelt_plan_tensor;
