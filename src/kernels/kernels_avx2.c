@@ -89,7 +89,7 @@ static inline void k_store4(float *p, VF a, VF b, VF c, VF d)
 #define VI_SRLV(a, c) _mm256_srlv_epi32((a), (c))
 #define VI_TO_VF_S(a) _mm256_cvtepi32_ps(a)
 
-extern const int8_t smelt_iq4nl_values[16];
+#include "kernels/kernels_ref.h" /* smelt_iq4nl_values */
 
 static inline float k_f16_at(const uint8_t *p)
 {

@@ -81,7 +81,7 @@ static inline uint8x8_t k_load4_u8(const uint8_t *p)
 #define VI_SRLV(a, c) vshlq_u32((a), vnegq_s32(vreinterpretq_s32_u32(c)))
 #define VI_TO_VF_S(a) vcvtq_f32_s32(vreinterpretq_s32_u32(a))
 
-extern const int8_t smelt_iq4nl_values[16];
+#include "kernels/kernels_ref.h" /* smelt_iq4nl_values */
 
 static inline float k_f16_at(const uint8_t *p)
 {
