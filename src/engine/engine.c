@@ -231,7 +231,10 @@ int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max
     uint64_t partial = max_partial_bytes(plan);
     uint64_t fixed = scratch_bytes(plan, nthreads, 0) + all_factor_bytes(plan);
     /* Each slot's buffers may round up to the alignment. */
-    uint64_t slot_slack = (2 * plan->ninputs + 1) * BUFFER_ALIGN;
+    uint64_t slot_slack = (plan->ninputs + 1) * BUFFER_ALIGN;
+    for (size_t i = 0; i < plan->ninputs; i++)
+        if (stage_unit[i])
+            slot_slack += BUFFER_ALIGN;
     uint64_t avail = max_memory > fixed ? max_memory - fixed : 0;
     uint64_t chunk = CHUNK_ELEMS_TARGET;
     uint64_t partials = chunk / TASK_ELEMS * partial;
