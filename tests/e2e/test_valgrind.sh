@@ -1,7 +1,7 @@
 # Memcheck over the CLI on small models: a merge (with its journal and manifest), a plan, a
 # verify, a resumed merge, one method of each family (statistics passes, radix select, random
 # masks, per-row ranks, row tasks, Gram coefficients, ramplus_tl's counts, arcee_fusion's
-# quartiles), a frankenmerge, inspect and diff.
+# quartiles), a frankenmerge, inspect and diff, and a GGUF synth (the GGUF writer).
 source "$(dirname "$0")/lib.sh"
 
 if ! command -v valgrind >/dev/null; then echo "skipped: valgrind is not installed"; exit 77; fi
@@ -59,4 +59,5 @@ printf 'slices:\n  - sources: [{model: %s, layer_range: [0, 2]}]\n  - sources: [
 check "frankenmerge" $SMELT merge "$work/f.yml" "$work/f" --max-memory 3Mi -q
 check "inspect" $SMELT inspect "$work/f" --json
 check "diff" $SMELT diff "$work/a" "$work/b" --max-memory 3Mi -j2
+check "synth gguf (q8_0 fine-tune)" $SMELT synth "$work/s.gguf" --size 1M --dtype q8_0 --layers 1 --base-seed 1 --seed 2
 finish
