@@ -88,6 +88,10 @@ static int prepare(int plus, const char *method, smelt_ctx *ctx, const smelt_ten
         rc = check_param(ctx, method, args, "r", r, 0);
     if (rc == SMELT_OK && plus)
         rc = check_param(ctx, method, args, "alpha", alpha, 0);
+    /* λ_i is at most 1 + r · alpha: finite parameters can still make it an f32 infinity. */
+    if (rc == SMELT_OK && plus)
+        rc = smelt_check_finite(ctx, method, args, SMELT_NO_INPUT, "1 + r * alpha",
+                                1.0 + (double)(float)r * (double)(float)alpha, SMELT_NUM_F32);
     if (rc != SMELT_OK)
         return rc;
     ram_state *s = calloc(1, sizeof *s + n * sizeof(float));

@@ -49,6 +49,26 @@ models:
   - {model: $C, parameters: {weight: 3.0e+38$extra}}"
 done
 
+# ram and ramplus_tl: scalars used in f32, and ramplus_tl's largest scale 1 + r * alpha.
+for v in .inf .nan 1.0e+39; do
+  check "ramplus_tl r $v" "method 'ramplus_tl': tensor '" "merge_method: ramplus_tl
+base_model: $B
+parameters: {r: $v}
+models:
+  - {model: $A}"
+  check "ram epsilon $v" "method 'ram': tensor '" "merge_method: ram
+base_model: $B
+parameters: {epsilon: $v}
+models:
+  - {model: $A}"
+done
+check "ramplus_tl: 1 + r * alpha past f32" "1 + r * alpha = " "merge_method: ramplus_tl
+base_model: $B
+parameters: {r: 1.0e+20, alpha: 1.0e+20}
+models:
+  - {model: $A}
+  - {model: $C}"
+
 # One value past f32, where the method computes in f32.
 check "linear normalize false: weight past f32" "model '$A': tensor '" "merge_method: linear
 parameters: {normalize: false}
