@@ -131,19 +131,27 @@ static int check_pattern(smelt_ctx *ctx, const char *path, json_t *root, const c
             !isfinite(json_number_value(val)) || (integer && json_integer_value(val) < 1))
             return smelt_fail(ctx, SMELT_E_FORMAT, "%s: %s[\"%s\"] must be %s", path, key, pat,
                               integer ? "a positive integer rank" : "a finite number");
-        char *re = malloc(strlen(pat) + 16);
-        if (!re)
-            return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-        sprintf(re, "^(.*\\.)?(%s)$", pat);
-        regex_t compiled;
-        int bad = regcomp(&compiled, re, REG_EXTENDED | REG_NOSUB);
-        free(re);
-        if (bad)
+        if (smelt_lora_pattern_matches(pat, "") < 0)
             return smelt_fail(ctx, SMELT_E_FORMAT, "%s: %s: \"%s\" is not a regular expression "
                               "smelt can read", path, key, pat);
-        regfree(&compiled);
     }
     return SMELT_OK;
+}
+
+int smelt_lora_pattern_matches(const char *pattern, const char *module)
+{
+    char *re = malloc(strlen(pattern) + 16);
+    if (!re)
+        return -1;
+    sprintf(re, "^(.*\\.)?(%s)$", pattern);
+    regex_t compiled;
+    int bad = regcomp(&compiled, re, REG_EXTENDED | REG_NOSUB);
+    free(re);
+    if (bad)
+        return -1;
+    int match = regexec(&compiled, module, 0, NULL, 0) == 0;
+    regfree(&compiled);
+    return match;
 }
 
 /* The pattern's value for a module: the first pattern (in file order) that matches, as PEFT's
@@ -156,17 +164,7 @@ static int pattern_value(json_t *root, const char *key, const char *module, doub
     if (!json_is_object(v))
         return 0;
     json_object_foreach(v, pat, val) {
-        char *re = malloc(strlen(pat) + 16);
-        if (!re)
-            return 0;
-        sprintf(re, "^(.*\\.)?(%s)$", pat);
-        regex_t compiled;
-        int ok = regcomp(&compiled, re, REG_EXTENDED | REG_NOSUB) == 0;
-        free(re);
-        int match = ok && regexec(&compiled, module, 0, NULL, 0) == 0;
-        if (ok)
-            regfree(&compiled);
-        if (match) {
+        if (smelt_lora_pattern_matches(pat, module) == 1) {
             *out = json_number_value(val);
             return 1;
         }

@@ -57,6 +57,12 @@ int smelt_lora_open(smelt_ctx *ctx, const char *ref, smelt_lora **out);
 
 void smelt_lora_close(smelt_lora *lora);
 
+/* Whether rank_pattern / alpha_pattern key `pattern` applies to module name `module` (e.g.
+ * "model.layers.0.self_attn.q_proj"): PEFT's re.match(rf"(.*\.)?({pattern})$", module)
+ * (peft/utils/other.py get_pattern_key), as a POSIX extended expression. 1 or 0; -1 when the
+ * pattern does not compile (or out of memory). Thread-safe. */
+int smelt_lora_pattern_matches(const char *pattern, const char *module);
+
 /* Checks the adapter against its base and attaches it (the base takes ownership of lora, also
  * on failure): every module's target must be a 2-D tensor of the base with the shape the
  * adapter implies (errors name the module and both shapes), every replacement a tensor of the
