@@ -100,8 +100,9 @@ int smelt_plan_describe(smelt_ctx *ctx, const smelt_plan *plan, const smelt_engi
             fprintf(out, "    from %s:%s (%s)", model->ref, pt->inputs[i]->name,
                     smelt_dtype_name(pt->inputs[i]->dtype));
             if (lm)
-                fprintf(out, " + LoRA delta, rank %u, scale %.9g%s", lm->rank, (double)lm->scale,
-                        lm->transposed ? ", transposed" : "");
+                fprintf(out, " + LoRA delta, rank %u, scale %.9g%s%s", lm->rank,
+                        (double)lm->scale, lm->transposed ? ", transposed" : "",
+                        lm->magnitude ? ", DoRA (its norm pass reads the weight once more)" : "");
             else if (model->lora && pt->inputs[i]->file >= model->nfiles - model->lora->weights->nfiles)
                 fprintf(out, ", the adapter's copy (modules_to_save)");
             fputc('\n', out);

@@ -188,6 +188,10 @@ uint64_t smelt_engine_bytes_to_read(const smelt_plan *plan, const smelt_engine_l
             for (size_t i = 0; i < pt->ninputs; i++)
                 once += smelt_dtype_span(pt->inputs[i]->dtype, pt->ref->numel);
         total += smelt_engine_tensor_reads(plan, layout, t) * once;
+        /* DoRA's norm pass reads its base weight once more (source.h). */
+        for (size_t i = 0; pt->kind == SMELT_TASK_MERGE && i < pt->ninputs; i++)
+            if (derived(pt, i) && pt->sources[i].lora && pt->sources[i].lora->magnitude)
+                total += smelt_dtype_span(pt->inputs[i]->dtype, pt->ref->numel);
     }
     return total;
 }
@@ -501,14 +505,15 @@ static void derive_task(void *arg, size_t task, unsigned worker)
         const smelt_lora_module *m = src->lora;
         const float *left = job->e->factors[i];
         const float *right = m ? left + (uint64_t)m->rank * m->rows : NULL;
+        const float *dora = m && m->magnitude ? right + (uint64_t)m->rank * m->cols : NULL;
         smelt_dtype dt = pt->inputs[i]->dtype;
         for (uint64_t at = begin; at < end; at += SMELT_SOURCE_TILE) {
             size_t n = end - at < SMELT_SOURCE_TILE ? (size_t)(end - at) : SMELT_SOURCE_TILE;
             const uint8_t *raw = job->s->stage[i] + smelt_dtype_span(dt, at);
             float *out = (float *)job->s->in[i] + at;
             if (m)
-                smelt_source_lora_apply(job->e->k, m, left, right, raw, dt, job->s->start + at,
-                                        n, out);
+                smelt_source_lora_apply(job->e->k, m, left, right, dora, raw, dt,
+                                        job->s->start + at, n, out);
             else
                 smelt_decode(job->e->k, out, raw, dt, n);
             smelt_source_round(job->e->k, out, src->round_to, n);
@@ -529,10 +534,14 @@ static int prepare_slot(engine *e, slot *s)
         const smelt_lora_module *m = derived(pt, i) ? pt->sources[i].lora : NULL;
         if (!m || e->factors_of[i] == m)
             continue;
-        const smelt_lora *lora = e->plan->models[pt->input_model[i]]->lora;
-        int rc = smelt_source_lora_load(e->ctx, lora, m, e->factors[i],
-                                        e->factors[i] + (uint64_t)m->rank * m->rows,
-                                        e->factor_scratch);
+        const smelt_model *model = e->plan->models[pt->input_model[i]];
+        float *left = e->factors[i], *right = left + (uint64_t)m->rank * m->rows;
+        int rc = smelt_source_lora_load(e->ctx, model->lora, m, left, right, e->factor_scratch);
+        if (rc == SMELT_OK && m->magnitude)
+            rc = smelt_source_dora_prepare(e->ctx, e->k, e->pool, model->lora, m, left, right,
+                                           &model->files[pt->inputs[i]->file], pt->inputs[i],
+                                           e->factor_scratch,
+                                           right + (uint64_t)m->rank * m->cols);
         if (rc != SMELT_OK)
             return rc;
         e->factors_of[i] = m;

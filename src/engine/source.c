@@ -3,16 +3,38 @@
 
 #include "common/util.h"
 
+#include <math.h>
 #include <string.h>
+
+/* DoRA's norm pass reads the base weight in blocks of whole rows of about this many elements. */
+#define DORA_BLOCK_ELEMS (1u << 20)
+
+static uint64_t dora_features(const smelt_lora_module *m)
+{
+    return m->transposed ? m->cols : m->rows;
+}
+
+static uint64_t dora_block_rows(const smelt_lora_module *m)
+{
+    uint64_t rows = DORA_BLOCK_ELEMS / m->cols;
+    return rows < 1 ? 1 : rows > m->rows ? m->rows : rows;
+}
 
 uint64_t smelt_source_lora_factor_bytes(const smelt_lora_module *m)
 {
-    return (uint64_t)m->rank * (m->rows + m->cols) * sizeof(float);
+    uint64_t dora = m->magnitude ? dora_features(m) : 0;
+    return ((uint64_t)m->rank * (m->rows + m->cols) + dora) * sizeof(float);
 }
 
 uint64_t smelt_source_lora_scratch_bytes(const smelt_lora_module *m)
 {
-    return m->b->numel * sizeof(float);
+    uint64_t copy_b = m->b->numel * sizeof(float);
+    if (!m->magnitude)
+        return copy_b;
+    /* f64 sums, then one block of rows in the widest base dtype (F32). */
+    uint64_t norm_pass = dora_features(m) * sizeof(double) +
+                         dora_block_rows(m) * m->cols * sizeof(float);
+    return norm_pass > copy_b ? norm_pass : copy_b;
 }
 
 /* Tensor t of the adapter's weights as f32 into dst. */
@@ -58,8 +80,9 @@ int smelt_source_lora_load(smelt_ctx *ctx, const smelt_lora *lora, const smelt_l
 }
 
 void smelt_source_lora_apply(const smelt_kernels *k, const smelt_lora_module *m,
-                             const float *left, const float *right, const void *raw,
-                             smelt_dtype dt, uint64_t index0, size_t n, float *out)
+                             const float *left, const float *right, const float *dora,
+                             const void *raw, smelt_dtype dt, uint64_t index0, size_t n,
+                             float *out)
 {
     float delta[SMELT_SOURCE_TILE];
     smelt_decode(k, out, raw, dt, n);
@@ -72,8 +95,94 @@ void smelt_source_lora_apply(const smelt_kernels *k, const smelt_lora_module *m,
                     len);
         k->scale(delta, delta, m->scale, len);
         k->axpy(out + j, delta, 1.0f, len); /* W + delta: 1 * delta is exact */
+        if (dora && !m->transposed)
+            k->scale(out + j, out + j, dora[row], len);
+        else if (dora)
+            for (size_t q = 0; q < len; q++)
+                out[j + q] *= dora[col + q];
         j += len;
     }
+}
+
+/* One block of DoRA's norm pass: rows [row0, row0 + nrows) of the base weight, raw. */
+typedef struct dora_job {
+    const smelt_kernels *k;
+    const smelt_lora_module *m;
+    const float *left, *right;
+    const uint8_t *raw;
+    smelt_dtype dt;
+    uint64_t row0, nrows;
+    double *sums;
+} dora_job;
+
+/* Plain: task t sums row row0 + t. Transposed: task t sums columns [t * TILE, (t + 1) * TILE)
+ * over the block's rows in order. Either way one task owns each feature's sum. */
+static void dora_task(void *arg, size_t task, unsigned worker)
+{
+    (void)worker;
+    const dora_job *job = arg;
+    const smelt_lora_module *m = job->m;
+    float v[SMELT_SOURCE_TILE];
+    uint64_t first = m->transposed ? 0 : task, last = m->transposed ? job->nrows : task + 1;
+    uint64_t col0 = m->transposed ? (uint64_t)task * SMELT_SOURCE_TILE : 0;
+    uint64_t col1 = m->transposed && col0 + SMELT_SOURCE_TILE < m->cols ? col0 + SMELT_SOURCE_TILE
+                                                                        : m->cols;
+    for (uint64_t r = first; r < last; r++)
+        for (uint64_t c = col0; c < col1; c += SMELT_SOURCE_TILE) {
+            size_t n = col1 - c < SMELT_SOURCE_TILE ? (size_t)(col1 - c) : SMELT_SOURCE_TILE;
+            uint64_t in_block = r * m->cols + c;
+            smelt_source_lora_apply(job->k, m, job->left, job->right, NULL,
+                                    job->raw + smelt_dtype_span(job->dt, in_block), job->dt,
+                                    (job->row0 + r) * m->cols + c, n, v);
+            double *sum = m->transposed ? job->sums + c : job->sums + job->row0 + r;
+            for (size_t q = 0; q < n; q++) {
+                double x = v[q];
+                if (m->transposed)
+                    sum[q] += x * x;
+                else
+                    *sum += x * x;
+            }
+        }
+}
+
+int smelt_source_dora_prepare(smelt_ctx *ctx, const smelt_kernels *k, smelt_pool *pool,
+                              const smelt_lora *lora, const smelt_lora_module *m,
+                              const float *left, const float *right, const smelt_st_file *wfile,
+                              const smelt_tensor_info *w, void *scratch, float *dora)
+{
+    int rc = read_f32(ctx, lora, m->magnitude, dora);
+    if (rc != SMELT_OK)
+        return rc;
+    uint64_t features = dora_features(m), block = dora_block_rows(m);
+    double *sums = scratch;
+    uint8_t *raw = (uint8_t *)(sums + features);
+    memset(sums, 0, features * sizeof *sums);
+    dora_job job = {k, m, left, right, raw, w->dtype, 0, 0, sums};
+    for (uint64_t row0 = 0; row0 < m->rows; row0 += block) {
+        job.row0 = row0;
+        job.nrows = m->rows - row0 < block ? m->rows - row0 : block;
+        uint64_t at = smelt_dtype_span(w->dtype, row0 * m->cols);
+        int err = smelt_pread_all(wfile->fd, raw, smelt_dtype_span(w->dtype, job.nrows * m->cols),
+                                  w->offset + at);
+        if (err)
+            return smelt_fail_errno(ctx, err, "%s: tensor '%s': read failed (DoRA's norm pass)",
+                                    wfile->path, w->name);
+        size_t ntasks = m->transposed
+                            ? (size_t)((m->cols + SMELT_SOURCE_TILE - 1) / SMELT_SOURCE_TILE)
+                            : (size_t)job.nrows;
+        smelt_pool_run(pool, ntasks, dora_task, &job);
+    }
+    for (uint64_t j = 0; j < features; j++) {
+        float factor = (float)((double)dora[j] / sqrt(sums[j]));
+        if (!isfinite(factor))
+            return smelt_fail(ctx, SMELT_E_FORMAT, "%s: tensor '%s': DoRA's rescaling of output "
+                              "feature %llu is not finite (magnitude %g over the norm %g of W + "
+                              "delta's %s)", lora->weights->files[0].path, m->target,
+                              (unsigned long long)j, (double)dora[j], sqrt(sums[j]),
+                              m->transposed ? "column" : "row");
+        dora[j] = factor;
+    }
+    return SMELT_OK;
 }
 
 void smelt_source_round(const smelt_kernels *k, float *x, smelt_dtype dt, size_t n)

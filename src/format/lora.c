@@ -175,13 +175,14 @@ static int pattern_value(json_t *root, const char *key, const char *module, doub
 /* Keys of LoraConfig that make PEFT compute something smelt does not: refused when set. */
 static int refuse_unsupported(smelt_ctx *ctx, const char *path, json_t *root)
 {
-    static const char *const when_true[] = {"use_dora", "lora_bias", "use_qalora"};
+    static const char *const when_true[] = {"lora_bias", "use_qalora"};
     static const char *const when_set[] = {"layer_replication", "trainable_token_indices",
                                            "alora_invocation_tokens", "target_parameters"};
     for (size_t i = 0; i < sizeof when_true / sizeof when_true[0]; i++)
         if (json_is_true(json_object_get(root, when_true[i])))
             return smelt_fail(ctx, SMELT_E_UNSUPPORTED, "%s: \"%s\": true is not supported (smelt "
-                              "applies plain LoRA deltas W + scale * B @ A)", path, when_true[i]);
+                              "applies LoRA deltas W + scale * B @ A, and DoRA's rescaling)", path,
+                              when_true[i]);
     for (size_t i = 0; i < sizeof when_set / sizeof when_set[0]; i++) {
         json_t *v = json_object_get(root, when_set[i]);
         if (v && !json_is_null(v) && !(json_is_array(v) && json_array_size(v) == 0) &&
@@ -222,6 +223,7 @@ static int read_config(smelt_ctx *ctx, smelt_lora *l, json_t **out)
         (rc = config_number(ctx, path, root, "lora_alpha", 8, 0, &l->lora_alpha)) ||
         (rc = config_bool(ctx, path, root, "use_rslora", &l->use_rslora)) ||
         (rc = config_bool(ctx, path, root, "fan_in_fan_out", &l->fan_in_fan_out)) ||
+        (rc = config_bool(ctx, path, root, "use_dora", &l->use_dora)) ||
         (rc = check_pattern(ctx, path, root, "rank_pattern", 1)) ||
         (rc = check_pattern(ctx, path, root, "alpha_pattern", 0)))
         return rc;
@@ -231,7 +233,7 @@ static int read_config(smelt_ctx *ctx, smelt_lora *l, json_t **out)
 
 /* ---- the weights ---- */
 
-typedef enum key_kind { KEY_A, KEY_B, KEY_EMB_A, KEY_EMB_B, KEY_WHOLE } key_kind;
+typedef enum key_kind { KEY_A, KEY_B, KEY_EMB_A, KEY_EMB_B, KEY_MAGNITUDE, KEY_WHOLE } key_kind;
 
 /* Splits a saved key into its module and kind. Returns 0, or -1 for a LoRA tensor smelt does
  * not know (with *why naming what it is). */
@@ -240,6 +242,8 @@ static int classify(const char *key, size_t *module_len, key_kind *kind, const c
     static const struct { const char *suffix; key_kind kind; } suffixes[] = {
         {".lora_A.weight", KEY_A},         {".lora_B.weight", KEY_B},
         {".lora_embedding_A", KEY_EMB_A},  {".lora_embedding_B", KEY_EMB_B},
+        /* peft/utils/save_and_load.py saves DoRA's magnitude without its ".weight" */
+        {".lora_magnitude_vector", KEY_MAGNITUDE},
     };
     size_t n = strlen(key);
     for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++)
@@ -249,9 +253,7 @@ static int classify(const char *key, size_t *module_len, key_kind *kind, const c
             return 0;
         }
     *why = NULL;
-    if (strstr(key, ".lora_magnitude_vector"))
-        *why = "a DoRA magnitude vector (use_dora adapters are not supported)";
-    else if (strstr(key, ".lora_B.bias"))
+    if (strstr(key, ".lora_B.bias"))
         *why = "a LoRA bias (lora_bias adapters are not supported)";
     else if (strstr(key, ".lora_"))
         *why = "a LoRA tensor of a kind smelt does not know";
@@ -322,9 +324,12 @@ static int collect_tensors(smelt_ctx *ctx, smelt_lora *l)
             l->nreplacements++;
             continue;
         }
-        if (t->ndim != 2)
-            return smelt_fail(ctx, SMELT_E_FORMAT, "%s: tensor '%s' has %u dimensions; LoRA "
-                              "factors have 2", file, t->name, t->ndim);
+        unsigned want_dims = kind == KEY_MAGNITUDE ? 1 : 2;
+        if (t->ndim != want_dims)
+            return smelt_fail(ctx, SMELT_E_FORMAT, "%s: tensor '%s' has %u dimensions; %s %u",
+                              file, t->name, t->ndim,
+                              kind == KEY_MAGNITUDE ? "a DoRA magnitude vector has"
+                                                    : "LoRA factors have", want_dims);
         if (!smelt_dtype_mergeable(t->dtype) || smelt_dtype_is_block(t->dtype))
             return smelt_fail(ctx, SMELT_E_UNSUPPORTED, "%s: tensor '%s' has dtype %s; LoRA "
                               "factors must be F32, F16 or BF16", file, t->name,
@@ -332,6 +337,17 @@ static int collect_tensors(smelt_ctx *ctx, smelt_lora *l)
         smelt_lora_module *m = module_for(l, key, len, &cap);
         if (!m)
             return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+        if (kind == KEY_MAGNITUDE) {
+            if (!l->use_dora)
+                return smelt_fail(ctx, SMELT_E_FORMAT, "%s: tensor '%s' is a DoRA magnitude "
+                                  "vector, but %s does not set \"use_dora\": true", file,
+                                  t->name, l->config_path);
+            if (m->magnitude)
+                return smelt_fail(ctx, SMELT_E_FORMAT, "%s: module '%.*s' has two "
+                                  "lora_magnitude_vector tensors", file, (int)len, key);
+            m->magnitude = t;
+            continue;
+        }
         int is_a = kind == KEY_A || kind == KEY_EMB_A;
         if (is_a ? m->a != NULL : m->b != NULL)
             return smelt_fail(ctx, SMELT_E_FORMAT, "%s: module '%.*s' has two lora_%s tensors",
@@ -348,6 +364,15 @@ static int collect_tensors(smelt_ctx *ctx, smelt_lora *l)
     return SMELT_OK;
 }
 
+/* The base weight a module needs: [out, in] = [B rows, A cols]; transposed kinds store
+ * [A cols, B rows]. */
+static void orient(smelt_lora_module *m, int transposed)
+{
+    m->transposed = transposed;
+    m->rows = transposed ? m->a->shape[1] : m->b->shape[0];
+    m->cols = transposed ? m->b->shape[0] : m->a->shape[1];
+}
+
 /* Ranks, scales and the base shape each module implies. */
 static int finish_modules(smelt_ctx *ctx, smelt_lora *l, json_t *config)
 {
@@ -355,9 +380,17 @@ static int finish_modules(smelt_ctx *ctx, smelt_lora *l, json_t *config)
     for (size_t i = 0; i < l->nmodules; i++) {
         smelt_lora_module *m = &l->modules[i];
         int mlen = (int)(strlen(m->target) - 7);
+        if (!m->a && !m->b)
+            return smelt_fail(ctx, SMELT_E_FORMAT, "%s: module '%.*s' has a "
+                              "lora_magnitude_vector but no lora_A or lora_B", file, mlen,
+                              m->target);
         if (!m->a || !m->b)
             return smelt_fail(ctx, SMELT_E_FORMAT, "%s: module '%.*s' has lora_%s but no lora_%s",
                               file, mlen, m->target, m->a ? "A" : "B", m->a ? "B" : "A");
+        if (l->use_dora && !m->magnitude)
+            return smelt_fail(ctx, SMELT_E_FORMAT, "%s: module '%.*s' has no "
+                              "lora_magnitude_vector, but %s sets \"use_dora\": true", file,
+                              mlen, m->target, l->config_path);
         /* A is [r, in] ([r, vocab] for embeddings), B is [out, r] ([dim, r]). */
         uint64_t ra = m->a->shape[0], rb = m->b->shape[1];
         if (ra != rb)
@@ -391,10 +424,7 @@ static int finish_modules(smelt_ctx *ctx, smelt_lora *l, json_t *config)
             return smelt_fail(ctx, SMELT_E_FORMAT, "%s: module '%.*s': lora_alpha %g over rank "
                               "%llu is not a finite f32 scale", file, mlen, m->target, alpha,
                               (ull)ra);
-        m->transposed = m->embedding || l->fan_in_fan_out;
-        /* The base weight: [out, in] = [B rows, A cols]; transposed kinds store [A cols, B rows]. */
-        m->rows = m->transposed ? m->a->shape[1] : m->b->shape[0];
-        m->cols = m->transposed ? m->b->shape[0] : m->a->shape[1];
+        orient(m, m->embedding || l->fan_in_fan_out);
     }
     qsort(l->modules, l->nmodules, sizeof *l->modules, by_target);
     qsort(l->replacements, l->nreplacements, sizeof *l->replacements, by_name);
@@ -478,7 +508,7 @@ int smelt_lora_attach(smelt_ctx *ctx, smelt_model *base, smelt_lora *l)
     base->lora = l;
     const char *file = l->weights->files[0].path;
     for (size_t i = 0; i < l->nmodules; i++) {
-        const smelt_lora_module *m = &l->modules[i];
+        smelt_lora_module *m = &l->modules[i];
         int mlen = (int)(strlen(m->target) - 7);
         const smelt_tensor_info *w = smelt_model_find(base, m->target);
         if (!w)
@@ -487,13 +517,24 @@ int smelt_lora_attach(smelt_ctx *ctx, smelt_model *base, smelt_lora *l)
                               m->target);
         char have[160];
         shape_text(have, sizeof have, w);
+        uint64_t out = m->b->shape[0], in = m->a->shape[1];
+        if (!m->embedding && w->ndim == 2 && out != in)
+            orient(m, w->shape[0] == in && w->shape[1] == out);
         if (w->ndim != 2 || w->shape[0] != m->rows || w->shape[1] != m->cols)
             return smelt_fail(ctx, SMELT_E_PLAN, "%s: module '%.*s': the adapter (lora_A [%llu, "
-                              "%llu], lora_B [%llu, %llu]%s) needs a base weight of shape "
-                              "[%llu, %llu], but '%s' has %s", file, mlen, m->target,
+                              "%llu], lora_B [%llu, %llu]) needs a base weight of shape "
+                              "[%llu, %llu]%s, but '%s' has %s", file, mlen, m->target,
                               (ull)m->a->shape[0], (ull)m->a->shape[1], (ull)m->b->shape[0],
-                              (ull)m->b->shape[1], m->transposed ? ", transposed" : "",
-                              (ull)m->rows, (ull)m->cols, base->ref, have);
+                              (ull)m->b->shape[1], (ull)m->rows, (ull)m->cols,
+                              m->embedding ? " (an embedding: [vocab, dim])"
+                              : out != in  ? " or its transpose (a Conv1D layer)"
+                                           : "",
+                              base->ref, have);
+        uint64_t features = m->transposed ? m->cols : m->rows;
+        if (m->magnitude && m->magnitude->shape[0] != features)
+            return smelt_fail(ctx, SMELT_E_PLAN, "%s: module '%.*s': lora_magnitude_vector has "
+                              "%llu entries, but the weight has %llu output features", file,
+                              mlen, m->target, (ull)m->magnitude->shape[0], (ull)features);
         if (!smelt_dtype_mergeable(w->dtype) || smelt_dtype_is_block(w->dtype))
             return smelt_fail(ctx, SMELT_E_UNSUPPORTED, "%s: tensor '%s' has dtype %s; a LoRA "
                               "adapter applies to F32, F16 and BF16 weights", base->ref, w->name,
