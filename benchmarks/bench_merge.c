@@ -3,7 +3,8 @@
  *
  * usage: bench_merge [--models N] [--size SIZE] [--dtype D] [--max-memory SIZE] [--threads N]
  *                    [--dir DIR] [--keep] [--io pread|uring] [--method M] [--density X]
- *                    [--params 'k: v, ...'] [--shape llama3-70b]
+ *                    [--params 'k: v, ...'] [--shape llama3-70b] [--format gguf]
+ *                    [--lora R]
  * --method picks the merge method (default linear), or `all`: every method in turn, one table
  * row each. Task-vector methods get weight 1/N and --density (default 0.5); the others get the
  * parameters their row of `methods` below gives them, and --params 'k: v, ...' adds top-level
@@ -13,6 +14,10 @@
  * a forked child so that its peak RSS is the kernel's figure for the merge alone.
  * --shape llama3-70b generates Llama-3-70B-shaped models with two decoder layers (see
  * llama3_70b below; --size is then ignored).
+ * --format gguf generates llama.cpp GGUF models instead (--dtype is then a GGUF type, e.g. f16
+ * or q4_k_m) and merges them into a GGUF output.
+ * --lora R benchmarks `smelt lora apply` instead of a merge: the base m0 and a rank-R PEFT
+ * adapter for it (smelt synth --lora R), timed against a plain read of the base's files. 
  * Generates N models (a base and N-1 fine-tunes) with `smelt synth` unless DIR has them (stamp
  * files mark its own), drops them from the page cache (all of it as root, else each file with
  * POSIX_FADV_DONTNEED), times reading them front to back, drops them again, and times the merge.
@@ -70,11 +75,12 @@ static void keep_progress(void *user, const smelt_progress *p)
     last_progress = *p;
 }
 
-/* Runs smelt_merge(cfg, out) in a forked child; *from_files gets the bytes its read ring read
- * and *ru the child's resource usage (peak RSS). Returns the child's exit status. */
-static int run_merge(const char *cfg, const char *out, const char *max_memory,
-                     const char *threads, const char *io, struct rusage *ru,
-                     unsigned long long *from_files)
+/* Runs smelt_merge(cfg, out) in a forked child, or with `adapter` smelt_lora_apply(cfg as the
+ * base, adapter, out); *from_files gets the bytes its read ring read and *ru the child's
+ * resource usage (peak RSS). Returns the child's exit status. */
+static int run_merge(const char *cfg, const char *adapter, const char *out,
+                     const char *max_memory, const char *threads, const char *io,
+                     struct rusage *ru, unsigned long long *from_files)
 {
     int pipefd[2];
     if (pipe(pipefd) != 0)
@@ -94,7 +100,8 @@ static int run_merge(const char *cfg, const char *out, const char *max_memory,
         if (threads)
             opts.threads = atoi(threads);
         opts.progress = keep_progress;
-        int rc = smelt_merge(ctx, cfg, out, &opts);
+        int rc = adapter ? smelt_lora_apply(ctx, cfg, adapter, out, &opts)
+                         : smelt_merge(ctx, cfg, out, &opts);
         if (rc != SMELT_OK)
             fprintf(stderr, "bench_merge: %s\n", smelt_errmsg(ctx));
         unsigned long long got = last_progress.bytes_from_files;
@@ -113,12 +120,14 @@ static int run_merge(const char *cfg, const char *out, const char *max_memory,
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+static int gguf; /* --format gguf */
+
 static glob_t input_files(const char *dir, int models)
 {
     glob_t g = {0};
     for (int m = 0; m < models; m++) {
         char pattern[4096];
-        snprintf(pattern, sizeof pattern, "%s/m%d/*.safetensors", dir, m);
+        snprintf(pattern, sizeof pattern, "%s/m%d/*.%s", dir, m, gguf ? "gguf" : "safetensors");
         glob(pattern, m ? GLOB_APPEND : 0, NULL, &g);
     }
     return g;
@@ -233,33 +242,43 @@ static const char *const llama3_70b[] = {"--hidden", "8192", "--intermediate", "
                                          "--heads", "64", "--kv-heads", "8", "--vocab", "128256",
                                          "--layers", "2", NULL};
 
+/* Generates m0..m{models-1} and, with lora_rank, the adapter `ad` for m0. */
 static int generate(const char *dir, int models, const char *size, const char *dtype,
-                    int shape_70b)
+                    int shape_70b, const char *lora_rank)
 {
-    char path[4096], seed[32], stamp[4200];
-    for (int m = 0; m < models; m++) {
-        snprintf(path, sizeof path, "%s/m%d", dir, m);
-        snprintf(stamp, sizeof stamp, "%s/.synth-%s-%s%s", path, size, dtype,
-                 shape_70b ? "-llama3-70b" : "");
+    char path[4200], seed[32], stamp[4300], dirm[4096];
+    for (int m = 0; m < models + (lora_rank != NULL); m++) {
+        int adapter = m == models;
+        snprintf(dirm, sizeof dirm, adapter ? "%s/ad" : "%s/m%d", dir, m);
+        snprintf(path, sizeof path, gguf && !adapter ? "%s/model.gguf" : "%s", dirm);
+        snprintf(stamp, sizeof stamp, "%s/.synth-%s-%s%s%s%s", dirm, size, dtype,
+                 shape_70b ? "-llama3-70b" : "", gguf ? "-gguf" : "", adapter ? "-lora" : "");
         if (access(stamp, F_OK) == 0)
             continue;
+        if (gguf || adapter)
+            mkdir(dirm, 0755);
         snprintf(seed, sizeof seed, "%d", m + 1);
-        char *synth[32] = {SMELT_CLI_PATH, "synth", path, "--size", (char *)size, "--dtype",
+        char *synth[40] = {SMELT_CLI_PATH, "synth", path, "--size", (char *)size, "--dtype",
                            (char *)dtype, m ? "--base-seed" : "--seed", m ? "1" : seed};
         int at = 9;
-        if (m) {
+        if (adapter) { /* the adapter fits m0: same shape options, its own seed */
+            synth[5] = "--seed";
+            synth[6] = seed;
+            synth[7] = "--lora";
+            synth[8] = (char *)lora_rank;
+        } else if (m) {
             synth[at++] = "--seed";
             synth[at++] = seed;
         }
         for (int k = 0; shape_70b && llama3_70b[k]; k++)
             synth[at++] = (char *)llama3_70b[k];
         synth[at] = NULL;
-        fprintf(stderr, "bench_merge: generating %s (%s %s%s)\n", path, size, dtype,
-                shape_70b ? ", Llama-3-70B shapes" : "");
+        fprintf(stderr, "bench_merge: generating %s (%s %s%s%s)\n", path, size, dtype,
+                shape_70b ? ", Llama-3-70B shapes" : "", adapter ? ", LoRA adapter" : "");
         double t0 = now();
         if (run(synth, NULL, NULL) != 0) { fprintf(stderr, "bench_merge: synth failed\n"); return 1; }
         fprintf(stderr, "bench_merge: generated in %.1f s\n", now() - t0);
-        FILE *s = fopen(stamp, "w");
+        FILE *s = fopen(stamp, "w"); /* stamp, in the model's directory */
         if (s)
             fclose(s);
     }
@@ -269,12 +288,17 @@ static int generate(const char *dir, int models, const char *size, const char *d
 /* One method: plain read of the files it reads, then the merge, both from a cold cache. */
 static int bench_one(const char *dir, const method_row *row, int models, const char *density,
                      const char *params, const char *max_memory, const char *threads,
-                     const char *io, int table)
+                     const char *io, int table, int lora)
 {
-    char cfg[4200], out[4200], rm[4300];
+    char cfg[4200], out[4200], rm[4300], adapter[4200];
     snprintf(cfg, sizeof cfg, "%s/%s.yml", dir, row->name);
     snprintf(out, sizeof out, "%s/out", dir);
-    int used = write_config(cfg, dir, row, models, density, params);
+    snprintf(adapter, sizeof adapter, "%s/ad", dir);
+    int used = 1;
+    if (lora)
+        snprintf(cfg, sizeof cfg, "%s/m0", dir); /* lora apply: the base in cfg's place */
+    else
+        used = write_config(cfg, dir, row, models, density, params);
     if (used < 0)
         return 1;
     glob_t files = input_files(dir, used);
@@ -287,7 +311,8 @@ static int bench_one(const char *dir, const method_row *row, int models, const c
         return 1;
     struct rusage ru;
     double t0 = now();
-    int rc = run_merge(cfg, out, max_memory, threads, io, &ru, &from_files);
+    int rc = run_merge(cfg, lora ? adapter : NULL, out, max_memory, threads, io, &ru,
+                       &from_files);
     double merge_s = now() - t0;
     if (rc != 0) { fprintf(stderr, "bench_merge: %s: merge failed\n", row->name); return 1; }
     double per_byte = (double)from_files / (double)bytes;
@@ -317,6 +342,7 @@ int main(int argc, char **argv)
     int models = 3, keep = 0, shape_70b = 0;
     const char *size = "1G", *dtype = "bfloat16", *max_memory = "512Mi", *threads = NULL;
     const char *dir = "/tmp/smelt-bench", *io = NULL, *method = "linear", *density = "0.5", *params = NULL;
+    const char *lora_rank = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--keep")) { keep = 1; continue; }
@@ -331,6 +357,14 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--method")) method = v;
         else if (!strcmp(a, "--density")) density = v;
         else if (!strcmp(a, "--params")) params = v;
+        else if (!strcmp(a, "--lora")) lora_rank = v;
+        else if (!strcmp(a, "--format")) {
+            if (strcmp(v, "gguf") != 0 && strcmp(v, "safetensors") != 0) {
+                fprintf(stderr, "bench_merge: --format takes safetensors or gguf\n");
+                return 2;
+            }
+            gguf = !strcmp(v, "gguf");
+        }
         else if (!strcmp(a, "--shape")) {
             if (strcmp(v, "llama3-70b") != 0) {
                 fprintf(stderr, "bench_merge: --shape takes llama3-70b\n");
@@ -354,7 +388,13 @@ int main(int argc, char **argv)
     }
     /* Only a directory this run created is removed at the end: never a user's models. */
     int created = mkdir(dir, 0755) == 0;
-    if (generate(dir, models, size, dtype, shape_70b) != 0)
+    if (lora_rank && (all || gguf)) {
+        fprintf(stderr, "bench_merge: --lora benchmarks lora apply alone, of safetensors\n");
+        return 2;
+    }
+    if (lora_rank)
+        models = 1;
+    if (generate(dir, models, size, dtype, shape_70b, lora_rank) != 0)
         return 1;
     int rc = 0;
     if (all) {
@@ -363,9 +403,15 @@ int main(int argc, char **argv)
         printf("%-17s %2s %8s %8s %6s %9s %9s\n", "method", "in", "read", "merge", "ratio",
                "B/in-B", "RSS MiB");
         for (size_t m = 0; m < NMETHODS && rc == 0; m++)
-            rc = bench_one(dir, &methods[m], models, density, params, max_memory, threads, io, 1);
+            rc = bench_one(dir, &methods[m], models, density, params, max_memory, threads, io, 1,
+                           0);
     } else {
-        rc = bench_one(dir, only, models, density, params, max_memory, threads, io, 0);
+        if (lora_rank) {
+            static method_row apply = {"lora apply", ROLE_PLAIN, 1, 0, 0, NULL};
+            only = &apply;
+        }
+        rc = bench_one(dir, only, models, density, params, max_memory, threads, io, 0,
+                       lora_rank != NULL);
     }
     if (!keep && created) {
         char rm[4200];
