@@ -261,11 +261,11 @@ static int generate(const char *dir, int models, const char *size, const char *d
         char *synth[40] = {SMELT_CLI_PATH, "synth", path, "--size", (char *)size, "--dtype",
                            (char *)dtype, m ? "--base-seed" : "--seed", m ? "1" : seed};
         int at = 9;
-        if (adapter) { /* the adapter fits m0: same shape options, its own seed */
-            synth[5] = "--seed";
-            synth[6] = seed;
-            synth[7] = "--lora";
-            synth[8] = (char *)lora_rank;
+        if (adapter) { /* the adapter fits m0: same size, dtype and shape options, its seed */
+            synth[7] = "--seed";
+            synth[8] = seed;
+            synth[at++] = "--lora";
+            synth[at++] = (char *)lora_rank;
         } else if (m) {
             synth[at++] = "--seed";
             synth[at++] = seed;

@@ -228,6 +228,27 @@ typedef struct smelt_synth_options {
     unsigned intermediate;  /* MLP width (default: hidden * 11 / 4 rounded up to 64) */
     unsigned heads;         /* attention heads (default: hidden / 64) */
     unsigned kv_heads;      /* key/value heads (grouped-query attention; default: heads) */
+    /* A PEFT LoRA adapter instead of a model (lora_rank > 0): `out` becomes a directory with
+     * adapter_config.json and adapter_model.safetensors for the safetensors model that the
+     * same size, dtype, shape, vocab and tied options describe (seed then seeds the adapter's
+     * values; the base's seed does not matter, its shapes do). */
+    unsigned lora_rank;     /* r */
+    double lora_alpha;      /* lora_alpha (default 0: 2 * r) */
+    int lora_rslora;        /* use_rslora: scale alpha / sqrt(r) */
+    int lora_dora;          /* use_dora: a magnitude vector per adapted module */
+    /* Comma-separated module names to adapt: any of q_proj, k_proj, v_proj, o_proj, gate_proj,
+     * up_proj, down_proj, embed_tokens (lora_embedding_A/B) and lm_head; NULL: the seven
+     * projections. */
+    const char *lora_targets;
+    /* rank_pattern / alpha_pattern as "REGEX=VALUE,REGEX=VALUE" (PEFT's per-module overrides,
+     * matched as PEFT matches them; a pattern holds no ',' or '='); NULL: none. */
+    const char *lora_rank_pattern;
+    const char *lora_alpha_pattern;
+    /* Comma-separated module names stored whole (modules_to_save), e.g. "lm_head,model.norm":
+     * each names every tensor "<...>.NAME.weight" of the model; NULL: none. */
+    const char *lora_modules_to_save;
+    const char *lora_dtype; /* the adapter's tensors: float32 (default), bfloat16 or float16 */
+    const char *lora_base;  /* base_model_name_or_path in the config (NULL: null) */
 } smelt_synth_options;
 
 /* Fills *opts with the defaults (size 0: the caller must set it). */

@@ -146,14 +146,13 @@ static uint64_t splitmix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
-/* A uniform value in [-1, 1) for (key, index). */
-static float unit_noise(uint64_t key, uint64_t index)
+float synth_unit_noise(uint64_t key, uint64_t index)
 {
     uint64_t r = splitmix64(key ^ splitmix64(index));
     return (float)((double)(r >> 40) * (1.0 / 8388608.0) - 1.0);
 }
 
-static uint64_t tensor_key(uint64_t seed, size_t tensor) { return splitmix64(seed * 0x100000001B3ull + tensor); }
+uint64_t synth_tensor_key(uint64_t seed, size_t tensor) { return splitmix64(seed * 0x100000001B3ull + tensor); }
 
 uint64_t synth_codec_bytes(synth_codec c, uint64_t n)
 {
@@ -215,20 +214,20 @@ static void synth_task(void *arg, size_t task, unsigned worker)
     uint64_t n = job->count - begin < SYNTH_TASK ? job->count - begin : SYNTH_TASK;
     const synth_tensor *t = job->tensor;
     uint64_t base_seed = job->opts->has_base ? job->opts->base_seed : job->opts->seed;
-    uint64_t key = tensor_key(base_seed, job->tensor_index);
+    uint64_t key = synth_tensor_key(base_seed, job->tensor_index);
     float center = t->is_norm ? 1.0f : 0.0f, spread = t->is_norm ? 0.1f : 0.02f;
     for (uint64_t j = 0; j < n; j++)
-        vals[j] = center + spread * unit_noise(key, source_index(t, job->first + begin + j));
+        vals[j] = center + spread * synth_unit_noise(key, source_index(t, job->first + begin + j));
     uint8_t *dst = job->out + synth_codec_bytes(job->codec, begin);
     codec_encode(job->codec, dst, vals, (size_t)n);
     if (!job->opts->has_base)
         return;
     /* A fine-tune: the base exactly as stored, plus a seeded perturbation. */
     codec_decode(job->codec, vals, dst, (size_t)n);
-    uint64_t fkey = tensor_key(job->opts->seed ^ 0x5DEECE66Dull, job->tensor_index);
+    uint64_t fkey = synth_tensor_key(job->opts->seed ^ 0x5DEECE66Dull, job->tensor_index);
     float delta = (float)job->opts->delta * spread / 0.02f;
     for (uint64_t j = 0; j < n; j++)
-        vals[j] += delta * unit_noise(fkey, source_index(t, job->first + begin + j));
+        vals[j] += delta * synth_unit_noise(fkey, source_index(t, job->first + begin + j));
     codec_encode(job->codec, dst, vals, (size_t)n);
 }
 
@@ -270,7 +269,7 @@ int synth_write_tensor(smelt_ctx *ctx, smelt_out_file *file, uint64_t offset,
     return rc;
 }
 
-static int write_json(smelt_ctx *ctx, const char *dir, const char *name, json_t *obj)
+int synth_write_json(smelt_ctx *ctx, const char *dir, const char *name, json_t *obj)
 {
     char *text = json_dumps(obj, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(obj);
@@ -304,9 +303,9 @@ static int write_side_files(smelt_ctx *ctx, const char *dir, const synth_arch *a
         json_decref(gen);
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     }
-    int rc = write_json(ctx, dir, "config.json", config);
-    int rc2 = write_json(ctx, dir, "tokenizer_config.json", tok);
-    int rc3 = write_json(ctx, dir, "generation_config.json", gen);
+    int rc = synth_write_json(ctx, dir, "config.json", config);
+    int rc2 = synth_write_json(ctx, dir, "tokenizer_config.json", tok);
+    int rc3 = synth_write_json(ctx, dir, "generation_config.json", gen);
     return rc ? rc : rc2 ? rc2 : rc3;
 }
 
@@ -351,23 +350,34 @@ out:
     return rc;
 }
 
-/* Writes the safetensors directory. */
-static int synth_safetensors(smelt_ctx *ctx, const char *out_dir, const smelt_synth_options *opts)
+int synth_st_arch(smelt_ctx *ctx, const smelt_synth_options *opts, smelt_dtype *dt,
+                  synth_arch *arch)
 {
-    smelt_dtype dt = smelt_dtype_from_torch_name(opts->dtype ? opts->dtype : "bfloat16");
-    if (dt == SMELT_DT_INVALID)
+    *dt = smelt_dtype_from_torch_name(opts->dtype ? opts->dtype : "bfloat16");
+    if (*dt == SMELT_DT_INVALID)
         return smelt_fail(ctx, SMELT_E_ARG, "synth: dtype '%s' is not bfloat16, float16 or float32",
                           opts->dtype);
-    uint64_t shard_limit = opts->shard_size ? opts->shard_size : 1000000000ull;
-    synth_arch arch = {0};
-    int arc = synth_choose_arch(ctx, opts, opts->size / smelt_dtype_size(dt), 64, &arch);
-    if (arc != SMELT_OK)
-        return arc;
+    *arch = (synth_arch){0};
+    int rc = synth_choose_arch(ctx, opts, opts->size / smelt_dtype_size(*dt), 64, arch);
+    if (rc != SMELT_OK)
+        return rc;
     /* The vocabulary may be set apart from the size: fine-tunes that added tokens have more
      * embedding rows than their base (the first rows keep the same values). */
     if (opts->vocab)
-        arch.vocab = opts->vocab;
-    arch.tied = opts->tied != 0;
+        arch->vocab = opts->vocab;
+    arch->tied = opts->tied != 0;
+    return SMELT_OK;
+}
+
+/* Writes the safetensors directory. */
+static int synth_safetensors(smelt_ctx *ctx, const char *out_dir, const smelt_synth_options *opts)
+{
+    smelt_dtype dt;
+    synth_arch arch;
+    int arc = synth_st_arch(ctx, opts, &dt, &arch);
+    if (arc != SMELT_OK)
+        return arc;
+    uint64_t shard_limit = opts->shard_size ? opts->shard_size : 1000000000ull;
     size_t ntensors = synth_tensor_count(&arch);
     synth_tensor *tensors = calloc(ntensors, sizeof *tensors);
     if (!tensors)
@@ -433,6 +443,12 @@ int smelt_synth(smelt_ctx *ctx, const char *out, const smelt_synth_options *opts
         return smelt_fail(ctx, SMELT_E_ARG, "synth: delta %g is out of range", opts->delta);
     if (opts->layers > 4096)
         return smelt_fail(ctx, SMELT_E_ARG, "synth: %u layers is more than 4096", opts->layers);
+    if (opts->lora_rank) {
+        if ((opts->format && strcmp(opts->format, "safetensors")) || smelt_gguf_is_path(out))
+            return smelt_fail(ctx, SMELT_E_ARG, "synth: --lora writes a PEFT adapter directory "
+                              "for a safetensors model, not '%s'", out);
+        return synth_lora(ctx, out, opts);
+    }
     const char *format = opts->format ? opts->format : smelt_gguf_is_path(out) ? "gguf"
                                                                               : "safetensors";
     if (!strcmp(format, "safetensors"))

@@ -58,6 +58,23 @@ int synth_choose_arch(smelt_ctx *ctx, const smelt_synth_options *o, uint64_t par
 size_t synth_tensor_count(const synth_arch *a);
 size_t synth_list_tensors(const synth_arch *a, synth_tensor *out);
 
+/* A uniform value in [-1, 1) for (key, index): every generated element is one of these. */
+float synth_unit_noise(uint64_t key, uint64_t index);
+
+/* The noise key of tensor `tensor` (its index in the list) under `seed`. */
+uint64_t synth_tensor_key(uint64_t seed, size_t tensor);
+
+/* The safetensors dtype (opts->dtype, default bfloat16) and the architecture of the model
+ * directory these options describe; the adapter writer (synth_lora.c) shapes its tensors by the
+ * same architecture. SMELT_OK or SMELT_E_ARG with a message. */
+int synth_st_arch(smelt_ctx *ctx, const smelt_synth_options *opts, smelt_dtype *dt,
+                  synth_arch *arch);
+
+struct json_t;
+
+/* Writes dir/name atomically as indented JSON and releases obj (also on failure). */
+int synth_write_json(smelt_ctx *ctx, const char *dir, const char *name, struct json_t *obj);
+
 /* Generator threads and their buffers. */
 typedef struct synth_workers {
     smelt_pool *pool;
@@ -76,5 +93,9 @@ int synth_write_tensor(smelt_ctx *ctx, smelt_out_file *file, uint64_t offset,
 
 /* smelt_synth for opts->format "gguf": one llama GGUF file at `path` (synth_gguf.c). */
 int synth_gguf(smelt_ctx *ctx, const char *path, const smelt_synth_options *opts);
+
+/* smelt_synth with opts->lora_rank: a PEFT LoRA adapter directory for the safetensors model of
+ * the same options (synth_lora.c). */
+int synth_lora(smelt_ctx *ctx, const char *dir, const smelt_synth_options *opts);
 
 #endif

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +69,19 @@ static const char usage_text[] =
     "  --tied                 no lm_head.weight (tied embeddings)\n"
     "  --hidden N             hidden size (default: from the size); with it --intermediate N,\n"
     "                         --heads N and --kv-heads N (Llama-3-70B: 8192 28672 64 8)\n"
+    "  --lora R               write a rank-R PEFT LoRA adapter (a directory OUT with\n"
+    "                         adapter_config.json and adapter_model.safetensors) for the model\n"
+    "                         of the same --size, --dtype and shape options; --seed seeds it\n"
+    "  --lora-alpha A         lora_alpha (default 2R)\n"
+    "  --rslora, --dora       use_rslora (scale A / sqrt(R)); use_dora (magnitude vectors)\n"
+    "  --lora-targets LIST    modules to adapt, comma-separated, of q_proj k_proj v_proj o_proj\n"
+    "                         gate_proj up_proj down_proj embed_tokens lm_head (default: the\n"
+    "                         seven projections)\n"
+    "  --lora-rank-pattern 'REGEX=R,...', --lora-alpha-pattern 'REGEX=A,...'\n"
+    "                         PEFT's rank_pattern and alpha_pattern (per-module overrides)\n"
+    "  --modules-to-save LIST modules the adapter stores whole (e.g. lm_head,model.norm)\n"
+    "  --lora-dtype D         the adapter's dtype: float32 (default), bfloat16 or float16\n"
+    "  --lora-base NAME       base_model_name_or_path in adapter_config.json\n"
     "  --delta X              the fine-tune's perturbation scale (default 0.01)\n"
     "  --shard-size SIZE      the largest shard (default 1G; safetensors only)\n"
     "  -j, --threads N        generator threads\n"
@@ -406,7 +420,9 @@ static int cmd_verify(smelt_ctx *ctx, int argc, char **argv)
 static int cmd_synth(smelt_ctx *ctx, int argc, char **argv)
 {
     enum { OPT_SIZE = 256, OPT_DTYPE, OPT_SEED, OPT_BASE_SEED, OPT_DELTA, OPT_SHARD, OPT_LAYERS,
-           OPT_VOCAB, OPT_TIED, OPT_HIDDEN, OPT_INTERMEDIATE, OPT_HEADS, OPT_KV_HEADS, OPT_FORMAT };
+           OPT_VOCAB, OPT_TIED, OPT_HIDDEN, OPT_INTERMEDIATE, OPT_HEADS, OPT_KV_HEADS, OPT_FORMAT,
+           OPT_LORA, OPT_LORA_ALPHA, OPT_RSLORA, OPT_DORA, OPT_LORA_TARGETS, OPT_RANK_PATTERN,
+           OPT_ALPHA_PATTERN, OPT_MODULES_TO_SAVE, OPT_LORA_DTYPE, OPT_LORA_BASE };
     static const struct option options[] = {
         {"size", required_argument, NULL, OPT_SIZE},
         {"dtype", required_argument, NULL, OPT_DTYPE},
@@ -422,6 +438,16 @@ static int cmd_synth(smelt_ctx *ctx, int argc, char **argv)
         {"kv-heads", required_argument, NULL, OPT_KV_HEADS},
         {"delta", required_argument, NULL, OPT_DELTA},
         {"shard-size", required_argument, NULL, OPT_SHARD},
+        {"lora", required_argument, NULL, OPT_LORA},
+        {"lora-alpha", required_argument, NULL, OPT_LORA_ALPHA},
+        {"rslora", no_argument, NULL, OPT_RSLORA},
+        {"dora", no_argument, NULL, OPT_DORA},
+        {"lora-targets", required_argument, NULL, OPT_LORA_TARGETS},
+        {"lora-rank-pattern", required_argument, NULL, OPT_RANK_PATTERN},
+        {"lora-alpha-pattern", required_argument, NULL, OPT_ALPHA_PATTERN},
+        {"modules-to-save", required_argument, NULL, OPT_MODULES_TO_SAVE},
+        {"lora-dtype", required_argument, NULL, OPT_LORA_DTYPE},
+        {"lora-base", required_argument, NULL, OPT_LORA_BASE},
         {"threads", required_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -431,6 +457,7 @@ static int cmd_synth(smelt_ctx *ctx, int argc, char **argv)
     int c;
     long threads;
     char *end;
+    const char *lora_only = NULL; /* the last flag given that only an adapter takes */
     while ((c = getopt_long(argc, argv, "j:h", options, NULL)) != -1) {
         switch (c) {
         case OPT_SIZE:
@@ -491,10 +518,35 @@ static int cmd_synth(smelt_ctx *ctx, int argc, char **argv)
                 return 2;
             opts.threads = (int)threads;
             break;
+        case OPT_LORA: {
+            long rank;
+            if (parse_count(optarg, "--lora", 1000000, &rank))
+                return 2;
+            opts.lora_rank = (unsigned)rank;
+            break;
+        }
+        case OPT_LORA_ALPHA:
+            errno = 0;
+            opts.lora_alpha = strtod(optarg, &end);
+            if (errno || *end || end == optarg || !isfinite(opts.lora_alpha) ||
+                opts.lora_alpha == 0)
+                return fail_usage("--lora-alpha: '%s' is not a finite, non-zero number", optarg);
+            lora_only = "--lora-alpha";
+            break;
+        case OPT_RSLORA: opts.lora_rslora = 1; lora_only = "--rslora"; break;
+        case OPT_DORA: opts.lora_dora = 1; lora_only = "--dora"; break;
+        case OPT_LORA_TARGETS: opts.lora_targets = optarg; lora_only = "--lora-targets"; break;
+        case OPT_RANK_PATTERN: opts.lora_rank_pattern = optarg; lora_only = "--lora-rank-pattern"; break;
+        case OPT_ALPHA_PATTERN: opts.lora_alpha_pattern = optarg; lora_only = "--lora-alpha-pattern"; break;
+        case OPT_MODULES_TO_SAVE: opts.lora_modules_to_save = optarg; lora_only = "--modules-to-save"; break;
+        case OPT_LORA_DTYPE: opts.lora_dtype = optarg; lora_only = "--lora-dtype"; break;
+        case OPT_LORA_BASE: opts.lora_base = optarg; lora_only = "--lora-base"; break;
         case 'h': fputs(usage_text, stdout); return 0;
         default: return usage_hint();
         }
     }
+    if (lora_only && !opts.lora_rank)
+        return fail_usage("%s describes a LoRA adapter: it needs --lora R", lora_only);
     if (argc - optind != 1)
         return fail_usage("synth takes one OUT (a directory, or a file ending in .gguf)%s", "");
     if (!opts.size)
