@@ -238,12 +238,12 @@ static int plan_tensors(smelt_ctx *ctx, const smelt_synth_options *o, const synt
              * [embedding_dim, r]; DoRA's magnitude has one entry per embedding dimension. */
             add_tensor(p, VAL_A, 2, rank, rows, 0, (float)(1.0 / sqrt((double)rows)),
                        KEY_PREFIX "%s%s", module, ".lora_embedding_A");
-            add_tensor(p, VAL_B, 2, cols, rank, 0, 0.02f, KEY_PREFIX "%s%s", module,
+            add_tensor(p, VAL_B, 2, cols, rank, 0, 0.01f, KEY_PREFIX "%s%s", module,
                        ".lora_embedding_B");
         } else {
             add_tensor(p, VAL_A, 2, rank, cols, 0, (float)(1.0 / sqrt((double)cols)),
                        KEY_PREFIX "%s%s", module, ".lora_A.weight");
-            add_tensor(p, VAL_B, 2, rows, rank, 0, 0.02f, KEY_PREFIX "%s%s", module,
+            add_tensor(p, VAL_B, 2, rows, rank, 0, 0.01f, KEY_PREFIX "%s%s", module,
                        ".lora_B.weight");
         }
         if (o->lora_dora) {
