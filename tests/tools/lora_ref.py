@@ -349,11 +349,13 @@ def cmd_make_adapter(args):
                 args.factor_dtype, m.shape, encode(m, args.factor_dtype))
     for pattern in args.drop:
         tensors = {k: v for k, v in tensors.items() if not re.search(pattern, k)}
-    for spec in args.add:  # NAME=DTYPE:D0,D1,...
+    for spec in args.add:  # NAME=DTYPE:D0,D1,...[@VALUE]
         name, _, rest = spec.partition("=")
+        rest, _, fill = rest.partition("@")
         dtype, _, shape = rest.partition(":")
         shape = parse_shape(shape)
-        v = rng.normal(0, 0.1, shape).astype(np.float32)
+        v = np.full(shape, float(fill), dtype=np.float32) if fill else \
+            rng.normal(0, 0.1, shape).astype(np.float32)
         tensors[name] = (dtype, shape, encode(v, dtype))
     os.makedirs(args.dir, exist_ok=True)
     weights = os.path.join(args.dir, "adapter_model.bin" if args.bin_only
@@ -400,7 +402,8 @@ def main(argv):
         p.add_argument("--drop", action="append", default=[], metavar="REGEX",
                        help="leave out the tensors whose name matches")
         p.add_argument("--add", action="append", default=[], metavar="NAME=DTYPE:SHAPE",
-                       help="add (or replace) a tensor, e.g. NAME=F32:4,192")
+                       help="add (or replace) a tensor, e.g. NAME=F32:4,192 (random) or "
+                       "NAME=F32:192@nan (every element VALUE)")
         p.add_argument("--bin-only", action="store_true",
                        help="name the weights adapter_model.bin (no .safetensors)")
         return cmd_make_adapter(p.parse_args(argv[1:]))
