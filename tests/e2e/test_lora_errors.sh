@@ -197,5 +197,10 @@ adapter goodt --dora --set fan_in_fan_out=true
 if $SMELT lora apply -q "$B" "$work/ad/goodt" "$work/goodt"; then
   ref "DoRA with fan_in_fan_out" "$B" "$work/ad/goodt" "$work/goodt"
 else fail "lora apply of the transposed DoRA adapter failed"; fi
+# An adapter of whole tensors only (no LoRA modules): the norm replaced, BF16 kept.
+adapter mts_only --drop 'lora_' --add "base_model.model.model.norm.weight=BF16:192"
+if $SMELT lora apply -q "$B" "$work/ad/mts_only" "$work/mts_only"; then
+  ref "modules_to_save only" "$B" "$work/ad/mts_only" "$work/mts_only"
+else fail "lora apply of the modules_to_save-only adapter failed"; fi
 
 finish
