@@ -426,8 +426,12 @@ static int finish_modules(smelt_ctx *ctx, smelt_lora *l, json_t *config)
                               (ull)ra);
         orient(m, m->embedding || l->fan_in_fan_out);
     }
-    qsort(l->modules, l->nmodules, sizeof *l->modules, by_target);
-    qsort(l->replacements, l->nreplacements, sizeof *l->replacements, by_name);
+    /* An adapter without modules (or replacements) has a NULL array: qsort and bsearch must
+     * not see it, even with a count of 0. */
+    if (l->nmodules)
+        qsort(l->modules, l->nmodules, sizeof *l->modules, by_target);
+    if (l->nreplacements)
+        qsort(l->replacements, l->nreplacements, sizeof *l->replacements, by_name);
     for (size_t i = 1; i < l->nreplacements; i++)
         if (!strcmp(l->replacements[i].name, l->replacements[i - 1].name))
             return smelt_fail(ctx, SMELT_E_FORMAT, "%s: tensor '%s' is stored twice (with and "
@@ -489,13 +493,16 @@ void smelt_lora_close(smelt_lora *l)
 const smelt_lora_module *smelt_lora_find(const smelt_lora *l, const char *name)
 {
     smelt_lora_module key = {.target = (char *)name};
-    return l ? bsearch(&key, l->modules, l->nmodules, sizeof key, by_target) : NULL;
+    return l && l->nmodules ? bsearch(&key, l->modules, l->nmodules, sizeof key, by_target)
+                            : NULL;
 }
 
 const smelt_tensor_info *smelt_lora_replacement(const smelt_lora *l, const char *name)
 {
     smelt_tensor_info key = {.name = (char *)name};
-    return l ? bsearch(&key, l->replacements, l->nreplacements, sizeof key, by_name) : NULL;
+    return l && l->nreplacements
+               ? bsearch(&key, l->replacements, l->nreplacements, sizeof key, by_name)
+               : NULL;
 }
 
 static void shape_text(char *buf, size_t len, const smelt_tensor_info *t)
