@@ -89,10 +89,7 @@ void smelt_source_lora_apply(const smelt_kernels *k, const smelt_lora_module *m,
     for (size_t j = 0; j < n;) {
         uint64_t row = (index0 + j) / m->cols, col = (index0 + j) % m->cols;
         size_t len = (size_t)(m->cols - col < n - j ? m->cols - col : n - j);
-        memset(delta, 0, len * sizeof *delta);
-        for (uint32_t r = 0; r < m->rank; r++)
-            k->axpy(delta, right + (uint64_t)r * m->cols + col, left[(uint64_t)r * m->rows + row],
-                    len);
+        k->lora_delta(delta, left + row, m->rows, right + col, m->cols, m->rank, len);
         k->scale(delta, delta, m->scale, len);
         k->axpy(out + j, delta, 1.0f, len); /* W + delta: 1 * delta is exact */
         if (dora && !m->transposed)

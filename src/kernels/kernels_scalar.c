@@ -116,6 +116,15 @@ void smelt_ref_axpy(float *acc, const float *x, float w, size_t n)
         acc[i] = acc[i] + w * x[i];
 }
 
+void smelt_ref_lora_delta(float *delta, const float *coef, size_t coef_stride, const float *rows,
+                          size_t row_stride, size_t rank, size_t n)
+{
+    for (size_t j = 0; j < n; j++)
+        delta[j] = 0.0f;
+    for (size_t k = 0; k < rank; k++)
+        smelt_ref_axpy(delta, rows + k * row_stride, coef[k * coef_stride], n);
+}
+
 void smelt_ref_scale(float *dst, const float *x, float w, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -280,6 +289,7 @@ const smelt_kernels smelt_kernels_scalar = {
     .encode_f16 = smelt_ref_encode_f16,
     .axpy = smelt_ref_axpy,
     .scale = smelt_ref_scale,
+    .lora_delta = smelt_ref_lora_delta,
     .encode_f32 = smelt_ref_encode_f32,
     .axpy_bf16 = smelt_ref_axpy_bf16,
     .axpy_f16 = smelt_ref_axpy_f16,

@@ -96,6 +96,12 @@ static void p_axpy_bf16_encode(const smelt_kernels *k, const probe_in *in, probe
 {
     k->axpy_bf16_encode(o->u16, in->b, in->h, in->w, PROBE_N);
 }
+static void p_lora_delta(const smelt_kernels *k, const probe_in *in, probe_buf *o)
+{
+    /* rank 3 over overlapping rows of a (row k starts at a + k, specials included): 64
+     * elements fill AVX-512's four-vector block; coefficients from b. */
+    k->lora_delta(o->f[0], in->b, 3, in->a, 1, 3, 64);
+}
 static void p_sub(const smelt_kernels *k, const probe_in *in, probe_buf *o)
 {
     k->sub(o->f[0], in->a, in->b, PROBE_N);
@@ -173,6 +179,7 @@ static const probe probes[] = {
     {"scale_f16", OUT_F32_ANY_NAN, p_scale_f16},
     {"axpy_bf16_encode", OUT_U16, p_axpy_bf16_encode},
     {"sub", OUT_F32_ANY_NAN, p_sub},
+    {"lora_delta", OUT_F32_ANY_NAN, p_lora_delta},
     {"masked_accum", OUT_F32_ANY_NAN, p_masked_accum},
     {"dot_f64/sumsq_f64/sum_abs_f64", OUT_F64, p_reductions},
     {"hist_mag", OUT_U32, p_hist_mag},

@@ -116,6 +116,38 @@ static void k_axpy(float *acc, const float *x, float w, size_t n)
     smelt_ref_axpy(acc + i, x + i, w, n - i);
 }
 
+/* Four vectors of accumulators stay in registers through the whole rank, so each product is
+ * one load, one multiply and one add; the reference's axpy passes do the same operations on
+ * each element in the same order. */
+static void k_lora_delta(float *delta, const float *coef, size_t coef_stride, const float *rows,
+                         size_t row_stride, size_t rank, size_t n)
+{
+    size_t j = 0;
+    for (; j + 4 * VL <= n; j += 4 * VL) {
+        VF a0 = VF_SET1(0.0f), a1 = a0, a2 = a0, a3 = a0;
+        const float *p = rows + j;
+        for (size_t k = 0; k < rank; k++, p += row_stride) {
+            VF c = VF_SET1(coef[k * coef_stride]);
+            a0 = VF_ADD(a0, VF_MUL(c, VF_LOADU(p)));
+            a1 = VF_ADD(a1, VF_MUL(c, VF_LOADU(p + VL)));
+            a2 = VF_ADD(a2, VF_MUL(c, VF_LOADU(p + 2 * VL)));
+            a3 = VF_ADD(a3, VF_MUL(c, VF_LOADU(p + 3 * VL)));
+        }
+        VF_STOREU(delta + j, a0);
+        VF_STOREU(delta + j + VL, a1);
+        VF_STOREU(delta + j + 2 * VL, a2);
+        VF_STOREU(delta + j + 3 * VL, a3);
+    }
+    for (; j + VL <= n; j += VL) {
+        VF a0 = VF_SET1(0.0f);
+        const float *p = rows + j;
+        for (size_t k = 0; k < rank; k++, p += row_stride)
+            a0 = VF_ADD(a0, VF_MUL(VF_SET1(coef[k * coef_stride]), VF_LOADU(p)));
+        VF_STOREU(delta + j, a0);
+    }
+    smelt_ref_lora_delta(delta + j, coef, coef_stride, rows + j, row_stride, rank, n - j);
+}
+
 static void k_scale(float *dst, const float *x, float w, size_t n)
 {
     const VF vw = VF_SET1(w);
@@ -553,6 +585,7 @@ const smelt_kernels K_CAT(smelt_kernels_, KLEVEL) = {
     .encode_f16 = k_encode_f16,
     .axpy = k_axpy,
     .scale = k_scale,
+    .lora_delta = k_lora_delta,
     .encode_f32 = k_encode_f32,
     .axpy_bf16 = k_axpy_bf16,
     .axpy_f16 = k_axpy_f16,

@@ -42,6 +42,16 @@ linear_config() {
     done; } > "$file"
 }
 
+# numpy_python: sets PY to a python3 that has numpy (Debian's python3-numpy, which
+# tools/setup.sh installs; a python3 earlier on PATH, such as pyenv's, may lack it), or fails.
+numpy_python() {
+  for PY in ${PYTHON:-} /usr/bin/python3 python3; do
+    if command -v "$PY" >/dev/null && "$PY" -c 'import numpy' 2>/dev/null; then return 0; fi
+  done
+  echo "FAIL: no python3 with numpy (python3-numpy: run tools/setup.sh)" >&2
+  exit 1
+}
+
 finish() {
   if [ "$failures" -gt 0 ]; then echo "$failures check(s) failed"; exit 1; fi
   echo "all checks passed"

@@ -4,12 +4,7 @@
 # DoRA / alpha_pattern / BF16 factors / modules_to_save on a synthetic Llama base.
 source "$(dirname "$0")/lib.sh"
 
-# lora_ref.py needs numpy: the first python3 that has it.
-PY=
-for p in ${PYTHON:-} python3 /usr/bin/python3; do
-  if command -v "$p" >/dev/null && "$p" -c 'import numpy' 2>/dev/null; then PY=$p; break; fi
-done
-if [ -z "$PY" ]; then echo "skipped: no python3 with numpy"; exit 77; fi
+numpy_python # lora_ref.py needs numpy
 REF="${SMELT_SOURCE_DIR:-$here/../..}/tests/tools/lora_ref.py"
 
 B=$work/base

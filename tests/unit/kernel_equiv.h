@@ -201,6 +201,28 @@ static inline void keq_levels_once(keq *q, const smelt_kernels *r, const smelt_k
     free(a), free(b), free(c), free(o1), free(o2), free(p1), free(p2), free(h), free(e1), free(e2);
 }
 
+/* lora_delta: ranks 0 to 17 and 64, row lengths 0 to 70 (every tail of every block), 130 and
+ * 1000, rows stride apart (never a multiple of a vector), coefficients strided, specials in
+ * both. */
+static inline void keq_lora_delta(keq *q, const smelt_kernels *r, const smelt_kernels *k,
+                                  uint64_t *s)
+{
+    static const size_t ranks[] = {0, 1, 2, 3, 5, 8, 13, 17, 64};
+    for (size_t ri = 0; ri < sizeof ranks / sizeof ranks[0]; ri++)
+        for (size_t len = 0; len < 73; len++) {
+            size_t n = len < 71 ? len : len == 71 ? 130 : 1000, rank = ranks[ri];
+            size_t stride = n + 3, cstride = 7;
+            float *rows = keq_alloc((rank * stride + 1) * 4), *coef = keq_alloc((rank * cstride + 1) * 4);
+            float *o1 = keq_alloc(n * 4), *o2 = keq_alloc(n * 4);
+            keq_fill_f32(rows, rank * stride + 1, s, len % 2);
+            keq_fill_f32(coef, rank * cstride + 1, s, 0);
+            r->lora_delta(o1, coef, cstride, rows + 1, stride, rank, n);
+            k->lora_delta(o2, coef, cstride, rows + 1, stride, rank, n);
+            keq_cmp_f32(q, "lora_delta", k->name, o1, o2, n, 1);
+            free(rows), free(coef), free(o1), free(o2);
+        }
+}
+
 /* Every entry of k against r: lengths 0..67 (every tail), 1000 and 4099, at 4 misalignments,
  * on model-like data with specials and on arbitrary bit patterns. */
 static inline void keq_levels(keq *q, const smelt_kernels *r, const smelt_kernels *k)
@@ -212,6 +234,7 @@ static inline void keq_levels(keq *q, const smelt_kernels *r, const smelt_kernel
             for (int mode = 0; mode < 2; mode++)
                 keq_levels_once(q, r, k, len, off, mode, &s);
     }
+    keq_lora_delta(q, r, k, &s);
     /* A full reduction block, and Philox across a wrap of the counter's low word. */
     size_t big = SMELT_REDUCE_BLOCK;
     float *x = malloc(big * 4), *y = malloc(big * 4), *o1 = malloc(big * 4), *o2 = malloc(big * 4);

@@ -364,6 +364,8 @@ BAD_F32(scale_f16, (float *d, const uint16_t *x, float w, size_t n), (d, x, w, n
 BAD_U16(axpy_bf16_encode, (uint16_t *o, const float *a, const uint16_t *x, float w, size_t n),
         (o, a, x, w, n), o)
 BAD_F32(sub, (float *d, const float *a, const float *b, size_t n), (d, a, b, n), d)
+BAD_F32(lora_delta, (float *d, const float *c, size_t cs, const float *x, size_t xs, size_t r,
+                     size_t n), (d, c, cs, x, xs, r, n), d)
 BAD_F32(masked_accum, (float *m, float *dv, const float *wd, const float *v, float w, size_t n),
         (m, dv, wd, v, w, n), dv)
 static double bad_dot_f64(const float *a, const float *b, size_t n)
@@ -406,7 +408,7 @@ static const struct {
 
 /* A copy of the reference, named "broken", with entry `which` replaced by its wrong twin; *name
  * gets what the self-test must report. Returns 0 past the last entry. */
-#define NBROKEN (19 + (int)NBAD_DQ)
+#define NBROKEN (20 + (int)NBAD_DQ)
 static int broken_table(int which, smelt_kernels *k, const char **name)
 {
     *k = smelt_kernels_scalar;
@@ -436,11 +438,12 @@ static int broken_table(int which, smelt_kernels *k, const char **name)
         CASE(16, sum_abs_f64, "dot_f64/sumsq_f64/sum_abs_f64")
         CASE(17, hist_mag, "hist_mag")
         CASE(18, philox_uniform, "philox_uniform")
+        CASE(19, lora_delta, "lora_delta")
 #undef CASE
     }
-    if (which >= 19 && (size_t)(which - 19) < NBAD_DQ) {
-        k->dequant[bad_dq[which - 19].type] = bad_dq[which - 19].bad;
-        *name = bad_dq[which - 19].name;
+    if (which >= 20 && (size_t)(which - 20) < NBAD_DQ) {
+        k->dequant[bad_dq[which - 20].type] = bad_dq[which - 20].bad;
+        *name = bad_dq[which - 20].name;
         return 1;
     }
     return 0;
