@@ -507,15 +507,16 @@ static void derive_task(void *arg, size_t task, unsigned worker)
         const float *right = m ? left + (uint64_t)m->rank * m->rows : NULL;
         const float *dora = m && m->magnitude ? right + (uint64_t)m->rank * m->cols : NULL;
         smelt_dtype dt = pt->inputs[i]->dtype;
+        if (m) /* the whole task at once: its rows go through the product four at a time */
+            smelt_source_lora_apply(job->e->k, m, left, right, dora,
+                                    job->s->stage[i] + smelt_dtype_span(dt, begin), dt,
+                                    job->s->start + begin, (size_t)(end - begin),
+                                    (float *)job->s->in[i] + begin);
         for (uint64_t at = begin; at < end; at += SMELT_SOURCE_TILE) {
             size_t n = end - at < SMELT_SOURCE_TILE ? (size_t)(end - at) : SMELT_SOURCE_TILE;
-            const uint8_t *raw = job->s->stage[i] + smelt_dtype_span(dt, at);
             float *out = (float *)job->s->in[i] + at;
-            if (m)
-                smelt_source_lora_apply(job->e->k, m, left, right, dora, raw, dt,
-                                        job->s->start + at, n, out);
-            else
-                smelt_decode(job->e->k, out, raw, dt, n);
+            if (!m)
+                smelt_decode(job->e->k, out, job->s->stage[i] + smelt_dtype_span(dt, at), dt, n);
             smelt_source_round(job->e->k, out, src->round_to, n);
         }
     }

@@ -79,26 +79,56 @@ int smelt_source_lora_load(smelt_ctx *ctx, const smelt_lora *lora, const smelt_l
     return SMELT_OK;
 }
 
+/* Columns per lora_delta call: four rows of deltas stay in 8 KiB of stack, and the columns of
+ * `right` they read (rank x 512 floats) in L2. */
+#define LORA_COLS 512u
+
+/* Adds the delta (and DoRA's rescaling) to rows [row, row + nrows) (at most 4) over columns
+ * [col, col + len) of out, which holds element (row, col) at out[0] and rows out_stride apart. */
+static void add_delta(const smelt_kernels *k, const smelt_lora_module *m, const float *left,
+                      const float *right, const float *dora, uint64_t row, size_t nrows,
+                      uint64_t col, size_t len, float *out, size_t out_stride)
+{
+    float delta[4 * LORA_COLS];
+    for (size_t c = 0; c < len; c += LORA_COLS) {
+        size_t w = len - c < LORA_COLS ? len - c : LORA_COLS;
+        k->lora_delta(delta, LORA_COLS, left + row, m->rows, nrows, right + col + c, m->cols,
+                      m->rank, w);
+        for (size_t i = 0; i < nrows; i++) {
+            float *d = delta + i * LORA_COLS, *o = out + i * out_stride + c;
+            k->scale(d, d, m->scale, w);
+            k->axpy(o, d, 1.0f, w); /* W + delta: 1 * delta is exact */
+            if (dora && !m->transposed)
+                k->scale(o, o, dora[row + i], w);
+            else if (dora)
+                for (size_t q = 0; q < w; q++)
+                    o[q] *= dora[col + c + q];
+        }
+    }
+}
+
 void smelt_source_lora_apply(const smelt_kernels *k, const smelt_lora_module *m,
                              const float *left, const float *right, const float *dora,
                              const void *raw, smelt_dtype dt, uint64_t index0, size_t n,
                              float *out)
 {
-    float delta[SMELT_SOURCE_TILE];
     smelt_decode(k, out, raw, dt, n);
-    for (size_t j = 0; j < n;) {
-        uint64_t row = (index0 + j) / m->cols, col = (index0 + j) % m->cols;
-        size_t len = (size_t)(m->cols - col < n - j ? m->cols - col : n - j);
-        k->lora_delta(delta, left + row, m->rows, right + col, m->cols, m->rank, len);
-        k->scale(delta, delta, m->scale, len);
-        k->axpy(out + j, delta, 1.0f, len); /* W + delta: 1 * delta is exact */
-        if (dora && !m->transposed)
-            k->scale(out + j, out + j, dora[row], len);
-        else if (dora)
-            for (size_t q = 0; q < len; q++)
-                out[j + q] *= dora[col + q];
-        j += len;
+    uint64_t row = index0 / m->cols, col = index0 % m->cols;
+    size_t j = 0;
+    if (col) { /* the rest of a row begun before index0 */
+        size_t len = (size_t)(m->cols - col < n ? m->cols - col : n);
+        add_delta(k, m, left, right, dora, row++, 1, col, len, out, 0);
+        j = len;
     }
+    while (n - j >= m->cols) { /* whole rows, four at a time */
+        size_t nrows = (size_t)((n - j) / m->cols < 4 ? (n - j) / m->cols : 4);
+        add_delta(k, m, left, right, dora, row, nrows, 0, (size_t)m->cols, out + j,
+                  (size_t)m->cols);
+        j += nrows * (size_t)m->cols;
+        row += nrows;
+    }
+    if (j < n) /* a row that goes on after the span */
+        add_delta(k, m, left, right, dora, row, 1, 0, n - j, out + j, 0);
 }
 
 /* One block of DoRA's norm pass: rows [row0, row0 + nrows) of the base weight, raw. */

@@ -38,12 +38,13 @@ int smelt_source_dora_prepare(smelt_ctx *ctx, const smelt_kernels *k, smelt_pool
                               const float *left, const float *right, const smelt_st_file *wfile,
                               const smelt_tensor_info *w, void *scratch, float *dora);
 
-/* out[j] for j < n (n <= SMELT_SOURCE_TILE) = W[index0 + j] + scale * sum over k in rank order
+/* out[j] for j < n (any n) = W[index0 + j] + scale * sum over k in rank order
  * of left[k][row] * right[k][col], where row and col are element index0 + j's position in the
  * [rows, cols] weight and W comes from `raw` (n elements in dtype dt); with `dora` (NULL: plain
  * LoRA) then times dora[row] (dora[col] when transposed). f32 throughout: the product sums in
  * rank order from +0 (each step rounds the multiply and the add, no FMA), is scaled once, added
- * to W once and rescaled once, through the kernel table, so every level gives the same bits. */
+ * to W once and rescaled once, through the kernel table, so every level gives the same bits.
+ * Whole rows are done four at a time (kernels_ops.h lora_delta), so longer spans run faster. */
 #define SMELT_SOURCE_TILE 1024u
 void smelt_source_lora_apply(const smelt_kernels *k, const smelt_lora_module *m,
                              const float *left, const float *right, const float *dora,

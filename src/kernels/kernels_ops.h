@@ -19,13 +19,14 @@ void (*scale_f16)(float *dst, const uint16_t *x, float w, size_t n);
  * not overlap acc or x. */
 void (*axpy_bf16_encode)(uint16_t *out, const float *acc, const uint16_t *x, float w, size_t n);
 
-/* The LoRA product for n consecutive elements of one row of B @ A (engine/source.c):
- * delta[j] = sum over k < rank of coef[k * coef_stride] * rows[k * row_stride + j], added in
- * the order k = 0, 1, ... to an accumulator that starts at +0, each product rounded to f32 and
- * then added (no fused multiply-add), so the sum is the same on every level. delta may not
- * overlap coef or rows. */
-void (*lora_delta)(float *delta, const float *coef, size_t coef_stride, const float *rows,
-                   size_t row_stride, size_t rank, size_t n);
+/* The LoRA product for n consecutive columns of nrows consecutive rows of B @ A
+ * (engine/source.c): delta[i * delta_stride + j] = sum over k < rank of
+ * coef[k * coef_stride + i] * rows[k * row_stride + j], for i < nrows and j < n, added in the
+ * order k = 0, 1, ... to an accumulator that starts at +0, each product rounded to f32 and then
+ * added (no fused multiply-add), so the sum is the same on every level. Rows of four share each
+ * load of `rows`. delta may not overlap coef or rows. */
+void (*lora_delta)(float *delta, size_t delta_stride, const float *coef, size_t coef_stride,
+                   size_t nrows, const float *rows, size_t row_stride, size_t rank, size_t n);
 
 /* dst[i] = a[i] - b[i] (task vectors). */
 void (*sub)(float *dst, const float *a, const float *b, size_t n);

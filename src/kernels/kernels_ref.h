@@ -17,8 +17,9 @@ void smelt_ref_encode_bf16(uint16_t *dst, const float *src, size_t n);
 void smelt_ref_encode_f16(uint16_t *dst, const float *src, size_t n);
 void smelt_ref_encode_f32(float *dst, const float *src, size_t n);
 void smelt_ref_axpy(float *acc, const float *x, float w, size_t n);
-void smelt_ref_lora_delta(float *delta, const float *coef, size_t coef_stride, const float *rows,
-                          size_t row_stride, size_t rank, size_t n);
+void smelt_ref_lora_delta(float *delta, size_t delta_stride, const float *coef,
+                          size_t coef_stride, size_t nrows, const float *rows, size_t row_stride,
+                          size_t rank, size_t n);
 void smelt_ref_scale(float *dst, const float *x, float w, size_t n);
 void smelt_ref_axpy_bf16(float *acc, const uint16_t *x, float w, size_t n);
 void smelt_ref_axpy_f16(float *acc, const uint16_t *x, float w, size_t n);

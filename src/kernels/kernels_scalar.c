@@ -116,13 +116,17 @@ void smelt_ref_axpy(float *acc, const float *x, float w, size_t n)
         acc[i] = acc[i] + w * x[i];
 }
 
-void smelt_ref_lora_delta(float *delta, const float *coef, size_t coef_stride, const float *rows,
-                          size_t row_stride, size_t rank, size_t n)
+void smelt_ref_lora_delta(float *delta, size_t delta_stride, const float *coef,
+                          size_t coef_stride, size_t nrows, const float *rows, size_t row_stride,
+                          size_t rank, size_t n)
 {
-    for (size_t j = 0; j < n; j++)
-        delta[j] = 0.0f;
-    for (size_t k = 0; k < rank; k++)
-        smelt_ref_axpy(delta, rows + k * row_stride, coef[k * coef_stride], n);
+    for (size_t i = 0; i < nrows; i++) {
+        float *d = delta + i * delta_stride;
+        for (size_t j = 0; j < n; j++)
+            d[j] = 0.0f;
+        for (size_t k = 0; k < rank; k++)
+            smelt_ref_axpy(d, rows + k * row_stride, coef[k * coef_stride + i], n);
+    }
 }
 
 void smelt_ref_scale(float *dst, const float *x, float w, size_t n)

@@ -100,7 +100,9 @@ static void p_lora_delta(const smelt_kernels *k, const probe_in *in, probe_buf *
 {
     /* rank 3 over overlapping rows of a (row k starts at a + k, specials included): 64
      * elements fill AVX-512's four-vector block; coefficients from b. */
-    k->lora_delta(o->f[0], in->b, 3, in->a, 1, 3, 64);
+    k->lora_delta(o->f[0], 0, in->b, 3, 1, in->a, 1, 3, 64);
+    /* four rows of 16 (the four-row loop and its tails), overlapping coefficients */
+    k->lora_delta(o->f[1], 16, in->c, 5, 4, in->a, 2, 3, 16);
 }
 static void p_sub(const smelt_kernels *k, const probe_in *in, probe_buf *o)
 {

@@ -201,9 +201,9 @@ static inline void keq_levels_once(keq *q, const smelt_kernels *r, const smelt_k
     free(a), free(b), free(c), free(o1), free(o2), free(p1), free(p2), free(h), free(e1), free(e2);
 }
 
-/* lora_delta: ranks 0 to 17 and 64, row lengths 0 to 70 (every tail of every block), 130 and
- * 1000, rows stride apart (never a multiple of a vector), coefficients strided, specials in
- * both. */
+/* lora_delta: ranks 0 to 17 and 64, 1 to 9 rows (the four-row loop and the rows after it),
+ * row lengths 0 to 70 (every tail of every block), 130 and 1000, rows of `rows` a stride apart
+ * that is never a multiple of a vector, coefficients strided, specials in both. */
 static inline void keq_lora_delta(keq *q, const smelt_kernels *r, const smelt_kernels *k,
                                   uint64_t *s)
 {
@@ -211,14 +211,16 @@ static inline void keq_lora_delta(keq *q, const smelt_kernels *r, const smelt_ke
     for (size_t ri = 0; ri < sizeof ranks / sizeof ranks[0]; ri++)
         for (size_t len = 0; len < 73; len++) {
             size_t n = len < 71 ? len : len == 71 ? 130 : 1000, rank = ranks[ri];
-            size_t stride = n + 3, cstride = 7;
-            float *rows = keq_alloc((rank * stride + 1) * 4), *coef = keq_alloc((rank * cstride + 1) * 4);
-            float *o1 = keq_alloc(n * 4), *o2 = keq_alloc(n * 4);
+            size_t nrows = 1 + (len + ri) % 9, stride = n + 3, cstride = nrows + 2, ds = n + 1;
+            float *rows = keq_alloc((rank * stride + 1) * 4);
+            float *coef = keq_alloc((rank * cstride + 1) * 4);
+            float *o1 = keq_alloc(nrows * ds * 4), *o2 = keq_alloc(nrows * ds * 4);
             keq_fill_f32(rows, rank * stride + 1, s, len % 2);
             keq_fill_f32(coef, rank * cstride + 1, s, 0);
-            r->lora_delta(o1, coef, cstride, rows + 1, stride, rank, n);
-            k->lora_delta(o2, coef, cstride, rows + 1, stride, rank, n);
-            keq_cmp_f32(q, "lora_delta", k->name, o1, o2, n, 1);
+            memset(o1, 0, nrows * ds * 4), memset(o2, 0, nrows * ds * 4);
+            r->lora_delta(o1, ds, coef, cstride, nrows, rows + 1, stride, rank, n);
+            k->lora_delta(o2, ds, coef, cstride, nrows, rows + 1, stride, rank, n);
+            keq_cmp_f32(q, "lora_delta", k->name, o1, o2, nrows * ds, 1);
             free(rows), free(coef), free(o1), free(o2);
         }
 }

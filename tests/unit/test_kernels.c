@@ -364,8 +364,13 @@ BAD_F32(scale_f16, (float *d, const uint16_t *x, float w, size_t n), (d, x, w, n
 BAD_U16(axpy_bf16_encode, (uint16_t *o, const float *a, const uint16_t *x, float w, size_t n),
         (o, a, x, w, n), o)
 BAD_F32(sub, (float *d, const float *a, const float *b, size_t n), (d, a, b, n), d)
-BAD_F32(lora_delta, (float *d, const float *c, size_t cs, const float *x, size_t xs, size_t r,
-                     size_t n), (d, c, cs, x, xs, r, n), d)
+static void bad_lora_delta(float *d, size_t ds, const float *c, size_t cs, size_t nr,
+                           const float *x, size_t xs, size_t r, size_t n)
+{
+    smelt_kernels_scalar.lora_delta(d, ds, c, cs, nr, x, xs, r, n);
+    if (nr && n)
+        flip32(d + (nr - 1) * ds, n); /* the last row */
+}
 BAD_F32(masked_accum, (float *m, float *dv, const float *wd, const float *v, float w, size_t n),
         (m, dv, wd, v, w, n), dv)
 static double bad_dot_f64(const float *a, const float *b, size_t n)
