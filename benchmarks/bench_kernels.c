@@ -242,6 +242,42 @@ static void bench_dequant(const smelt_kernels *const *lv, int nl, size_t dram_mi
     free(dst);
 }
 
+/* The LoRA product as the engine runs it (engine/source.c): rows four at a time, 512 columns
+ * per call, over a 64 x 4096 block of a weight; G element-ranks/s = elements x rank / s, one
+ * core. */
+static void bench_lora(const smelt_kernels *const *lv, int nl)
+{
+    enum { ROWS = 64, COLS = 4096, CB = 512 };
+    static const size_t ranks[] = {8, 16, 64};
+    printf("\nlora_delta: G element-ranks/s (elements x rank / s) over %d x %d, 4 rows x %d "
+           "columns per call, one core\n%-20s", ROWS, COLS, CB, "rank");
+    for (int l = 0; l < nl; l++)
+        printf(" %9s", lv[l]->name);
+    printf("\n");
+    for (size_t ri = 0; ri < sizeof ranks / sizeof ranks[0]; ri++) {
+        size_t rank = ranks[ri];
+        float *left = alloc_filled(rank * ROWS * 4, 1), *right = alloc_filled(rank * COLS * 4, 2);
+        float *delta = alloc_filled(4 * CB * 4, 3);
+        printf("%-20zu", rank);
+        for (int l = 0; l < nl; l++) {
+            double best = 1e30, spent = 0;
+            for (int runs = 0; runs < 3 || spent < 0.05; runs++) {
+                double t0 = now();
+                for (size_t r = 0; r < ROWS; r += 4)
+                    for (size_t c = 0; c < COLS; c += CB)
+                        lv[l]->lora_delta(delta, CB, left + r, ROWS, 4, right + c, COLS, rank, CB);
+                double dt = now() - t0;
+                spent += dt;
+                best = dt < best ? dt : best;
+            }
+            sink = delta[7];
+            printf(" %9.2f", (double)ROWS * COLS * rank / best / 1e9);
+        }
+        printf("\n");
+        free(left), free(right), free(delta);
+    }
+}
+
 int main(int argc, char **argv)
 {
     size_t dram_mib = argc > 1 ? (size_t)strtoull(argv[1], NULL, 10) : 256;
@@ -296,5 +332,6 @@ int main(int argc, char **argv)
                    where[s], lv[l]->name, lin[s][l][0], 100 * lin[s][l][0] / mc[s], lin[s][l][1],
                    100 * lin[s][l][1] / mc[s], mc[s]);
     bench_dequant(lv, nl, dram_mib);
+    bench_lora(lv, nl);
     return 0;
 }
