@@ -258,6 +258,10 @@ static void bench_lora(const smelt_kernels *const *lv, int nl)
         size_t rank = ranks[ri];
         float *left = alloc_filled(rank * ROWS * 4, 1), *right = alloc_filled(rank * COLS * 4, 2);
         float *delta = alloc_filled(4 * CB * 4, 3);
+        for (size_t i = 0; i < rank * COLS; i++) /* model-like values: no subnormal products */
+            right[i] = (float)((int)(i % 97) - 48) * 1e-3f;
+        for (size_t i = 0; i < rank * ROWS; i++)
+            left[i] = (float)((int)(i % 89) - 44) * 1e-2f;
         printf("%-20zu", rank);
         for (int l = 0; l < nl; l++) {
             double best = 1e30, spent = 0;
