@@ -100,6 +100,19 @@ typedef struct smelt_progress {
 /* Called from the merging thread, at most a few times per second and once at the end. */
 typedef void (*smelt_progress_fn)(void *user, const smelt_progress *progress);
 
+/* What a finished merge did (smelt_merge_options.result), for callers that keep no files of
+ * their own: pipelines, language bindings. */
+typedef struct smelt_merge_result {
+    uint64_t tensors;        /* output tensors */
+    uint64_t files;          /* output tensor files (shards) */
+    uint64_t bytes_read;     /* what the read ring brought in from the input files */
+    uint64_t bytes_written;  /* output tensor bytes */
+    double seconds;          /* wall time of the engine */
+    char manifest_xxh3[33];  /* the XXH3-128 (32 hex digits) of the output's smelt-manifest.json,
+                                which holds every tensor's hash: one value that identifies the
+                                whole output (equal outputs, equal hashes) */
+} smelt_merge_result;
+
 /* Options of a merge. Start from smelt_merge_options_default(); zero fields mean "default". */
 typedef struct smelt_merge_options {
     uint64_t max_memory;     /* the engine's whole buffer budget in bytes (default 512 MiB) */
@@ -124,6 +137,13 @@ typedef struct smelt_merge_options {
                                 dimensions: NULL or "same" (the base's type, requantized), f32,
                                 f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k;
                                 1-D tensors stay F32 */
+    /* The config as YAML text (NUL-terminated) instead of a file: config_path then only names
+     * it in messages and the plan (NULL: "<config text>"); model paths are relative to the
+     * working directory, as with a file. Used by smelt_merge() and smelt_plan_print(). */
+    const char *config_text;
+    /* When non-NULL, smelt_merge() and smelt_lora_apply() fill *result on success (it is left
+     * alone on failure). */
+    smelt_merge_result *result;
 } smelt_merge_options;
 
 /* smelt_merge_options.format. A GGUF merge writes out_dir/model.gguf (GGUF v3) with the base's

@@ -53,12 +53,19 @@ static int plan_spec(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_merge_o
     return smelt_plan_build(ctx, spec, &popts, plan);
 }
 
-/* Config file → validated plan. */
+/* Config file (or opts->config_text) → validated plan. */
 static int load_plan(smelt_ctx *ctx, const char *config_path, const smelt_merge_options *opts,
                      smelt_plan **plan)
 {
     smelt_merge_spec *spec;
-    int rc = smelt_config_load(ctx, config_path, &spec);
+    int rc;
+    if (opts->config_text)
+        rc = smelt_config_parse(ctx, config_path ? config_path : "<config text>",
+                                opts->config_text, strlen(opts->config_text), &spec);
+    else if (!config_path)
+        return smelt_fail(ctx, SMELT_E_ARG, "no config: give a config path or config_text");
+    else
+        rc = smelt_config_load(ctx, config_path, &spec);
     return rc == SMELT_OK ? plan_spec(ctx, spec, opts, plan) : rc;
 }
 
@@ -375,6 +382,42 @@ int smelt_lora_apply(smelt_ctx *ctx, const char *base, const char *adapter, cons
     return merge_plan(ctx, plan, out_dir, &opts);
 }
 
+/* Keeps the engine's last progress report for smelt_merge_result, passing each one on. */
+typedef struct progress_tap {
+    smelt_progress_fn fn;
+    void *user;
+    smelt_progress last;
+} progress_tap;
+
+static void tap_progress(void *user, const smelt_progress *p)
+{
+    progress_tap *tap = user;
+    tap->last = *p;
+    if (tap->fn)
+        tap->fn(tap->user, p);
+}
+
+/* The result of a finished merge into out_dir. */
+static int fill_result(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
+                       const progress_tap *tap, smelt_merge_result *result)
+{
+    char *path = smelt_path_join(out_dir, SMELT_MANIFEST_NAME), *text = NULL;
+    size_t len;
+    int rc = path ? smelt_read_file(ctx, path, (size_t)1 << 30, &text, &len)
+                  : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    if (rc == SMELT_OK) {
+        smelt_hash128 h = smelt_hash_bytes(text, len);
+        *result = (smelt_merge_result){.tensors = plan->ntensors, .files = plan->nshards,
+                                       .bytes_read = tap->last.bytes_from_files,
+                                       .bytes_written = tap->last.bytes_written,
+                                       .seconds = tap->last.seconds};
+        smelt_hash_hex(&h, result->manifest_xxh3);
+    }
+    free(text);
+    free(path);
+    return rc;
+}
+
 /* Runs a built plan into out_dir (frees the plan). */
 static int merge_plan(smelt_ctx *ctx, smelt_plan *plan, const char *out_dir,
                       const smelt_merge_options *opts_in)
@@ -407,12 +450,13 @@ static int merge_plan(smelt_ctx *ctx, smelt_plan *plan, const char *out_dir,
         rc = resuming ? resume_from(&st, journal_path, out_dir, &opts)
                       : start_fresh(&st, journal_path, out_dir);
     }
+    progress_tap tap = {.fn = opts.progress, .user = opts.progress_user};
     smelt_engine_options eopts = {
         .max_memory = opts.max_memory,
         .threads = opts.threads,
         .force_pread = opts.force_pread,
-        .progress = opts.progress,
-        .progress_user = opts.progress_user,
+        .progress = tap_progress,
+        .progress_user = &tap,
         .cancel = opts.cancel,
         .skip = st.skip,
         .tensor_done = on_tensor_done,
@@ -441,6 +485,8 @@ static int merge_plan(smelt_ctx *ctx, smelt_plan *plan, const char *out_dir,
         else
             rc = smelt_fsync_dir(ctx, out_dir);
     }
+    if (rc == SMELT_OK && opts.result)
+        rc = fill_result(ctx, plan, out_dir, &tap, opts.result);
     /* Only failures that running again can get past keep a resumable state: an interruption,
      * a full disk or another I/O error. A deterministic one (a method's math refusing the
      * inputs) would fail the same way on resume, so it cleans up as before. A failed resume

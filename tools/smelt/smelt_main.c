@@ -228,10 +228,11 @@ static const char *const ignored_value_flags[] = {"transformers-cache", "lora-me
 
 /* The options merge and plan share. Returns -1 to go on, or the exit status. */
 static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merge_options *opts,
-                               int *quiet)
+                               int *quiet, int *json)
 {
     enum { OPT_MAX_MEMORY = 256, OPT_SHARD, OPT_OVERWRITE, OPT_SEED, OPT_COPY_TOK, OPT_NO_COPY_TOK,
            OPT_CARD, OPT_NO_CARD, OPT_CRIMES, OPT_NO_CRIMES, OPT_RESUME, OPT_FORMAT, OPT_OUTTYPE,
+           OPT_JSON,
            OPT_IGNORED = 512,
            OPT_IGNORED_VALUE = 768 };
     struct option options[64] = {
@@ -251,6 +252,7 @@ static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merg
         {"resume", no_argument, NULL, OPT_RESUME},
         {"format", required_argument, NULL, OPT_FORMAT},
         {"outtype", required_argument, NULL, OPT_OUTTYPE},
+        {"json", no_argument, NULL, OPT_JSON},
     };
     /* --x and --no-x for each ignored switch; the table has room for all of them. */
     static char names[32][40];
@@ -307,6 +309,7 @@ static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merg
         case OPT_CRIMES: opts->allow_crimes = 1; break;
         case OPT_NO_CRIMES: opts->allow_crimes = 0; break;
         case 'q': *quiet = 1; break;
+        case OPT_JSON: *json = 1; break;
         case 'v': fprintf(stderr, "smelt: notice: -v has no effect in smelt (ignored)\n"); break;
         case 'h': fputs(usage_text, stdout); return 0;
         default:
@@ -326,14 +329,44 @@ static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merg
     return -1;
 }
 
+/* s as a JSON string. */
+static void json_string(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            fprintf(out, "\\%c", ch);
+        else if (ch < 0x20)
+            fprintf(out, "\\u%04x", ch);
+        else
+            fputc(ch, out);
+    }
+    fputc('"', out);
+}
+
+/* merge --json: the result as one JSON document on stdout (progress stays on stderr). */
+static void print_result_json(const char *out_dir, const smelt_merge_result *r)
+{
+    printf("{\"out_dir\": ");
+    json_string(stdout, out_dir);
+    printf(", \"tensors\": %" PRIu64 ", \"files\": %" PRIu64 ", \"bytes_read\": %" PRIu64
+           ", \"bytes_written\": %" PRIu64 ", \"seconds\": %.6f, \"manifest_xxh3\": \"%s\", "
+           "\"smelt_version\": ",
+           r->tensors, r->files, r->bytes_read, r->bytes_written, r->seconds, r->manifest_xxh3);
+    json_string(stdout, smelt_version());
+    printf("}\n");
+}
+
 /* `merge CONFIG OUT_DIR`, or with lora set `lora apply BASE ADAPTER OUT_DIR`: the same options,
  * progress and interruption. */
 static int cmd_merge(smelt_ctx *ctx, int argc, char **argv, int lora)
 {
     smelt_merge_options opts;
     smelt_merge_options_default(&opts);
-    int quiet = 0;
-    int status = parse_merge_options(ctx, argc, argv, &opts, &quiet);
+    smelt_merge_result result;
+    int quiet = 0, json = 0;
+    int status = parse_merge_options(ctx, argc, argv, &opts, &quiet, &json);
     if (status >= 0)
         return status;
     if (!lora && argc - optind != 2)
@@ -345,6 +378,7 @@ static int cmd_merge(smelt_ctx *ctx, int argc, char **argv, int lora)
         opts.progress_user = NULL;
     }
     opts.cancel = &cancel_requested;
+    opts.result = &result;
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
@@ -356,6 +390,10 @@ static int cmd_merge(smelt_ctx *ctx, int argc, char **argv, int lora)
             fprintf(stderr, "\n");
         return report_error(ctx, rc);
     }
+    if (opts.progress)
+        fprintf(stderr, "\n");
+    if (json)
+        print_result_json(argv[argc - 1], &result);
     return 0;
 }
 
@@ -363,10 +401,12 @@ static int cmd_plan(smelt_ctx *ctx, int argc, char **argv)
 {
     smelt_merge_options opts;
     smelt_merge_options_default(&opts);
-    int quiet = 0;
-    int status = parse_merge_options(ctx, argc, argv, &opts, &quiet);
+    int quiet = 0, json = 0;
+    int status = parse_merge_options(ctx, argc, argv, &opts, &quiet, &json);
     if (status >= 0)
         return status;
+    if (json)
+        return fail_usage("--json: plan prints text (inspect --json describes a model)%s", "");
     if (argc - optind != 1)
         return fail_usage("plan takes CONFIG.yml%s", "");
     int rc = smelt_plan_print(ctx, argv[optind], &opts, stdout);
