@@ -116,7 +116,11 @@ typedef struct smelt_merge_result {
 /* Options of a merge. Start from smelt_merge_options_default(); zero fields mean "default". */
 typedef struct smelt_merge_options {
     uint64_t max_memory;     /* the engine's whole buffer budget in bytes (default 512 MiB) */
-    uint64_t out_shard_size; /* the largest output shard in bytes (default 5 GB, decimal) */
+    uint64_t out_shard_size; /* the largest output shard in bytes. 0 (the default): 5 GB
+                                (decimal) shards for safetensors output, and one model.gguf
+                                for GGUF output whatever its size. Set for GGUF output, a
+                                model that does not fit is written as a gguf-split set (see
+                                SMELT_FORMAT_GGUF below) */
     int threads;             /* worker threads (default: online CPUs) */
     int force_pread;         /* 1: never use io_uring (also SMELT_IO=pread in the environment) */
     int overwrite;           /* 1: replace a model already in the output directory */
@@ -147,7 +151,11 @@ typedef struct smelt_merge_options {
 } smelt_merge_options;
 
 /* smelt_merge_options.format. A GGUF merge writes out_dir/model.gguf (GGUF v3) with the base's
- * metadata and tokenizer, plus the manifest, model card and config copy beside it. */
+ * metadata and tokenizer, plus the manifest, model card and config copy beside it. With
+ * out_shard_size set and the tensors larger than it, it writes instead a gguf-split set
+ * out_dir/model-00001-of-0000N.gguf ... as llama.cpp's gguf-split does (the metadata in the
+ * first split, split.no / split.count / split.tensors.count in each, tensors split greedily in
+ * output order); at most 65535 splits. */
 enum { SMELT_FORMAT_AUTO = 0, SMELT_FORMAT_SAFETENSORS = 1, SMELT_FORMAT_GGUF = 2 };
 
 /* Fills *opts with the defaults. */

@@ -17,8 +17,7 @@
 void smelt_merge_options_default(smelt_merge_options *opts)
 {
     memset(opts, 0, sizeof *opts);
-    opts->max_memory = 512ull << 20;
-    opts->out_shard_size = 5000000000ull;
+    opts->max_memory = 512ull << 20; /* out_shard_size 0: the output format's default */
 }
 
 /* The caller's options with defaults filled in and the environment applied. */
@@ -30,8 +29,6 @@ static int effective_options(smelt_ctx *ctx, const smelt_merge_options *user_opt
         *opts = *user_opts;
         if (!opts->max_memory)
             opts->max_memory = 512ull << 20;
-        if (!opts->out_shard_size)
-            opts->out_shard_size = 5000000000ull;
     }
     return smelt_ring_env(ctx, &opts->force_pread);
 }

@@ -136,6 +136,15 @@ typedef struct smelt_gguf_set {
  * else 0. */
 int smelt_gguf_split_name(const char *path, size_t *prefix_len, unsigned *no, unsigned *count);
 
+/* The most splits a set can have: split.count is a u16. */
+#define SMELT_GGUF_MAX_SPLITS 65535u
+
+/* Writes the name of split `no` (1-based) of `count` into buf: the first prefix_len bytes of
+ * prefix followed by "-%05u-of-%05u.gguf", as gguf-split names them. Returns what snprintf
+ * returns. */
+int smelt_gguf_split_path(char *buf, size_t len, const char *prefix, size_t prefix_len,
+                          unsigned no, unsigned count);
+
 /* Opens a GGUF model. A path named like a split opens every split of its set (any split's path
  * may be given) and checks them: each exists, each has split.no = its index - 1 (gguf-split
  * counts from 0), split.count = the count in the names, split.tensors.count = the tensors of

@@ -33,6 +33,12 @@ int smelt_gguf_split_name(const char *path, size_t *prefix_len, unsigned *no, un
     return 1;
 }
 
+int smelt_gguf_split_path(char *buf, size_t len, const char *prefix, size_t prefix_len,
+                          unsigned no, unsigned count)
+{
+    return snprintf(buf, len, "%.*s-%05u-of-%05u.gguf", (int)prefix_len, prefix, no, count);
+}
+
 /* Checks split k (0-based) of count against its keys. */
 static int check_split(smelt_ctx *ctx, const smelt_gguf *g, unsigned k, unsigned count)
 {
@@ -108,7 +114,7 @@ int smelt_gguf_open_set(smelt_ctx *ctx, const char *path, smelt_gguf_set **out)
                 rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
                 break;
             }
-            snprintf(p, plen + 32, "%.*s-%05u-of-%05u.gguf", (int)plen, path, k + 1, count);
+            smelt_gguf_split_path(p, plen + 32, path, plen, k + 1, count);
             rc = smelt_gguf_open(ctx, p, &s->files[k]);
             free(p);
             if (!rc)

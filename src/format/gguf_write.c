@@ -113,6 +113,11 @@ static int add_scalar(smelt_ctx *ctx, smelt_gguf_kvbuf *kb, const char *key, uin
     return rc;
 }
 
+int smelt_gguf_kvbuf_add_u16(smelt_ctx *ctx, smelt_gguf_kvbuf *kb, const char *key, uint16_t v)
+{
+    return add_scalar(ctx, kb, key, SMELT_GGUF_U16, v, 2);
+}
+
 int smelt_gguf_kvbuf_add_u32(smelt_ctx *ctx, smelt_gguf_kvbuf *kb, const char *key, uint32_t v)
 {
     return add_scalar(ctx, kb, key, SMELT_GGUF_U32, v, 4);

@@ -47,6 +47,7 @@ int smelt_gguf_kvbuf_has(const smelt_gguf_kvbuf *kb, const char *key);
 
 /* Appends one pair of a scalar type. Each returns SMELT_OK; SMELT_E_ARG naming the key when the
  * key is empty or already in the buffer; SMELT_E_NOMEM. Bool values are written as 0 or 1. */
+int smelt_gguf_kvbuf_add_u16(smelt_ctx *ctx, smelt_gguf_kvbuf *kb, const char *key, uint16_t v);
 int smelt_gguf_kvbuf_add_u32(smelt_ctx *ctx, smelt_gguf_kvbuf *kb, const char *key, uint32_t v);
 int smelt_gguf_kvbuf_add_i32(smelt_ctx *ctx, smelt_gguf_kvbuf *kb, const char *key, int32_t v);
 int smelt_gguf_kvbuf_add_f32(smelt_ctx *ctx, smelt_gguf_kvbuf *kb, const char *key, float v);

@@ -73,7 +73,7 @@ void smelt_tensors_free(smelt_tensor_info *tensors, size_t n);
  *    checked, see smelt_gguf_open_set); its tensors are listed like safetensors tensors, block
  *    types included (a type smelt cannot decode is SMELT_E_UNSUPPORTED naming tensor and type);
  *  - a directory with model.safetensors.index.json (sharded) or model.safetensors (single), or
- *    model.gguf (what a GGUF merge writes);
+ *    model.gguf or model-00001-of-0000N.gguf ... (what a GGUF merge writes);
  *  - a path to a single .safetensors file;
  *  - a hub id "org/name" (or "org/name@revision") found offline in the Hugging Face cache:
  *    $HF_HUB_CACHE, else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else

@@ -398,6 +398,39 @@ static int no_model_in_dir(smelt_ctx *ctx, const char *dir)
                       INDEX_NAME, SINGLE_NAME);
 }
 
+/* The first split of the gguf-split set a GGUF merge writes (model-00001-of-0000N.gguf) when
+ * dir holds one: *path is then the malloc'd path to it, else NULL. */
+static int gguf_set_in_dir(smelt_ctx *ctx, const char *dir, char **path)
+{
+    *path = NULL;
+    DIR *d = opendir(dir);
+    if (!d)
+        return smelt_fail_errno(ctx, errno, "%s: cannot open directory", dir);
+    int rc = SMELT_OK;
+    for (struct dirent *e; !*path && rc == SMELT_OK && (e = readdir(d));) {
+        size_t plen;
+        unsigned no, count;
+        if (smelt_gguf_split_name(e->d_name, &plen, &no, &count) && no == 1 && plen == 5 &&
+            strncmp(e->d_name, "model", 5) == 0 && !(*path = smelt_path_join(dir, e->d_name)))
+            rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    }
+    closedir(d);
+    return rc;
+}
+
+/* A directory without safetensors weights: a GGUF merge's model.gguf or split set. */
+static int open_gguf_dir(smelt_ctx *ctx, smelt_model *m, const char *dir, const char *gguf)
+{
+    if (exists(gguf))
+        return smelt_gguf_model_open(ctx, m, gguf);
+    char *first;
+    int rc = gguf_set_in_dir(ctx, dir, &first);
+    if (rc == SMELT_OK)
+        rc = first ? smelt_gguf_model_open(ctx, m, first) : no_model_in_dir(ctx, dir);
+    free(first);
+    return rc;
+}
+
 static int open_dir(smelt_ctx *ctx, smelt_model *m, const char *dir)
 {
     if (!(m->dir = strdup(dir)))
@@ -411,10 +444,8 @@ static int open_dir(smelt_ctx *ctx, smelt_model *m, const char *dir)
         rc = open_sharded(ctx, m, dir, index);
     else if (exists(single))
         rc = add_file(ctx, m, single);
-    else if (exists(gguf)) /* what a GGUF merge writes */
-        rc = smelt_gguf_model_open(ctx, m, gguf);
-    else
-        rc = no_model_in_dir(ctx, dir);
+    else /* what a GGUF merge writes */
+        rc = open_gguf_dir(ctx, m, dir, gguf);
     free(index);
     free(single);
     free(gguf);

@@ -24,7 +24,7 @@ static int model_named(const char *name, const char *suffix)
 }
 
 /* Files of a model directory that smelt writes or replaces: safetensors shards and their index,
- * or a GGUF merge's model.gguf. */
+ * or a GGUF merge's model.gguf or gguf-split set (model-00001-of-0000N.gguf ...). */
 static int is_model_file(const char *name)
 {
     if (strcmp(name, "model.safetensors.index.json") == 0)
@@ -595,6 +595,25 @@ static int write_manifest(smelt_ctx *ctx, const smelt_plan *plan, const char *ou
     return rc;
 }
 
+/* model.safetensors.index.json of a sharded safetensors output (a gguf-split set has none:
+ * its first split names the count). */
+static int write_st_index(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir)
+{
+    const char **names = calloc(plan->ntensors + 1, sizeof *names);
+    const char **shard_of = calloc(plan->ntensors + 1, sizeof *shard_of);
+    int rc = names && shard_of ? SMELT_OK : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    for (size_t i = 0; rc == SMELT_OK && i < plan->ntensors; i++) {
+        names[i] = plan->tensors[i].name;
+        shard_of[i] = plan->shards[plan->tensors[i].shard].name;
+    }
+    if (rc == SMELT_OK)
+        rc = smelt_write_index(ctx, out_dir, names, shard_of, plan->ntensors,
+                               plan->bytes_to_write);
+    free(names);
+    free(shard_of);
+    return rc;
+}
+
 int smelt_finalize(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
                    smelt_out_file *files, int write_card, const smelt_out_checksums *sums)
 {
@@ -613,24 +632,7 @@ int smelt_finalize(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
     for (size_t s = 0; s < plan->nshards; s++)
         if ((rc = smelt_out_commit(ctx, &files[s])) != SMELT_OK)
             return rc;
-    if (plan->nshards > 1) {
-        const char **names = calloc(plan->ntensors + 1, sizeof *names);
-        const char **shard_of = calloc(plan->ntensors + 1, sizeof *shard_of);
-        if (!names || !shard_of) {
-            free(names);
-            free(shard_of);
-            return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-        }
-        for (size_t i = 0; i < plan->ntensors; i++) {
-            names[i] = plan->tensors[i].name;
-            shard_of[i] = plan->shards[plan->tensors[i].shard].name;
-        }
-        rc = smelt_write_index(ctx, out_dir, names, shard_of, plan->ntensors,
-                               plan->bytes_to_write);
-        free(names);
-        free(shard_of);
-        if (rc != SMELT_OK)
-            return rc;
-    }
+    if (plan->nshards > 1 && !plan->out_gguf && (rc = write_st_index(ctx, plan, out_dir)))
+        return rc;
     return smelt_fsync_dir(ctx, out_dir);
 }

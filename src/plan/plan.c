@@ -1006,8 +1006,9 @@ static int build(smelt_ctx *ctx, smelt_merge_spec *spec, int owns_spec,
          * smelt_engine_bytes_to_read says it. */
         plan->bytes_to_write += plan->tensors[i].out_nbytes;
     }
-    rc = plan->out_gguf ? smelt_plan_gguf_layout(ctx, plan)
-                        : layout_shards(ctx, plan, opts->out_shard_size);
+    rc = plan->out_gguf ? smelt_plan_gguf_layout(ctx, plan, opts->out_shard_size)
+                        : layout_shards(ctx, plan, opts->out_shard_size ? opts->out_shard_size
+                                                                        : SMELT_ST_SHARD_SIZE);
     if (rc != SMELT_OK)
         goto fail;
     for (size_t p = 0; p < plan->method->nparams; p++)

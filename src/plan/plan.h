@@ -89,7 +89,8 @@ typedef struct smelt_plan {
     uint32_t ref_num_layers;         /* the reference model's layers */
     uint64_t bytes_to_write;
     uint64_t random_seed;
-    int out_gguf;                    /* the output is one GGUF file (the inputs are GGUF) */
+    int out_gguf;                    /* the output is GGUF (the inputs are): one file, or a
+                                        gguf-split set when the shards are several */
     smelt_dtype outtype;             /* GGUF: --outtype, SMELT_DT_INVALID for "same" */
     smelt_dtype gguf_fallback[16][2]; /* GGUF: type fallbacks already announced */
     size_t gguf_fallbacks;
@@ -104,9 +105,14 @@ typedef enum smelt_out_format {
     SMELT_OUT_GGUF
 } smelt_out_format;
 
+/* The largest safetensors output shard when none is given: 5 GB (decimal), as mergekit's. */
+#define SMELT_ST_SHARD_SIZE 5000000000ull
+
 /* What the plan needs besides the spec. */
 typedef struct smelt_plan_options {
-    uint64_t out_shard_size;         /* safetensors output; a GGUF merge is one file */
+    uint64_t out_shard_size;         /* the largest output shard in bytes; 0: the default,
+                                        SMELT_ST_SHARD_SIZE for safetensors output and one
+                                        file for GGUF output (a gguf-split set only when set) */
     uint64_t random_seed;
     int copy_tokenizer;              /* copy the tokenizer files (mergekit's default: yes) */
     int allow_crimes;                /* allow inputs of different architectures */
@@ -117,7 +123,8 @@ typedef struct smelt_plan_options {
 /* Builds the plan for a spec (the plan takes ownership of the spec, also on failure): opens and
  * validates every model, resolves the method and its parameters per tensor, checks every
  * tensor's presence, shape and dtype in every input, picks output dtypes and lays out the
- * output shards (none larger than out_shard_size unless one tensor is). */
+ * output shards (none larger than out_shard_size unless one tensor is; see plan_gguf.h for a
+ * GGUF output). */
 int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_options *opts,
                      smelt_plan **out);
 

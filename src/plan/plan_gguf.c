@@ -163,45 +163,116 @@ static int build_kvs(smelt_ctx *ctx, const smelt_plan *plan, smelt_gguf_kvbuf *k
     return rc == SMELT_OK ? add_provenance(ctx, plan, ref, kb) : rc;
 }
 
-int smelt_plan_gguf_layout(smelt_ctx *ctx, smelt_plan *plan)
+/* The plan's tensors as GGUF tensor infos (the type and the shape, innermost axis first). */
+static int tensor_infos(smelt_ctx *ctx, const smelt_plan *plan, smelt_gguf_out_tensor *infos)
 {
-    const smelt_gguf *ref = plan->models[plan->ref_model]->gguf->files[0];
-    plan->nshards = 1;
-    plan->shards = calloc(1, sizeof *plan->shards);
-    smelt_gguf_out_tensor *infos = calloc(plan->ntensors + 1, sizeof *infos);
-    uint64_t *offsets = calloc(plan->ntensors + 1, sizeof *offsets);
-    smelt_gguf_kvbuf kb;
-    smelt_gguf_kvbuf_init(&kb);
-    int rc = SMELT_OK;
-    if (!plan->shards || !infos || !offsets || !(plan->shards[0].name = strdup("model.gguf"))) {
-        rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-        goto out;
-    }
     for (size_t t = 0; t < plan->ntensors; t++) {
         const smelt_plan_tensor *pt = &plan->tensors[t];
         int type = smelt_dtype_to_ggml(pt->out_dtype);
-        if (type < 0) {
-            rc = smelt_fail(ctx, SMELT_E_UNSUPPORTED, "tensor '%s': GGUF cannot hold dtype %s",
-                            pt->name, smelt_dtype_name(pt->out_dtype));
-            goto out;
-        }
+        if (type < 0)
+            return smelt_fail(ctx, SMELT_E_UNSUPPORTED, "tensor '%s': GGUF cannot hold dtype %s",
+                              pt->name, smelt_dtype_name(pt->out_dtype));
         infos[t] = (smelt_gguf_out_tensor){.name = pt->name, .type = (uint32_t)type,
                                            .ndim = pt->ref->ndim ? pt->ref->ndim : 1};
         for (uint32_t d = 0; d < SMELT_GGUF_MAX_DIMS; d++)
             infos[t].ne[d] = 1;
         for (uint32_t d = 0; d < pt->ref->ndim; d++)
             infos[t].ne[d] = pt->ref->shape[pt->ref->ndim - 1 - d];
-        plan->tensors[t].shard = 0;
     }
-    smelt_plan_shard *sh = &plan->shards[0];
-    sh->ntensors = plan->ntensors;
-    if ((rc = build_kvs(ctx, plan, &kb)) == SMELT_OK)
-        rc = smelt_gguf_layout(ctx, &kb, infos, plan->ntensors, ref->alignment, &sh->header,
-                               &sh->header_len, offsets, NULL, &sh->size);
+    return SMELT_OK;
+}
+
+/* Puts every tensor in its split, greedy in plan order as gguf-split counts: a new split starts
+ * when the next tensor's data, padded to the alignment, would take the current one past
+ * split_size (a larger tensor gets a split of its own). split_size 0: one file. Refuses what
+ * gguf-split's keys cannot say: more than 65535 splits (split.count is a u16) or more tensors
+ * than split.tensors.count (an i32) holds. */
+static int assign_splits(smelt_ctx *ctx, smelt_plan *plan, uint64_t split_size, uint32_t align,
+                         size_t *nsplits)
+{
+    size_t split = 0;
+    uint64_t in_split = 0, count = 0;
+    for (size_t t = 0; t < plan->ntensors; t++) {
+        uint64_t bytes = plan->tensors[t].out_nbytes;
+        bytes += (align - bytes % align) % align;
+        if (split_size && count > 0 && in_split + bytes > split_size) {
+            split++;
+            in_split = count = 0;
+        }
+        plan->tensors[t].shard = (uint32_t)(split < UINT32_MAX ? split : UINT32_MAX);
+        in_split += bytes;
+        count++;
+    }
+    *nsplits = split + 1;
+    if (*nsplits > SMELT_GGUF_MAX_SPLITS)
+        return smelt_fail(ctx, SMELT_E_ARG, "--out-shard-size %llu makes %zu GGUF splits; a "
+                          "gguf-split set has at most %u (split.count is 16 bits): pass a larger "
+                          "size", (unsigned long long)split_size, *nsplits, SMELT_GGUF_MAX_SPLITS);
+    if (*nsplits > 1 && plan->ntensors > INT32_MAX)
+        return smelt_fail(ctx, SMELT_E_UNSUPPORTED, "%zu tensors: a gguf-split set counts at "
+                          "most %d (split.tensors.count is an i32)", plan->ntensors, INT32_MAX);
+    return SMELT_OK;
+}
+
+/* The keys of split `no` of `count` (gguf-split's types: u16, u16, i32). */
+static int add_split_keys(smelt_ctx *ctx, smelt_gguf_kvbuf *kb, size_t no, size_t count,
+                          size_t ntensors)
+{
+    int rc = smelt_gguf_kvbuf_add_u16(ctx, kb, "split.no", (uint16_t)no);
+    if (rc == SMELT_OK)
+        rc = smelt_gguf_kvbuf_add_u16(ctx, kb, "split.count", (uint16_t)count);
+    if (rc == SMELT_OK)
+        rc = smelt_gguf_kvbuf_add_i32(ctx, kb, "split.tensors.count", (int32_t)ntensors);
+    return rc;
+}
+
+/* Output file s: its name, and its header laid out over its n tensors from `first`: the
+ * metadata in the first file only, the split keys in every file of a set. */
+static int layout_split(smelt_ctx *ctx, smelt_plan *plan, size_t s, const smelt_gguf_out_tensor *infos,
+                        size_t first, size_t n, uint32_t align, uint64_t *offsets)
+{
+    smelt_plan_shard *sh = &plan->shards[s];
+    char name[64] = "model.gguf";
+    if (plan->nshards > 1)
+        smelt_gguf_split_path(name, sizeof name, "model", 5, (unsigned)s + 1,
+                              (unsigned)plan->nshards);
+    sh->ntensors = n;
+    if (!(sh->name = strdup(name)))
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    smelt_gguf_kvbuf kb;
+    smelt_gguf_kvbuf_init(&kb);
+    int rc = s == 0 ? build_kvs(ctx, plan, &kb) : SMELT_OK;
+    if (rc == SMELT_OK && plan->nshards > 1)
+        rc = add_split_keys(ctx, &kb, s, plan->nshards, plan->ntensors);
+    if (rc == SMELT_OK)
+        rc = smelt_gguf_layout(ctx, &kb, infos + first, n, align, &sh->header, &sh->header_len,
+                               offsets + first, NULL, &sh->size);
+    smelt_gguf_kvbuf_free(&kb);
+    return rc;
+}
+
+int smelt_plan_gguf_layout(smelt_ctx *ctx, smelt_plan *plan, uint64_t split_size)
+{
+    uint32_t align = plan->models[plan->ref_model]->gguf->files[0]->alignment;
+    smelt_gguf_out_tensor *infos = calloc(plan->ntensors + 1, sizeof *infos);
+    uint64_t *offsets = calloc(plan->ntensors + 1, sizeof *offsets);
+    size_t nsplits = 1;
+    int rc = infos && offsets ? SMELT_OK : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    if (rc == SMELT_OK && (rc = tensor_infos(ctx, plan, infos)) == SMELT_OK &&
+        (rc = assign_splits(ctx, plan, split_size, align ? align : 32, &nsplits)) == SMELT_OK &&
+        !(plan->shards = calloc(nsplits, sizeof *plan->shards)))
+        rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    if (rc == SMELT_OK)
+        plan->nshards = nsplits;
+    for (size_t s = 0, first = 0; rc == SMELT_OK && s < plan->nshards; s++) {
+        size_t n = 0;
+        while (first + n < plan->ntensors && plan->tensors[first + n].shard == s)
+            n++;
+        rc = layout_split(ctx, plan, s, infos, first, n, align, offsets);
+        first += n;
+    }
     for (size_t t = 0; rc == SMELT_OK && t < plan->ntensors; t++)
         plan->tensors[t].out_offset = offsets[t];
-out:
-    smelt_gguf_kvbuf_free(&kb);
     free(infos);
     free(offsets);
     return rc;

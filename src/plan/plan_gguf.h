@@ -17,11 +17,17 @@ int smelt_plan_gguf_outtype(smelt_ctx *ctx, const char *name, smelt_dtype *out);
  * does (one notice per pair of types). Never fails. */
 smelt_dtype smelt_plan_gguf_dtype(smelt_ctx *ctx, smelt_plan *plan, const smelt_tensor_info *pattern);
 
-/* Lays out the one GGUF output file (plan->shards[0], "model.gguf"): the reference model's
- * metadata and tokenizer carried over (split.* dropped), general.name and the provenance keys
- * (general.base_model.*, smelt.merge_method, smelt.version) replaced, the block count updated
- * when the merge changes the number of layers; tensor infos in plan order. Sets every tensor's
- * out_offset. */
-int smelt_plan_gguf_layout(smelt_ctx *ctx, smelt_plan *plan);
+/* Lays out the GGUF output: one file, "model.gguf", when split_size is 0 (or everything fits
+ * in one split), else a gguf-split set "model-00001-of-0000N.gguf" ... as llama.cpp's
+ * gguf-split writes it (greedy in plan order: a split ends when the next tensor's padded data
+ * would take it past split_size; a larger tensor gets a split of its own). The first (or only)
+ * file carries the reference model's metadata and tokenizer (split.* dropped), general.name
+ * and the provenance keys (general.base_model.*, smelt.merge_method, smelt.version) replaced,
+ * the block count updated when the merge changes the number of layers; every file of a set
+ * carries split.no (u16, from 0), split.count (u16) and split.tensors.count (i32, the set's
+ * tensors), the others nothing else (but general.alignment when it is not 32). Tensor infos in
+ * plan order. Sets every tensor's shard and out_offset. More than 65535 splits is SMELT_E_ARG,
+ * before anything is written. */
+int smelt_plan_gguf_layout(smelt_ctx *ctx, smelt_plan *plan, uint64_t split_size);
 
 #endif

@@ -27,7 +27,7 @@ expect_error() {
 no_model_output() {
   local dir=$1
   if compgen -G "$dir/model*.safetensors" >/dev/null || [ -e "$dir/model.safetensors.index.json" ] ||
-     [ -e "$dir/model.gguf" ]; then
+     compgen -G "$dir/model*.gguf" >/dev/null; then
     fail "output in $dir looks complete after a failure: $(ls "$dir")"
   fi
   if compgen -G "$dir/*.smelt-tmp" >/dev/null; then fail "temporary files left in $dir"; fi

@@ -1,6 +1,8 @@
 /* Writes GGUF files for the tests: a valid one, or one that breaks one rule of the format.
  * usage: make_gguf CASE PATH      (make_gguf list prints the cases)
  *        make_gguf split PREFIX N [no|count|tensors|dup]   a split set, valid or with a fault
+ *        make_gguf many N PATH   N tensors "t.K" of 8 F32 zeros each, general.architecture
+ *                                "llama" and nothing else (past the limits of a split set)
  * Every file is built byte by byte here, independent of smelt's reader. The valid file holds a
  * key of every scalar type, arrays of strings and numbers, and tensors of several ggml types
  * whose data is random but finite (their fp16 scales are never Inf or NaN). */
@@ -330,8 +332,41 @@ static int write_case(const variant *v, const char *path)
     return rc;
 }
 
+/* A file of n tiny F32 tensors (alignment 32: each one's 32 bytes need no padding). */
+static int write_many(unsigned long n, const char *path)
+{
+    buf b = {0};
+    put(&b, "GGUF", 4);
+    le(&b, 3, 4);
+    le(&b, n, 8);
+    le(&b, 1, 8);
+    key(&b, "general.architecture", 8);
+    str(&b, "llama");
+    for (unsigned long i = 0; i < n; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "t.%lu", i);
+        str(&b, name);
+        le(&b, 1, 4);
+        le(&b, 8, 8);
+        le(&b, 0, 4); /* GGML_TYPE_F32 */
+        le(&b, 32 * (uint64_t)i, 8);
+    }
+    while (b.n % 32)
+        le(&b, 0, 1);
+    size_t data = b.n;
+    FILE *f = fopen(path, "wb");
+    int bad = !f || fwrite(b.p, 1, data, f) != data;
+    for (unsigned long i = 0; !bad && i < n; i++)
+        bad = fwrite((uint8_t[32]){0}, 1, 32, f) != 32;
+    bad |= f && fclose(f) != 0;
+    free(b.p);
+    return bad;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 4 && !strcmp(argv[1], "many"))
+        return write_many(strtoul(argv[2], NULL, 10), argv[3]);
     if (argc == 2 && !strcmp(argv[1], "list")) {
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
             printf("%s\t%s\n", cases[i].name, cases[i].rule);

@@ -54,6 +54,7 @@ static void build_kvs(smelt_gguf_kvbuf *kb)
     ck_assert_int_eq(smelt_gguf_kvbuf_add_str(ctx, kb, "general.name", "base", 4), 0);
     ck_assert_int_eq(smelt_gguf_kvbuf_add_u32(ctx, kb, "llama.block_count", 0xFFFFFFFEu), 0);
     ck_assert_int_eq(smelt_gguf_kvbuf_add_i32(ctx, kb, "t.i32", -5), 0);
+    ck_assert_int_eq(smelt_gguf_kvbuf_add_u16(ctx, kb, "t.u16", 0xFFFEu), 0);
     ck_assert_int_eq(smelt_gguf_kvbuf_add_f32(ctx, kb, "t.f32", 1e-5f), 0);
     ck_assert_int_eq(smelt_gguf_kvbuf_add_bool(ctx, kb, "t.bool", 7), 0);
     ck_assert_int_eq(smelt_gguf_kvbuf_add_str_array(ctx, kb, "tokenizer.ggml.tokens", toks, 4), 0);
@@ -63,7 +64,7 @@ static void build_kvs(smelt_gguf_kvbuf *kb)
                                                     4), 0);
     ck_assert_int_eq(smelt_gguf_kvbuf_add_i32_array(ctx, kb, "t.empty", NULL, 0), 0);
     ck_assert_int_eq(smelt_gguf_kvbuf_add_u32(ctx, kb, "split.count", 1), 0);
-    ck_assert_uint_eq(kb->count, 11);
+    ck_assert_uint_eq(kb->count, 12);
 }
 
 START_TEST(test_round_trip)
@@ -77,7 +78,7 @@ START_TEST(test_round_trip)
                   smelt_errmsg(ctx));
     ck_assert_uint_eq(g->version, 3);
     ck_assert_uint_eq(g->alignment, 32);
-    ck_assert_uint_eq(g->nkv, 11); /* no general.alignment added for 32 */
+    ck_assert_uint_eq(g->nkv, 12); /* no general.alignment added for 32 */
     ck_assert_ptr_null(smelt_gguf_find(g, "general.alignment"));
     ck_assert_uint_eq(g->data_start % 32, 0);
 
@@ -93,6 +94,9 @@ START_TEST(test_round_trip)
     ck_assert_int_eq(smelt_gguf_find(g, "llama.block_count")->type, SMELT_GGUF_U32);
     ck_assert_int_eq(smelt_gguf_kv_int(smelt_gguf_find(g, "t.i32"), &i), 0);
     ck_assert_int_eq(i, -5);
+    ck_assert_int_eq(smelt_gguf_find(g, "t.u16")->type, SMELT_GGUF_U16);
+    ck_assert_int_eq(smelt_gguf_kv_uint(smelt_gguf_find(g, "t.u16"), &u), 0);
+    ck_assert_uint_eq(u, 0xFFFEu);
     ck_assert_int_eq(smelt_gguf_kv_float(smelt_gguf_find(g, "t.f32"), &f), 0);
     ck_assert(f == (double)1e-5f);
     ck_assert_int_eq(smelt_gguf_find(g, "t.bool")->value[0], 1);
@@ -186,27 +190,27 @@ START_TEST(test_copy)
     smelt_gguf *src;
     ck_assert_msg(smelt_gguf_parse(ctx, "src.gguf", src_bytes, size, &src) == SMELT_OK, "%s",
                   smelt_errmsg(ctx));
-    ck_assert_uint_eq(src->nkv, 15);
+    ck_assert_uint_eq(src->nkv, 16);
 
     smelt_gguf_kvbuf kb;
     smelt_gguf_kvbuf_init(&kb);
     static const char *const skip[] = {"general.name", "split.*", "t.nothing"};
     ck_assert_int_eq(smelt_gguf_kvbuf_copy_all(ctx, &kb, src, skip, 3), SMELT_OK);
-    ck_assert_uint_eq(kb.count, 13);
+    ck_assert_uint_eq(kb.count, 14);
     ck_assert(!smelt_gguf_kvbuf_has(&kb, "general.name"));
     ck_assert(!smelt_gguf_kvbuf_has(&kb, "split.count"));
     ck_assert_int_eq(smelt_gguf_kvbuf_add_str(ctx, &kb, "general.name", "merged", 6), SMELT_OK);
     /* Copying again collides on the first key. */
     ck_assert_int_eq(smelt_gguf_kvbuf_copy_all(ctx, &kb, src, skip, 3), SMELT_E_ARG);
     ck_assert(strstr(smelt_errmsg(ctx), "'general.architecture' is added twice"));
-    ck_assert_uint_eq(kb.count, 14);
+    ck_assert_uint_eq(kb.count, 15);
 
     uint64_t out_size, offsets[NT], nbytes[NT];
     uint8_t *out_bytes = assemble(&kb, tensors, NT, 0, &out_size, offsets, nbytes);
     smelt_gguf *out;
     ck_assert_msg(smelt_gguf_parse(ctx, "out.gguf", out_bytes, out_size, &out) == SMELT_OK, "%s",
                   smelt_errmsg(ctx));
-    ck_assert_uint_eq(out->nkv, 14);
+    ck_assert_uint_eq(out->nkv, 15);
     size_t k = 0;
     for (size_t j = 0; j < src->nkv; j++) {
         const smelt_gguf_kv *a = &src->kvs[j];
@@ -241,8 +245,8 @@ START_TEST(test_alignment)
     ck_assert_msg(smelt_gguf_parse(ctx, "a.gguf", file, size, &g) == SMELT_OK, "%s",
                   smelt_errmsg(ctx));
     ck_assert_uint_eq(g->alignment, 64);
-    ck_assert_uint_eq(g->nkv, 12); /* general.alignment added, last */
-    ck_assert_str_eq(g->kvs[11].key, "general.alignment");
+    ck_assert_uint_eq(g->nkv, 13); /* general.alignment added, last */
+    ck_assert_str_eq(g->kvs[12].key, "general.alignment");
     ck_assert_uint_eq(g->data_start % 64, 0);
     ck_assert_uint_eq(size % 64, 0);
     for (size_t k = 0; k < NT; k++)
@@ -256,7 +260,7 @@ START_TEST(test_alignment)
     uint64_t file_size;
     ck_assert_int_eq(smelt_gguf_layout(ctx, &copy, tensors, NT, 64, &header, &header_len,
                                        offsets, NULL, &file_size), SMELT_OK);
-    ck_assert_uint_eq(header[16], 12); /* the key count */
+    ck_assert_uint_eq(header[16], 13); /* the key count */
     ck_assert_uint_eq(file_size, size);
     ck_assert(!memcmp(header, file, header_len)); /* the same header, byte for byte */
     free(header);

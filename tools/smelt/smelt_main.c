@@ -33,7 +33,7 @@ static const char usage_text[] =
     "merge and plan options:\n"
     "  --max-memory SIZE      the engine's whole buffer budget (default 512Mi)\n"
     "  --out-shard-size SIZE  the largest output shard (default 5G; 5B also means 5e9, as in\n"
-    "                         mergekit)\n"
+    "                         mergekit); GGUF output: a gguf-split set, only when given\n"
     "  -j, --threads N        worker threads (default or 0: all online CPUs)\n"
     "  --overwrite            replace a model already in OUT_DIR (and discard the state of an\n"
     "                         interrupted merge there)\n"
