@@ -11,7 +11,7 @@ prefix=$work/prefix
 cmake --install "$build" --prefix "$prefix" > "$work/install.log" || { cat "$work/install.log"; fail "cmake --install"; finish; }
 libdir=$(sed -n 's/^libdir=\${prefix}\///p' "$prefix"/lib*/pkgconfig/smelt.pc)
 for f in bin/smelt "$libdir/libsmelt.a" "$libdir/libsmelt.so" include/smelt.h \
-         "$libdir/pkgconfig/smelt.pc" share/man/man1/smelt.1; do
+         "$libdir/pkgconfig/smelt.pc" share/man/man1/smelt.1 lib/python3/dist-packages/smelt.py; do
   [ -e "$prefix/$f" ] && pass "installed $f" || fail "not installed: $f"
 done
 soname=$(objdump -p "$prefix/$libdir/libsmelt.so" | awk '/SONAME/ {print $2}')
@@ -103,4 +103,13 @@ if cc -std=c11 -Wall -Werror "${san[@]}" "$work/prog.c" -o "$work/prog-static" -
   cmp -s "$work/run1/out/model.safetensors" "$work/run2/out/model.safetensors" \
     && pass "shared and static programs wrote the same bytes" || fail "shared and static outputs differ"
 else fail "build against the installed static library"; fi
+
+# The installed Python module finds the installed library by itself.
+pyenv=(PYTHONPATH="$prefix/lib/python3/dist-packages")
+[ "${SMELT_SANITIZED:-0}" = 1 ] && pyenv+=(LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" ASAN_OPTIONS=detect_leaks=0)
+got=$(env -u SMELT_LIBRARY "${pyenv[@]}" /usr/bin/python3 -c 'import smelt; print(smelt.version(), smelt._lib._name)' 2>&1) || true
+case "$got" in
+  *"$prefix"*libsmelt.so.0*) pass "installed Python module: $got" ;;
+  *) fail "installed Python module: $got" ;;
+esac
 finish
