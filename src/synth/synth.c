@@ -14,6 +14,7 @@
 #include "kernels/kernels.h"
 #include "kernels/kernels_quant.h"
 #include "out/finalize.h"
+#include "out/st_write.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -309,44 +310,39 @@ static int write_side_files(smelt_ctx *ctx, const char *dir, const synth_arch *a
     return rc ? rc : rc2 ? rc2 : rc3;
 }
 
+/* One shard's tensors, for smelt_st_write_file. */
+typedef struct shard_job {
+    const smelt_synth_options *opts;
+    smelt_dtype dt;
+    const synth_tensor *tensors;
+    size_t first;
+    synth_workers *w;
+} shard_job;
+
+static int write_shard_tensor(smelt_ctx *ctx, void *user, smelt_out_file *file, size_t i,
+                              uint64_t offset)
+{
+    const shard_job *job = user;
+    return synth_write_tensor(ctx, file, offset, job->opts, (synth_codec){job->dt, 0},
+                              job->tensors, job->first + i, job->w);
+}
+
 /* Writes the tensors [first, first + n) of the list to one shard file. */
 static int write_shard(smelt_ctx *ctx, const smelt_synth_options *opts, smelt_dtype dt,
                        const synth_tensor *tensors, size_t first, size_t n, const char *path,
                        synth_workers *w)
 {
     smelt_st_out_tensor *descs = calloc(n, sizeof *descs);
-    uint64_t *offsets = calloc(n, sizeof *offsets);
-    uint8_t *header = NULL;
-    size_t header_len;
-    uint64_t file_size;
-    smelt_out_file file = {.fd = -1};
-    int rc = SMELT_OK;
-    if (!descs || !offsets) {
-        rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-        goto out;
-    }
+    if (!descs)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     unsigned size = smelt_dtype_size(dt);
     for (size_t i = 0; i < n; i++) {
         const synth_tensor *t = &tensors[first + i];
         descs[i] = (smelt_st_out_tensor){t->name, dt, t->ndim, t->shape, t->numel * size};
     }
-    if ((rc = smelt_st_layout(ctx, descs, n, &header, &header_len, offsets, &file_size)) ||
-        (rc = smelt_out_create(ctx, &file, path, file_size)) ||
-        (rc = smelt_out_write(ctx, &file, header, header_len, 0)))
-        goto out;
-    for (size_t i = 0; i < n && rc == SMELT_OK; i++)
-        rc = synth_write_tensor(ctx, &file, offsets[i], opts, (synth_codec){dt, 0}, tensors,
-                                first + i, w);
-    if (rc == SMELT_OK && (rc = smelt_out_finish(ctx, &file)) == SMELT_OK)
-        rc = smelt_out_commit(ctx, &file);
-out:
-    if (rc == SMELT_OK)
-        smelt_out_release(&file);
-    else
-        smelt_out_discard(&file);
-    free(header);
+    shard_job job = {opts, dt, tensors, first, w};
+    int rc = smelt_st_write_file(ctx, path, descs, n, write_shard_tensor, &job);
     free(descs);
-    free(offsets);
     return rc;
 }
 

@@ -15,6 +15,7 @@
 #include "format/lora.h"
 #include "format/safetensors.h"
 #include "kernels/kernels.h"
+#include "out/st_write.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -329,54 +330,49 @@ static void generate(const adapter_tensor *t, size_t i, uint64_t seed, uint64_t 
     }
 }
 
+/* The adapter's tensors, for smelt_st_write_file: generated and encoded a chunk at a time. */
+typedef struct weights_job {
+    const adapter_plan *plan;
+    uint64_t seed;
+    smelt_dtype dt;
+    float *vals;
+    uint8_t *enc;
+} weights_job;
+
+static int write_adapter_tensor(smelt_ctx *ctx, void *user, smelt_out_file *file, size_t i,
+                                uint64_t offset)
+{
+    const weights_job *job = user;
+    const adapter_tensor *t = &job->plan->tensors[i];
+    unsigned size = smelt_dtype_size(job->dt);
+    int rc = SMELT_OK;
+    for (uint64_t at = 0; at < t->numel && rc == SMELT_OK; at += CHUNK) {
+        size_t n = (size_t)(t->numel - at < CHUNK ? t->numel - at : CHUNK);
+        generate(t, i, job->seed, at, n, job->vals);
+        smelt_encode(smelt_kernels_get(), job->enc, job->vals, job->dt, n);
+        rc = smelt_out_write(ctx, file, job->enc, n * size, offset + at * size);
+    }
+    return rc;
+}
+
 static int write_weights(smelt_ctx *ctx, const char *path, const smelt_synth_options *o,
                          smelt_dtype dt, const adapter_plan *p)
 {
     smelt_st_out_tensor *descs = calloc(p->ntensors + 1, sizeof *descs);
-    uint64_t *offsets = calloc(p->ntensors + 1, sizeof *offsets);
-    float *vals = malloc((size_t)CHUNK * sizeof *vals);
-    uint8_t *enc = malloc((size_t)CHUNK * smelt_dtype_size(dt));
-    uint8_t *header = NULL;
-    size_t header_len;
-    uint64_t file_size;
-    smelt_out_file file = {.fd = -1};
-    int rc = SMELT_OK;
-    if (!descs || !offsets || !vals || !enc) {
-        rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < p->ntensors; i++) {
+    weights_job job = {p, o->seed, dt, malloc((size_t)CHUNK * sizeof(float)),
+                       malloc((size_t)CHUNK * smelt_dtype_size(dt))};
+    int rc = descs && job.vals && job.enc ? SMELT_OK
+                                          : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    for (size_t i = 0; rc == SMELT_OK && i < p->ntensors; i++) {
         const adapter_tensor *t = &p->tensors[i];
         descs[i] = (smelt_st_out_tensor){t->name, dt, t->ndim, t->shape,
                                          t->numel * smelt_dtype_size(dt)};
     }
-    if ((rc = smelt_st_layout(ctx, descs, p->ntensors, &header, &header_len, offsets,
-                              &file_size)) ||
-        (rc = smelt_out_create(ctx, &file, path, file_size)) ||
-        (rc = smelt_out_write(ctx, &file, header, header_len, 0)))
-        goto out;
-    for (size_t i = 0; i < p->ntensors && rc == SMELT_OK; i++) {
-        const adapter_tensor *t = &p->tensors[i];
-        for (uint64_t at = 0; at < t->numel && rc == SMELT_OK; at += CHUNK) {
-            size_t n = (size_t)(t->numel - at < CHUNK ? t->numel - at : CHUNK);
-            generate(t, i, o->seed, at, n, vals);
-            smelt_encode(smelt_kernels_get(), enc, vals, dt, n);
-            rc = smelt_out_write(ctx, &file, enc, n * smelt_dtype_size(dt),
-                                 offsets[i] + at * smelt_dtype_size(dt));
-        }
-    }
-    if (rc == SMELT_OK && (rc = smelt_out_finish(ctx, &file)) == SMELT_OK)
-        rc = smelt_out_commit(ctx, &file);
-out:
     if (rc == SMELT_OK)
-        smelt_out_release(&file);
-    else
-        smelt_out_discard(&file);
-    free(header);
+        rc = smelt_st_write_file(ctx, path, descs, p->ntensors, write_adapter_tensor, &job);
     free(descs);
-    free(offsets);
-    free(vals);
-    free(enc);
+    free(job.vals);
+    free(job.enc);
     return rc;
 }
 
