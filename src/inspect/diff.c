@@ -94,10 +94,21 @@ typedef struct differ {
 
 static int streamed(const pair *p) { return p->kind == PAIR_FLOAT || p->kind == PAIR_BYTES; }
 
+/* Buffer bytes per element: a ggml block type's bytes per element rounded up (Q8_0 holds 34
+ * bytes per 32 elements: 2). */
 static uint64_t unit_size(smelt_dtype dt)
 {
+    unsigned block = smelt_dtype_block(dt);
+    if (block > 1)
+        return (smelt_dtype_span(dt, block) + block - 1) / block;
     unsigned s = smelt_dtype_size(dt);
     return s ? s : 1; /* sub-byte dtypes are only compared as bytes */
+}
+
+/* Where element (or byte, for a byte-compared pair) `at` of tensor t starts in its data. */
+static uint64_t data_bytes(const pair *p, const smelt_tensor_info *t, uint64_t at)
+{
+    return p->kind == PAIR_FLOAT ? smelt_dtype_span(t->dtype, at) : at;
 }
 
 /* NaN wins, so a single NaN difference cannot hide behind later finite ones. */
@@ -223,8 +234,9 @@ static void block_task(void *arg, size_t task, unsigned worker)
     uint64_t begin = (uint64_t)task * DIFF_BLOCK;
     size_t n = job->s->count - begin < DIFF_BLOCK ? (size_t)(job->s->count - begin) : DIFF_BLOCK;
     float *ta = d->scratch + (size_t)worker * 2 * DIFF_BLOCK, *tb = ta + DIFF_BLOCK;
-    smelt_decode(k, ta, job->s->buf[0] + begin * smelt_dtype_size(p->a->dtype), p->a->dtype, n);
-    smelt_decode(k, tb, job->s->buf[1] + begin * smelt_dtype_size(p->b->dtype), p->b->dtype, n);
+    /* Blocks and chunks start at multiples of DIFF_BLOCK: whole ggml blocks of any type. */
+    smelt_decode(k, ta, job->s->buf[0] + smelt_dtype_span(p->a->dtype, begin), p->a->dtype, n);
+    smelt_decode(k, tb, job->s->buf[1] + smelt_dtype_span(p->b->dtype, begin), p->b->dtype, n);
     block_sums *b = &d->blocks[task];
     b->dot = k->dot_f64(ta, tb, n);
     b->aa = k->sumsq_f64(ta, n);
@@ -469,10 +481,10 @@ static int start_chunk(differ *d, slot *s, size_t si)
     d->cursor_pos += s->count;
     for (int side = 0; side < 2; side++) {
         const smelt_tensor_info *t = side ? p->b : p->a;
-        uint64_t unit = p->kind == PAIR_FLOAT ? smelt_dtype_size(t->dtype) : 1;
         int fd = d->m[side]->files[t->file].fd;
-        if (smelt_ring_queue_read(d->ring, fd, s->buf[side], s->count * unit,
-                                  t->offset + s->start * unit, (uint64_t)si << 1 | side) != 0)
+        uint64_t from = data_bytes(p, t, s->start);
+        if (smelt_ring_queue_read(d->ring, fd, s->buf[side], data_bytes(p, t, s->start + s->count) - from,
+                                  t->offset + from, (uint64_t)si << 1 | side) != 0)
             return smelt_fail(d->ctx, SMELT_E_INTERNAL, "read ring full");
         s->pending++;
     }
@@ -499,9 +511,9 @@ static int finish_chunk(differ *d, slot *s)
     /* Compared data is not read again: do not let it push other pages out of the cache. */
     for (int side = 0; side < 2; side++) {
         const smelt_tensor_info *t = side ? p->b : p->a;
-        uint64_t unit = p->kind == PAIR_FLOAT ? smelt_dtype_size(t->dtype) : 1;
-        posix_fadvise(d->m[side]->files[t->file].fd, (off_t)(t->offset + s->start * unit),
-                      (off_t)(s->count * unit), POSIX_FADV_DONTNEED);
+        uint64_t from = data_bytes(p, t, s->start);
+        posix_fadvise(d->m[side]->files[t->file].fd, (off_t)(t->offset + from),
+                      (off_t)(data_bytes(p, t, s->start + s->count) - from), POSIX_FADV_DONTNEED);
     }
     p->done += s->count;
     s->busy = 0;

@@ -113,4 +113,22 @@ t() { jget "$work/xy.json" "{t['name']: t for t in d['tensors']}['$1']$2"; }
   || fail "diff zb: $(t zb '')"
 [ "$(t mixed '["status"]') $(t onlyx '["status"]') $(t onlyy '["status"]')" = "dtype_mismatch only_in_a only_in_b" ] \
   && pass "diff: dtype mismatch and one-sided tensors reported" || fail "diff statuses"
+
+# GGUF block types: diff decodes Q8_0 and Q4_K/Q6_K blocks, chunk by chunk at any budget; its
+# figures equal those of the same models converted to F32 GGUF (the dequantization is exact).
+for dt in q8_0 q4_k_m; do
+  $SMELT synth "$work/g1-$dt.gguf" --size 2M --dtype $dt --seed 1 >/dev/null
+  $SMELT synth "$work/g2-$dt.gguf" --size 2M --dtype $dt --base-seed 1 --seed 3 >/dev/null
+  for m in 1 2; do
+    printf 'merge_method: passthrough\nmodels:\n  - model: %s\n' "$work/g$m-$dt.gguf" > "$work/p$m.yml"
+    rm -rf "$work/f$m-$dt"
+    $SMELT merge "$work/p$m.yml" "$work/f$m-$dt" --outtype f32 -q
+  done
+  figures() { $SMELT diff "$@" | awk 'NR > 3 {$2 = ""; print}'; } # all but the dtype
+  figures "$work/g1-$dt.gguf" "$work/g2-$dt.gguf" --max-memory 1Mi -j1 > "$work/dq-$dt"
+  figures "$work/f1-$dt/model.gguf" "$work/f2-$dt/model.gguf" > "$work/df-$dt"
+  if [ -s "$work/dq-$dt" ] && cmp -s "$work/dq-$dt" "$work/df-$dt" && grep -q "e-0" "$work/dq-$dt"; then
+    pass "diff of $dt GGUF files = diff of their F32 conversions ($(wc -l < "$work/dq-$dt") tensors)"
+  else fail "diff of $dt GGUF: $(diff "$work/dq-$dt" "$work/df-$dt" | head -3)"; fi
+done
 finish
