@@ -12,7 +12,7 @@ if [ "${SMELT_SANITIZED:-0}" = 1 ]; then
   env+=(LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
         ASAN_OPTIONS=detect_leaks=0:abort_on_error=1)
 fi
-if env "${env[@]}" "$py" -m unittest -v "$src/tests/python/test_smelt.py" 2>&1 | tee "$work/log"; then
+if env "${env[@]}" "$py" "$src/tests/python/test_smelt.py" 2>&1 | tee "$work/log"; then
   pass "Python binding: $(grep -c '\.\.\. ok$' "$work/log") tests"
 else fail "Python binding tests"; fi
 grep -q "\.\.\. ok$" "$work/log" || fail "no Python test ran"
