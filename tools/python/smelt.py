@@ -122,8 +122,10 @@ _lib.smelt_verify.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(_
                               ctypes.c_void_p, ctypes.POINTER(_VerifyResult)]
 _lib.smelt_inspect.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p]
 
-# The C library's memory streams carry plan, verify and inspect text back.
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+# The C library's memory streams carry plan, verify and inspect text back. The process's own
+# symbol namespace, not a handle on libc.so.6: free must be the malloc the stream used, which
+# is an interposed one when something (a sanitizer, a profiler) is preloaded.
+_libc = ctypes.CDLL(None)
 _libc.open_memstream.restype = ctypes.c_void_p
 _libc.open_memstream.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t)]
 _libc.fclose.argtypes = [ctypes.c_void_p]
