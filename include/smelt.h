@@ -183,7 +183,7 @@ typedef struct smelt_lora_extract_options {
                               tensors) instead of storing them whole (mergekit
                               --skip-undecomposable) */
     uint32_t oversample;   /* p, sketch columns beyond R (default 10) */
-    uint32_t power_iters;  /* q, subspace iterations (default 2): 2q + 2 passes per module */
+    uint32_t power_iters;  /* q, subspace iterations (default 3): 2q + 2 passes per module */
     uint64_t seed;         /* the Gaussian sketch's seed (default 0) */
     int threads;           /* worker threads (default: online CPUs); never changes the output */
     uint64_t max_memory;   /* every buffer together (default 512 MiB); never changes the output */

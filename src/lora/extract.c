@@ -50,7 +50,7 @@ void smelt_lora_extract_options_default(smelt_lora_extract_options *opts)
 {
     memset(opts, 0, sizeof *opts);
     opts->oversample = 10;
-    opts->power_iters = 2;
+    opts->power_iters = 3;
     opts->max_memory = 512ull << 20;
 }
 

@@ -68,6 +68,10 @@ def cmd_make(base_dir, model_dir):
     for name in ("model.layers.0.input_layernorm.weight", "model.norm.weight"):
         base[name] = ("F32", (96,), encode(np.ones(96), "F32"))
         model[name] = ("F32", (96,), encode(1 + 0.01 * rng.standard_normal(96), "F32"))
+    # An integer weight: skipped with a notice.
+    q = rng.integers(-8, 8, size=(8, 96), dtype=np.int8)
+    base["model.layers.1.mlp.qweight.weight"] = ("I8", (8, 96), q.tobytes())
+    model["model.layers.1.mlp.qweight.weight"] = ("I8", (8, 96), (q // 2).tobytes())
     for d, tensors in ((base_dir, base), (model_dir, model)):
         os.makedirs(d, exist_ok=True)
         write_safetensors(os.path.join(d, "model.safetensors"), tensors, {"format": "pt"})
@@ -130,7 +134,8 @@ def cmd_recon(base_path, model_path, applied_path):
         if name not in applied:
             print(f"FAIL: {name} is missing from {applied_path}")
             return 1
-        if t.dtype not in ("F32", "F16", "BF16") or len(t.shape) != 2:
+        if t.dtype not in ("F32", "F16", "BF16") or len(t.shape) != 2 or \
+                t.shape != base[name].shape:
             continue
         d = f64(t) - f64(base[name])
         e = f64(applied[name]) - f64(t)

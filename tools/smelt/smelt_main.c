@@ -66,7 +66,7 @@ static const char usage_text[] =
     "  --skip-undecomposable  leave out norms and other 1-D tensors instead of storing them\n"
     "  --dtype D              the factors: float32 (default), bfloat16 or float16\n"
     "  --oversample P         extra sketch columns (default 10)\n"
-    "  --power-iters Q        subspace iterations (default 2; 2Q + 2 passes per module)\n"
+    "  --power-iters Q        subspace iterations (default 3; 2Q + 2 passes per module)\n"
     "  --seed S               the Gaussian sketch's seed (default 0)\n"
     "  --max-memory SIZE      every buffer together (default 512Mi)\n"
     "  -j, --threads N        worker threads (default: all online CPUs)\n"
