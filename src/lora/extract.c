@@ -256,8 +256,9 @@ static int size_rounds(extract *x)
             continue;
         uint64_t rows = it->m->shape[0], cols = it->m->shape[1];
         uint64_t fixed = common + rsvd_fixed_bytes(rows, cols, it->k);
+        /* raw model and base bytes, the f32 delta, and rsvd's per-row sum of squares */
         uint64_t per_row = cols * (4 + smelt_dtype_size(it->m->dtype) +
-                                   smelt_dtype_size(it->b->dtype));
+                                   smelt_dtype_size(it->b->dtype)) + 8;
         if (budget < fixed + per_row)
             return smelt_fail(x->ctx, SMELT_E_BUDGET, "lora extract: --max-memory %llu bytes "
                               "cannot hold module '%s': its sketch of %zu columns and one row "
