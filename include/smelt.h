@@ -197,6 +197,67 @@ int smelt_lora_apply(smelt_ctx *ctx, const char *base, const char *adapter, cons
  * files) in its output directory, so that running it again with `resume` set continues it. */
 int smelt_merge_resumable(const smelt_ctx *ctx);
 
+/* Options of smelt_lora_extract(). Start from smelt_lora_extract_options_default(). */
+typedef struct smelt_lora_extract_options {
+    uint32_t rank;         /* R: the rank of every module (required, >= 1); an error names a module
+                              with min(rows, cols) < R, unless rank_is_max */
+    int rank_is_max;       /* 1: R is a ceiling (mergekit's --max-rank): a module gets
+                              min(R, rows, cols) */
+    double sv_epsilon;     /* > 0: keep only singular values larger than this (mergekit's
+                              --sv-epsilon, an absolute threshold); 0: keep R */
+    int embeddings;        /* 1: decompose embed_tokens / lm_head too (mergekit --embed-lora);
+                              0: store them whole as modules_to_save */
+    int skip_undecomposable; /* 1: leave out the tensors that cannot be decomposed (norms, 1-D
+                              tensors) instead of storing them whole (mergekit
+                              --skip-undecomposable) */
+    uint32_t oversample;   /* p, sketch columns beyond R (default 10) */
+    uint32_t power_iters;  /* q, subspace iterations (default 3): 2q + 2 passes per module */
+    uint64_t seed;         /* the Gaussian sketch's seed (default 0) */
+    int threads;           /* worker threads (default: online CPUs); never changes the output */
+    uint64_t max_memory;   /* every buffer together (default 512 MiB); never changes the output */
+    const char *dtype;     /* the factors' dtype: "float32" (default), "bfloat16", "float16" */
+    int overwrite;         /* 1: replace an adapter already in out_dir */
+    volatile int *cancel;  /* as in smelt_merge_options; may be NULL */
+} smelt_lora_extract_options;
+
+/* Fills *opts with the defaults (rank 0: the caller must set it). */
+void smelt_lora_extract_options_default(smelt_lora_extract_options *opts);
+
+/* What smelt_lora_extract() did. */
+typedef struct smelt_lora_extract_result {
+    uint64_t modules;       /* decomposed modules */
+    uint64_t saved;         /* tensors stored whole (modules_to_save, biases) */
+    uint64_t skipped;       /* tensors left out, each with a notice */
+    uint32_t min_rank, max_rank;
+    double worst_rel_error; /* the largest per-module sqrt(||D||^2 - sum s_kept^2) / ||D|| */
+    uint64_t bytes_read;    /* from both models' files */
+    uint64_t bytes_written; /* adapter_model.safetensors */
+    double seconds;
+} smelt_lora_extract_result;
+
+/* Extracts a PEFT LoRA adapter that turns `base` into `model` (mergekit-extract-lora's job, in
+ * bounded memory). For every 2-D float weight (F32, F16, BF16) of both with the same shape, the
+ * delta D = model - base (decoded to f32) is approximated by a truncated SVD U S V^T of rank R
+ * computed by randomized subspace iteration: every product with D is one pass over its rows
+ * read with pread, so memory is O((rows + cols) * (R + p)) per module plus a block of rows, never
+ * the whole matrix, and a module whose delta fits in the budget is read only once. As mergekit
+ * does, lora_A = sqrt(S) V^T [r, in] and lora_B = U sqrt(S) [out, r] (embeddings: PEFT's
+ * lora_embedding_A/B of the transposed delta), lora_alpha = r, and modules whose rank differs
+ * are listed in rank_pattern and alpha_pattern (scale 1 everywhere). out_dir gets
+ * adapter_config.json and adapter_model.safetensors (smelt_lora_open and PEFT read them), written
+ * under temporary names and renamed at the end, the config last; on failure nothing there looks
+ * complete. Block-quantized and integer tensors are skipped with a notice. `report` (may be NULL)
+ * gets one line per module (rank, relative Frobenius error from the passes) and a summary; *result
+ * (may be NULL) the figures. The bytes depend only on the inputs, rank options, seed and dtype,
+ * never on threads or max_memory. Returns SMELT_OK; SMELT_E_ARG (bad options, out_dir not empty
+ * without overwrite, a rank larger than a module allows), SMELT_E_PLAN (a weight missing from
+ * base, shapes that differ: both named), SMELT_E_BUDGET (max_memory cannot hold a module's
+ * factors and one row of it), SMELT_E_IO, SMELT_E_NOMEM, SMELT_E_INTERRUPTED, or the status of
+ * opening a model; the message is in ctx. Not thread-safe on one ctx. */
+int smelt_lora_extract(smelt_ctx *ctx, const char *base, const char *model, const char *out_dir,
+                       const smelt_lora_extract_options *opts, FILE *report,
+                       smelt_lora_extract_result *result);
+
 /* Options of smelt_verify(). Start from smelt_verify_options_default(). */
 typedef struct smelt_verify_options {
     uint64_t max_memory; /* read buffers, all together (default 64 MiB; at least 64 KiB used) */

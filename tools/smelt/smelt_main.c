@@ -56,6 +56,24 @@ static const char usage_text[] =
     "  --max-memory SIZE      read buffers (default 64Mi)\n"
     "  -q, --quiet            no summary line unless there are problems\n"
     "\n"
+    "lora extract options:\n"
+    "  --base BASE            the base model (required)\n"
+    "  --rank R               the rank of every module (a module smaller than R is an error)\n"
+    "  --max-rank R           mergekit's spelling: at most R (clamped to each module's size)\n"
+    "  --sv-epsilon X         keep only singular values above X (absolute, as mergekit)\n"
+    "  --embeddings           decompose embed_tokens and lm_head too (mergekit --embed-lora);\n"
+    "                         default: store them whole (modules_to_save)\n"
+    "  --skip-undecomposable  leave out norms and other 1-D tensors instead of storing them\n"
+    "  --dtype D              the factors: float32 (default), bfloat16 or float16\n"
+    "  --oversample P         extra sketch columns (default 10)\n"
+    "  --power-iters Q        subspace iterations (default 3; 2Q + 2 passes per module)\n"
+    "  --seed S               the Gaussian sketch's seed (default 0)\n"
+    "  --max-memory SIZE      every buffer together (default 512Mi)\n"
+    "  -j, --threads N        worker threads (default: all online CPUs)\n"
+    "  --overwrite            replace the adapter in a non-empty OUT_DIR\n"
+    "  -q, --quiet            no per-module lines or summary\n"
+    "  (threads and --max-memory never change the adapter's bytes)\n"
+    "\n"
     "synth options:\n"
     "  --size SIZE            total tensor bytes, approximately (required)\n"
     "  --format F             safetensors or gguf (default: gguf when OUT ends in .gguf)\n"
@@ -653,6 +671,103 @@ static int cmd_diff(smelt_ctx *ctx, int argc, char **argv)
     return rc == SMELT_OK ? 0 : report_error(ctx, rc);
 }
 
+static int cmd_lora_extract(smelt_ctx *ctx, int argc, char **argv)
+{
+    enum { OPT_BASE = 256, OPT_RANK, OPT_MAX_RANK, OPT_EPS, OPT_EMB, OPT_SKIP, OPT_DTYPE,
+           OPT_OVERSAMPLE, OPT_POWER, OPT_SEED, OPT_MAX_MEMORY, OPT_OVERWRITE };
+    static const struct option options[] = {
+        {"base", required_argument, NULL, OPT_BASE},
+        {"rank", required_argument, NULL, OPT_RANK},
+        {"max-rank", required_argument, NULL, OPT_MAX_RANK},
+        {"sv-epsilon", required_argument, NULL, OPT_EPS},
+        {"embeddings", no_argument, NULL, OPT_EMB},
+        {"embed-lora", no_argument, NULL, OPT_EMB},
+        {"skip-undecomposable", no_argument, NULL, OPT_SKIP},
+        {"dtype", required_argument, NULL, OPT_DTYPE},
+        {"oversample", required_argument, NULL, OPT_OVERSAMPLE},
+        {"power-iters", required_argument, NULL, OPT_POWER},
+        {"seed", required_argument, NULL, OPT_SEED},
+        {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
+        {"threads", required_argument, NULL, 'j'},
+        {"overwrite", no_argument, NULL, OPT_OVERWRITE},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    smelt_lora_extract_options opts;
+    smelt_lora_extract_options_default(&opts);
+    const char *base = NULL;
+    int c, quiet = 0, have_rank = 0;
+    long v;
+    char *end;
+    while ((c = getopt_long(argc, argv, "j:qh", options, NULL)) != -1) {
+        switch (c) {
+        case OPT_BASE: base = optarg; break;
+        case OPT_RANK:
+        case OPT_MAX_RANK:
+            if (parse_count(optarg, c == OPT_RANK ? "--rank" : "--max-rank", 1000000, &v))
+                return 2;
+            if (v == 0)
+                return fail_usage("the rank must be at least 1, not '%s'", optarg);
+            opts.rank = (uint32_t)v;
+            opts.rank_is_max = c == OPT_MAX_RANK;
+            have_rank = 1;
+            break;
+        case OPT_EPS:
+            errno = 0;
+            opts.sv_epsilon = strtod(optarg, &end);
+            if (errno || *end || end == optarg || !isfinite(opts.sv_epsilon) ||
+                opts.sv_epsilon < 0)
+                return fail_usage("--sv-epsilon: '%s' is not a finite number >= 0", optarg);
+            break;
+        case OPT_EMB: opts.embeddings = 1; break;
+        case OPT_SKIP: opts.skip_undecomposable = 1; break;
+        case OPT_DTYPE: opts.dtype = optarg; break;
+        case OPT_OVERSAMPLE:
+            if (parse_count(optarg, "--oversample", 100000, &v))
+                return 2;
+            opts.oversample = (uint32_t)v;
+            break;
+        case OPT_POWER:
+            if (parse_count(optarg, "--power-iters", 64, &v))
+                return 2;
+            opts.power_iters = (uint32_t)v;
+            break;
+        case OPT_SEED:
+            if (parse_u64(optarg, "--seed", &opts.seed))
+                return 2;
+            break;
+        case OPT_MAX_MEMORY:
+            if (parse_budget(ctx, optarg, &opts.max_memory))
+                return 2;
+            break;
+        case 'j':
+            if (parse_count(optarg, "--threads", 1024, &v))
+                return 2;
+            opts.threads = (int)v;
+            break;
+        case OPT_OVERWRITE: opts.overwrite = 1; break;
+        case 'q': quiet = 1; break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        default: return usage_hint();
+        }
+    }
+    if (argc - optind != 2)
+        return fail_usage("lora extract takes MODEL and OUT_DIR (and --base BASE)%s", "");
+    if (!base)
+        return fail_usage("lora extract needs --base BASE%s", "");
+    if (!have_rank)
+        return fail_usage("lora extract needs --rank R (or --max-rank R)%s", "");
+    opts.cancel = &cancel_requested;
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    int rc = smelt_lora_extract(ctx, base, argv[optind], argv[optind + 1], &opts,
+                                quiet ? NULL : stderr, NULL);
+    return rc == SMELT_OK ? 0 : report_error(ctx, rc);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -680,10 +795,13 @@ int main(int argc, char **argv)
     } else if (!strcmp(cmd, "merge")) {
         rc = cmd_merge(ctx, argc - 1, argv + 1, 0);
     } else if (!strcmp(cmd, "lora")) {
-        if (argc < 3 || strcmp(argv[2], "apply") != 0)
-            rc = fail_usage("lora takes a subcommand: lora apply BASE ADAPTER OUT_DIR%s", "");
-        else
+        if (argc >= 3 && !strcmp(argv[2], "apply"))
             rc = cmd_merge(ctx, argc - 2, argv + 2, 1);
+        else if (argc >= 3 && !strcmp(argv[2], "extract"))
+            rc = cmd_lora_extract(ctx, argc - 2, argv + 2);
+        else
+            rc = fail_usage("lora takes a subcommand: lora apply BASE ADAPTER OUT_DIR, or lora "
+                            "extract --base BASE MODEL --rank R OUT_DIR%s", "");
     } else if (!strcmp(cmd, "verify")) {
         rc = cmd_verify(ctx, argc - 1, argv + 1);
     } else if (!strcmp(cmd, "plan")) {
