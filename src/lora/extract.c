@@ -29,6 +29,7 @@
 #include "io/writer.h"
 #include "kernels/kernels.h"
 #include "lora/rsvd.h"
+#include "out/st_write.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -456,20 +457,43 @@ static int copy_range(extract *x, smelt_out_file *f, int fd, const char *what, u
     return SMELT_OK;
 }
 
+/* The adapter's tensors for smelt_st_write_file: whole tensors copied from the model, factors
+ * from the scratch file. */
+typedef struct weights_job {
+    extract *x;
+    const smelt_st_out_tensor *descs;
+    const size_t *source; /* item index * 2 + (0: A or whole, 1: B) */
+    uint8_t *buf;
+} weights_job;
+
+static int write_weight(smelt_ctx *ctx, void *user, smelt_out_file *file, size_t t,
+                        uint64_t offset)
+{
+    (void)ctx;
+    weights_job *job = user;
+    extract *x = job->x;
+    const item *it = &x->items[job->source[t] / 2];
+    if (it->kind == ITEM_WHOLE) {
+        const smelt_st_file *f = &x->model->files[it->m->file];
+        x->bytes_read += it->m->nbytes;
+        return copy_range(x, file, f->fd, f->path, it->m->offset, it->m->nbytes, offset,
+                          job->buf);
+    }
+    uint64_t off = job->source[t] % 2 ? it->scratch_b : it->scratch_a;
+    return copy_range(x, file, x->scratch_fd, "the scratch file", off, job->descs[t].nbytes,
+                      offset, job->buf);
+}
+
 static int write_weights(extract *x, const char *path, uint64_t *written)
 {
     smelt_ctx *ctx = x->ctx;
     size_t cap = 2 * x->nitems + 1, n = 0;
     smelt_st_out_tensor *descs = calloc(cap, sizeof *descs);
-    uint64_t *offsets = calloc(cap, sizeof *offsets);
     char **names = calloc(cap, sizeof *names);
     size_t *source = calloc(cap, sizeof *source); /* item index * 2 + (0: A or whole, 1: B) */
-    uint8_t *buf = malloc(COPY_CHUNK), *header = NULL;
-    size_t header_len;
-    uint64_t file_size;
-    smelt_out_file file = {.fd = -1};
+    uint8_t *buf = malloc(COPY_CHUNK);
     int rc = SMELT_OK;
-    if (!descs || !offsets || !names || !source || !buf) {
+    if (!descs || !names || !source || !buf) {
         rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
         goto out;
     }
@@ -504,40 +528,15 @@ static int write_weights(extract *x, const char *path, uint64_t *written)
             source[n++] = i * 2 + (size_t)ab;
         }
     }
-    if ((rc = smelt_st_layout(ctx, descs, n, &header, &header_len, offsets, &file_size)) ||
-        (rc = smelt_out_create(ctx, &file, path, file_size)) ||
-        (rc = smelt_out_write(ctx, &file, header, header_len, 0)))
-        goto out;
-    for (size_t t = 0; t < n && rc == SMELT_OK; t++) {
-        const item *it = &x->items[source[t] / 2];
-        if (it->kind == ITEM_WHOLE) {
-            const smelt_st_file *f = &x->model->files[it->m->file];
-            rc = copy_range(x, &file, f->fd, f->path, it->m->offset, it->m->nbytes, offsets[t],
-                            buf);
-            x->bytes_read += it->m->nbytes;
-        } else {
-            uint64_t off = source[t] % 2 ? it->scratch_b : it->scratch_a;
-            rc = copy_range(x, &file, x->scratch_fd, "the scratch file", off, descs[t].nbytes,
-                            offsets[t], buf);
-        }
-    }
-    if (rc == SMELT_OK && (rc = smelt_out_finish(ctx, &file)) == SMELT_OK)
-        rc = smelt_out_commit(ctx, &file);
-    if (rc == SMELT_OK)
-        *written = file_size;
+    weights_job job = {x, descs, source, buf};
+    rc = smelt_st_write_file(ctx, path, descs, n, write_weight, &job, written);
 out:
-    if (rc == SMELT_OK)
-        smelt_out_release(&file);
-    else
-        smelt_out_discard(&file);
     for (size_t i = 0; names && i < n; i++)
         free(names[i]);
     free(names);
     free(descs);
-    free(offsets);
     free(source);
     free(buf);
-    free(header);
     return rc;
 }
 

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 
 int smelt_st_write_file(smelt_ctx *ctx, const char *path, const smelt_st_out_tensor *descs,
-                        size_t n, smelt_st_tensor_writer write, void *user)
+                        size_t n, smelt_st_tensor_writer write, void *user, uint64_t *size)
 {
     uint64_t *offsets = calloc(n + 1, sizeof *offsets);
     uint8_t *header = NULL;
@@ -22,6 +22,8 @@ int smelt_st_write_file(smelt_ctx *ctx, const char *path, const smelt_st_out_ten
         rc = write(ctx, user, &file, i, offsets[i]);
     if (rc == SMELT_OK && (rc = smelt_out_finish(ctx, &file)) == SMELT_OK)
         rc = smelt_out_commit(ctx, &file);
+    if (rc == SMELT_OK && size)
+        *size = file_size;
     if (rc == SMELT_OK)
         smelt_out_release(&file);
     else

@@ -15,8 +15,8 @@ typedef int (*smelt_st_tensor_writer)(smelt_ctx *ctx, void *user, smelt_out_file
 /* Lays out descs (smelt_st_layout), creates path under a temporary name, writes the header, calls
  * write(ctx, user, file, i, offset) for i = 0 .. n - 1 in order, then flushes and renames the
  * file into place. On any failure the temporary file is removed and nothing exists at path.
- * Returns SMELT_OK or the first failure's status. */
+ * *size (when not NULL) gets the file's size. Returns SMELT_OK or the first failure's status. */
 int smelt_st_write_file(smelt_ctx *ctx, const char *path, const smelt_st_out_tensor *descs,
-                        size_t n, smelt_st_tensor_writer write, void *user);
+                        size_t n, smelt_st_tensor_writer write, void *user, uint64_t *size);
 
 #endif

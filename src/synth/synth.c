@@ -341,7 +341,7 @@ static int write_shard(smelt_ctx *ctx, const smelt_synth_options *opts, smelt_dt
         descs[i] = (smelt_st_out_tensor){t->name, dt, t->ndim, t->shape, t->numel * size};
     }
     shard_job job = {opts, dt, tensors, first, w};
-    int rc = smelt_st_write_file(ctx, path, descs, n, write_shard_tensor, &job);
+    int rc = smelt_st_write_file(ctx, path, descs, n, write_shard_tensor, &job, NULL);
     free(descs);
     return rc;
 }

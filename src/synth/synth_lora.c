@@ -369,7 +369,7 @@ static int write_weights(smelt_ctx *ctx, const char *path, const smelt_synth_opt
                                          t->numel * smelt_dtype_size(dt)};
     }
     if (rc == SMELT_OK)
-        rc = smelt_st_write_file(ctx, path, descs, p->ntensors, write_adapter_tensor, &job);
+        rc = smelt_st_write_file(ctx, path, descs, p->ntensors, write_adapter_tensor, &job, NULL);
     free(descs);
     free(job.vals);
     free(job.enc);
