@@ -248,7 +248,8 @@ static int hash_to_file(apply *a, write_state *ws, size_t file)
             smelt_delta_hex(c.digest, have);
             smelt_delta_hex(f->xxh3, want);
             return smelt_fail(a->ctx, SMELT_E_FORMAT, "%s: the rebuilt '%s' hashes to %s, the "
-                              "delta recorded %s: the delta or the base is damaged", a->d->path,
+                              "delta recorded %s: the base's weights are not the ones the delta was "
+                              "made against (its headers are), or the delta is damaged", a->d->path,
                               f->name, have, want);
         }
         XXH3_128bits_reset(ws->hash);
