@@ -397,6 +397,63 @@ void smelt_diff_options_default(smelt_diff_options *opts);
 int smelt_diff(smelt_ctx *ctx, const char *ref_a, const char *ref_b,
                const smelt_diff_options *opts, FILE *out);
 
+/* Options of smelt_delta_extract() and smelt_delta_apply(). Start from
+ * smelt_delta_options_default(); zero fields mean "default". */
+typedef struct smelt_delta_options {
+    int level;           /* extract: zstd level, 1..22 (default 3); apply ignores it */
+    int threads;         /* worker threads (default: online CPUs); never changes the bytes */
+    uint64_t max_memory; /* every frame buffer and (de)compression context together, in bytes
+                            (default 256 MiB; at least a few MiB are needed) */
+    int overwrite;       /* 1: replace a delta (extract) or model (apply) already in out_dir */
+    volatile int *cancel; /* when non-NULL and set to non-zero, stops at the next batch of
+                             frames with SMELT_E_INTERRUPTED (set it from a signal handler) */
+} smelt_delta_options;
+
+/* Fills *opts with the defaults. */
+void smelt_delta_options_default(smelt_delta_options *opts);
+
+/* What an extract or apply did (for the summary line). */
+typedef struct smelt_delta_stats {
+    uint64_t tensors;     /* tensor entries: xor + raw */
+    uint64_t tensors_xor; /* stored as XOR against the base */
+    uint64_t files;       /* the model's files (safetensors and others) */
+    uint64_t bytes_in;    /* extract: the model's bytes; apply: the delta's */
+    uint64_t bytes_out;   /* extract: the delta file's bytes; apply: the rebuilt files' */
+    uint64_t bytes_base;  /* base tensor bytes read */
+    double seconds;
+} smelt_delta_stats;
+
+/* Writes a lossless delta of `model` against `base` (both model references as smelt_merge
+ * takes them: safetensors directories, sharded or not, or lone .safetensors files; not GGUF,
+ * not base+adapter) to out_dir/delta.safetensors (out_dir is created when missing). Every
+ * tensor of the model present in the base with the same dtype and shape is stored as the XOR
+ * of the two bit patterns, split into byte planes and zstd-compressed in independent frames of
+ * 65536 elements; other tensors are stored the same way without the XOR. The model's files
+ * are recorded exactly (every safetensors header's bytes, the data order, every other file in
+ * the model's directory, verbatim), so that smelt_delta_apply() rebuilds them byte for byte.
+ * The delta is a valid safetensors file (src/format/delta.h and smelt(1) describe it); its
+ * bytes are the same for any thread count and memory budget. Written under a temporary name
+ * and renamed when complete. A delta already in out_dir is refused unless opts->overwrite.
+ * Returns SMELT_OK (and *stats when stats is not NULL) or a negative status with the reason in
+ * ctx; model and base being the same model is SMELT_E_ARG. */
+int smelt_delta_extract(smelt_ctx *ctx, const char *base, const char *model,
+                        const char *out_dir, const smelt_delta_options *opts,
+                        smelt_delta_stats *stats);
+
+/* Rebuilds the model a delta was extracted from into out_dir (created when missing): the
+ * same files with the same bytes. delta: the directory smelt_delta_extract() wrote or the
+ * delta file itself. Before anything is written the delta is validated (header, metadata,
+ * every frame table) and the base is checked against it: every base file's header must hash
+ * (XXH3-128) as when the delta was made, and every XOR tensor must have the same dtype and
+ * shape in the base; a mismatch names the file or tensor (SMELT_E_PLAN). Data streams frame
+ * by frame within opts->max_memory, each frame's checksum verified, each rebuilt file's
+ * XXH3-128 checked against the delta's record; files are written under temporary names and
+ * renamed only when all of them are complete, so a failure (a damaged frame, a full disk)
+ * leaves nothing that looks complete. A model already in out_dir is refused unless
+ * opts->overwrite. Returns SMELT_OK (and *stats) or a negative status with the reason in ctx. */
+int smelt_delta_apply(smelt_ctx *ctx, const char *base, const char *delta, const char *out_dir,
+                      const smelt_delta_options *opts, smelt_delta_stats *stats);
+
 #ifdef __cplusplus
 }
 #endif

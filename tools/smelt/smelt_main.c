@@ -25,6 +25,11 @@ static const char usage_text[] =
     "                             (sizes, every tensor's hash) and its safetensors structure\n"
     "  inspect MODEL              the tensors of a model: names, dtypes, shapes, bytes, files\n"
     "  diff A B                   per-tensor cosine, relative L2 and max |a-b| of two models\n"
+    "  delta extract --base BASE MODEL OUT\n"
+    "                             write OUT/delta.safetensors: MODEL's files as a lossless,\n"
+    "                             zstd-compressed XOR delta against BASE\n"
+    "  delta apply BASE DELTA OUT_DIR\n"
+    "                             rebuild the model's files byte for byte from BASE and DELTA\n"
     "  synth OUT --size SIZE      write a synthetic Llama-shaped model (for tests and demos):\n"
     "                             a safetensors directory, or a llama.cpp file OUT.gguf\n"
     "  version                    print the version and the SIMD level in use\n"
@@ -111,6 +116,14 @@ static const char usage_text[] =
     "  --json                 one JSON document instead of text\n"
     "  --max-memory SIZE      all read buffers together (default 512Mi)\n"
     "  -j, --threads N        worker threads (default: all online CPUs)\n"
+    "\n"
+    "delta options:\n"
+    "  --base BASE            extract: the model the delta is taken against (required)\n"
+    "  --level N              extract: zstd level, 1 to 22 (default 3)\n"
+    "  --max-memory SIZE      frame buffers and zstd contexts together (default 256Mi)\n"
+    "  -j, --threads N        worker threads (default: all online CPUs); never changes the bytes\n"
+    "  --overwrite            replace a delta (extract) or model (apply) already in the output\n"
+    "  -q, --quiet            no summary line\n"
     "\n"
     "SIZE takes K, M, G, T (powers of 1000) or Ki, Mi, Gi, Ti (powers of 1024).\n"
     "See smelt(1) for details.\n";
@@ -768,6 +781,86 @@ static int cmd_lora_extract(smelt_ctx *ctx, int argc, char **argv)
     return rc == SMELT_OK ? 0 : report_error(ctx, rc);
 }
 
+/* `delta extract --base BASE MODEL OUT` and `delta apply BASE DELTA OUT_DIR`. */
+static int cmd_delta(smelt_ctx *ctx, int argc, char **argv, int extract)
+{
+    enum { OPT_BASE = 256, OPT_LEVEL, OPT_MAX_MEMORY, OPT_OVERWRITE };
+    static const struct option options[] = {
+        {"base", required_argument, NULL, OPT_BASE},
+        {"level", required_argument, NULL, OPT_LEVEL},
+        {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
+        {"threads", required_argument, NULL, 'j'},
+        {"overwrite", no_argument, NULL, OPT_OVERWRITE},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    smelt_delta_options opts;
+    smelt_delta_options_default(&opts);
+    const char *base = NULL;
+    int c, quiet = 0;
+    long v;
+    while ((c = getopt_long(argc, argv, "j:qh", options, NULL)) != -1) {
+        switch (c) {
+        case OPT_BASE:
+            if (!extract)
+                return fail_usage("delta apply takes BASE as its first argument, not --base%s",
+                                  "");
+            base = optarg;
+            break;
+        case OPT_LEVEL:
+            if (!extract)
+                return fail_usage("--level is for delta extract%s", "");
+            if (parse_count(optarg, "--level", 22, &v))
+                return 2;
+            if (v < 1)
+                return fail_usage("--level: '%s' must be from 1 to 22", optarg);
+            opts.level = (int)v;
+            break;
+        case OPT_MAX_MEMORY:
+            if (parse_budget(ctx, optarg, &opts.max_memory))
+                return 2;
+            break;
+        case 'j':
+            if (parse_count(optarg, "--threads", 1024, &v))
+                return 2;
+            opts.threads = (int)v;
+            break;
+        case OPT_OVERWRITE: opts.overwrite = 1; break;
+        case 'q': quiet = 1; break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        default: return usage_hint();
+        }
+    }
+    if (extract && (!base || argc - optind != 2))
+        return fail_usage("delta extract takes --base BASE, MODEL and OUT%s", "");
+    if (!extract && argc - optind != 3)
+        return fail_usage("delta apply takes BASE, DELTA and OUT_DIR%s", "");
+    opts.cancel = &cancel_requested;
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    smelt_delta_stats st;
+    int rc = extract ? smelt_delta_extract(ctx, base, argv[optind], argv[optind + 1], &opts, &st)
+                     : smelt_delta_apply(ctx, argv[optind], argv[optind + 1], argv[optind + 2],
+                                         &opts, &st);
+    if (rc != SMELT_OK)
+        return report_error(ctx, rc);
+    if (!quiet) {
+        double secs = st.seconds > 0 ? st.seconds : 1e-9;
+        uint64_t model_bytes = extract ? st.bytes_in : st.bytes_out;
+        uint64_t delta_bytes = extract ? st.bytes_out : st.bytes_in;
+        fprintf(stderr, "smelt: delta %s: %" PRIu64 " tensors (%" PRIu64 " as XOR against the "
+                "base), %" PRIu64 " files; in %.2f MB, out %.2f MB; ratio %.2fx; %.2f s, "
+                "%.1f MB/s in, %.1f MB/s out\n", extract ? "extract" : "apply", st.tensors,
+                st.tensors_xor, st.files, (double)st.bytes_in / 1e6, (double)st.bytes_out / 1e6,
+                delta_bytes ? (double)model_bytes / (double)delta_bytes : 0.0, st.seconds,
+                (double)st.bytes_in / 1e6 / secs, (double)st.bytes_out / 1e6 / secs);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -802,6 +895,12 @@ int main(int argc, char **argv)
         else
             rc = fail_usage("lora takes a subcommand: lora apply BASE ADAPTER OUT_DIR, or lora "
                             "extract --base BASE MODEL --rank R OUT_DIR%s", "");
+    } else if (!strcmp(cmd, "delta")) {
+        if (argc < 3 || (strcmp(argv[2], "extract") != 0 && strcmp(argv[2], "apply") != 0))
+            rc = fail_usage("delta takes a subcommand: delta extract --base BASE MODEL OUT, or "
+                            "delta apply BASE DELTA OUT_DIR%s", "");
+        else
+            rc = cmd_delta(ctx, argc - 2, argv + 2, strcmp(argv[2], "extract") == 0);
     } else if (!strcmp(cmd, "verify")) {
         rc = cmd_verify(ctx, argc - 1, argv + 1);
     } else if (!strcmp(cmd, "plan")) {

@@ -1,0 +1,248 @@
+/* The delta container (format/delta.h): byte planes, frame records, the header writer and
+ * parser, and the reader's frame decoding with its checksum and table checks, on a delta that
+ * smelt_delta_extract writes for two small synthetic models. */
+#include "format/delta.h"
+#include "smelt.h"
+#include "testutil.h"
+
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+START_TEST(planes_round_trip)
+{
+    for (unsigned unit = 1; unit <= 8; unit *= 2) {
+        enum { N = 1000 };
+        uint8_t *elems = malloc(N * unit), *base = malloc(N * unit), *planes = malloc(N * unit),
+                *back = malloc(N * unit);
+        for (size_t i = 0; i < (size_t)N * unit; i++) {
+            elems[i] = (uint8_t)(i * 131 + 7);
+            base[i] = (uint8_t)(i * 17 + 3);
+        }
+        smelt_delta_split_planes(elems, NULL, N, unit, planes);
+        /* plane 0 is the most significant byte of every element */
+        ck_assert_uint_eq(planes[0], elems[unit - 1]);
+        ck_assert_uint_eq(planes[1], elems[2 * unit - 1]);
+        ck_assert_uint_eq(planes[(size_t)(unit - 1) * N], elems[0]);
+        smelt_delta_join_planes(planes, N, unit, back);
+        ck_assert(memcmp(back, elems, (size_t)N * unit) == 0);
+        /* with a base: the planes are of elems ^ base, and XORing base back restores elems */
+        smelt_delta_split_planes(elems, base, N, unit, planes);
+        smelt_delta_join_planes(planes, N, unit, back);
+        smelt_delta_xor(back, base, (size_t)N * unit);
+        ck_assert(memcmp(back, elems, (size_t)N * unit) == 0);
+        free(elems);
+        free(base);
+        free(planes);
+        free(back);
+    }
+    ck_assert_uint_eq(smelt_delta_unit(SMELT_DT_BF16), 2);
+    ck_assert_uint_eq(smelt_delta_unit(SMELT_DT_F32), 4);
+    ck_assert_uint_eq(smelt_delta_unit(SMELT_DT_F4), 1);
+}
+END_TEST
+
+START_TEST(records_and_hex)
+{
+    uint8_t rec[SMELT_DELTA_TABLE_RECORD];
+    smelt_delta_put_record(rec, 0x0102030405060708ull, 0xfedcba9876543210ull);
+    ck_assert_uint_eq(rec[0], 0x08); /* little-endian */
+    ck_assert_uint_eq(rec[8], 0x10);
+    uint64_t end, sum;
+    smelt_delta_get_record(rec, &end, &sum);
+    ck_assert(end == 0x0102030405060708ull && sum == 0xfedcba9876543210ull);
+    uint8_t h[16], g[16];
+    for (int i = 0; i < 16; i++)
+        h[i] = (uint8_t)(i * 37);
+    char hex[33];
+    smelt_delta_hex(h, hex);
+    ck_assert_int_eq(smelt_delta_unhex(hex, g), 0);
+    ck_assert(memcmp(h, g, 16) == 0);
+    ck_assert_int_eq(smelt_delta_unhex("abc", g), -1);
+    ck_assert_int_eq(smelt_delta_unhex("zz000000000000000000000000000000", g), -1);
+}
+END_TEST
+
+/* A description with empty blobs only: the header builder and the parser agree. */
+START_TEST(header_round_trip)
+{
+    smelt_ctx *ctx = smelt_ctx_new();
+    smelt_delta d = {.fd = -1};
+    smelt_delta_entry e[2] = {{.name = "header:m.safetensors", .dtype = SMELT_DT_U8, .ndim = 1},
+                              {.name = "w", .dtype = SMELT_DT_BF16, .ndim = 2,
+                               .mode = SMELT_DELTA_XOR}};
+    size_t parts[2] = {0, 1};
+    smelt_delta_file f = {.name = "m.safetensors", .size = 0, .parts = parts, .nparts = 2,
+                          .safetensors = 1};
+    smelt_delta_base_file b = {.name = "m.safetensors"};
+    memset(b.header_xxh3, 0xab, 16);
+    d.entries = e;
+    d.nentries = 2;
+    d.files = &f;
+    d.nfiles = 1;
+    d.base = &b;
+    d.nbase = 1;
+    uint8_t *bound_hdr, *hdr;
+    size_t bound, len;
+    ck_assert_int_eq(smelt_delta_header(ctx, &d, 1, 0, &bound_hdr, &bound), SMELT_OK);
+    ck_assert_int_eq(smelt_delta_header(ctx, &d, 0, bound, &hdr, &len), SMELT_OK);
+    ck_assert_uint_eq(len, bound);
+    ck_assert_uint_eq(len % 8, 0);
+    smelt_delta *p;
+    int rc = smelt_delta_parse(ctx, "t.safetensors", hdr, len, len, &p);
+    ck_assert_msg(rc == SMELT_OK, "%s", smelt_errmsg(ctx));
+    ck_assert_uint_eq(p->nentries, 2);
+    ck_assert_uint_eq(p->nfiles, 1);
+    ck_assert_uint_eq(p->nbase, 1);
+    ck_assert(memcmp(p->base[0].header_xxh3, b.header_xxh3, 16) == 0);
+    const smelt_delta_entry *w = smelt_delta_find(p, "w");
+    ck_assert_ptr_nonnull(w);
+    ck_assert_int_eq(w->mode, SMELT_DELTA_XOR);
+    ck_assert_uint_eq(w->nframes, 0);
+    smelt_delta_close(p);
+    /* the same header with one character of the document changed no longer parses */
+    char *at = memmem(hdr, len, "\\\"xor\\\"", 7);
+    ck_assert_ptr_nonnull(at);
+    memcpy(at, "\\\"xxx\\\"", 7);
+    ck_assert_int_eq(smelt_delta_parse(ctx, "t.safetensors", hdr, len, len, &p), SMELT_E_FORMAT);
+    ck_assert_ptr_nonnull(strstr(smelt_errmsg(ctx), "tensor 'w': mode is xxx"));
+    free(bound_hdr);
+    free(hdr);
+    smelt_ctx_free(ctx);
+}
+END_TEST
+
+static char *dir;
+
+static void make_models(void)
+{
+    smelt_ctx *ctx = smelt_ctx_new();
+    smelt_synth_options o;
+    smelt_synth_options_default(&o);
+    o.size = 1 << 20;
+    o.layers = 1;
+    o.seed = 1;
+    char *base = tu_path(dir, "base"), *ft = tu_path(dir, "ft"), *out = tu_path(dir, "d");
+    ck_assert_int_eq(smelt_synth(ctx, base, &o), SMELT_OK);
+    o.has_base = 1;
+    o.base_seed = 1;
+    o.seed = 2;
+    ck_assert_int_eq(smelt_synth(ctx, ft, &o), SMELT_OK);
+    smelt_delta_options d;
+    smelt_delta_options_default(&d);
+    d.threads = 2;
+    smelt_delta_stats st;
+    int rc = smelt_delta_extract(ctx, base, ft, out, &d, &st);
+    ck_assert_msg(rc == SMELT_OK, "%s", smelt_errmsg(ctx));
+    ck_assert_uint_eq(st.tensors, st.tensors_xor);
+    free(base);
+    free(ft);
+    free(out);
+    smelt_ctx_free(ctx);
+}
+
+/* The largest XOR tensor of the delta. */
+static const smelt_delta_entry *largest(const smelt_delta *d)
+{
+    const smelt_delta_entry *best = NULL;
+    for (size_t i = 0; i < d->nentries; i++)
+        if (d->entries[i].mode == SMELT_DELTA_XOR && (!best || d->entries[i].nframes > best->nframes))
+            best = &d->entries[i];
+    return best;
+}
+
+START_TEST(decode_frames)
+{
+    dir = tu_tmpdir();
+    make_models();
+    smelt_ctx *ctx = smelt_ctx_new();
+    char *dpath = tu_path(dir, "d");
+    smelt_delta *d;
+    ck_assert_int_eq(smelt_delta_open(ctx, dpath, &d), SMELT_OK);
+    const smelt_delta_entry *e = largest(d);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_uint_ge(e->nframes, 2);
+    ck_assert_uint_eq(e->nframes, (e->nelems + 65535) / 65536);
+    smelt_delta_scratch *s = smelt_delta_scratch_new(d, e->unit);
+    size_t len = (size_t)e->nbytes;
+    uint8_t *all = malloc(len), *part = malloc(len);
+    ck_assert_int_eq(smelt_delta_decode(ctx, d, e, 0, e->nframes, s, all, len), SMELT_OK);
+    /* frames decoded one range at a time give the same bytes */
+    size_t fbytes = (size_t)d->frame_elems * e->unit;
+    ck_assert_int_eq(smelt_delta_decode(ctx, d, e, 1, 2, s, part, len), SMELT_OK);
+    ck_assert(memcmp(part, all + fbytes, (size_t)smelt_delta_frame_elems(d, e, 1) * e->unit) == 0);
+    /* base ^ decoded = the fine-tune's bytes: the XOR of two nearby models has mostly zero
+     * high bytes */
+    size_t zero_hi = 0;
+    for (size_t i = 0; i < len / 2; i++)
+        zero_hi += all[2 * i + 1] == 0;
+    ck_assert_uint_gt(zero_hi, len / 4);
+    /* a range past the end and a short buffer are refused */
+    ck_assert_int_eq(smelt_delta_decode(ctx, d, e, 0, e->nframes + 1, s, all, len), SMELT_E_ARG);
+    ck_assert_int_eq(smelt_delta_decode(ctx, d, e, 0, 2, s, all, 10), SMELT_E_ARG);
+    uint64_t frames_at = e->blob_offset + e->nframes * SMELT_DELTA_TABLE_RECORD;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dpath, SMELT_DELTA_FILE_NAME);
+    size_t flen;
+    char *bytes = tu_read_file(path, &flen);
+    char name[256];
+    snprintf(name, sizeof name, "%s", e->name);
+    uint64_t blob_offset = e->blob_offset;
+    smelt_delta_close(d);
+
+    /* a flipped bit inside frame 0's compressed bytes: zstd or the checksum catches it */
+    char *copy = tu_path(dir, "bad.safetensors");
+    bytes[frames_at + 40] ^= 0x10;
+    tu_write_file(copy, bytes, flen);
+    ck_assert_int_eq(smelt_delta_open(ctx, copy, &d), SMELT_OK); /* tables are intact */
+    e = smelt_delta_find(d, name);
+    ck_assert_int_eq(smelt_delta_decode(ctx, d, e, 0, 1, s, all, len), SMELT_E_FORMAT);
+    ck_assert_ptr_nonnull(strstr(smelt_errmsg(ctx), "frame 0 of"));
+    ck_assert_ptr_nonnull(strstr(smelt_errmsg(ctx), name));
+    ck_assert_int_eq(smelt_delta_decode(ctx, d, e, 1, 2, s, all, len), SMELT_OK);
+    bytes[frames_at + 40] ^= 0x10;
+    smelt_delta_close(d);
+
+    /* a wrong checksum in the table: "checksum mismatch" */
+    bytes[blob_offset + 8] ^= 1;
+    tu_write_file(copy, bytes, flen);
+    ck_assert_int_eq(smelt_delta_open(ctx, copy, &d), SMELT_OK);
+    const smelt_delta_entry *e2 = smelt_delta_find(d, name);
+    ck_assert_int_eq(smelt_delta_decode(ctx, d, e2, 0, 1, s, all, len), SMELT_E_FORMAT);
+    ck_assert_ptr_nonnull(strstr(smelt_errmsg(ctx), "checksum mismatch"));
+    bytes[blob_offset + 8] ^= 1;
+    smelt_delta_close(d);
+
+    /* a frame end that runs back: refused when the delta is opened */
+    bytes[blob_offset + SMELT_DELTA_TABLE_RECORD] = 0;
+    bytes[blob_offset + SMELT_DELTA_TABLE_RECORD + 1] = 0;
+    bytes[blob_offset + SMELT_DELTA_TABLE_RECORD + 2] = 0;
+    tu_write_file(copy, bytes, flen);
+    ck_assert_int_eq(smelt_delta_open(ctx, copy, &d), SMELT_E_FORMAT);
+    ck_assert_ptr_nonnull(strstr(smelt_errmsg(ctx), "frame 1 of"));
+
+    /* a truncated file: the safetensors rules name the blob that runs past the end */
+    tu_write_file(copy, bytes, flen - 100);
+    ck_assert_int_eq(smelt_delta_open(ctx, copy, &d), SMELT_E_FORMAT);
+    ck_assert_ptr_nonnull(strstr(smelt_errmsg(ctx), "past the end"));
+    free(copy);
+    free(bytes);
+    free(all);
+    free(part);
+    free(dpath);
+    smelt_delta_scratch_free(s);
+    smelt_ctx_free(ctx);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("delta");
+    TCase *tc = tcase_create("delta");
+    tcase_add_test(tc, planes_round_trip);
+    tcase_add_test(tc, records_and_hex);
+    tcase_add_test(tc, header_round_trip);
+    tcase_add_test(tc, decode_frames);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}
