@@ -588,8 +588,8 @@ int smelt_delta_extract(smelt_ctx *ctx, const char *base, const char *model,
         rc = setup(&x, o.max_memory, frames);
     if (rc == SMELT_OK)
         rc = smelt_mkdir_p(ctx, out_dir);
-    if (rc == SMELT_OK && (rc = smelt_out_create(ctx, &out, final, 0)) == SMELT_OK)
-        out.size = UINT64_MAX; /* grows as frames are written; sized at the end */
+    if (rc == SMELT_OK) /* it grows as frames are written; sized at the end */
+        rc = smelt_out_create_unsized(ctx, &out, final);
     if (rc == SMELT_OK)
         rc = run(&x, &o, &out, bound);
     if (rc == SMELT_OK)
@@ -599,8 +599,8 @@ int smelt_delta_extract(smelt_ctx *ctx, const char *base, const char *model,
         total += x.desc.entries[i].blob_size;
     if (rc == SMELT_OK)
         rc = smelt_out_write(ctx, &out, header, hlen, 0);
-    if (rc == SMELT_OK && ftruncate(out.fd, (off_t)total) != 0)
-        rc = smelt_fail_errno(ctx, errno, "%s: cannot set its size", out.tmp_path);
+    if (rc == SMELT_OK)
+        rc = smelt_out_set_size(ctx, &out, total);
     if (rc == SMELT_OK)
         rc = smelt_out_finish(ctx, &out);
     if (rc == SMELT_OK)

@@ -84,6 +84,22 @@ static void retire_oldest(smelt_out_file *file)
     file->flush_count--;
 }
 
+int smelt_out_create_unsized(smelt_ctx *ctx, smelt_out_file *file, const char *final_path)
+{
+    int rc = smelt_out_create(ctx, file, final_path, 0);
+    if (rc == SMELT_OK)
+        file->size = UINT64_MAX;
+    return rc;
+}
+
+int smelt_out_set_size(smelt_ctx *ctx, smelt_out_file *file, uint64_t size)
+{
+    if (ftruncate(file->fd, (off_t)size) != 0)
+        return smelt_fail_errno(ctx, errno, "%s: cannot set its size", file->tmp_path);
+    file->size = size;
+    return SMELT_OK;
+}
+
 int smelt_out_write(smelt_ctx *ctx, smelt_out_file *file, const void *buf, size_t len,
                     uint64_t off)
 {

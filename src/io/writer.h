@@ -33,6 +33,14 @@ int smelt_out_create(smelt_ctx *ctx, smelt_out_file *file, const char *final_pat
  * failure the temporary file is kept. */
 int smelt_out_reopen(smelt_ctx *ctx, smelt_out_file *file, const char *final_path, uint64_t size);
 
+/* For a file whose size is known only at the end (a compressed stream): creates it empty and
+ * lets writes land anywhere until smelt_out_set_size() fixes the size. */
+int smelt_out_create_unsized(smelt_ctx *ctx, smelt_out_file *file, const char *final_path);
+
+/* Gives the temporary file exactly `size` bytes (cutting or zero-extending) and bounds later
+ * writes by it. */
+int smelt_out_set_size(smelt_ctx *ctx, smelt_out_file *file, uint64_t size);
+
 /* Writes len bytes at offset off (all of them, retrying short writes). */
 int smelt_out_write(smelt_ctx *ctx, smelt_out_file *file, const void *buf, size_t len,
                     uint64_t off);
