@@ -42,3 +42,18 @@ echo "== output"
 ls -l "$work/merged"
 echo "== checking every element against an independent f32 computation"
 build/tests/linear_ref "$work/merged" 0.5:"$work/base" 0.3:"$work/ft-a" 0.2:"$work/ft-b"
+
+echo "== a rank-16 LoRA adapter for the base, applied on the fly: ties of ft-a and base+adapter"
+$smelt synth "$work/adapter" --size 200M --seed 4 --lora 16
+cat > "$work/ties.yml" <<YAML
+merge_method: ties
+base_model: $work/base
+models:
+  - model: $work/ft-a
+    parameters: {weight: 0.5, density: 0.5}
+  - model: $work/base+$work/adapter
+    parameters: {weight: 0.5, density: 0.5}
+YAML
+$smelt plan "$work/ties.yml" --max-memory 64M | grep -m1 "LoRA delta"
+$smelt merge "$work/ties.yml" "$work/ties" --max-memory 64M -q --json
+$smelt verify "$work/ties"
