@@ -259,13 +259,16 @@ static int resume_from(merge_state *st, const char *journal_path, const char *ou
     }
     if (rc == SMELT_OK)
         rc = smelt_journal_create(ctx, journal_path, &st->id, keep, nkeep, &st->journal);
+    size_t total = 0; /* the tensors this merge (or part) writes */
+    for (size_t t = 0; t < plan->ntensors; t++)
+        total += !st->own || st->own[plan->tensors[t].shard];
     if (rc == SMELT_OK && redo)
         smelt_notice(ctx, SMELT_LOG_NOTICE, "resuming: %zu of %zu tensors already written and "
                      "verified; %zu journaled tensor%s on disk and will be redone", nkeep,
-                     plan->ntensors, redo, redo == 1 ? " differs" : "s differ");
+                     total, redo, redo == 1 ? " differs" : "s differ");
     else if (rc == SMELT_OK)
         smelt_notice(ctx, SMELT_LOG_NOTICE, "resuming: %zu of %zu tensors already written and "
-                     "verified", nkeep, plan->ntensors);
+                     "verified", nkeep, total);
     free(order);
     free(ranges);
     free(tensor_of);
@@ -429,14 +432,23 @@ static int fill_result(smelt_ctx *ctx, const smelt_plan *plan, const char *out_d
     return rc;
 }
 
-/* Resuming part `part`: *done = 1 when it had already finished (its fragment is there; a
- * journal left by a stop between writing the fragment and removing the journal goes). */
-static int part_done(smelt_ctx *ctx, const char *out_dir, const smelt_part *part, int *done)
+/* A part whose fragment is there had finished. Resuming it: *done = 1 (a journal left by a
+ * stop between writing the fragment and removing the journal goes). Without --resume or
+ * --overwrite: refused. */
+static int part_done(smelt_ctx *ctx, const char *out_dir, const smelt_part *part,
+                     const smelt_merge_options *opts, int *done)
 {
     char *fragment = smelt_path_join(out_dir, part->fragment_name);
     char *journal = smelt_path_join(out_dir, part->journal_name);
     int rc = fragment && journal ? SMELT_OK : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     *done = rc == SMELT_OK && access(fragment, F_OK) == 0;
+    if (*done && !opts->resume) {
+        *done = 0;
+        if (!opts->overwrite)
+            rc = smelt_fail(ctx, SMELT_E_ARG, "part %u of %u has already finished (%s); "
+                            "--overwrite redoes it, --finalize finishes the merge once every "
+                            "part has", part->k, part->n, fragment);
+    }
     if (*done && unlink(journal) != 0 && errno != ENOENT)
         rc = smelt_fail_errno(ctx, errno, "%s: cannot remove", journal);
     if (*done && rc == SMELT_OK)
@@ -457,7 +469,7 @@ static int merge_plan(smelt_ctx *ctx, smelt_plan *plan, const char *out_dir,
     smelt_part part = {0};
     if ((rc = smelt_engine_layout_for(ctx, plan, opts.max_memory, opts.threads, &layout)) ||
         (parted && (rc = smelt_part_init(ctx, plan, opts.part_index, opts.part_count, &part))) ||
-        (parted && opts.resume && (rc = part_done(ctx, out_dir, &part, &done))) ||
+        (parted && (rc = part_done(ctx, out_dir, &part, &opts, &done))) ||
         (!done && (rc = smelt_out_dir_prepare(ctx, plan, out_dir, opts.overwrite, opts.resume,
                                               parted ? smelt_part_owns : NULL, &part)))) {
         smelt_part_free(&part);

@@ -272,7 +272,7 @@ static int part_from_env(long parts, unsigned *k, unsigned *n)
             return 2;
         if (c || m) {
             fprintf(stderr, "smelt: --part auto: SLURM_ARRAY_TASK_ID is set but not %s; is this "
-                    "a job array task (sbatch --array=0-N-1)?\n",
+                    "a job array task (sbatch --array=0-<N-1>)?\n",
                     c ? "SLURM_ARRAY_TASK_COUNT" : "SLURM_ARRAY_TASK_MIN");
             return 2;
         }
