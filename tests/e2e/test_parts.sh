@@ -227,4 +227,27 @@ wait
 $SMELT merge "$cfg" "$out" "${args[@]}" --finalize
 same_as "$work/ref" "$out" "a Kubernetes-style Indexed Job of 4 + finalize"
 
+# tools/cluster/slurm-merge.sbatch run as three array tasks would run it (no Slurm here), and
+# the wrapper's two sbatch calls through a stand-in sbatch that records them.
+cluster=$here/../../tools/cluster
+out=$work/sbatch
+for id in 1 2 3; do
+  "${noenv[@]}" SMELT="$SMELT" SLURM_ARRAY_TASK_ID=$id SLURM_ARRAY_TASK_MIN=1 SLURM_ARRAY_TASK_MAX=3 \
+    SLURM_ARRAY_TASK_COUNT=3 SLURM_CPUS_PER_TASK=2 SMELT_MAX_MEMORY=64Mi \
+    bash "$cluster/slurm-merge.sbatch" "$cfg" "$out" --out-shard-size 1M 2>/dev/null &
+done
+wait
+$SMELT merge "$cfg" "$out" "${args[@]}" --finalize
+same_as "$work/ref" "$out" "slurm-merge.sbatch as an array of 3 + finalize"
+mkdir -p "$work/bin"
+printf '%s\n' '#!/bin/bash' 'echo "$*" >> "$SBATCH_LOG"' 'echo "100$(wc -l < "$SBATCH_LOG")"' > "$work/bin/sbatch"
+chmod +x "$work/bin/sbatch"
+PATH=$work/bin:$PATH SBATCH_LOG=$work/sbatch.log bash "$cluster/slurm-merge.sh" 4 "$cfg" "$work/o" --out-shard-size 1M >/dev/null
+if sed -n 1p "$work/sbatch.log" | grep -q -- "--array=0-3 .*slurm-merge.sbatch $cfg $work/o --out-shard-size 1M" &&
+   sed -n 2p "$work/sbatch.log" | grep -q -- "--dependency=afterok:1001 .*--finalize"; then
+  pass "slurm-merge.sh: an array of 4, then finalize after afterok:<array id>"
+else
+  fail "slurm-merge.sh submitted: $(cat "$work/sbatch.log")"
+fi
+
 finish
