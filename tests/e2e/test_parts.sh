@@ -250,4 +250,18 @@ else
   fail "slurm-merge.sh submitted: $(cat "$work/sbatch.log")"
 fi
 
+# The Python binding passes part and finalize through smelt_merge_options.
+src=$here/../..
+out=$work/py
+env SMELT_LIBRARY="$(dirname "$SMELT")/libsmelt.so.0" PYTHONPATH="$src/tools/python" /usr/bin/python3 - "$cfg" "$out" <<'PY' \
+  && same_as "$work/ref" "$out" "smelt.merge(part=(K, 2)) twice + smelt.merge(finalize=True)" \
+  || fail "Python partitioned merge"
+import sys, smelt
+cfg, out = sys.argv[1], sys.argv[2]
+for k in (1, 2):
+    r = smelt.merge(cfg, out, out_shard_size="1M", part=(k, 2))
+    assert r["files"] >= 1 and len(r["manifest_xxh3"]) == 32, r
+smelt.merge(cfg, out, out_shard_size="1M", finalize=True)
+PY
+
 finish
