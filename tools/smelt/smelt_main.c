@@ -457,7 +457,7 @@ static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merg
         return fail_usage("--finalize finishes all the parts at once: it takes no --part "
                           "(got --part %s)", part);
     if (parts && !part)
-        return fail_usage("--parts: only with --part auto (the count of a Kubernetes Indexed Job)%s", "");
+        return fail_usage("--parts: only with --part auto (a Kubernetes Indexed Job)%s", "");
     if (part && parse_part(part, parts, opts))
         return 2;
     return -1;
