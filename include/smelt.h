@@ -148,7 +148,36 @@ typedef struct smelt_merge_options {
     /* When non-NULL, smelt_merge() and smelt_lora_apply() fill *result on success (it is left
      * alone on failure). */
     smelt_merge_result *result;
+    /* A partitioned merge (processes or machines sharing OUT_DIR's filesystem): with
+     * part_count N > 0, smelt_merge() computes only part part_index K (1 <= K <= N) of the
+     * output: the whole output shards that the partition gives it (below). It writes them under
+     * their temporary names, keeps its own journal OUT_DIR/.smelt-journal.part-K-of-N (resume
+     * works per part), and when done writes its fragment OUT_DIR/.smelt-part-K-of-N.json (the
+     * merge's identity: config, inputs, output layout and smelt version; its shards' sizes and
+     * header hashes; its tensors' hashes). It renames nothing and writes no index, config.json,
+     * tokenizer files, model card or manifest. Other parts' state in OUT_DIR is left alone
+     * (also with overwrite, which discards only this part's), so all parts may run at once.
+     * The partition comes from the plan alone, so every part computes the same one: shards in
+     * output order, weighed by the input bytes their tensors read once; shard s, whose weight
+     * is w and whose predecessors weigh c in all (W for the whole plan), goes to part
+     * 1 + floor(N * (c + w/2) / W): contiguous runs of shards of about W/N bytes each. With
+     * more parts than shards some parts get none, which is fine (they write only a fragment).
+     * smelt_plan_print() with part_count set also prints the partition. */
+    unsigned part_index;
+    unsigned part_count;
+    /* 1: finish a partitioned merge whose N parts all ran: checks that every fragment is there
+     * and agrees with this config, these inputs, this layout and this smelt version, that they
+     * cover every shard of the plan exactly once and that each temporary shard file has its
+     * recorded size and header, then renames the shards and writes the index, the manifest,
+     * config.json, tokenizer files and model card exactly as a one-process merge does (the
+     * output is byte-identical to it) and removes the fragments. Reads no tensor data.
+     * Nothing is written when a check fails; the message names the part and the command that
+     * redoes it. Not with part_count. */
+    int finalize;
 } smelt_merge_options;
+
+/* The most parts a partitioned merge may have. */
+#define SMELT_MAX_PARTS 65536u
 
 /* smelt_merge_options.format. A GGUF merge writes out_dir/model.gguf (GGUF v3) with the base's
  * metadata and tokenizer, plus the manifest, model card and config copy beside it. With

@@ -176,23 +176,29 @@ unsigned smelt_engine_tensor_reads(const smelt_plan *plan, const smelt_engine_la
     return 1 + tensor_passes(plan, pt);
 }
 
+uint64_t smelt_engine_tensor_bytes_to_read(const smelt_plan *plan,
+                                           const smelt_engine_layout *layout, size_t t)
+{
+    const smelt_plan_tensor *pt = &plan->tensors[t];
+    uint64_t once = 0, total;
+    if (pt->kind == SMELT_TASK_COPY)
+        once = pt->inputs[0]->nbytes;
+    else
+        for (size_t i = 0; i < pt->ninputs; i++)
+            once += smelt_dtype_span(pt->inputs[i]->dtype, pt->ref->numel);
+    total = (layout ? smelt_engine_tensor_reads(plan, layout, t) : 1) * once;
+    /* DoRA's norm pass reads its base weight once more (source.h). */
+    for (size_t i = 0; layout && pt->kind == SMELT_TASK_MERGE && i < pt->ninputs; i++)
+        if (derived(pt, i) && pt->sources[i].lora && pt->sources[i].lora->magnitude)
+            total += smelt_dtype_span(pt->inputs[i]->dtype, pt->ref->numel);
+    return total;
+}
+
 uint64_t smelt_engine_bytes_to_read(const smelt_plan *plan, const smelt_engine_layout *layout)
 {
     uint64_t total = 0;
-    for (size_t t = 0; t < plan->ntensors; t++) {
-        const smelt_plan_tensor *pt = &plan->tensors[t];
-        uint64_t once = 0;
-        if (pt->kind == SMELT_TASK_COPY)
-            once = pt->inputs[0]->nbytes;
-        else
-            for (size_t i = 0; i < pt->ninputs; i++)
-                once += smelt_dtype_span(pt->inputs[i]->dtype, pt->ref->numel);
-        total += smelt_engine_tensor_reads(plan, layout, t) * once;
-        /* DoRA's norm pass reads its base weight once more (source.h). */
-        for (size_t i = 0; pt->kind == SMELT_TASK_MERGE && i < pt->ninputs; i++)
-            if (derived(pt, i) && pt->sources[i].lora && pt->sources[i].lora->magnitude)
-                total += smelt_dtype_span(pt->inputs[i]->dtype, pt->ref->numel);
-    }
+    for (size_t t = 0; t < plan->ntensors; t++)
+        total += smelt_engine_tensor_bytes_to_read(plan, layout, t);
     return total;
 }
 
@@ -741,6 +747,8 @@ static int write_headers(engine *e, smelt_out_file *files)
 {
     for (size_t s = 0; s < e->plan->nshards; s++) {
         const smelt_plan_shard *sh = &e->plan->shards[s];
+        if (files[s].fd < 0)
+            continue; /* a partitioned merge: another part writes this shard */
         int rc = smelt_out_write(e->ctx, &files[s], sh->header, sh->header_len, 0);
         if (rc != SMELT_OK)
             return rc;

@@ -46,13 +46,20 @@ int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max
 unsigned smelt_engine_tensor_reads(const smelt_plan *plan, const smelt_engine_layout *layout,
                                    size_t t);
 
+/* The bytes the engine will read for plan tensor t under a layout; with layout NULL, its input
+ * bytes read once (what the plan alone says, whatever the budget: the partition's weights). */
+uint64_t smelt_engine_tensor_bytes_to_read(const smelt_plan *plan,
+                                           const smelt_engine_layout *layout, size_t t);
+
 /* The bytes the engine will read from the input files under a layout: exact, the same figure
  * the read ring counts by the end of an uninterrupted merge. */
 uint64_t smelt_engine_bytes_to_read(const smelt_plan *plan, const smelt_engine_layout *layout);
 
 /* Writes every tensor of the plan into files[s] (created by the caller with the shard sizes
- * from the plan; headers are written here). Returns SMELT_OK or the first error; on error the
- * files hold partial data and must be discarded. */
+ * from the plan; headers are written here). A shard whose file is not open (fd -1: another
+ * part of a partitioned merge writes it) is left alone; its tensors must all be skipped.
+ * Returns SMELT_OK or the first error; on error the files hold partial data and must be
+ * discarded. */
 int smelt_engine_run(smelt_ctx *ctx, const smelt_plan *plan, smelt_out_file *files,
                      const smelt_engine_options *opts);
 

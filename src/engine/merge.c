@@ -1,6 +1,9 @@
 /* smelt_merge(): config → plan → out dir → journal + temporary files (or, resuming, the
- * journal's re-verified tensors) → engine → finalize (manifest) → journal removed. */
+ * journal's re-verified tensors) → engine → finalize (manifest) → journal removed. A part of a
+ * partitioned merge runs the same way over its own shards and ends with its fragment instead of
+ * finalizing; finalizing the parts is parts.c's. */
 #include "engine/engine.h"
+#include "engine/parts.h"
 #include "io/ring.h"
 #include "out/finalize.h"
 
@@ -30,6 +33,13 @@ static int effective_options(smelt_ctx *ctx, const smelt_merge_options *user_opt
         if (!opts->max_memory)
             opts->max_memory = 512ull << 20;
     }
+    if (opts->finalize && opts->part_count)
+        return smelt_fail(ctx, SMELT_E_ARG, "--finalize finishes all the parts at once: it takes "
+                          "no --part");
+    if (opts->part_count && (opts->part_count > SMELT_MAX_PARTS || opts->part_index < 1 ||
+                             opts->part_index > opts->part_count))
+        return smelt_fail(ctx, SMELT_E_ARG, "--part %u/%u: K/N needs 1 <= K <= N <= %u",
+                          opts->part_index, opts->part_count, SMELT_MAX_PARTS);
     return smelt_ring_env(ctx, &opts->force_pread);
 }
 
@@ -79,6 +89,8 @@ int smelt_plan_print(smelt_ctx *ctx, const char *config_path, const smelt_merge_
     rc = smelt_engine_layout_for(ctx, plan, opts.max_memory, opts.threads, &layout);
     if (rc == SMELT_OK)
         rc = smelt_plan_describe(ctx, plan, &layout, opts.max_memory, out);
+    if (rc == SMELT_OK && opts.part_count)
+        rc = smelt_parts_describe(ctx, plan, &layout, opts.part_index, opts.part_count, out);
     smelt_plan_free(plan);
     return rc;
 }
@@ -94,6 +106,7 @@ typedef struct merge_state {
     smelt_journal_header id;
     smelt_hash128 *hashes; /* per plan tensor */
     uint8_t *skip;         /* per plan tensor */
+    const uint8_t *own;    /* per plan shard, 1 = this merge writes it; NULL: all (no parts) */
     smelt_journal *journal;
 } merge_state;
 
@@ -130,7 +143,7 @@ static smelt_hash128 plan_hash(const smelt_plan *plan)
 
 /* The journal header of this merge: config, what identifies every input file's content, the
  * plan. */
-static int merge_identity(smelt_ctx *ctx, const smelt_plan *plan, smelt_journal_header *id)
+int smelt_merge_identity(smelt_ctx *ctx, const smelt_plan *plan, smelt_journal_header *id)
 {
     memset(id, 0, sizeof *id);
     id->config = smelt_hash_bytes(plan->spec->text, strlen(plan->spec->text));
@@ -155,46 +168,24 @@ static int merge_identity(smelt_ctx *ctx, const smelt_plan *plan, smelt_journal_
     return SMELT_OK;
 }
 
+int smelt_merge_checksums(smelt_ctx *ctx, const smelt_journal_header *id,
+                          const smelt_hash128 *hashes, smelt_out_checksums *sums)
+{
+    smelt_manifest_input *inputs = calloc(id->ninputs + 1, sizeof *inputs);
+    *sums = (smelt_out_checksums){id->config, inputs, id->ninputs, hashes};
+    if (!inputs)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < id->ninputs; i++)
+        inputs[i] = (smelt_manifest_input){id->inputs[i].path, id->inputs[i].header};
+    return SMELT_OK;
+}
+
 static int on_tensor_done(void *user, size_t tensor, const smelt_hash128 *hash)
 {
     merge_state *st = user;
     const smelt_plan_tensor *pt = &st->plan->tensors[tensor];
     st->hashes[tensor] = *hash;
     return smelt_journal_add(st->ctx, st->journal, st->files[pt->shard].fd, pt->name, hash);
-}
-
-static int name_cmp(const void *a, const void *b, void *plan)
-{
-    const smelt_plan *p = plan;
-    return strcmp(p->tensors[*(const size_t *)a].name, p->tensors[*(const size_t *)b].name);
-}
-
-/* Plan tensor indices sorted by name, for looking journal records up. */
-static size_t *sorted_names(const smelt_plan *plan)
-{
-    size_t *order = malloc((plan->ntensors + 1) * sizeof *order);
-    if (!order)
-        return NULL;
-    for (size_t t = 0; t < plan->ntensors; t++)
-        order[t] = t;
-    qsort_r(order, plan->ntensors, sizeof *order, name_cmp, (void *)plan);
-    return order;
-}
-
-static size_t find_tensor(const smelt_plan *plan, const size_t *order, const char *name)
-{
-    size_t lo = 0, hi = plan->ntensors;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(plan->tensors[order[mid]].name, name);
-        if (c == 0)
-            return order[mid];
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return (size_t)-1;
 }
 
 /* Resuming: checks the journal belongs to this merge, reopens the temporary files, re-hashes
@@ -220,12 +211,14 @@ static int resume_from(merge_state *st, const char *journal_path, const char *ou
                           what);
     }
     for (size_t s = 0; s < plan->nshards && rc == SMELT_OK; s++) {
+        if (st->own && !st->own[s])
+            continue;
         char *path = smelt_path_join(out_dir, plan->shards[s].name);
         rc = path ? smelt_out_reopen(ctx, &st->files[s], path, plan->shards[s].size)
                   : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
         free(path);
     }
-    size_t *order = rc == SMELT_OK ? sorted_names(plan) : NULL;
+    size_t *order = rc == SMELT_OK ? smelt_plan_name_order(plan) : NULL;
     smelt_hash_range *ranges = calloc(jc.nrecords + 1, sizeof *ranges);
     size_t *tensor_of = calloc(jc.nrecords + 1, sizeof *tensor_of);
     smelt_hash128 *got = calloc(jc.nrecords + 1, sizeof *got);
@@ -235,9 +228,10 @@ static int resume_from(merge_state *st, const char *journal_path, const char *ou
         rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     size_t n = 0, nkeep = 0;
     for (size_t r = 0; r < jc.nrecords && rc == SMELT_OK; r++) {
-        size_t t = find_tensor(plan, order, jc.records[r].name);
+        size_t t = smelt_plan_find_name(plan, order, jc.records[r].name);
         if (t == (size_t)-1 || st->skip[t])
-            continue; /* not ours (the layout hash makes this unlikely) or a repeat */
+            continue; /* not ours (the layout hash makes this unlikely), another part's, or a
+                       * repeat */
         const smelt_plan_tensor *pt = &plan->tensors[t];
         st->skip[t] = 1; /* provisional: cleared below when the bytes disagree */
         ranges[n] = (smelt_hash_range){st->files[pt->shard].fd, pt->out_offset, pt->out_nbytes};
@@ -265,13 +259,16 @@ static int resume_from(merge_state *st, const char *journal_path, const char *ou
     }
     if (rc == SMELT_OK)
         rc = smelt_journal_create(ctx, journal_path, &st->id, keep, nkeep, &st->journal);
+    size_t total = 0; /* the tensors this merge (or part) writes */
+    for (size_t t = 0; t < plan->ntensors; t++)
+        total += !st->own || st->own[plan->tensors[t].shard];
     if (rc == SMELT_OK && redo)
         smelt_notice(ctx, SMELT_LOG_NOTICE, "resuming: %zu of %zu tensors already written and "
                      "verified; %zu journaled tensor%s on disk and will be redone", nkeep,
-                     plan->ntensors, redo, redo == 1 ? " differs" : "s differ");
+                     total, redo, redo == 1 ? " differs" : "s differ");
     else if (rc == SMELT_OK)
         smelt_notice(ctx, SMELT_LOG_NOTICE, "resuming: %zu of %zu tensors already written and "
-                     "verified", nkeep, plan->ntensors);
+                     "verified", nkeep, total);
     free(order);
     free(ranges);
     free(tensor_of);
@@ -289,6 +286,8 @@ static int start_fresh(merge_state *st, const char *journal_path, const char *ou
     const smelt_plan *plan = st->plan;
     int rc = smelt_journal_create(st->ctx, journal_path, &st->id, NULL, 0, &st->journal);
     for (size_t s = 0; s < plan->nshards && rc == SMELT_OK; s++) {
+        if (st->own && !st->own[s])
+            continue;
         char *path = smelt_path_join(out_dir, plan->shards[s].name);
         rc = path ? smelt_out_create(st->ctx, &st->files[s], path, plan->shards[s].size)
                   : smelt_fail(st->ctx, SMELT_E_NOMEM, "out of memory");
@@ -300,6 +299,17 @@ static int start_fresh(merge_state *st, const char *journal_path, const char *ou
 static int merge_plan(smelt_ctx *ctx, smelt_plan *plan, const char *out_dir,
                       const smelt_merge_options *opts);
 
+/* Keeps the engine's last progress report for smelt_merge_result, passing each one on. */
+typedef struct progress_tap {
+    smelt_progress_fn fn;
+    void *user;
+    smelt_progress last;
+} progress_tap;
+
+static int fill_result(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
+                       const char *name, const uint8_t *own, const progress_tap *tap,
+                       smelt_merge_result *result);
+
 int smelt_merge(smelt_ctx *ctx, const char *config_path, const char *out_dir,
                 const smelt_merge_options *user_opts)
 {
@@ -310,7 +320,14 @@ int smelt_merge(smelt_ctx *ctx, const char *config_path, const char *out_dir,
     int rc = effective_options(ctx, user_opts, &opts);
     if (rc != SMELT_OK || (rc = load_plan(ctx, config_path, &opts, &plan)))
         return rc;
-    return merge_plan(ctx, plan, out_dir, &opts);
+    if (!opts.finalize)
+        return merge_plan(ctx, plan, out_dir, &opts);
+    rc = smelt_parts_finalize(ctx, plan, out_dir, &opts);
+    if (rc == SMELT_OK && opts.result)
+        rc = fill_result(ctx, plan, out_dir, SMELT_MANIFEST_NAME, NULL, &(progress_tap){0},
+                         opts.result);
+    smelt_plan_free(plan);
+    return rc;
 }
 
 /* Appends ref to buf as a YAML double-quoted scalar. -1 for a control character. */
@@ -379,13 +396,6 @@ int smelt_lora_apply(smelt_ctx *ctx, const char *base, const char *adapter, cons
     return merge_plan(ctx, plan, out_dir, &opts);
 }
 
-/* Keeps the engine's last progress report for smelt_merge_result, passing each one on. */
-typedef struct progress_tap {
-    smelt_progress_fn fn;
-    void *user;
-    smelt_progress last;
-} progress_tap;
-
 static void tap_progress(void *user, const smelt_progress *p)
 {
     progress_tap *tap = user;
@@ -394,17 +404,24 @@ static void tap_progress(void *user, const smelt_progress *p)
         tap->fn(tap->user, p);
 }
 
-/* The result of a finished merge into out_dir. */
+/* The result of a finished merge into out_dir; manifest_xxh3 hashes out_dir/name (the manifest,
+ * or a part's fragment); own: the shards counted (NULL: all). */
 static int fill_result(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
-                       const progress_tap *tap, smelt_merge_result *result)
+                       const char *name, const uint8_t *own, const progress_tap *tap,
+                       smelt_merge_result *result)
 {
-    char *path = smelt_path_join(out_dir, SMELT_MANIFEST_NAME), *text = NULL;
+    char *path = smelt_path_join(out_dir, name), *text = NULL;
     size_t len;
     int rc = path ? smelt_read_file(ctx, path, (size_t)1 << 30, &text, &len)
                   : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     if (rc == SMELT_OK) {
         smelt_hash128 h = smelt_hash_bytes(text, len);
-        *result = (smelt_merge_result){.tensors = plan->ntensors, .files = plan->nshards,
+        uint64_t tensors = 0, files = 0;
+        for (size_t t = 0; t < plan->ntensors; t++)
+            tensors += !own || own[plan->tensors[t].shard];
+        for (size_t s = 0; s < plan->nshards; s++)
+            files += !own || own[s];
+        *result = (smelt_merge_result){.tensors = tensors, .files = files,
                                        .bytes_read = tap->last.bytes_from_files,
                                        .bytes_written = tap->last.bytes_written,
                                        .seconds = tap->last.seconds};
@@ -415,30 +432,76 @@ static int fill_result(smelt_ctx *ctx, const smelt_plan *plan, const char *out_d
     return rc;
 }
 
+/* A part whose fragment is there had finished. Resuming it: *done = 1 (a journal left by a
+ * stop between writing the fragment and removing the journal goes). Without --resume or
+ * --overwrite: refused. */
+static int part_done(smelt_ctx *ctx, const char *out_dir, const smelt_part *part,
+                     const smelt_merge_options *opts, int *done)
+{
+    char *fragment = smelt_path_join(out_dir, part->fragment_name);
+    char *journal = smelt_path_join(out_dir, part->journal_name);
+    int rc = fragment && journal ? SMELT_OK : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    *done = rc == SMELT_OK && access(fragment, F_OK) == 0;
+    if (*done && !opts->resume) {
+        *done = 0;
+        if (!opts->overwrite)
+            rc = smelt_fail(ctx, SMELT_E_ARG, "part %u of %u has already finished (%s); "
+                            "--overwrite redoes it, --finalize finishes the merge once every "
+                            "part has", part->k, part->n, fragment);
+    }
+    if (*done && unlink(journal) != 0 && errno != ENOENT)
+        rc = smelt_fail_errno(ctx, errno, "%s: cannot remove", journal);
+    if (*done && rc == SMELT_OK)
+        smelt_notice(ctx, SMELT_LOG_NOTICE, "part %u of %u had already finished (%s); run "
+                     "--finalize once every part has", part->k, part->n, fragment);
+    free(fragment);
+    free(journal);
+    return rc;
+}
+
 /* Runs a built plan into out_dir (frees the plan). */
 static int merge_plan(smelt_ctx *ctx, smelt_plan *plan, const char *out_dir,
                       const smelt_merge_options *opts_in)
 {
     smelt_merge_options opts = *opts_in;
-    int rc;
+    int rc, parted = opts.part_count > 0, done = 0;
     smelt_engine_layout layout;
+    smelt_part part = {0};
     if ((rc = smelt_engine_layout_for(ctx, plan, opts.max_memory, opts.threads, &layout)) ||
-        (rc = smelt_out_dir_prepare(ctx, plan, out_dir, opts.overwrite, opts.resume))) {
+        (parted && (rc = smelt_part_init(ctx, plan, opts.part_index, opts.part_count, &part))) ||
+        (parted && (rc = part_done(ctx, out_dir, &part, &opts, &done))) ||
+        (!done && (rc = smelt_out_dir_prepare(ctx, plan, out_dir, opts.overwrite, opts.resume,
+                                              parted ? smelt_part_owns : NULL, &part)))) {
+        smelt_part_free(&part);
         smelt_plan_free(plan);
         return rc;
     }
-    merge_state st = {.ctx = ctx, .plan = plan};
-    st.files = calloc(plan->nshards, sizeof *st.files);
+    if (done) { /* resuming a part that had finished: nothing to do */
+        if (opts.result)
+            rc = fill_result(ctx, plan, out_dir, part.fragment_name, part.shards,
+                             &(progress_tap){0}, opts.result);
+        smelt_part_free(&part);
+        smelt_plan_free(plan);
+        return rc;
+    }
+    if (parted && !part.nshards)
+        smelt_notice(ctx, SMELT_LOG_NOTICE, "part %u of %u has no shards to write (the plan has "
+                     "%zu for %u parts); it only records that it is done", part.k, part.n,
+                     plan->nshards, part.n);
+    merge_state st = {.ctx = ctx, .plan = plan, .own = part.shards};
+    st.files = calloc(plan->nshards + 1, sizeof *st.files);
     st.hashes = calloc(plan->ntensors + 1, sizeof *st.hashes);
     st.skip = calloc(plan->ntensors + 1, 1);
-    char *journal_path = smelt_path_join(out_dir, SMELT_JOURNAL_NAME);
+    char *journal_path = smelt_path_join(out_dir, parted ? part.journal_name : SMELT_JOURNAL_NAME);
     int resuming = 0;
     if (!st.files || !st.hashes || !st.skip || !journal_path)
         rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     for (size_t s = 0; st.files && s < plan->nshards; s++)
         st.files[s].fd = -1;
+    for (size_t t = 0; parted && st.skip && t < plan->ntensors; t++)
+        st.skip[t] = !part.shards[plan->tensors[t].shard]; /* another part's */
     if (rc == SMELT_OK)
-        rc = merge_identity(ctx, plan, &st.id);
+        rc = smelt_merge_identity(ctx, plan, &st.id);
     if (rc == SMELT_OK) {
         resuming = opts.resume && access(journal_path, F_OK) == 0;
         if (opts.resume && !resuming)
@@ -465,14 +528,20 @@ static int merge_plan(smelt_ctx *ctx, smelt_plan *plan, const char *out_dir,
      * then resumes straight to finalizing. */
     if (rc == SMELT_OK)
         rc = smelt_journal_flush(ctx, st.journal);
-    if (rc == SMELT_OK) {
-        smelt_manifest_input *inputs = calloc(st.id.ninputs + 1, sizeof *inputs);
-        for (size_t i = 0; inputs && i < st.id.ninputs; i++)
-            inputs[i] = (smelt_manifest_input){st.id.inputs[i].path, st.id.inputs[i].header};
-        smelt_out_checksums sums = {st.id.config, inputs, st.id.ninputs, st.hashes};
-        rc = inputs ? smelt_finalize(ctx, plan, out_dir, st.files, !opts.no_model_card, &sums)
-                    : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-        free(inputs);
+    if (rc == SMELT_OK && parted) {
+        /* A part: its shards made durable under their temporary names, then its fragment;
+         * finalizing renames them once every part is done. */
+        for (size_t s = 0; s < plan->nshards && rc == SMELT_OK; s++)
+            if (part.shards[s])
+                rc = smelt_out_finish(ctx, &st.files[s]);
+        if (rc == SMELT_OK)
+            rc = smelt_part_write_fragment(ctx, plan, out_dir, &part, &st.id, st.hashes);
+    } else if (rc == SMELT_OK) {
+        smelt_out_checksums sums;
+        rc = smelt_merge_checksums(ctx, &st.id, st.hashes, &sums);
+        if (rc == SMELT_OK)
+            rc = smelt_finalize(ctx, plan, out_dir, st.files, !opts.no_model_card, &sums);
+        free((void *)sums.inputs);
     }
     if (rc == SMELT_OK) {
         smelt_journal_close(st.journal);
@@ -483,7 +552,8 @@ static int merge_plan(smelt_ctx *ctx, smelt_plan *plan, const char *out_dir,
             rc = smelt_fsync_dir(ctx, out_dir);
     }
     if (rc == SMELT_OK && opts.result)
-        rc = fill_result(ctx, plan, out_dir, &tap, opts.result);
+        rc = fill_result(ctx, plan, out_dir, parted ? part.fragment_name : SMELT_MANIFEST_NAME,
+                         part.shards, &tap, opts.result);
     /* Only failures that running again can get past keep a resumable state: an interruption,
      * a full disk or another I/O error. A deterministic one (a method's math refusing the
      * inputs) would fail the same way on resume, so it cleans up as before. A failed resume
@@ -501,7 +571,7 @@ static int merge_plan(smelt_ctx *ctx, smelt_plan *plan, const char *out_dir,
         unlink(journal_path); /* nothing to resume: the temporary files go too */
     for (size_t s = 0; st.files && s < plan->nshards; s++) {
         if (rc == SMELT_OK)
-            smelt_out_release(&st.files[s]);
+            smelt_out_release(&st.files[s]); /* committed, or a part's kept for finalizing */
         else if (keep_state)
             smelt_out_abandon(&st.files[s]); /* temporary names: nothing looks complete */
         else
@@ -512,6 +582,7 @@ static int merge_plan(smelt_ctx *ctx, smelt_plan *plan, const char *out_dir,
     free(st.files);
     free(st.hashes);
     free(st.skip);
+    smelt_part_free(&part);
     smelt_plan_free(plan);
     return rc;
 }

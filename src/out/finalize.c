@@ -32,11 +32,13 @@ static int is_model_file(const char *name)
     return model_named(name, ".safetensors") || model_named(name, ".gguf");
 }
 
-/* What an interrupted merge leaves: its journal (and the journal's own temporary file) and the
- * temporary shard files. */
+/* What an interrupted merge leaves: its journal (and the journal's own temporary file), the
+ * temporary shard files, and a partitioned merge's part journals and fragments
+ * (SMELT_PART_PREFIX...). */
 static int is_leftover_state(const char *name)
 {
-    if (strncmp(name, SMELT_JOURNAL_NAME, strlen(SMELT_JOURNAL_NAME)) == 0)
+    if (strncmp(name, SMELT_JOURNAL_NAME, strlen(SMELT_JOURNAL_NAME)) == 0 ||
+        strncmp(name, SMELT_PART_PREFIX, strlen(SMELT_PART_PREFIX)) == 0)
         return 1;
     return model_named(name, ".safetensors.smelt-tmp") || model_named(name, ".gguf.smelt-tmp");
 }
@@ -223,7 +225,7 @@ static int check_side_files(smelt_ctx *ctx, const smelt_plan *plan)
 }
 
 int smelt_out_dir_prepare(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
-                          int overwrite, int resume)
+                          int overwrite, int resume, smelt_out_owned_fn owned, void *owned_user)
 {
     int rc0 = refuse_inputs_in_output(ctx, plan, out_dir);
     if (rc0 == SMELT_OK)
@@ -243,9 +245,11 @@ int smelt_out_dir_prepare(smelt_ctx *ctx, const smelt_plan *plan, const char *ou
                 found = 1;
                 snprintf(example, sizeof example, "%s", ent->d_name);
             }
-            journal |= strcmp(ent->d_name, SMELT_JOURNAL_NAME) == 0;
-            if (!is_leftover_state(ent->d_name) || resume)
-                continue;
+            journal |= strcmp(ent->d_name, SMELT_JOURNAL_NAME) == 0 ||
+                       strncmp(ent->d_name, SMELT_PART_PREFIX, strlen(SMELT_PART_PREFIX)) == 0;
+            if (!is_leftover_state(ent->d_name) || resume ||
+                (owned && !owned(owned_user, ent->d_name)))
+                continue; /* kept, or another part's (which may be running right now) */
             leftover = 1;
             snprintf(left_example, sizeof left_example, "%s", ent->d_name);
             if (overwrite) { /* start over: the old state would only confuse a later resume */
@@ -264,7 +268,8 @@ int smelt_out_dir_prepare(smelt_ctx *ctx, const smelt_plan *plan, const char *ou
                               "%s: holds an interrupted merge (%s); run the same command with "
                               "--resume to continue it, or with --overwrite to start over",
                               out_dir, left_example);
-        /* Resuming a merge stopped while it was renaming its shards: those are its own. */
+        /* Resuming a merge stopped while it was renaming its shards (or finalizing a
+         * partitioned one stopped so, its fragments still there): those are its own. */
         if (found && !overwrite && !(resume && journal))
             return smelt_fail(ctx, SMELT_E_ARG,
                               "%s: already holds a model (%s); pass --overwrite to replace it",
@@ -558,40 +563,67 @@ static int save_config(smelt_ctx *ctx, const smelt_plan *plan, const char *out_d
     return rc;
 }
 
-/* smelt-manifest.json: every shard's size and every tensor's hash, grouped by shard. */
-static int write_manifest(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
-                          const smelt_out_checksums *sums)
+int smelt_manifest_of_plan(smelt_ctx *ctx, const smelt_plan *plan,
+                           const smelt_out_checksums *sums, const uint8_t *shards,
+                           smelt_manifest *m)
 {
-    smelt_manifest m = {.smelt_version = (char *)smelt_version(), .config = sums->config,
-                        .inputs = (smelt_manifest_input *)sums->inputs, .ninputs = sums->ninputs,
-                        .nfiles = plan->nshards};
-    m.files = calloc(plan->nshards + 1, sizeof *m.files);
-    int rc = m.files ? SMELT_OK : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    *m = (smelt_manifest){.smelt_version = (char *)smelt_version(), .config = sums->config,
+                          .inputs = (smelt_manifest_input *)sums->inputs,
+                          .ninputs = sums->ninputs};
+    /* file index in m->files per plan shard; (size_t)-1 for a shard left out */
+    size_t *slot = calloc(plan->nshards + 1, sizeof *slot);
+    m->files = calloc(plan->nshards + 1, sizeof *m->files);
+    int rc = slot && m->files ? SMELT_OK : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     for (size_t s = 0; s < plan->nshards && rc == SMELT_OK; s++) {
-        m.files[s].name = plan->shards[s].name;
-        m.files[s].size = plan->shards[s].size;
+        slot[s] = (size_t)-1;
+        if (shards && !shards[s])
+            continue;
+        smelt_manifest_file *f = &m->files[slot[s] = m->nfiles++];
+        f->name = plan->shards[s].name;
+        f->size = plan->shards[s].size;
         /* The header as written binds every name, dtype, shape, offset and the metadata. */
-        m.files[s].header = smelt_hash_bytes(plan->shards[s].header, plan->shards[s].header_len);
-        if (!(m.files[s].tensors = calloc(plan->shards[s].ntensors + 1, sizeof *m.files[s].tensors)))
+        f->header = smelt_hash_bytes(plan->shards[s].header, plan->shards[s].header_len);
+        if (!(f->tensors = calloc(plan->shards[s].ntensors + 1, sizeof *f->tensors)))
             rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     }
     for (size_t t = 0; t < plan->ntensors && rc == SMELT_OK; t++) {
-        smelt_manifest_file *f = &m.files[plan->tensors[t].shard];
-        if (f->ntensors >= plan->shards[plan->tensors[t].shard].ntensors) {
+        const smelt_plan_tensor *pt = &plan->tensors[t];
+        if (slot[pt->shard] == (size_t)-1)
+            continue;
+        smelt_manifest_file *f = &m->files[slot[pt->shard]];
+        if (f->ntensors >= plan->shards[pt->shard].ntensors) {
             rc = smelt_fail(ctx, SMELT_E_INTERNAL, "shard tensor count disagrees with the plan");
             break;
         }
-        const smelt_plan_tensor *pt = &plan->tensors[t];
         smelt_manifest_tensor *mt = &f->tensors[f->ntensors++];
         *mt = (smelt_manifest_tensor){.name = pt->name, .hash = sums->tensors[t],
                                       .dtype = pt->out_dtype, .ndim = pt->ref->ndim};
         memcpy(mt->shape, pt->ref->shape, sizeof mt->shape); /* as the shard header has it */
     }
+    free(slot);
+    if (rc != SMELT_OK)
+        smelt_manifest_of_plan_free(m);
+    return rc;
+}
+
+void smelt_manifest_of_plan_free(smelt_manifest *m)
+{
+    for (size_t f = 0; m->files && f < m->nfiles; f++)
+        free(m->files[f].tensors);
+    free(m->files); /* the strings are borrowed from the plan */
+    m->files = NULL;
+    m->nfiles = 0;
+}
+
+/* smelt-manifest.json: every shard's size and every tensor's hash, grouped by shard. */
+static int write_manifest(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir,
+                          const smelt_out_checksums *sums)
+{
+    smelt_manifest m;
+    int rc = smelt_manifest_of_plan(ctx, plan, sums, NULL, &m);
     if (rc == SMELT_OK)
         rc = smelt_manifest_write(ctx, out_dir, &m);
-    for (size_t s = 0; m.files && s < plan->nshards; s++)
-        free(m.files[s].tensors);
-    free(m.files); /* the strings are borrowed from the plan */
+    smelt_manifest_of_plan_free(&m);
     return rc;
 }
 

@@ -1025,6 +1025,39 @@ fail:
     return rc;
 }
 
+static int tensor_name_cmp(const void *a, const void *b, void *plan)
+{
+    const smelt_plan *p = plan;
+    return strcmp(p->tensors[*(const size_t *)a].name, p->tensors[*(const size_t *)b].name);
+}
+
+size_t *smelt_plan_name_order(const smelt_plan *plan)
+{
+    size_t *order = malloc((plan->ntensors + 1) * sizeof *order);
+    if (!order)
+        return NULL;
+    for (size_t t = 0; t < plan->ntensors; t++)
+        order[t] = t;
+    qsort_r(order, plan->ntensors, sizeof *order, tensor_name_cmp, (void *)plan);
+    return order;
+}
+
+size_t smelt_plan_find_name(const smelt_plan *plan, const size_t *order, const char *name)
+{
+    size_t lo = 0, hi = plan->ntensors;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(plan->tensors[order[mid]].name, name);
+        if (c == 0)
+            return order[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return (size_t)-1;
+}
+
 void smelt_plan_free(smelt_plan *plan)
 {
     if (!plan)

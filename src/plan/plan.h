@@ -140,6 +140,12 @@ int smelt_plan_build_with(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_pl
 
 void smelt_plan_free(smelt_plan *plan);
 
+/* Plan tensor indices sorted by name (malloc'd, caller frees; NULL when out of memory), and the
+ * lookup in them: the index of the tensor called name, or (size_t)-1. For matching records by
+ * name (a journal's, a part's fragment). */
+size_t *smelt_plan_name_order(const smelt_plan *plan);
+size_t smelt_plan_find_name(const smelt_plan *plan, const size_t *order, const char *name);
+
 /* The method's parameters for one MERGE tensor, resolved as the plan resolved them:
  * values[p][i] for input i of a per-model parameter, values[p][0] for a global one (values has
  * method->nparams rows of at least pt->ninputs entries). For `smelt plan`. */

@@ -67,6 +67,7 @@ class _MergeOptions(ctypes.Structure):
         ("resume", ctypes.c_int), ("format", ctypes.c_int),
         ("outtype", ctypes.c_char_p), ("config_text", ctypes.c_char_p),
         ("result", ctypes.POINTER(_MergeResult)),
+        ("part_index", ctypes.c_uint), ("part_count", ctypes.c_uint), ("finalize", ctypes.c_int),
     ]
 
 
@@ -212,15 +213,20 @@ def _result(res):
 
 
 def merge(config, out_dir, max_memory=None, threads=0, overwrite=False, random_seed=0,
-          out_shard_size=None, progress=None):
+          out_shard_size=None, progress=None, part=None, finalize=False):
     """Runs a merge. config: mergekit YAML text, or the path of a YAML file. max_memory: bytes or
     a size such as "2Gi". progress: called with a dict (tensors_done, bytes_read, ...). Returns
     a dict: tensors, files, bytes_read (from the input files), bytes_written, seconds and
-    manifest_xxh3 (the hash that identifies the whole output)."""
+    manifest_xxh3 (the hash that identifies the whole output). part=(K, N): compute only part K
+    of N of a partitioned merge (manifest_xxh3 then hashes its fragment); finalize=True: finish
+    one whose N parts all ran (smelt.h, smelt_merge_options.part_count)."""
     keep = []
     with _Context() as ctx:
         opts = _options(ctx, config, max_memory, threads, overwrite, random_seed, out_shard_size,
                         progress, keep)
+        if part is not None:
+            opts.part_index, opts.part_count = int(part[0]), int(part[1])
+        opts.finalize = 1 if finalize else 0
         res = _MergeResult()
         opts.result = ctypes.pointer(res)
         path = None if opts.config_text else config.encode()

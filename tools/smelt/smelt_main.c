@@ -44,6 +44,14 @@ static const char usage_text[] =
     "                         interrupted merge there)\n"
     "  --resume               continue the interrupted merge whose journal is in OUT_DIR\n"
     "  --random-seed N        seed for random methods (default 0)\n"
+    "  --part K/N             compute only part K of N of the output (whole shards, balanced\n"
+    "                         by bytes to read; parts may run at once, on machines sharing\n"
+    "                         OUT_DIR); then `merge CONFIG OUT_DIR --finalize`. --part auto:\n"
+    "                         K and N from a Slurm job array (SLURM_ARRAY_TASK_*) or a\n"
+    "                         Kubernetes Indexed Job (JOB_COMPLETION_INDEX, with --parts N)\n"
+    "  --parts N              the part count for --part auto in a Kubernetes Indexed Job\n"
+    "  --finalize             finish a merge whose parts all ran: check them, rename the\n"
+    "                         shards, write index, manifest, config, tokenizer, model card\n"
     "  --[no-]copy-tokenizer  copy the tokenizer files (default: copy)\n"
     "  --[no-]write-model-card  write README.md with the merge details (default: write)\n"
     "  --allow-crimes         merge models of different architectures\n"
@@ -257,13 +265,120 @@ static const char *const ignored_flags[] = {"cuda", "low-cpu-memory", "lazy-unpi
                                             "verbose", NULL};
 static const char *const ignored_value_flags[] = {"transformers-cache", "lora-merge-cache", NULL};
 
+/* An environment variable as a whole number in [0, max]: 0 when set and valid, 1 when unset,
+ * -1 (after a message) when malformed. */
+static int env_count(const char *name, long max, long *out)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return 1;
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || *end || n < 0 || n > max) {
+        fprintf(stderr, "smelt: --part auto: %s='%s' is not a whole number from 0 to %ld\n",
+                name, v, max);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
+/* --part auto: K and N from a Slurm job array (task IDs MIN..MAX, any numbering, one task
+ * each: --array=0-7 or 1-8, not a step) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX,
+ * 0-based; N is the Job's completions, which the pod cannot see: --parts). 0 or exit status 2. */
+static int part_from_env(long parts, unsigned *k, unsigned *n)
+{
+    const long max = SMELT_MAX_PARTS;
+    long id, count, min, top, index;
+    int has_id = env_count("SLURM_ARRAY_TASK_ID", 1L << 30, &id);
+    int has_index = env_count("JOB_COMPLETION_INDEX", max, &index);
+    if (has_id < 0 || has_index < 0)
+        return 2;
+    if (has_id == 0) {
+        int c = env_count("SLURM_ARRAY_TASK_COUNT", max, &count);
+        int m = env_count("SLURM_ARRAY_TASK_MIN", 1L << 30, &min);
+        int x = env_count("SLURM_ARRAY_TASK_MAX", 1L << 30, &top);
+        if (c < 0 || m < 0 || x < 0)
+            return 2;
+        if (c || m) {
+            fprintf(stderr, "smelt: --part auto: SLURM_ARRAY_TASK_ID is set but not %s; is this "
+                    "a job array task (sbatch --array=0-<N-1>)?\n",
+                    c ? "SLURM_ARRAY_TASK_COUNT" : "SLURM_ARRAY_TASK_MIN");
+            return 2;
+        }
+        if (count < 1 || id < min || id - min >= count || (x == 0 && top - min + 1 != count)) {
+            fprintf(stderr, "smelt: --part auto: the Slurm array's task IDs (%ld..%ld, %ld "
+                    "tasks, this one %ld) are not one contiguous range; submit it as "
+                    "--array=0-%ld (no step, no list)\n", min, x == 0 ? top : min + count - 1,
+                    count, id, count - 1);
+            return 2;
+        }
+        if (parts && parts != count) {
+            fprintf(stderr, "smelt: --part auto: --parts %ld, but the Slurm array has %ld "
+                    "tasks\n", parts, count);
+            return 2;
+        }
+        *k = (unsigned)(id - min + 1);
+        *n = (unsigned)count;
+        return 0;
+    }
+    if (has_index == 0) {
+        if (!parts) {
+            fprintf(stderr, "smelt: --part auto: JOB_COMPLETION_INDEX is set (a Kubernetes "
+                    "Indexed Job) but not the part count: add --parts N (the Job's "
+                    "completions)\n");
+            return 2;
+        }
+        if (index >= parts) {
+            fprintf(stderr, "smelt: --part auto: JOB_COMPLETION_INDEX=%ld is not below --parts "
+                    "%ld\n", index, parts);
+            return 2;
+        }
+        *k = (unsigned)index + 1;
+        *n = (unsigned)parts;
+        return 0;
+    }
+    fprintf(stderr, "smelt: --part auto: neither a Slurm job array (SLURM_ARRAY_TASK_ID, "
+            "SLURM_ARRAY_TASK_COUNT, SLURM_ARRAY_TASK_MIN) nor a Kubernetes Indexed Job "
+            "(JOB_COMPLETION_INDEX) in the environment; give --part K/N\n");
+    return 2;
+}
+
+/* --part K/N (or auto, resolved with --parts) into opts. 0 or the exit status. */
+static int parse_part(const char *arg, long parts, smelt_merge_options *opts)
+{
+    if (!strcmp(arg, "auto"))
+        return part_from_env(parts, &opts->part_index, &opts->part_count);
+    unsigned long k, n;
+    char *end;
+    errno = 0;
+    k = strtoul(arg, &end, 10);
+    int ok = !errno && end != arg && *end == '/' && arg[0] >= '0' && arg[0] <= '9';
+    const char *ns = ok ? end + 1 : "";
+    n = ok ? strtoul(ns, &end, 10) : 0;
+    ok = ok && !errno && end != ns && !*end && ns[0] >= '0' && ns[0] <= '9';
+    if (!ok || n < 1 || n > SMELT_MAX_PARTS || k < 1 || k > n) {
+        fprintf(stderr, "smelt: --part: '%s' is not K/N with 1 <= K <= N <= %u (or auto)\n", arg,
+                SMELT_MAX_PARTS);
+        return 2;
+    }
+    if (parts && (unsigned long)parts != n) {
+        fprintf(stderr, "smelt: --part %s: --parts says %ld parts\n", arg, parts);
+        return 2;
+    }
+    opts->part_index = (unsigned)k;
+    opts->part_count = (unsigned)n;
+    return 0;
+}
+
 /* The options merge and plan share. Returns -1 to go on, or the exit status. */
 static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merge_options *opts,
                                int *quiet, int *json)
 {
     enum { OPT_MAX_MEMORY = 256, OPT_SHARD, OPT_OVERWRITE, OPT_SEED, OPT_COPY_TOK, OPT_NO_COPY_TOK,
            OPT_CARD, OPT_NO_CARD, OPT_CRIMES, OPT_NO_CRIMES, OPT_RESUME, OPT_FORMAT, OPT_OUTTYPE,
-           OPT_JSON,
+           OPT_JSON, OPT_PART, OPT_PARTS, OPT_FINALIZE,
            OPT_IGNORED = 512,
            OPT_IGNORED_VALUE = 768 };
     struct option options[64] = {
@@ -284,6 +399,9 @@ static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merg
         {"format", required_argument, NULL, OPT_FORMAT},
         {"outtype", required_argument, NULL, OPT_OUTTYPE},
         {"json", no_argument, NULL, OPT_JSON},
+        {"part", required_argument, NULL, OPT_PART},
+        {"parts", required_argument, NULL, OPT_PARTS},
+        {"finalize", no_argument, NULL, OPT_FINALIZE},
     };
     /* --x and --no-x for each ignored switch; the table has room for all of them. */
     static char names[32][40];
@@ -299,7 +417,8 @@ static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merg
         options[n++] = (struct option){ignored_value_flags[i], required_argument, NULL,
                                        OPT_IGNORED_VALUE + (int)i};
     options[n] = (struct option){NULL, 0, NULL, 0};
-    long threads;
+    long threads, parts = 0;
+    const char *part = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "j:qvh", options, NULL)) != -1) {
         switch (c) {
@@ -341,6 +460,14 @@ static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merg
         case OPT_NO_CRIMES: opts->allow_crimes = 0; break;
         case 'q': *quiet = 1; break;
         case OPT_JSON: *json = 1; break;
+        case OPT_PART: part = optarg; break;
+        case OPT_PARTS:
+            if (parse_count(optarg, "--parts", SMELT_MAX_PARTS, &parts))
+                return 2;
+            if (parts < 1)
+                return fail_usage("--parts: '%s' must be at least 1", optarg);
+            break;
+        case OPT_FINALIZE: opts->finalize = 1; break;
         case 'v': fprintf(stderr, "smelt: notice: -v has no effect in smelt (ignored)\n"); break;
         case 'h': fputs(usage_text, stdout); return 0;
         default:
@@ -357,6 +484,13 @@ static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merg
             return usage_hint();
         }
     }
+    if (part && opts->finalize)
+        return fail_usage("--finalize finishes all the parts at once: it takes no --part "
+                          "(got --part %s)", part);
+    if (parts && !part)
+        return fail_usage("--parts: only with --part auto (a Kubernetes Indexed Job)%s", "");
+    if (part && parse_part(part, parts, opts))
+        return 2;
     return -1;
 }
 
