@@ -6,6 +6,7 @@
  * verified) and XORs the base's bytes into it; the calling thread writes the batch in order,
  * hashing each file as it passes. Only when every file is written, hashed as the delta says and
  * fsynced are they renamed, the index last. */
+#include "delta/delta_input.h"
 #include "delta/delta_internal.h"
 
 #include "common/util.h"
@@ -59,35 +60,7 @@ typedef struct apply {
 
 static int check_base(apply *a, const char *base_ref)
 {
-    const smelt_delta *d = a->d;
-    smelt_model *b = a->base;
-    for (size_t i = 0; i < d->nbase; i++) {
-        uint32_t k = 0;
-        while (k < b->nfiles && strcmp(delta_file_name(b, b->files[k].path), d->base[i].name))
-            k++;
-        if (k == b->nfiles)
-            return smelt_fail(a->ctx, SMELT_E_PLAN, "BASE %s has no file '%s', which the delta "
-                              "%s was made against: this is not the delta's base", base_ref,
-                              d->base[i].name, d->path);
-        smelt_hash128 h;
-        int rc = smelt_hash_file_prefix(a->ctx, b->files[k].fd, b->files[k].path,
-                                        b->files[k].data_start, &h);
-        if (rc != SMELT_OK)
-            return rc;
-        if (memcmp(h.b, d->base[i].header_xxh3, 16) != 0) {
-            char have[33], want[33];
-            smelt_delta_hex(h.b, have);
-            smelt_delta_hex(d->base[i].header_xxh3, want);
-            return smelt_fail(a->ctx, SMELT_E_PLAN, "%s: its header hash %s differs from the "
-                              "one the delta %s was made against (%s): this is not the delta's "
-                              "base", b->files[k].path, have, d->path, want);
-        }
-    }
-    if (b->nfiles != d->nbase)
-        return smelt_fail(a->ctx, SMELT_E_PLAN, "BASE %s has %u safetensors files, the delta's "
-                          "base had %zu: this is not the delta's base", base_ref, b->nfiles,
-                          d->nbase);
-    return SMELT_OK;
+    return smelt_delta_check_base(a->ctx, a->d, a->base, base_ref);
 }
 
 /* Streams in output order, with the base tensor of every xor entry. */

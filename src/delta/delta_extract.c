@@ -13,6 +13,7 @@
 #include "common/util.h"
 #include "format/delta.h"
 #include "integrity/checksum.h"
+#include "integrity/journal.h"
 #include "io/writer.h"
 
 #include <dirent.h>
@@ -263,6 +264,11 @@ static int describe_base(extract *x)
         if (rc != SMELT_OK)
             return rc;
         memcpy(x->desc.base[i].header_xxh3, h.b, 16);
+        smelt_journal_input id;
+        if ((rc = smelt_journal_input_identify(x->ctx, b->files[i].fd, b->files[i].path,
+                                               b->files[i].data_start, &id)) != SMELT_OK)
+            return rc;
+        memcpy(x->desc.base[i].sample_xxh3, id.sample.b, 16);
     }
     return SMELT_OK;
 }

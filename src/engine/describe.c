@@ -1,5 +1,6 @@
 /* `smelt plan`: the plan in words, for debugging gradients, filters and slices. */
 #include "engine/engine.h"
+#include "format/delta.h"
 
 #include "format/lora.h"
 
@@ -105,6 +106,10 @@ int smelt_plan_describe(smelt_ctx *ctx, const smelt_plan *plan, const smelt_engi
                         lm->magnitude ? ", DoRA (its norm pass reads the weight once more)" : "");
             else if (model->lora && pt->inputs[i]->file >= model->nfiles - model->lora->weights->nfiles)
                 fprintf(out, ", the adapter's copy (modules_to_save)");
+            else if (pt->sources && pt->sources[i].delta)
+                fprintf(out, " XOR the delta's %llu frames (%llu bytes compressed)",
+                        (unsigned long long)pt->sources[i].delta->nframes,
+                        (unsigned long long)pt->sources[i].delta->blob_size);
             fputc('\n', out);
         }
         rc = smelt_plan_resolve_params(ctx, plan, pt, values);

@@ -3,6 +3,7 @@
 #include "common/pool.h"
 #include "common/util.h"
 #include "engine/source.h"
+#include "format/delta.h"
 #include "io/ring.h"
 
 #include <errno.h>
@@ -113,6 +114,30 @@ static uint64_t all_factor_bytes(const smelt_plan *plan)
     return total + most_scratch;
 }
 
+/* BASE+DELTA inputs: the first model that is one (NULL: none), and the largest element size of
+ * their entries, which sizes each worker's decoding state and decoded frame. */
+static const smelt_delta *any_delta(const smelt_plan *plan, unsigned *max_unit)
+{
+    const smelt_delta *first = NULL;
+    *max_unit = 0;
+    for (size_t m = 0; m < plan->nmodels; m++) {
+        const smelt_delta *d = plan->models[m]->delta;
+        for (size_t i = 0; d && i < d->nentries; i++)
+            if (d->entries[i].unit > *max_unit)
+                *max_unit = d->entries[i].unit;
+        if (d && !first)
+            first = d;
+    }
+    return first;
+}
+
+static uint64_t delta_worker_bytes(const smelt_plan *plan)
+{
+    unsigned unit;
+    const smelt_delta *d = any_delta(plan, &unit);
+    return d ? smelt_delta_scratch_bytes(d, unit) + (uint64_t)d->frame_elems * unit : 0;
+}
+
 static unsigned tensor_passes(const smelt_plan *plan, const smelt_plan_tensor *pt)
 {
     if (pt->kind != SMELT_TASK_MERGE || !plan->method->passes)
@@ -186,7 +211,12 @@ uint64_t smelt_engine_tensor_bytes_to_read(const smelt_plan *plan,
     else
         for (size_t i = 0; i < pt->ninputs; i++)
             once += smelt_dtype_span(pt->inputs[i]->dtype, pt->ref->numel);
-    total = (layout ? smelt_engine_tensor_reads(plan, layout, t) : 1) * once;
+    uint64_t reads = layout ? smelt_engine_tensor_reads(plan, layout, t) : 1;
+    total = reads * once;
+    /* A BASE+DELTA input also reads its compressed frames, once per read of the tensor. */
+    for (size_t i = 0; pt->kind == SMELT_TASK_MERGE && i < pt->ninputs; i++)
+        if (derived(pt, i) && pt->sources[i].delta)
+            total += reads * pt->sources[i].delta->blob_size;
     /* DoRA's norm pass reads its base weight once more (source.h). */
     for (size_t i = 0; layout && pt->kind == SMELT_TASK_MERGE && i < pt->ninputs; i++)
         if (derived(pt, i) && pt->sources[i].lora && pt->sources[i].lora->magnitude)
@@ -239,7 +269,8 @@ int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max
     /* The partials scale with the chunk (one per task), so they shrink with it on a small
      * budget instead of being reserved for the largest chunk. */
     uint64_t partial = max_partial_bytes(plan);
-    uint64_t fixed = scratch_bytes(plan, nthreads, 0) + all_factor_bytes(plan);
+    uint64_t fixed = scratch_bytes(plan, nthreads, 0) + all_factor_bytes(plan) +
+                     nthreads * delta_worker_bytes(plan);
     /* Each slot's buffers may round up to the alignment. */
     uint64_t slot_slack = (plan->ninputs + 1) * BUFFER_ALIGN;
     for (size_t i = 0; i < plan->ninputs; i++)
@@ -297,6 +328,13 @@ typedef struct engine {
     float *factors[256];   /* per input: a LoRA module's f32 factors (left, then right) */
     const smelt_lora_module *factors_of[256];
     float *factor_scratch;
+    /* BASE+DELTA inputs, per worker: decoding state, one decoded frame, and the first failure
+     * of a derive call (its task, SIZE_MAX for none, with the message in delta_ctx). */
+    smelt_delta_scratch **delta_scratch;
+    uint8_t *delta_frame;
+    size_t delta_frame_bytes;
+    smelt_ctx **delta_ctx;
+    size_t *delta_fail;
     smelt_ring *ring;
     smelt_pool *pool;
     slot *slots;
@@ -496,9 +534,32 @@ typedef struct derive_job {
     const slot *s;
 } derive_job;
 
+/* XORs the delta's frames for elements [begin, end) of the chunk into the staged base bytes of
+ * input i (frames are 64 Ki elements; a task of whole rows may straddle two). */
+static int xor_delta(const derive_job *job, size_t i, const smelt_delta_entry *en,
+                     uint64_t begin, uint64_t end, unsigned worker)
+{
+    const engine *e = job->e;
+    const smelt_plan_tensor *pt = job->pt;
+    const smelt_delta *d = e->plan->models[pt->input_model[i]]->delta;
+    uint8_t *frame = e->delta_frame + (size_t)worker * e->delta_frame_bytes;
+    uint8_t *stage = job->s->stage[i] + smelt_dtype_span(pt->inputs[i]->dtype, begin);
+    uint64_t first = job->s->start + begin, last = job->s->start + end, fe = d->frame_elems;
+    for (uint64_t f = first / fe; f * fe < last; f++) {
+        uint64_t f0 = f * fe, n = smelt_delta_frame_elems(d, en, f);
+        int rc = smelt_delta_decode(e->delta_ctx[worker], d, en, f, f + 1,
+                                    e->delta_scratch[worker], frame, e->delta_frame_bytes);
+        if (rc != SMELT_OK)
+            return rc;
+        uint64_t lo = first > f0 ? first : f0, hi = last < f0 + n ? last : f0 + n;
+        smelt_delta_xor(stage + (lo - first) * en->unit, frame + (lo - f0) * en->unit,
+                        (size_t)((hi - lo) * en->unit));
+    }
+    return SMELT_OK;
+}
+
 static void derive_task(void *arg, size_t task, unsigned worker)
 {
-    (void)worker;
     const derive_job *job = arg;
     const smelt_plan_tensor *pt = job->pt;
     uint64_t task_elems = tensor_task(job->e->plan, pt);
@@ -513,6 +574,11 @@ static void derive_task(void *arg, size_t task, unsigned worker)
         const float *right = m ? left + (uint64_t)m->rank * m->rows : NULL;
         const float *dora = m && m->magnitude ? right + (uint64_t)m->rank * m->cols : NULL;
         smelt_dtype dt = pt->inputs[i]->dtype;
+        if (src->delta && xor_delta(job, i, src->delta, begin, end, worker) != SMELT_OK) {
+            if (task < job->e->delta_fail[worker])
+                job->e->delta_fail[worker] = task;
+            return; /* the chunk fails: prepare_slot reports the first failed task */
+        }
         if (m) /* the whole task at once: its rows go through the product four at a time */
             smelt_source_lora_apply(job->e->k, m, left, right, dora,
                                     job->s->stage[i] + smelt_dtype_span(dt, begin), dt,
@@ -555,7 +621,20 @@ static int prepare_slot(engine *e, slot *s)
     }
     derive_job job = {e, pt, s};
     uint64_t task = tensor_task(e->plan, pt);
+    unsigned threads = smelt_pool_threads(e->pool);
+    for (unsigned w = 0; e->delta_fail && w < threads; w++)
+        e->delta_fail[w] = SIZE_MAX;
     smelt_pool_run(e->pool, (size_t)((s->count + task - 1) / task), derive_task, &job);
+    /* A delta frame that failed (checksum, I/O): the lowest task's message, whatever the
+     * thread count. */
+    unsigned worst = threads;
+    for (unsigned w = 0; e->delta_fail && w < threads; w++)
+        if (e->delta_fail[w] != SIZE_MAX &&
+            (worst == threads || e->delta_fail[w] < e->delta_fail[worst]))
+            worst = w;
+    if (worst < threads)
+        return smelt_fail(e->ctx, smelt_errcode(e->delta_ctx[worst]), "%s",
+                          smelt_errmsg(e->delta_ctx[worst]));
     s->prepared = 1;
     return SMELT_OK;
 }
@@ -715,6 +794,21 @@ static int alloc_buffers(engine *e)
     if (most_scratch && !(e->factor_scratch = malloc(most_scratch)))
         return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the adapters' factors");
     unsigned threads = smelt_pool_threads(e->pool);
+    unsigned unit;
+    const smelt_delta *d = any_delta(plan, &unit);
+    if (d) {
+        e->delta_frame_bytes = (size_t)d->frame_elems * unit;
+        e->delta_scratch = calloc(threads, sizeof *e->delta_scratch);
+        e->delta_ctx = calloc(threads, sizeof *e->delta_ctx);
+        e->delta_fail = calloc(threads, sizeof *e->delta_fail);
+        e->delta_frame = malloc((size_t)threads * e->delta_frame_bytes);
+        if (!e->delta_scratch || !e->delta_ctx || !e->delta_fail || !e->delta_frame)
+            return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the deltas' frames");
+        for (unsigned w = 0; w < threads; w++)
+            if (!(e->delta_scratch[w] = smelt_delta_scratch_new(d, unit)) ||
+                !(e->delta_ctx[w] = smelt_ctx_new()))
+                return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the deltas' frames");
+    }
     e->scratch = smelt_aligned_alloc(64, scratch_bytes(plan, threads, chunk));
     if (!e->scratch)
         return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory");
@@ -741,6 +835,15 @@ static void free_buffers(engine *e)
     for (size_t i = 0; i < e->plan->ninputs; i++)
         free(e->factors[i]);
     free(e->factor_scratch);
+    for (unsigned w = 0; e->delta_scratch && w < smelt_pool_threads(e->pool); w++) {
+        smelt_delta_scratch_free(e->delta_scratch[w]);
+        if (e->delta_ctx)
+            smelt_ctx_free(e->delta_ctx[w]);
+    }
+    free(e->delta_scratch);
+    free(e->delta_ctx);
+    free(e->delta_fail);
+    free(e->delta_frame);
 }
 
 static int write_headers(engine *e, smelt_out_file *files)

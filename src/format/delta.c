@@ -286,6 +286,10 @@ static int parse_base(smelt_ctx *ctx, const char *path, smelt_delta *d, json_t *
         if (smelt_delta_unhex(hex, d->base[i].header_xxh3))
             return smelt_fail(ctx, SMELT_E_FORMAT, "%s: delta metadata: base file '%s': "
                               "header_xxh3 is not 32 hex digits", path, name);
+        if (smelt_delta_unhex(json_string_value(json_object_get(v, "sample_xxh3")),
+                              d->base[i].sample_xxh3))
+            return smelt_fail(ctx, SMELT_E_FORMAT, "%s: delta metadata: base file '%s': "
+                              "sample_xxh3 is not 32 hex digits", path, name);
     }
     return SMELT_OK;
 }

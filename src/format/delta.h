@@ -9,7 +9,8 @@
  *   "format": "smelt-delta", "smelt_delta_version": "1",
  *   "smelt_delta": a JSON document (as a string):
  *   {"version": 1, "frame_elements": 65536,
- *    "base": [{"file": "model-00001-of-00002.safetensors", "header_xxh3": HEX128}, ...],
+ *    "base": [{"file": "model-00001-of-00002.safetensors", "header_xxh3": HEX128,
+ *              "sample_xxh3": HEX128}, ...],
  *    "entries": [{"name": BLOB, "dtype": "BF16", "shape": [..], "mode": "xor"|"raw"}, ...],
  *    "files": [{"name": "model-00001-of-00002.safetensors", "size": N, "xxh3": HEX128,
  *               "header": BLOB, "data": [BLOB, ...]},
@@ -80,6 +81,9 @@ typedef struct smelt_delta_entry {
 typedef struct smelt_delta_base_file {
     char *name;
     uint8_t header_xxh3[16]; /* canonical XXH3-128 of the header bytes */
+    uint8_t sample_xxh3[16]; /* XXH3-128 of 16 sampled 4 KiB blocks of its data, as the resume
+                                journal samples an input (integrity/journal.h): a base with the
+                                same header but other weights is told apart before reading */
 } smelt_delta_base_file;
 
 /* One file of the model, rebuilt by concatenating the decoded entries it lists. */

@@ -37,6 +37,7 @@ static char *document(const smelt_delta *d)
         json_t *b = json_object();
         ok = b && !json_object_set_new(b, "file", json_string(d->base[i].name)) &&
              !json_object_set_new(b, "header_xxh3", hex_json(d->base[i].header_xxh3)) &&
+             !json_object_set_new(b, "sample_xxh3", hex_json(d->base[i].sample_xxh3)) &&
              !json_array_append_new(base, b);
     }
     for (size_t i = 0; ok && i < d->nentries; i++) {

@@ -52,6 +52,9 @@ typedef struct smelt_model {
                                     NULL for safetensors */
     struct smelt_lora *lora;    /* a "BASE+ADAPTER" reference: the LoRA adapter applied on
                                    the fly (format/lora.h), owned; NULL otherwise */
+    struct smelt_delta *delta;  /* a "BASE+DELTA" reference: the lossless delta XORed into the
+                                   base's bytes on the fly (format/delta.h), owned; NULL
+                                   otherwise */
     void *name_index;           /* private: name -> tensor lookup */
 } smelt_model;
 

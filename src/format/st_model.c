@@ -3,6 +3,7 @@
  * Hugging Face cache (layout of huggingface_hub's file_download: models--ORG--NAME/refs/REV and
  * snapshots/COMMIT/, whose files link into ../../blobs). */
 #include "format/gguf.h"
+#include "format/delta.h"
 #include "format/lora.h"
 #include "format/safetensors.h"
 
@@ -176,6 +177,7 @@ void smelt_model_close(smelt_model *model)
     free(model->metadata_json);
     smelt_gguf_set_close(model->gguf);
     smelt_lora_close(model->lora);
+    smelt_delta_close(model->delta);
     free(model->ref);
     free(model->dir);
     free(model);

@@ -11,6 +11,7 @@
 #include "plan/plan_gguf.h"
 
 #include "common/util.h"
+#include "delta/delta_input.h"
 #include "format/lora.h"
 
 #include <ctype.h>
@@ -145,12 +146,15 @@ static int open_with_adapter(smelt_ctx *ctx, const char *ref, smelt_model **out)
     if (rc != SMELT_OK)
         return rc;
     if (base->gguf)
-        rc = smelt_fail(ctx, SMELT_E_UNSUPPORTED, "%s: a LoRA adapter applies to a safetensors "
-                        "base, not a GGUF one (its tensor names are llama.cpp's)", ref);
-    if (rc == SMELT_OK)
+        rc = smelt_fail(ctx, SMELT_E_UNSUPPORTED, "%s: a LoRA adapter or delta applies to a "
+                        "safetensors base, not a GGUF one", ref);
+    if (rc == SMELT_OK && smelt_delta_is_ref(plus + 1)) {
+        rc = smelt_delta_attach(ctx, base, plus + 1); /* base owns the delta */
+    } else if (rc == SMELT_OK) {
         rc = smelt_lora_open(ctx, plus + 1, &lora);
-    if (rc == SMELT_OK)
-        rc = smelt_lora_attach(ctx, base, lora); /* base owns lora from here */
+        if (rc == SMELT_OK)
+            rc = smelt_lora_attach(ctx, base, lora); /* base owns lora from here */
+    }
     char *full = rc == SMELT_OK ? smelt_strdup(ref) : NULL;
     if (rc == SMELT_OK && !full)
         rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
@@ -348,6 +352,21 @@ static int find_input(smelt_ctx *ctx, const smelt_plan *plan, const smelt_plan_s
 
 /* Sets up one output tensor: its inputs, kind, output dtype and method state. `layer_of_input`
  * is NULL for tensors outside the layers. */
+
+/* The tensor's per-input sources (all "not derived"), allocated on first use. Returns 0, or
+ * -1 with the message in ctx. */
+static int ensure_sources(smelt_ctx *ctx, smelt_plan_tensor *pt, size_t ninputs)
+{
+    if (pt->sources)
+        return 0;
+    if (!(pt->sources = calloc(ninputs, sizeof *pt->sources))) {
+        smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+        return -1;
+    }
+    for (size_t k = 0; k < ninputs; k++)
+        pt->sources[k].round_to = SMELT_DT_INVALID;
+    return 0;
+}
 static int plan_tensor(smelt_ctx *ctx, smelt_plan *plan, smelt_plan_tensor *pt,
                        const smelt_tensor_info *pattern, const long *layer_of_input,
                        smelt_dtype forced, double **values)
@@ -418,14 +437,16 @@ static int plan_tensor(smelt_ctx *ctx, smelt_plan *plan, smelt_plan_tensor *pt,
             smelt_dtype base_dtype = t->dtype;
             if (whole)
                 t = whole; /* modules_to_save: the adapter's copy replaces the base's */
-            if ((m || t->dtype != base_dtype) && !pt->sources) {
-                if (!(pt->sources = calloc(sl->ninputs, sizeof *pt->sources)))
-                    return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-                for (size_t k = 0; k < sl->ninputs; k++)
-                    pt->sources[k].round_to = SMELT_DT_INVALID;
-            }
+            if ((m || t->dtype != base_dtype) && ensure_sources(ctx, pt, sl->ninputs))
+                return SMELT_E_NOMEM;
             if (m || t->dtype != base_dtype)
-                pt->sources[i] = (smelt_plan_source){m, base_dtype};
+                pt->sources[i] = (smelt_plan_source){.lora = m, .round_to = base_dtype};
+        }
+        if (model->delta) { /* every base tensor has its XOR entry (smelt_delta_attach) */
+            if (ensure_sources(ctx, pt, sl->ninputs))
+                return SMELT_E_NOMEM;
+            pt->sources[i] = (smelt_plan_source){.delta = smelt_delta_find(model->delta, t->name),
+                                                 .round_to = t->dtype};
         }
         if (!smelt_dtype_mergeable(t->dtype))
             return smelt_fail(ctx, SMELT_E_PLAN,

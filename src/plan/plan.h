@@ -31,6 +31,8 @@ typedef struct smelt_plan_slice {
 /* A derived input of a tensor: what a "BASE+ADAPTER" model holds, computed from read bytes. */
 typedef struct smelt_plan_source {
     const struct smelt_lora_module *lora; /* adds scale * (B @ A) (format/lora.h), or NULL */
+    const struct smelt_delta_entry *delta; /* XORs the delta's frames into the base's bytes
+                                              (format/delta.h), or NULL */
     /* The dtype of the model the input stands for (the base's): the derived values are rounded
      * to it, so that an input read as BASE+ADAPTER equals, bit for bit, the same tensor of the
      * model `smelt lora apply` writes. SMELT_DT_INVALID: the input is not derived. */

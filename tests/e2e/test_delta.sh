@@ -176,7 +176,7 @@ apply_bad "metadata: shape" "but its parts decode to" "$work/shape.safetensors"
 apply_bad "another base: header" "header hash" "$D" "$work/basev"
 apply_bad "another base: header names the file" "model-00001-of-00005.safetensors" "$D" "$work/basev"
 synth other --seed 9
-apply_bad "another base: same header, other weights" "hashes to" "$D" "$work/other"
+apply_bad "another base: same header, other weights" "same header, other weights in the sampled blocks" "$D" "$work/other"
 apply_bad "base of other file count" "this is not the delta's base" "$D" "$work/base32"
 
 # The output directory.

@@ -1,0 +1,29 @@
+/* "BASE+DELTA" model references: a fine-tune read as its base plus a smelt delta (format/delta.h),
+ * XORed in frame by frame as the engine reads the base (engine/source.h), so a merge reads the
+ * base and the compressed delta instead of the fine-tune's files. */
+#ifndef SMELT_DELTA_INPUT_H
+#define SMELT_DELTA_INPUT_H
+
+#include "format/delta.h"
+#include "format/safetensors.h"
+
+/* Whether `ref` (the part after '+') names a delta rather than a LoRA adapter: a directory
+ * holding SMELT_DELTA_FILE_NAME, or that file itself. */
+int smelt_delta_is_ref(const char *ref);
+
+/* Checks that base is the model the delta was made against: the same safetensors files, each
+ * header's XXH3-128 equal to the one the delta recorded. `base_ref` names it in messages.
+ * SMELT_OK or SMELT_E_PLAN naming the file and both hashes. */
+int smelt_delta_check_base(smelt_ctx *ctx, const smelt_delta *d, const smelt_model *base,
+                           const char *base_ref);
+
+/* Opens the delta at `ref`, checks it against base (smelt_delta_check_base) and attaches it:
+ * base->delta, and the delta's file joins base->files (so the merge's identity, journal and
+ * the inputs-in-output rule cover it). Every tensor of the base must have a XOR entry of its
+ * dtype and shape and the delta no tensor the base lacks: a fine-tune whose tensors differ from
+ * the base's (added vocabulary rows, new tensors) is refused here, naming the tensor (`smelt
+ * delta apply` rebuilds it). SMELT_OK, or an error with base unchanged except that it may hold
+ * the delta (the caller closes base on failure). */
+int smelt_delta_attach(smelt_ctx *ctx, smelt_model *base, const char *ref);
+
+#endif

@@ -1,0 +1,71 @@
+# 'BASE+DELTA' merge inputs: a fine-tune stored as a smelt delta merges as the fine-tune itself.
+# A ties merge of base+d1 and base+d2 equals, byte for byte, the ties merge of the raw
+# fine-tunes, at any thread count, budget (resident or streamed tensors) and SIMD level; plan
+# shows the XOR; a damaged frame, another base and a fine-tune whose tensors differ from the
+# base's are clear errors with no output.
+source "$(dirname "$0")/lib.sh"
+
+$SMELT synth "$work/base" --size 4M --seed 1 --shard-size 1M >/dev/null
+for s in 2 3 4; do
+  $SMELT synth "$work/ft$s" --size 4M --base-seed 1 --seed $s --shard-size 1M >/dev/null
+  $SMELT delta extract --base "$work/base" "$work/ft$s" "$work/d$s" -q
+done
+ties() { # FILE MODEL1 MODEL2 MODEL3
+  cat > "$1" <<YAML
+merge_method: ties
+base_model: $work/base
+parameters: {normalize: true}
+models:
+  - model: $2
+    parameters: {weight: 0.5, density: 0.5}
+  - model: $3
+    parameters: {weight: 0.3, density: 0.7}
+  - model: $4
+    parameters: {weight: 0.2, density: 0.3}
+YAML
+}
+ties "$work/raw.yml" "$work/ft2" "$work/ft3" "$work/ft4"
+ties "$work/delta.yml" "$work/base+$work/d2" "$work/base+$work/d3" "$work/base+$work/d4/delta.safetensors"
+$SMELT merge "$work/raw.yml" "$work/raw" -q
+same() { cmp -s "$work/raw/model.safetensors" "$1/model.safetensors"; }
+for variant in "" "-j1" "--max-memory 6Mi" "-j3 --max-memory 8Mi" scalar; do
+  out=$work/out-${variant// /}
+  if [ "$variant" = scalar ]; then
+    SMELT_ISA=scalar $SMELT merge "$work/delta.yml" "$out" -q
+  else
+    # shellcheck disable=SC2086
+    $SMELT merge "$work/delta.yml" "$out" -q $variant
+  fi
+  same "$out" && pass "ties of three base+delta inputs == ties of the fine-tunes (${variant:-default})" \
+    || fail "ties of deltas differs (${variant:-default})"
+done
+$SMELT verify "$work/out-" -q && pass "verify" || fail "verify"
+
+
+
+# A damaged frame: the error names the tensor and the frame; nothing that looks complete.
+cp -r "$work/d3" "$work/bad"
+size=$(stat -c %s "$work/bad/delta.safetensors")
+printf '\xff\xff\xff\xff' | dd of="$work/bad/delta.safetensors" bs=1 seek=$((size - 4000)) conv=notrunc 2>/dev/null
+ties "$work/bad.yml" "$work/base+$work/d2" "$work/base+$work/bad" "$work/ft4"
+expect_error "damaged frame" "frame" $SMELT merge "$work/bad.yml" "$work/out-bad" -q
+no_model_output "$work/out-bad"
+
+# Another base: refused before any output.
+$SMELT synth "$work/other" --size 4M --seed 9 --shard-size 1M >/dev/null
+printf 'merge_method: linear\nmodels:\n  - model: %s\n    parameters: {weight: 1}\n' \
+  "$work/other+$work/d2" > "$work/other.yml"
+expect_error "delta of another base" "this is not the delta's base" $SMELT merge "$work/other.yml" "$work/out-other" -q
+no_model_output "$work/out-other"
+
+# A fine-tune with more vocabulary rows: its embedding is stored whole, which a merge input
+# cannot take (delta apply rebuilds it).
+$SMELT synth "$work/ftv" --size 4M --base-seed 1 --seed 5 --shard-size 1M --vocab 600 >/dev/null 2>&1 \
+  || $SMELT synth "$work/ftv" --size 4M --base-seed 1 --seed 5 --shard-size 1M --vocab 2000 >/dev/null
+$SMELT delta extract --base "$work/base" "$work/ftv" "$work/dv" -q
+printf 'merge_method: linear\nmodels:\n  - model: %s\n    parameters: {weight: 1}\n' \
+  "$work/base+$work/dv" > "$work/vocab.yml"
+expect_error "a delta with a tensor stored whole" "is stored whole in the delta" \
+  $SMELT merge "$work/vocab.yml" "$work/out-vocab" -q
+no_model_output "$work/out-vocab"
+finish
