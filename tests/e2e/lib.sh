@@ -52,6 +52,19 @@ numpy_python() {
   exit 1
 }
 
+# smelt_python_env: sets PYENV to the environment (for `env "${PYENV[@]}" ...`) in which
+# tools/python/smelt.py runs over this build's libsmelt.so; under the sanitizers the interpreter
+# preloads their runtimes (an instrumented library needs them loaded first) and Python's own
+# allocations are not leak-checked.
+smelt_python_env() {
+  PYENV=(SMELT="$SMELT" SMELT_LIBRARY="$(dirname "$SMELT")/libsmelt.so.0"
+         PYTHONPATH="${SMELT_SOURCE_DIR:-$here/../..}/tools/python")
+  if [ "${SMELT_SANITIZED:-0}" = 1 ]; then
+    PYENV+=(LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
+            ASAN_OPTIONS=detect_leaks=0:abort_on_error=1)
+  fi
+}
+
 finish() {
   if [ "$failures" -gt 0 ]; then echo "$failures check(s) failed"; exit 1; fi
   echo "all checks passed"

@@ -253,7 +253,8 @@ fi
 # The Python binding passes part and finalize through smelt_merge_options.
 src=$here/../..
 out=$work/py
-env SMELT_LIBRARY="$(dirname "$SMELT")/libsmelt.so.0" PYTHONPATH="$src/tools/python" /usr/bin/python3 - "$cfg" "$out" <<'PY' \
+smelt_python_env
+env "${PYENV[@]}" /usr/bin/python3 - "$cfg" "$out" <<'PY' \
   && same_as "$work/ref" "$out" "smelt.merge(part=(K, 2)) twice + smelt.merge(finalize=True)" \
   || fail "Python partitioned merge"
 import sys, smelt
