@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <liburing.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,7 +15,13 @@ typedef struct ring_request {
     uint64_t off;
     uint64_t tag;
     int in_use;
+    int error; /* pread mode: the reader's result, 0 or a positive errno */
 } ring_request;
+
+/* Reader threads of the pread path. Two keep a read in flight while the other's data is being
+ * copied out of the page cache, and let a device with parallelism serve both; more add little
+ * for the sequential ranges the engine asks for. */
+#define PREAD_READERS 2
 
 struct smelt_ring {
     int uring_ok;
@@ -25,9 +32,19 @@ struct smelt_ring {
     unsigned nfree;
     unsigned pending;   /* queued or in flight */
     uint64_t bytes_read; /* of completed reads */
-    /* pread mode: requests wait here in FIFO order until smelt_ring_wait performs them. */
+    /* pread mode: requests wait here in FIFO order; the first fifo_ready of them were
+     * submitted and are taken by the reader threads (or, when none could be started, performed
+     * by smelt_ring_wait itself). Finished ones wait in `done` until smelt_ring_wait returns
+     * them. Everything below is guarded by `lock` once readers run. */
     unsigned *fifo;
-    unsigned fifo_head, fifo_len;
+    unsigned fifo_head, fifo_len, fifo_ready;
+    unsigned *done;
+    unsigned done_head, done_len;
+    pthread_mutex_t lock;
+    pthread_cond_t work, finished;
+    int stopping;
+    pthread_t readers[PREAD_READERS];
+    unsigned nreaders;
 };
 
 static int uring_queue_piece(smelt_ring *ring, unsigned id)
@@ -50,6 +67,79 @@ static int uring_queue_piece(smelt_ring *ring, unsigned id)
     return 0;
 }
 
+/* Performs one pread request whole; returns 0 or a positive errno (EIO at an early end). */
+static int pread_all(ring_request *req)
+{
+    while (req->done < req->len) {
+        ssize_t n = pread(req->fd, req->buf + req->done, req->len - req->done,
+                          (off_t)(req->off + req->done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? errno : EIO;
+        req->done += (size_t)n;
+    }
+    return 0;
+}
+
+/* Takes the oldest submitted request off the FIFO (lock held, fifo_ready > 0). */
+static unsigned take_submitted(smelt_ring *ring)
+{
+    unsigned id = ring->fifo[ring->fifo_head];
+    ring->fifo_head = (ring->fifo_head + 1) % ring->depth;
+    ring->fifo_len--;
+    ring->fifo_ready--;
+    return id;
+}
+
+/* A reader: performs submitted requests while the ring's thread computes, so that on the pread
+ * path too the disk works while the workers do. */
+static void *reader_main(void *arg)
+{
+    smelt_ring *ring = arg;
+    pthread_mutex_lock(&ring->lock);
+    for (;;) {
+        while (!ring->stopping && ring->fifo_ready == 0)
+            pthread_cond_wait(&ring->work, &ring->lock);
+        if (ring->stopping)
+            break;
+        unsigned id = take_submitted(ring);
+        pthread_mutex_unlock(&ring->lock);
+        ring_request *req = &ring->requests[id];
+        req->error = pread_all(req);
+        pthread_mutex_lock(&ring->lock);
+        ring->done[(ring->done_head + ring->done_len++) % ring->depth] = id;
+        pthread_cond_signal(&ring->finished);
+    }
+    pthread_mutex_unlock(&ring->lock);
+    return NULL;
+}
+
+/* Starts the pread readers; with none (a thread could not be created), smelt_ring_wait performs
+ * the reads itself, as before readers existed. */
+static void start_readers(smelt_ring *ring)
+{
+    if (pthread_mutex_init(&ring->lock, NULL) != 0)
+        return;
+    if (pthread_cond_init(&ring->work, NULL) != 0) {
+        pthread_mutex_destroy(&ring->lock);
+        return;
+    }
+    if (pthread_cond_init(&ring->finished, NULL) != 0) {
+        pthread_cond_destroy(&ring->work);
+        pthread_mutex_destroy(&ring->lock);
+        return;
+    }
+    while (ring->nreaders < PREAD_READERS &&
+           pthread_create(&ring->readers[ring->nreaders], NULL, reader_main, ring) == 0)
+        ring->nreaders++;
+    if (ring->nreaders == 0) {
+        pthread_cond_destroy(&ring->finished);
+        pthread_cond_destroy(&ring->work);
+        pthread_mutex_destroy(&ring->lock);
+    }
+}
+
 int smelt_ring_open(smelt_ctx *ctx, unsigned depth, int force_pread, smelt_ring **out)
 {
     smelt_ring *ring = calloc(1, sizeof *ring);
@@ -59,7 +149,8 @@ int smelt_ring_open(smelt_ctx *ctx, unsigned depth, int force_pread, smelt_ring 
     ring->requests = calloc(ring->depth, sizeof *ring->requests);
     ring->free_ids = calloc(ring->depth, sizeof *ring->free_ids);
     ring->fifo = calloc(ring->depth, sizeof *ring->fifo);
-    if (!ring->requests || !ring->free_ids || !ring->fifo) {
+    ring->done = calloc(ring->depth, sizeof *ring->done);
+    if (!ring->requests || !ring->free_ids || !ring->fifo || !ring->done) {
         smelt_ring_close(ring);
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory for the read ring");
     }
@@ -74,6 +165,8 @@ int smelt_ring_open(smelt_ctx *ctx, unsigned depth, int force_pread, smelt_ring 
             smelt_notice(ctx, SMELT_LOG_NOTICE, "io_uring unavailable (%s); reading with pread",
                          strerror(-rc));
     }
+    if (!ring->uring_ok)
+        start_readers(ring);
     *out = ring;
     return SMELT_OK;
 }
@@ -90,7 +183,7 @@ int smelt_ring_queue_read(smelt_ring *ring, int fd, void *buf, size_t len, uint6
     if (ring->nfree == 0)
         return -1;
     unsigned id = ring->free_ids[--ring->nfree];
-    ring->requests[id] = (ring_request){fd, buf, len, 0, off, tag, 1};
+    ring->requests[id] = (ring_request){fd, buf, len, 0, off, tag, 1, 0};
     ring->pending++;
     if (ring->uring_ok) {
         int rc = uring_queue_piece(ring, id);
@@ -101,15 +194,36 @@ int smelt_ring_queue_read(smelt_ring *ring, int fd, void *buf, size_t len, uint6
             return -1;
         }
     } else {
+        if (ring->nreaders)
+            pthread_mutex_lock(&ring->lock);
         ring->fifo[(ring->fifo_head + ring->fifo_len++) % ring->depth] = id;
+        if (ring->nreaders)
+            pthread_mutex_unlock(&ring->lock);
     }
     return 0;
 }
 
+/* Hands every queued pread request to the readers (lock held when they run). */
+static void submit_preads(smelt_ring *ring)
+{
+    if (ring->fifo_ready < ring->fifo_len) {
+        ring->fifo_ready = ring->fifo_len;
+        pthread_cond_broadcast(&ring->work);
+    }
+}
+
 int smelt_ring_submit(smelt_ring *ring)
 {
-    if (!ring->uring_ok)
+    if (!ring->uring_ok) {
+        if (ring->nreaders) {
+            pthread_mutex_lock(&ring->lock);
+            submit_preads(ring);
+            pthread_mutex_unlock(&ring->lock);
+        } else {
+            ring->fifo_ready = ring->fifo_len;
+        }
         return 0;
+    }
     int rc = io_uring_submit(&ring->uring);
     return rc < 0 ? -rc : 0;
 }
@@ -126,22 +240,26 @@ static void release(smelt_ring *ring, unsigned id, smelt_completion *done, int e
 
 static int pread_wait(smelt_ring *ring, smelt_completion *done)
 {
-    unsigned id = ring->fifo[ring->fifo_head];
-    ring->fifo_head = (ring->fifo_head + 1) % ring->depth;
-    ring->fifo_len--;
-    ring_request *req = &ring->requests[id];
-    while (req->done < req->len) {
-        ssize_t n = pread(req->fd, req->buf + req->done, req->len - req->done,
-                          (off_t)(req->off + req->done));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            release(ring, id, done, n < 0 ? errno : EIO);
-            return 1;
-        }
-        req->done += (size_t)n;
+    if (ring->nreaders == 0) {
+        /* No readers: perform the oldest request here (submitted or not: waiting implies it). */
+        unsigned id = ring->fifo[ring->fifo_head];
+        ring->fifo_head = (ring->fifo_head + 1) % ring->depth;
+        ring->fifo_len--;
+        if (ring->fifo_ready)
+            ring->fifo_ready--;
+        release(ring, id, done, pread_all(&ring->requests[id]));
+        return 1;
     }
-    release(ring, id, done, 0);
+    pthread_mutex_lock(&ring->lock);
+    /* Waiting for a read that was queued but never submitted would never end: submit it. */
+    submit_preads(ring);
+    while (ring->done_len == 0)
+        pthread_cond_wait(&ring->finished, &ring->lock);
+    unsigned id = ring->done[ring->done_head];
+    ring->done_head = (ring->done_head + 1) % ring->depth;
+    ring->done_len--;
+    pthread_mutex_unlock(&ring->lock);
+    release(ring, id, done, ring->requests[id].error);
     return 1;
 }
 
@@ -151,6 +269,12 @@ int smelt_ring_wait(smelt_ring *ring, smelt_completion *done)
         return 0;
     if (!ring->uring_ok)
         return pread_wait(ring, done);
+    /* Waiting for a read that was queued but never submitted would never end: submit it. */
+    if (io_uring_sq_ready(&ring->uring) > 0) {
+        int rc = io_uring_submit(&ring->uring);
+        if (rc < 0)
+            return rc;
+    }
     for (;;) {
         struct io_uring_cqe *cqe;
         int rc = io_uring_wait_cqe(&ring->uring, &cqe);
@@ -199,9 +323,22 @@ void smelt_ring_close(smelt_ring *ring)
             ;
         io_uring_queue_exit(&ring->uring);
     }
+    if (ring->nreaders) {
+        /* Reads already started finish before their buffers can go; queued ones are dropped. */
+        pthread_mutex_lock(&ring->lock);
+        ring->stopping = 1;
+        pthread_cond_broadcast(&ring->work);
+        pthread_mutex_unlock(&ring->lock);
+        for (unsigned i = 0; i < ring->nreaders; i++)
+            pthread_join(ring->readers[i], NULL);
+        pthread_cond_destroy(&ring->finished);
+        pthread_cond_destroy(&ring->work);
+        pthread_mutex_destroy(&ring->lock);
+    }
     free(ring->requests);
     free(ring->free_ids);
     free(ring->fifo);
+    free(ring->done);
     free(ring);
 }
 

@@ -21,7 +21,10 @@ typedef struct smelt_completion {
 
 /* Opens a ring that holds up to `depth` reads in flight. With force_pread, or when io_uring
  * cannot be set up (old kernel, seccomp, io_uring_disabled), pread serves the same interface and
- * one notice goes to the context's log. Returns SMELT_OK or SMELT_E_NOMEM. */
+ * one notice goes to the context's log: two reader threads of the ring perform the submitted
+ * reads while the caller computes (completions then come in any order, as with io_uring), or
+ * smelt_ring_wait performs them itself when no thread can be started. Returns SMELT_OK or
+ * SMELT_E_NOMEM. */
 int smelt_ring_open(smelt_ctx *ctx, unsigned depth, int force_pread, smelt_ring **out);
 
 /* Applies the environment variable SMELT_IO: "pread" sets *force_pread to 1, "uring" or unset
@@ -39,7 +42,8 @@ int smelt_ring_queue_read(smelt_ring *ring, int fd, void *buf, size_t len, uint6
 /* Hands the queued reads to the kernel. Returns 0 or a positive errno. */
 int smelt_ring_submit(smelt_ring *ring);
 
-/* Waits for one read to finish and describes it in *done. Returns 1 when a completion was
+/* Waits for one read to finish and describes it in *done; reads still queued are submitted
+ * first. Returns 1 when a completion was
  * returned, 0 when nothing is in flight, or a negative errno when waiting itself failed. */
 int smelt_ring_wait(smelt_ring *ring, smelt_completion *done);
 
