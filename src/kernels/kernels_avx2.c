@@ -47,6 +47,8 @@ typedef __m256d VD;
 #define VM_AND(a, b) _mm256_and_ps((a), (b))
 #define VM_OR(a, b) _mm256_or_ps((a), (b))
 #define VM_ANDNOT(a, b) _mm256_andnot_ps((a), (b))
+#define VM_EQ_I(a, b) _mm256_castsi256_ps(_mm256_cmpeq_epi32((a), (b)))
+#define VM_BITS(m) ((unsigned)_mm256_movemask_ps(m))
 #define VF_SELECT(m, a, b) _mm256_blendv_ps((b), (a), (m))
 #define VI_SELECT(m, a, b) \
     _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(b), _mm256_castsi256_ps(a), (m)))

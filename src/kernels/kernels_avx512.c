@@ -42,6 +42,8 @@ typedef __m512d VD;
 #define VM_AND(a, b) ((VM)((a) & (b)))
 #define VM_OR(a, b) ((VM)((a) | (b)))
 #define VM_ANDNOT(a, b) ((VM)(~(a) & (b)))
+#define VM_EQ_I(a, b) _mm512_cmpeq_epi32_mask((a), (b))
+#define VM_BITS(m) ((unsigned)(m))
 #define VF_SELECT(m, a, b) _mm512_mask_blend_ps((m), (b), (a))
 #define VI_SELECT(m, a, b) _mm512_mask_blend_epi32((m), (b), (a))
 #define VD_ZERO _mm512_setzero_pd()

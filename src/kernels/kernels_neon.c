@@ -44,6 +44,8 @@ static const uint32_t k_iota[4] = {0, 1, 2, 3};
 #define VM_AND(a, b) vandq_u32((a), (b))
 #define VM_OR(a, b) vorrq_u32((a), (b))
 #define VM_ANDNOT(a, b) vbicq_u32((b), (a))
+#define VM_EQ_I(a, b) vceqq_u32((a), (b))
+#define VM_BITS(m) vaddvq_u32(vandq_u32((m), (uint32x4_t){1, 2, 4, 8}))
 #define VF_SELECT(m, a, b) vbslq_f32((m), (a), (b))
 #define VI_SELECT(m, a, b) vbslq_u32((m), (a), (b))
 #define VD_ZERO vdupq_n_f64(0.0)

@@ -52,9 +52,8 @@ double (*sum_abs_f64)(const float *a, size_t n);             /* sum |a[i]| */
  * order like their bit patterns; NaN magnitudes sort above Inf). For each element with
  * prefix_shift >= 32 or (m >> prefix_shift) == prefix, hist[(m >> shift) & ((1 << bits) - 1)]
  * is incremented. hist has 1 << bits entries (1 <= bits <= 24), is not cleared, and is owned by
- * the caller (one per thread); counts wrap at 2^32, so add them up per block. All levels share
- * the scalar loop: a scattered increment gains nothing from these SIMD sets (no conflict
- * detection on AVX2/NEON) and the pass is bound by reading x. */
+ * the caller (one per thread); counts wrap at 2^32, so add them up per block. The SIMD levels
+ * find the elements that match a prefix a vector at a time; the increments stay scalar. */
 void (*hist_mag)(uint32_t *hist, const float *x, size_t n, uint32_t prefix,
                  unsigned prefix_shift, unsigned shift, unsigned bits);
 

@@ -445,28 +445,28 @@ static void rank_mask(const tv_state *s, const channel *c, const float *key, con
     uint64_t task = t->index0 / SMELT_TASK_ELEMS;
     const bound *lo = c->lo >= 0 && s->bounds[c->lo].active ? &s->bounds[c->lo] : NULL;
     const bound *hi = c->hi >= 0 && s->bounds[c->hi].active ? &s->bounds[c->hi] : NULL;
-    /* Elements strictly inside the key range are kept and those outside dropped, in one
+    /* Elements strictly inside the key range are kept and those outside dropped, in a
      * branch-free loop the compiler vectorizes; only elements equal to a bound's key (rare:
-     * one key value) need their rank among equals, counted in index order afterwards. */
+     * one key value) need their rank among equals, counted in index order afterwards by a
+     * second loop whose branch is almost never taken. (One loop that also compacted the equal
+     * positions was not vectorized: the compaction's store index is a loop-carried sum.) */
     uint32_t lo_key = lo ? lo->prefix : 0, hi_key = hi ? hi->prefix : UINT32_MAX;
     /* n in a local: keep is a char type, so its stores could alias t->n otherwise. */
-    size_t n = t->n, nequal = 0;
-    uint32_t lo_on = lo != NULL, hi_on = hi != NULL;
-    uint16_t equal[SMELT_TILE_ELEMS];
+    size_t n = t->n;
     for (size_t j = 0; j < n; j++) {
         uint32_t m = mag_bits(key[j]);
         keep[j] = (uint8_t)((m >= lo_key) & (m <= hi_key));
-        /* Branch-free compaction of the positions equal to a bound's key. */
-        equal[nequal] = (uint16_t)j;
-        nequal += ((m == lo_key) & lo_on) | ((m == hi_key) & hi_on);
     }
-    for (size_t e = 0; e < nequal; e++) {
-        size_t j = equal[e];
+    /* A key no magnitude pattern has (bit 31 set) stands for an open end. */
+    uint32_t lo_eq = lo ? lo_key : UINT32_MAX, hi_eq = hi ? hi_key : UINT32_MAX;
+    for (size_t j = 0; j < n; j++) {
         uint32_t m = mag_bits(key[j]);
-        if (lo && m == lo_key && lo->before[task] + running[c->lo]++ < lo->rank)
-            keep[j] = 0;
-        if (hi && m == hi_key && hi->before[task] + running[c->hi]++ >= hi->rank)
-            keep[j] = 0;
+        if (__builtin_expect(m == lo_eq || m == hi_eq, 0)) {
+            if (m == lo_eq && lo->before[task] + running[c->lo]++ < lo->rank)
+                keep[j] = 0;
+            if (m == hi_eq && hi->before[task] + running[c->hi]++ >= hi->rank)
+                keep[j] = 0;
+        }
     }
 }
 
