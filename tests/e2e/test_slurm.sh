@@ -12,7 +12,8 @@ source "$here/slurm_cluster.sh"
 
 # The jobs see this environment (sbatch --export=ALL): SMELT, and ASAN_OPTIONS under ASan.
 cd "$work/jobs"
-sbatch --wait --quiet --output=env.log --wrap='echo "SMELT=$SMELT ASAN=${ASAN_OPTIONS:-}"' ||
+# (timeout: sbatch --wait would wait for ever on a job that is never scheduled)
+timeout 300 sbatch --wait --quiet --output=env.log --wrap='echo "SMELT=$SMELT ASAN=${ASAN_OPTIONS:-}"' ||
   die "a one-line batch job did not complete: $(cat env.log 2>/dev/null)"
 [ "$(cat env.log)" = "SMELT=$SMELT ASAN=${ASAN_OPTIONS:-}" ] &&
   pass "a batch job runs and sees SMELT${ASAN_OPTIONS:+ and ASAN_OPTIONS}" ||
@@ -76,7 +77,7 @@ if wait_jobs 600 "$array" "$final"; then
   $SMELT verify "$out" -q && pass "verify passes on the Slurm merge" || fail "verify failed on the Slurm merge"
 fi
 
-# --- A failing part: afterok holds the finalize job back, for good ---------------------------
+# --- A failing part: the finalize job is cancelled, never run --------------------------------
 # A stand-in for smelt fails array task 2 (part 3 of 4) and runs the real smelt otherwise.
 cat > "$work/smelt-fail-part3" <<'EOF'
 #!/bin/bash
@@ -107,7 +108,7 @@ if wait_jobs 600 "$array" "$final"; then
   $SMELT merge "$cfg" "$out" "${args[@]}" -q --resume --part 3/4 2>/dev/null
   finalize=$(sed -n 's/^if a part fails, rerun it, then: //p' <<<"$msg")
   [ -n "$finalize" ] || fail "slurm-merge.sh printed no finalize command: $msg"
-  REAL_SMELT=$SMELT sbatch --wait --quiet --output=refinalize.log --wrap="$finalize" ||
+  REAL_SMELT=$SMELT timeout 300 sbatch --wait --quiet --output=refinalize.log --wrap="$finalize" ||
     fail "the printed finalize command as a batch job: $(cat refinalize.log)"
   same_as "$work/ref" "$out" "part 3 rerun + the printed finalize command"
 fi
