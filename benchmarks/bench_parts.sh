@@ -52,7 +52,7 @@ $SMELT merge "$cfg" "$work/local" "${args[@]}" --finalize
 echo "$n local parts at once + finalize:  $(secs "$t") s"
 same_as "$work/one" "$work/local" "$n local parts" >/dev/null
 
-if [ "${BENCH_NO_SLURM:-0}" = 1 ]; then finish; exit; fi
+if [ "${BENCH_NO_SLURM:-0}" = 1 ]; then finish >/dev/null; exit; fi
 source "$here/slurm_cluster.sh" >/dev/null
 cd "$work/jobs"
 t=$(now)
