@@ -12,7 +12,13 @@ packages=(build-essential cmake pkg-config liburing-dev libxxhash-dev libzstd-de
           # (xxhsum) to check the manifest's hashes against.
           python3 valgrind xxhash
           # The llama.cpp tests' independent forward pass (tests/tools/llama_ref.py).
-          python3-numpy)
+          python3-numpy
+          # tests/e2e/test_slurm.sh runs the partitioned merge scripts (tools/cluster/) on a real
+          # single-node Slurm cluster of its own: the controller, the node daemon, munge (their
+          # authentication) and sbatch/squeue/scontrol (slurm-client). The test starts its own
+          # daemons with its own config, key and socket, never the packages' services (which
+          # systemd enables; without /etc/slurm/slurm.conf the Slurm ones do not start).
+          slurmctld slurmd munge slurm-client)
 # The GGUF tests compare with the real ggml, installed from npm (tools/ggml_ref.sh). An npm
 # already on PATH is used as it is: NodeSource's nodejs bundles one and conflicts with Debian's.
 command -v npm >/dev/null || packages+=(nodejs npm)

@@ -33,6 +33,24 @@ no_model_output() {
   if compgen -G "$dir/*.smelt-tmp" >/dev/null; then fail "temporary files left in $dir"; fi
 }
 
+# same_as REF DIR NAME: DIR (a partitioned merge) holds exactly REF's files, each byte-identical.
+same_as() {
+  local ref=$1 dir=$2 name=$3 bad=0
+  if ! diff <(ls -A "$ref") <(ls -A "$dir") >/dev/null; then
+    fail "$name: other files than the one-process merge: $(diff <(ls -A "$ref") <(ls -A "$dir") | tr '\n' ' ')"
+    return
+  fi
+  for f in $(ls -A "$ref"); do cmp -s "$ref/$f" "$dir/$f" || { fail "$name: $f differs"; bad=1; }; done
+  if [ "$bad" -eq 0 ]; then pass "$name: all $(ls -A "$ref" | wc -l) files byte-identical to one process"; fi
+}
+# no_final DIR NAME: nothing that finalizing writes is in DIR.
+no_final() {
+  if compgen -G "$1/model*.safetensors" >/dev/null || [ -e "$1/model.safetensors.index.json" ] ||
+     [ -e "$1/smelt-manifest.json" ] || [ -e "$1/config.json" ] || [ -e "$1/README.md" ]; then
+    fail "$2: final files written after a refusal: $(ls -A "$1" | tr '\n' ' ')"
+  fi
+}
+
 # linear_config FILE BASE W1 M1 [W2 M2 ...]: a mergekit linear config.
 linear_config() {
   local file=$1 base=$2; shift 2

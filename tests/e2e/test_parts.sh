@@ -25,24 +25,6 @@ ties_config "$work/c.yml" 0.6
 cfg=$work/c.yml
 args=(--out-shard-size 1M -q)
 
-# same_as REF DIR NAME: DIR holds exactly REF's files, each byte-identical.
-same_as() {
-  local ref=$1 dir=$2 name=$3 bad=0
-  if ! diff <(ls -A "$ref") <(ls -A "$dir") >/dev/null; then
-    fail "$name: other files than the one-process merge: $(diff <(ls -A "$ref") <(ls -A "$dir") | tr '\n' ' ')"
-    return
-  fi
-  for f in $(ls -A "$ref"); do cmp -s "$ref/$f" "$dir/$f" || { fail "$name: $f differs"; bad=1; }; done
-  [ "$bad" -eq 0 ] && pass "$name: all $(ls -A "$ref" | wc -l) files byte-identical to one process"
-}
-# no_final DIR NAME: nothing that finalizing writes is in DIR.
-no_final() {
-  if compgen -G "$1/model*.safetensors" >/dev/null || [ -e "$1/model.safetensors.index.json" ] ||
-     [ -e "$1/smelt-manifest.json" ] || [ -e "$1/config.json" ] || [ -e "$1/README.md" ]; then
-    fail "$2: final files written after a refusal: $(ls -A "$1" | tr '\n' ' ')"
-  fi
-}
-
 $SMELT merge "$cfg" "$work/ref" "${args[@]}"
 nshards=$(ls "$work/ref"/model-*.safetensors | wc -l)
 [ "$nshards" -ge 5 ] && pass "one-process merge: $nshards shards" || fail "only $nshards shards"
