@@ -604,8 +604,15 @@ static void select_tile(const tv_state *s, const smelt_tile *t, const float *var
         if (!shared && s->v->sparsify == SPARSE_RANDOM) {
             float u[SMELT_TILE_ELEMS], density = (float)m->density;
             t->k->philox_uniform(u, m->key, t->index0, t->n);
-            for (size_t j = 0; j < t->n; j++)
-                keep[j] = (double)u[j] < m->density;
+            /* (double)u < density for a float u is u < the least float >= density: the same
+             * truth for every u, in a compare the compiler vectorizes (the widening one it
+             * did not). n in a local: keep is a char type, so its stores could alias t->n. */
+            float keep_below = (float)m->density;
+            if ((double)keep_below < m->density)
+                keep_below = nextafterf(keep_below, INFINITY);
+            size_t n = t->n;
+            for (size_t j = 0; j < n; j++)
+                keep[j] = u[j] < keep_below;
             if (divide)
                 for (size_t j = 0; j < t->n; j++)
                     d[j] = d[j] / density;
@@ -613,9 +620,12 @@ static void select_tile(const tv_state *s, const smelt_tile *t, const float *var
             float u[SMELT_TILE_ELEMS];
             const uint16_t *rank = ranks_of(s, area, i) + (t->index0 - t->task_index0);
             t->k->philox_uniform(u, m->key, t->index0, t->n);
-            for (size_t j = 0; j < t->n; j++) {
-                double r = s->row > 1 ? (double)rank[j] / (double)(s->row - 1) : 0.0;
-                double p = m->p_lo + m->p_span * r;
+            size_t n = t->n; /* locals, as above */
+            double p_lo = m->p_lo, p_span = m->p_span;
+            double row_last = s->row > 1 ? (double)(s->row - 1) : 0.0;
+            for (size_t j = 0; j < n; j++) {
+                double r = row_last > 0 ? (double)rank[j] / row_last : 0.0;
+                double p = p_lo + p_span * r;
                 keep[j] = (double)u[j] < p;
                 if (divide)
                     d[j] = d[j] / (float)p;
