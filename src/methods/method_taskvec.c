@@ -716,8 +716,12 @@ static void tv_stats(const void *state, unsigned pass, const smelt_tile *t, void
             if (!bd->active)
                 continue;
             const float *key = bound_key(s, b, t, var);
-            for (size_t j = 0; j < t->n; j++)
-                count[b] += mag_bits(key[j]) == bd->prefix;
+            /* Locals: count's stores could alias bd->prefix, which kept the loop scalar. */
+            uint32_t v = bd->prefix, equal = 0;
+            size_t n = t->n;
+            for (size_t j = 0; j < n; j++)
+                equal += mag_bits(key[j]) == v;
+            count[b] += equal;
         }
         return;
     }
@@ -846,8 +850,12 @@ static void tv_apply(const void *state, const smelt_tile *t, float *out)
             for (size_t j = 0; j < n; j++)
                 mixed[j] = mixed[j] / (div[j] > 1e-6f ? div[j] : 1e-6f);
         } else if (s->normalize) {
+            /* Two loops: in one, the compiler turned x / 1 into a branch around the division
+             * and left the loop scalar. x / 1 is x, so the bits are the same. */
             for (size_t j = 0; j < n; j++)
-                mixed[j] = mixed[j] / (div[j] == 0 ? 1.0f : div[j]);
+                div[j] = div[j] == 0 ? 1.0f : div[j];
+            for (size_t j = 0; j < n; j++)
+                mixed[j] = mixed[j] / div[j];
         }
     } else {
         t->k->scale(mixed, delta(t, 0), s->m[0].w, n);
