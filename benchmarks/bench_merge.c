@@ -200,7 +200,7 @@ static const method_row methods[] = {
     {"ramplus_tl", ROLE_PLAIN, 0, 1, 0, NULL},
     {"arcee_fusion", ROLE_PLAIN, 2, 1, 0, NULL},
     {"slerp", ROLE_PLAIN, 2, 1, 1, "t: 0.4"},
-    {"nuslerp", ROLE_WEIGHTED, 0, 1, 0, NULL},
+    {"nuslerp", ROLE_WEIGHTED, 3, 1, 0, NULL}, /* with a base: exactly two fine-tunes */
     {"multislerp", ROLE_WEIGHTED, 0, 1, 0, NULL},
     {"karcher", ROLE_PLAIN, 0, 0, 1, NULL},
     {"model_stock", ROLE_PLAIN, 0, 1, 0, NULL},
