@@ -21,22 +21,8 @@ size=${1:-200M} n=${2:-4} shard=${3:-12M}
 export SMELT SMELT_MAX_MEMORY=512Mi
 args=(--out-shard-size "$shard" --max-memory 512Mi -q)
 
-$SMELT synth "$work/base" --size "$size" --seed 1 --shard-size 50M
-for s in 2 3 4; do $SMELT synth "$work/ft$s" --size "$size" --base-seed 1 --seed $s --shard-size 50M; done
+ties_set "$size" 50M
 cfg=$work/ties.yml
-cat > "$cfg" <<EOF
-merge_method: ties
-base_model: $work/base
-models:
-  - model: $work/ft2
-    parameters: {weight: 0.5, density: 0.5}
-  - model: $work/ft3
-    parameters: {weight: 0.3, density: 0.6}
-  - model: $work/ft4
-    parameters: {weight: 0.2, density: 0.4}
-parameters: {normalize: true}
-dtype: bfloat16
-EOF
 now() { date +%s.%N; }
 secs() { printf '%.2f' "$(echo "$(now) - $1" | bc)"; }
 

@@ -62,6 +62,27 @@ linear_config() {
 
 # numpy_python: sets PY to a python3 that has numpy (Debian's python3-numpy, which
 # tools/setup.sh installs; a python3 earlier on PATH, such as pyenv's, may lack it), or fails.
+# ties_set SIZE SHARD: a base and three fine-tunes of it ($work/base, $work/ft2..ft4; SIZE each,
+# shards of SHARD) and $work/ties.yml, a ties merge of them (the Slurm test and
+# benchmarks/bench_parts.sh share it).
+ties_set() {
+  $SMELT synth "$work/base" --size "$1" --seed 1 --shard-size "$2"
+  for s in 2 3 4; do $SMELT synth "$work/ft$s" --size "$1" --base-seed 1 --seed $s --shard-size "$2"; done
+  cat > "$work/ties.yml" <<EOF
+merge_method: ties
+base_model: $work/base
+models:
+  - model: $work/ft2
+    parameters: {weight: 0.5, density: 0.5}
+  - model: $work/ft3
+    parameters: {weight: 0.3, density: 0.6}
+  - model: $work/ft4
+    parameters: {weight: 0.2, density: 0.4}
+parameters: {normalize: true}
+dtype: bfloat16
+EOF
+}
+
 numpy_python() {
   for PY in ${PYTHON:-} /usr/bin/python3 python3; do
     if command -v "$PY" >/dev/null && "$PY" -c 'import numpy' 2>/dev/null; then return 0; fi

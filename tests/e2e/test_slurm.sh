@@ -20,22 +20,8 @@ timeout 300 sbatch --wait --quiet --output=env.log --wrap='echo "SMELT=$SMELT AS
   fail "a batch job's environment: $(cat env.log), expected SMELT=$SMELT ASAN=${ASAN_OPTIONS:-}"
 
 # --- The merge -------------------------------------------------------------------------------
-$SMELT synth "$work/base" --size 6M --seed 1 --shard-size 1M
-for s in 2 3 4; do $SMELT synth "$work/ft$s" --size 6M --base-seed 1 --seed $s --shard-size 1M; done
+ties_set 6M 1M
 cfg=$work/ties.yml
-cat > "$cfg" <<EOF
-merge_method: ties
-base_model: $work/base
-models:
-  - model: $work/ft2
-    parameters: {weight: 0.5, density: 0.5}
-  - model: $work/ft3
-    parameters: {weight: 0.3, density: 0.6}
-  - model: $work/ft4
-    parameters: {weight: 0.2, density: 0.4}
-parameters: {normalize: true}
-dtype: bfloat16
-EOF
 args=(--out-shard-size 1M)
 t0=$(date +%s.%N)
 $SMELT merge "$cfg" "$work/ref" "${args[@]}" -q

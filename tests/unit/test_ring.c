@@ -23,19 +23,45 @@ static char *make_file(unsigned char **content)
     return path;
 }
 
+/* A ring over a fresh test file: the file's content in fx->want, its descriptor in fx->fd. */
+typedef struct ring_fixture {
+    unsigned char *want, *got;
+    char *path;
+    int fd;
+    smelt_ctx *ctx;
+    smelt_ring *ring;
+} ring_fixture;
+
+static void fixture_open(ring_fixture *fx, unsigned depth, int force_pread)
+{
+    fx->path = make_file(&fx->want);
+    fx->fd = open(fx->path, O_RDONLY);
+    ck_assert_int_ge(fx->fd, 0);
+    fx->ctx = smelt_ctx_new();
+    ck_assert_int_eq(smelt_ring_open(fx->ctx, depth, force_pread, &fx->ring), SMELT_OK);
+    fx->got = calloc(1, FILE_BYTES);
+}
+
+static void fixture_close(ring_fixture *fx)
+{
+    smelt_ring_close(fx->ring);
+    smelt_ctx_free(fx->ctx);
+    close(fx->fd);
+    free(fx->got);
+    free(fx->want);
+    free(fx->path);
+}
+
 static void read_everything(int force_pread)
 {
-    unsigned char *want;
-    char *path = make_file(&want);
-    int fd = open(path, O_RDONLY);
-    ck_assert_int_ge(fd, 0);
-    smelt_ctx *ctx = smelt_ctx_new();
-    smelt_ring *ring;
-    ck_assert_int_eq(smelt_ring_open(ctx, 8, force_pread, &ring), SMELT_OK);
+    ring_fixture fx;
+    fixture_open(&fx, 8, force_pread);
+    smelt_ring *ring = fx.ring;
+    unsigned char *want = fx.want, *got = fx.got;
+    int fd = fx.fd;
     if (force_pread)
         ck_assert_int_eq(smelt_ring_is_uring(ring), 0);
     /* Pieces of uneven sizes, queued 8 at a time, land where they belong. */
-    unsigned char *got = calloc(1, FILE_BYTES);
     size_t piece = 100003, at = 0;
     unsigned long done_mask = 0, queued = 0;
     while (at < FILE_BYTES || smelt_ring_pending(ring)) {
@@ -78,13 +104,7 @@ static void read_everything(int force_pread)
     smelt_ring_submit(ring);
     ck_assert_int_eq(smelt_ring_wait(ring, &c), 1);
     ck_assert_int_eq(c.error, EBADF);
-
-    smelt_ring_close(ring);
-    smelt_ctx_free(ctx);
-    close(fd);
-    free(got);
-    free(want);
-    free(path);
+    fixture_close(&fx);
 }
 
 /* Submitted reads proceed while the caller does something else (on the pread path, reader
@@ -93,14 +113,11 @@ static void read_everything(int force_pread)
  * nor leaks. */
 static void reads_in_background(int force_pread)
 {
-    unsigned char *want;
-    char *path = make_file(&want);
-    int fd = open(path, O_RDONLY);
-    ck_assert_int_ge(fd, 0);
-    smelt_ctx *ctx = smelt_ctx_new();
-    smelt_ring *ring;
-    ck_assert_int_eq(smelt_ring_open(ctx, 4, force_pread, &ring), SMELT_OK);
-    unsigned char *got = calloc(1, FILE_BYTES);
+    ring_fixture fx;
+    fixture_open(&fx, 4, force_pread);
+    smelt_ring *ring = fx.ring;
+    unsigned char *want = fx.want, *got = fx.got;
+    int fd = fx.fd;
     ck_assert_int_eq(smelt_ring_queue_read(ring, fd, got, FILE_BYTES, 0, 1), 0);
     ck_assert_int_eq(smelt_ring_submit(ring), 0);
     /* Polls the last byte (reads fill in order) for up to 30 s: no time is asserted, only that
@@ -122,12 +139,7 @@ static void reads_in_background(int force_pread)
     for (uint64_t i = 0; i < 4; i++)
         ck_assert_int_eq(smelt_ring_queue_read(ring, fd, got, FILE_BYTES, 0, 10 + i), 0);
     ck_assert_int_eq(smelt_ring_submit(ring), 0);
-    smelt_ring_close(ring);
-    smelt_ctx_free(ctx);
-    close(fd);
-    free(got);
-    free(want);
-    free(path);
+    fixture_close(&fx); /* reads still in flight */
 }
 
 START_TEST(uring_background) { reads_in_background(0); }
