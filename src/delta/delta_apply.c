@@ -12,6 +12,7 @@
 #include "common/util.h"
 #include "format/delta.h"
 #include "integrity/checksum.h"
+#include "kernels/kernels.h"
 #include "io/writer.h"
 
 #include <dirent.h>
@@ -151,18 +152,20 @@ static void frame_task(void *arg, size_t task, unsigned worker)
     const astream *s = &a->streams[a->b_stream[task]];
     const uint64_t f = a->b_frame[task];
     aslot *slot = &a->slots[task];
-    slot->raw = (size_t)(smelt_delta_frame_elems(a->d, s->e, f) * s->e->unit);
-    int rc = smelt_delta_decode(ctx, a->d, s->e, f, f + 1, a->scratch[worker], slot->out,
-                                a->slot_raw);
+    const uint64_t elems = smelt_delta_frame_elems(a->d, s->e, f);
+    slot->raw = (size_t)(elems * s->e->unit);
+    const uint8_t *planes;
+    int rc = smelt_delta_decode(ctx, a->d, s->e, f, a->scratch[worker], &planes);
     if (rc == SMELT_OK && s->base_fd >= 0) {
         uint64_t at = s->base_off + f * a->d->frame_elems * s->e->unit;
         int err = smelt_pread_all(s->base_fd, slot->base, slot->raw, at);
         if (err)
             rc = smelt_fail_errno(ctx, err, "%s: tensor '%s': cannot read bytes [%llu, %llu)",
                                   s->base_path, s->e->name, (ull)at, (ull)(at + slot->raw));
-        else
-            smelt_delta_xor(slot->out, slot->base, slot->raw);
     }
+    if (rc == SMELT_OK) /* the planes joined and XORed into the base's bytes in one pass */
+        smelt_kernels_get()->delta_join(slot->out, planes, (size_t)elems, (size_t)elems,
+                                        s->e->unit, s->base_fd >= 0 ? slot->base : NULL);
     if (rc != SMELT_OK)
         delta_task_failed(&a->w, worker, task);
 }

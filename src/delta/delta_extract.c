@@ -15,6 +15,7 @@
 #include "integrity/checksum.h"
 #include "integrity/journal.h"
 #include "io/writer.h"
+#include "kernels/kernels.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -304,8 +305,8 @@ static void frame_task(void *arg, size_t task, unsigned worker)
         delta_task_failed(&x->w, worker, task);
         return;
     }
-    smelt_delta_split_planes(slot->in, s->base_fd >= 0 ? slot->base : NULL, (size_t)elems,
-                             e->unit, slot->planes);
+    smelt_kernels_get()->delta_split(slot->planes, (size_t)elems, slot->in, (size_t)elems,
+                                     e->unit, s->base_fd >= 0 ? slot->base : NULL);
     slot->sum = XXH3_64bits(slot->planes, slot->raw);
     size_t n = ZSTD_compress2(x->cctx[worker], slot->out, x->slot_out, slot->planes, slot->raw);
     if (ZSTD_isError(n)) {

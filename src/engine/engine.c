@@ -542,18 +542,18 @@ static int xor_delta(const derive_job *job, size_t i, const smelt_delta_entry *e
     const engine *e = job->e;
     const smelt_plan_tensor *pt = job->pt;
     const smelt_delta *d = e->plan->models[pt->input_model[i]]->delta;
-    uint8_t *frame = e->delta_frame + (size_t)worker * e->delta_frame_bytes;
     uint8_t *stage = job->s->stage[i] + smelt_dtype_span(pt->inputs[i]->dtype, begin);
     uint64_t first = job->s->start + begin, last = job->s->start + end, fe = d->frame_elems;
     for (uint64_t f = first / fe; f * fe < last; f++) {
         uint64_t f0 = f * fe, n = smelt_delta_frame_elems(d, en, f);
-        int rc = smelt_delta_decode(e->delta_ctx[worker], d, en, f, f + 1,
-                                    e->delta_scratch[worker], frame, e->delta_frame_bytes);
+        const uint8_t *planes;
+        int rc = smelt_delta_decode(e->delta_ctx[worker], d, en, f, e->delta_scratch[worker],
+                                    &planes);
         if (rc != SMELT_OK)
             return rc;
         uint64_t lo = first > f0 ? first : f0, hi = last < f0 + n ? last : f0 + n;
-        smelt_delta_xor(stage + (lo - first) * en->unit, frame + (lo - f0) * en->unit,
-                        (size_t)((hi - lo) * en->unit));
+        uint8_t *at = stage + (lo - first) * en->unit;
+        e->k->delta_join(at, planes + (lo - f0), (size_t)n, (size_t)(hi - lo), en->unit, at);
     }
     return SMELT_OK;
 }
