@@ -652,6 +652,27 @@ int smelt_delta_decode_frame(smelt_ctx *ctx, const smelt_delta *d, const smelt_d
     return SMELT_OK;
 }
 
+int smelt_delta_prefix_bytes(smelt_ctx *ctx, const smelt_delta *d, const smelt_delta_entry *e,
+                             uint64_t nelems, uint64_t *bytes)
+{
+    uint64_t nframes = (nelems + d->frame_elems - 1) / d->frame_elems;
+    if (nframes >= e->nframes) {
+        *bytes = e->blob_size;
+        return SMELT_OK;
+    }
+    *bytes = 0;
+    if (nframes == 0)
+        return SMELT_OK;
+    uint8_t rec[SMELT_DELTA_TABLE_RECORD];
+    uint64_t end, sum;
+    int rc = smelt_delta_read_table(ctx, d, e, nframes - 1, nframes, rec);
+    if (rc != SMELT_OK)
+        return rc;
+    smelt_delta_get_record(rec, &end, &sum);
+    *bytes = nframes * SMELT_DELTA_TABLE_RECORD + end;
+    return SMELT_OK;
+}
+
 int smelt_delta_decode(smelt_ctx *ctx, const smelt_delta *d, const smelt_delta_entry *e,
                        uint64_t f, smelt_delta_scratch *s, const uint8_t **planes)
 {

@@ -170,6 +170,12 @@ int smelt_delta_decode_frame(smelt_ctx *ctx, const smelt_delta *d, const smelt_d
                              uint64_t f, uint64_t start, uint64_t end, uint64_t sum,
                              smelt_delta_scratch *s, const uint8_t **planes);
 
+/* The bytes of entry e that hold its first nelems elements: the frame table records of the
+ * frames that hold them and those frames (the whole blob when they are all of its frames; one
+ * record is read to tell otherwise). What a reader of that prefix reads, frame by frame. */
+int smelt_delta_prefix_bytes(smelt_ctx *ctx, const smelt_delta *d, const smelt_delta_entry *e,
+                             uint64_t nelems, uint64_t *bytes);
+
 /* smelt_delta_decode_frame for frame f, its records (f's and the one before) read here. */
 int smelt_delta_decode(smelt_ctx *ctx, const smelt_delta *d, const smelt_delta_entry *e,
                        uint64_t f, smelt_delta_scratch *s, const uint8_t **planes);

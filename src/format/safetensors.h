@@ -34,6 +34,8 @@ typedef struct smelt_st_file {
     int fd;              /* O_RDONLY | O_CLOEXEC */
     uint64_t size;       /* file size in bytes */
     uint64_t data_start; /* 8 + header length */
+    uint64_t dev, ino;   /* the file's identity (st_dev, st_ino): one file opened twice, as a
+                            base named alone and in BASE+DELTA, is read once (engine/source.h) */
 } smelt_st_file;
 
 /* An opened model: one or more safetensors files and their tensors. Read-only after

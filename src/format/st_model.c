@@ -67,6 +67,8 @@ static int parse_file(smelt_ctx *ctx, smelt_st_file *file, smelt_tensor_info **t
     if (fstat(file->fd, &st) != 0)
         return smelt_fail_errno(ctx, errno, "%s: cannot stat", file->path);
     file->size = (uint64_t)st.st_size;
+    file->dev = (uint64_t)st.st_dev;
+    file->ino = (uint64_t)st.st_ino;
     uint8_t head[8];
     size_t head_len = file->size < 8 ? (size_t)file->size : 8;
     int err = read_full(file->fd, head, head_len);

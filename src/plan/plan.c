@@ -445,8 +445,13 @@ static int plan_tensor(smelt_ctx *ctx, smelt_plan *plan, smelt_plan_tensor *pt,
         if (model->delta) { /* every base tensor has its XOR entry (smelt_delta_attach) */
             if (ensure_sources(ctx, pt, sl->ninputs))
                 return SMELT_E_NOMEM;
-            pt->sources[i] = (smelt_plan_source){.delta = smelt_delta_find(model->delta, t->name),
-                                                 .round_to = t->dtype};
+            const smelt_delta_entry *en = smelt_delta_find(model->delta, t->name);
+            uint64_t bytes;
+            int rc = smelt_delta_prefix_bytes(ctx, model->delta, en, pattern->numel, &bytes);
+            if (rc != SMELT_OK)
+                return rc;
+            pt->sources[i] = (smelt_plan_source){.delta = en, .delta_bytes = bytes,
+                                                 .round_to = SMELT_DT_INVALID};
         }
         if (!smelt_dtype_mergeable(t->dtype))
             return smelt_fail(ctx, SMELT_E_PLAN,

@@ -41,6 +41,37 @@ for variant in "" "-j1" "--max-memory 6Mi" "-j3 --max-memory 8Mi" scalar; do
 done
 $SMELT verify "$work/out-" -q && pass "verify" || fail "verify"
 
+# The base read once: base_model BASE and two BASE+DELTA inputs stand on the same base bytes,
+# which the ring reads once per chunk; what the merge reads (the ring's count and the deltas'
+# frames, --json bytes_read) is what `smelt plan` promised, at a resident and a streamed budget,
+# and it is the base's tensors once plus at most the two delta files.
+two() { # FILE MODEL1 MODEL2
+  printf 'merge_method: ties\nbase_model: %s\nmodels:\n  - model: %s\n    parameters: {weight: 0.6, density: 0.5}\n  - model: %s\n    parameters: {weight: 0.4, density: 0.6}\n' \
+    "$work/base" "$2" "$3" > "$1"
+}
+two "$work/raw2.yml" "$work/ft2" "$work/ft3"
+two "$work/shared.yml" "$work/base+$work/d2" "$work/base+$work/d3"
+$SMELT merge "$work/raw2.yml" "$work/raw2" -q
+for budget in 512Mi 3Mi; do # 3Mi at -j2 streams the largest tensors: their frames span chunks
+  $SMELT plan "$work/shared.yml" --max-memory $budget -j2 > "$work/shared-$budget.plan"
+  planned=$(sed -n 's/^read: *\([0-9]*\) bytes.*/\1/p' "$work/shared-$budget.plan")
+  got=$($SMELT merge "$work/shared.yml" "$work/shared-$budget" --max-memory $budget -j2 --json -q |
+        sed -n 's/.*"bytes_read": \([0-9]*\).*/\1/p')
+  cmp -s "$work/raw2/model.safetensors" "$work/shared-$budget/model.safetensors" &&
+    pass "base_model + two deltas on it == the fine-tunes' merge ($budget)" ||
+    fail "base_model + two deltas differ from the fine-tunes' merge ($budget)"
+  [ -n "$got" ] && [ "$got" = "$planned" ] && pass "bytes read $got == planned ($budget)" ||
+    fail "bytes read '$got' != planned '$planned' ($budget)"
+done
+grep -q streamed "$work/shared-3Mi.plan" && pass "3Mi streams" || fail "3Mi streams nothing"
+deltas=$(( $(stat -c %s "$work/d2/delta.safetensors") + $(stat -c %s "$work/d3/delta.safetensors") ))
+# At 512Mi every tensor is resident: read once. $inputs counts the base's tensors three times.
+planned=$($SMELT plan "$work/shared.yml" | sed -n 's/^read: *\([0-9]*\) bytes.*/\1/p')
+inputs=$($SMELT plan "$work/shared.yml" | sed -n "s/^read:.*the input tensors' \([0-9]*\) bytes.*/\1/p")
+[ "$planned" -gt $((inputs / 3)) ] && [ "$planned" -le $((inputs / 3 + deltas)) ] &&
+  pass "the base is read once ($planned bytes: base tensors $((inputs / 3)) + deltas <= $deltas)" ||
+  fail "the base is read more than once ($planned bytes for base tensors $((inputs / 3)), deltas $deltas)"
+
 
 
 # A damaged frame: the error names the tensor and the frame; nothing that looks complete.
