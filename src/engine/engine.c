@@ -437,7 +437,9 @@ static int start_chunk(engine *e, slot *s, size_t slot_index)
         const smelt_tensor_info *t = pt->inputs[i];
         size_t reader = smelt_source_reader(plan, pt, i);
         int file = smelt_source_kind_of(pt, i) == SMELT_SOURCE_FILE;
-        s->read[i] = s->read[reader]; /* an earlier input's read serves this one */
+        /* An earlier input's read serves this one, or none does (a delta entry stored
+         * whole, decoded from its frames alone). */
+        s->read[i] = reader == SMELT_SOURCE_NO_READ ? NULL : s->read[reader];
         if (reader == i) {
             uint8_t *dst = file ? s->in[i] : s->stage[i];
             int fd = plan->models[pt->input_model[i]]->files[t->file].fd;

@@ -20,7 +20,9 @@ typedef enum smelt_source_kind {
     SMELT_SOURCE_FILE,  /* its file's bytes, handed to the tiles as read */
     SMELT_SOURCE_LORA,  /* f32 computed from the read bytes: W + scale * (B @ A), or an
                            adapter's copy rounded to the base's dtype (smelt_source_lora_apply) */
-    SMELT_SOURCE_DELTA, /* in its own dtype: the read base bytes XOR a delta's decoded frames */
+    SMELT_SOURCE_DELTA, /* in its own dtype: the read base bytes XOR a delta's decoded frames, or
+                           an entry stored whole: its decoded frames alone (reads no file
+                           bytes) */
 } smelt_source_kind;
 
 smelt_source_kind smelt_source_kind_of(const smelt_plan_tensor *pt, size_t i);
@@ -29,7 +31,9 @@ smelt_source_kind smelt_source_kind_of(const smelt_plan_tensor *pt, size_t i);
  * same extent of the same file (device and inode, offset, dtype; every input reads
  * pt->ref->numel elements), so bytes several inputs stand on are read once per chunk. The read
  * lands in input j's buffer and is never written over: every input that needs other bytes
- * computes them into its own buffer. Pure, O(i). */
+ * computes them into its own buffer. SMELT_SOURCE_NO_READ for an input that reads no file
+ * bytes (a delta entry stored whole). Pure, O(i). */
+#define SMELT_SOURCE_NO_READ SIZE_MAX
 size_t smelt_source_reader(const smelt_plan *plan, const smelt_plan_tensor *pt, size_t i);
 
 /* The bytes input i adds to one read of `count` elements of the tensor when it is its own
@@ -61,7 +65,8 @@ void smelt_delta_sources_free(smelt_delta_sources *ds);
 
 /* Computes the BASE+DELTA inputs of elements [start, start + count) of plan tensor `tensor`:
  * out[i] (count elements in the tensor's dtype) = base[i] (the bytes input i's reader read)
- * XOR the delta's elements, for every input i of SMELT_SOURCE_DELTA. The chunks of one read of
+ * XOR the delta's elements, for every input i of SMELT_SOURCE_DELTA (base[i] NULL for an
+ * entry stored whole: its elements themselves). The chunks of one read of
  * a tensor must come in order, from start 0 (a new read starts over at 0). Runs the frames on
  * `pool` (its workers must number at most the `threads` given to new). Called from one thread.
  * SMELT_OK, or the error of the lowest failing frame, whatever the thread count (a damaged

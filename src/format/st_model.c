@@ -136,6 +136,11 @@ static int add_file(smelt_ctx *ctx, smelt_model *m, const char *path)
 /* Builds the name lookup; a name in two files makes the model ambiguous. */
 static int index_model(smelt_ctx *ctx, smelt_model *m)
 {
+    if (m->name_index) {
+        smelt_name_index_free(m->name_index);
+        free(m->name_index);
+        m->name_index = NULL;
+    }
     smelt_name_index *index = calloc(1, sizeof *index);
     if (!index)
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
@@ -151,6 +156,11 @@ static int index_model(smelt_ctx *ctx, smelt_model *m)
     }
     m->name_index = index;
     return SMELT_OK;
+}
+
+int smelt_model_reindex(smelt_ctx *ctx, smelt_model *model)
+{
+    return index_model(ctx, model);
 }
 
 const smelt_tensor_info *smelt_model_find(const smelt_model *model, const char *name)

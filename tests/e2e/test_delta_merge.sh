@@ -1,8 +1,9 @@
 # 'BASE+DELTA' merge inputs: a fine-tune stored as a smelt delta merges as the fine-tune itself.
 # A ties merge of base+d1 and base+d2 equals, byte for byte, the ties merge of the raw
 # fine-tunes, at any thread count, budget (resident or streamed tensors) and SIMD level; plan
-# shows the XOR; a damaged frame, another base and a fine-tune whose tensors differ from the
-# base's are clear errors with no output.
+# shows the XOR; inputs on the same base read it once; a fine-tune whose tensors differ from the
+# base's (stored whole) merges as itself; a damaged frame and another base are clear errors
+# with no output.
 source "$(dirname "$0")/lib.sh"
 
 $SMELT synth "$work/base" --size 4M --seed 1 --shard-size 1M >/dev/null
@@ -89,14 +90,33 @@ printf 'merge_method: linear\nmodels:\n  - model: %s\n    parameters: {weight: 1
 expect_error "delta of another base" "this is not the delta's base" $SMELT merge "$work/other.yml" "$work/out-other" -q
 no_model_output "$work/out-other"
 
-# A fine-tune with more vocabulary rows: its embedding is stored whole, which a merge input
-# cannot take (delta apply rebuilds it).
-$SMELT synth "$work/ftv" --size 4M --base-seed 1 --seed 5 --shard-size 1M --vocab 600 >/dev/null 2>&1 \
-  || $SMELT synth "$work/ftv" --size 4M --base-seed 1 --seed 5 --shard-size 1M --vocab 2000 >/dev/null
+# A fine-tune with another vocabulary: its embedding and lm_head are stored whole, decoded from
+# their frames alone (no base read for them): base+dv merges as the fine-tune itself, byte for
+# byte, alone and first next to another delta (whose rows are cut to as many as it has); after
+# a model with more rows its shape is refused by the ordinary shape rule, as the raw one is.
+$SMELT synth "$work/ftv" --size 4M --base-seed 1 --seed 5 --shard-size 1M --vocab 600 >/dev/null
 $SMELT delta extract --base "$work/base" "$work/ftv" "$work/dv" -q
-printf 'merge_method: linear\nmodels:\n  - model: %s\n    parameters: {weight: 1}\n' \
-  "$work/base+$work/dv" > "$work/vocab.yml"
-expect_error "a delta with a tensor stored whole" "is stored whole in the delta" \
-  $SMELT merge "$work/vocab.yml" "$work/out-vocab" -q
-no_model_output "$work/out-vocab"
+linear() { # FILE MODEL...
+  f=$1; shift
+  printf 'merge_method: linear\nmodels:\n' > "$f"
+  for m in "$@"; do printf '  - model: %s\n    parameters: {weight: 0.5}\n' "$m" >> "$f"; done
+}
+linear "$work/v1.yml" "$work/base+$work/dv"
+linear "$work/v1r.yml" "$work/ftv"
+linear "$work/v2.yml" "$work/base+$work/dv" "$work/base+$work/d2"
+linear "$work/v2r.yml" "$work/ftv" "$work/ft2"
+linear "$work/v3.yml" "$work/base+$work/d2" "$work/base+$work/dv"
+linear "$work/v3r.yml" "$work/ft2" "$work/ftv"
+$SMELT plan "$work/v1.yml" > "$work/v1.plan"
+grep -q "stored whole: decoded from the delta's" "$work/v1.plan" &&
+  pass "plan shows a tensor stored whole" || fail "plan does not show the tensor stored whole"
+for v in v1 v2; do
+  $SMELT merge "$work/$v.yml" "$work/out-$v" -q 2>/dev/null && $SMELT merge "$work/${v}r.yml" "$work/out-${v}r" -q 2>/dev/null &&
+    cmp -s "$work/out-$v/model.safetensors" "$work/out-${v}r/model.safetensors" &&
+    pass "$v: a delta with tensors stored whole == the fine-tune itself" ||
+    fail "$v: a delta with tensors stored whole differs from the fine-tune"
+done
+expect_error "a delta whose vocabulary is not the others'" "dv': tensor 'model.embed_tokens.weight' has shape [600, 128], but [1536, 128]" \
+  $SMELT merge "$work/v3.yml" "$work/out-v3" -q
+no_model_output "$work/out-v3"
 finish
