@@ -303,6 +303,8 @@ typedef struct engine {
     const smelt_lora_module *factors_of[256];
     float *factor_scratch;
     smelt_delta_sources *deltas; /* BASE+DELTA inputs' decoding (source.h), NULL if none */
+    slot *decoding;        /* the slot whose delta frames the workers are decoding while this
+                              thread writes and reads (begin_deltas), or NULL */
     smelt_ring *ring;
     smelt_pool *pool;
     slot *slots;
@@ -548,6 +550,27 @@ static void derive_task(void *arg, size_t task, unsigned worker)
     }
 }
 
+/* Starts decoding slot s's delta frames on the workers (source.h), and finishes it. */
+static int begin_deltas(engine *e, slot *s)
+{
+    int rc = smelt_delta_sources_begin(e->ctx, e->deltas, e->pool, e->plan, s->tensor, s->start,
+                                       s->count, s->read, s->in);
+    if (rc == SMELT_OK)
+        e->decoding = s;
+    return rc;
+}
+
+static int end_deltas(engine *e)
+{
+    if (!e->decoding)
+        return SMELT_OK;
+    uint64_t before = smelt_delta_sources_bytes_read(e->deltas);
+    int rc = smelt_delta_sources_end(e->ctx, e->deltas, e->pool);
+    e->progress.bytes_read += smelt_delta_sources_bytes_read(e->deltas) - before;
+    e->decoding = NULL;
+    return rc;
+}
+
 /* A chunk whose reads have landed, before any pass sees it: computes its derived inputs once
  * (a resident tensor's passes all reuse them; a streamed tensor's re-reads derive again, the
  * same bits). Chunks come here in plan order, so each input's factors are loaded once per
@@ -557,6 +580,11 @@ static int prepare_slot(engine *e, slot *s)
     const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
     if (s->prepared || pt->kind != SMELT_TASK_MERGE || !pt->sources)
         return SMELT_OK;
+    if (e->decoding && e->decoding != s) { /* not expected: prefetch_deltas picks this slot */
+        int rc = end_deltas(e);
+        if (rc != SMELT_OK)
+            return rc;
+    }
     int any_lora = 0;
     for (size_t i = 0; i < pt->ninputs; i++) {
         any_lora |= smelt_source_kind_of(pt, i) == SMELT_SOURCE_LORA;
@@ -575,14 +603,11 @@ static int prepare_slot(engine *e, slot *s)
             return rc;
         e->factors_of[i] = m;
     }
-    if (e->deltas) {
-        uint64_t before = smelt_delta_sources_bytes_read(e->deltas);
-        int rc = smelt_delta_sources_prepare(e->ctx, e->deltas, e->pool, e->plan, s->tensor,
-                                             s->start, s->count, s->read, s->in);
-        e->progress.bytes_read += smelt_delta_sources_bytes_read(e->deltas) - before;
-        if (rc != SMELT_OK)
-            return rc;
-    }
+    int rc = e->decoding == s || !e->deltas ? SMELT_OK : begin_deltas(e, s);
+    if (rc == SMELT_OK)
+        rc = end_deltas(e);
+    if (rc != SMELT_OK)
+        return rc;
     if (any_lora) {
         derive_job job = {e, pt, s};
         uint64_t task = tensor_task(e->plan, pt);
@@ -655,7 +680,31 @@ static int run_resident_stats(engine *e, unsigned first)
     return SMELT_OK;
 }
 
-static int finish_chunk(engine *e, slot *s, smelt_out_file *files)
+/* While this thread writes chunk s and queues the next reads, the workers can decode the
+ * delta frames of the chunk after it (`next`, in ring order): that keeps both cores busy, as
+ * the frames are most of the work. prepare_slot(next) then only waits for them. Tensors with
+ * LoRA inputs are left to prepare_slot (their factors load in plan order). */
+static int prefetch_deltas(engine *e, const slot *s, slot *next)
+{
+    if (!e->deltas || e->decoding || next == s || !next->busy || next->prepared)
+        return SMELT_OK;
+    const smelt_plan_tensor *pt = &e->plan->tensors[next->tensor];
+    if (pt->kind != SMELT_TASK_MERGE || !pt->sources)
+        return SMELT_OK;
+    int any_delta = 0;
+    for (size_t i = 0; i < pt->ninputs; i++) {
+        smelt_source_kind kind = smelt_source_kind_of(pt, i);
+        if (kind == SMELT_SOURCE_LORA)
+            return SMELT_OK;
+        any_delta |= kind == SMELT_SOURCE_DELTA;
+    }
+    if (!any_delta)
+        return SMELT_OK;
+    int rc = await_slot(e, next);
+    return rc == SMELT_OK ? begin_deltas(e, next) : rc;
+}
+
+static int finish_chunk(engine *e, slot *s, slot *next, smelt_out_file *files)
 {
     const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
     uint64_t out_off, out_len;
@@ -665,6 +714,9 @@ static int finish_chunk(engine *e, slot *s, smelt_out_file *files)
         compute_job job = {e, pt, s};
         uint64_t task = tensor_task(e->plan, pt);
         smelt_pool_run(e->pool, (size_t)((s->count + task - 1) / task), compute_task, &job);
+        int rc = prefetch_deltas(e, s, next);
+        if (rc != SMELT_OK)
+            return rc;
         out_off = pt->out_offset + smelt_dtype_span(pt->out_dtype, s->start);
         out_len = smelt_dtype_span(pt->out_dtype, s->count);
         for (size_t i = 0; i < pt->ninputs; i++)
@@ -835,7 +887,7 @@ static int pipeline(engine *e, smelt_out_file *files, const smelt_engine_options
             if (rc != SMELT_OK)
                 return rc;
         }
-        rc = finish_chunk(e, s, files);
+        rc = finish_chunk(e, s, &e->slots[(oldest + 1) % depth], files);
         if (rc != SMELT_OK)
             return rc;
         oldest = (oldest + 1) % depth;
@@ -875,6 +927,12 @@ int smelt_engine_run(smelt_ctx *ctx, const smelt_plan *plan, smelt_out_file *fil
         rc = write_headers(&e, files);
     if (rc == SMELT_OK)
         rc = pipeline(&e, files, opts);
+    if (e.decoding) { /* stopped early: the workers still decode; the first error stands */
+        smelt_ctx *quiet = smelt_ctx_new();
+        int end = smelt_delta_sources_end(quiet ? quiet : ctx, e.deltas, e.pool);
+        rc = rc == SMELT_OK ? end : rc;
+        smelt_ctx_free(quiet);
+    }
     if (e.ring)
         e.progress.bytes_from_files = files_read(&e);
     smelt_ring_close(e.ring);

@@ -45,7 +45,7 @@ uint64_t smelt_source_file_bytes(const smelt_plan *plan, const smelt_plan_tensor
 /* ---- BASE+DELTA sources (source_delta.c) ---------------------------------------------------
  * The frames of a delta line up with 64 Ki elements, chunks with tasks: a chunk decodes each
  * frame that starts in it exactly once (on the workers, one frame per pool task, each worker
- * with its own zstd context), and a frame that goes on past the chunk's end is kept, joined,
+ * with its own zstd context, reused from frame to frame), and a frame that goes on past the chunk's end is kept, joined,
  * for the chunks after it. Its frame table records are read once too (by the merging thread,
  * for the chunk's frames at once), so one read of a tensor reads exactly delta_bytes of each
  * delta: what smelt_engine_bytes_to_read counts. */
@@ -66,14 +66,20 @@ void smelt_delta_sources_free(smelt_delta_sources *ds);
 /* Computes the BASE+DELTA inputs of elements [start, start + count) of plan tensor `tensor`:
  * out[i] (count elements in the tensor's dtype) = base[i] (the bytes input i's reader read)
  * XOR the delta's elements, for every input i of SMELT_SOURCE_DELTA (base[i] NULL for an
- * entry stored whole: its elements themselves). The chunks of one read of
- * a tensor must come in order, from start 0 (a new read starts over at 0). Runs the frames on
- * `pool` (its workers must number at most the `threads` given to new). Called from one thread.
- * SMELT_OK, or the error of the lowest failing frame, whatever the thread count (a damaged
- * frame: SMELT_E_FORMAT naming the delta, the tensor and the frame; SMELT_E_IO). */
-int smelt_delta_sources_prepare(smelt_ctx *ctx, smelt_delta_sources *ds, smelt_pool *pool,
-                                const smelt_plan *plan, size_t tensor, uint64_t start,
-                                uint64_t count, const uint8_t *const *base, uint8_t *const *out);
+ * entry stored whole: its elements themselves). The chunks of one read of a tensor must come
+ * in order, from start 0 (a new read starts over at 0). begin reads the frame table records
+ * and starts the frames on `pool` (smelt_pool_start: its workers must number at most the
+ * `threads` given to new), so the caller may do other work until end, which decodes the rest
+ * on the calling thread and waits for all; base and out must stay as they are until then.
+ * Each begin that returns SMELT_OK is followed by one end before the pool or ds is used again.
+ * Called from one thread. begin: SMELT_OK, or an error before anything started (SMELT_E_IO
+ * reading the table). end: SMELT_OK, or the error of the lowest failing frame, whatever the
+ * thread count (a damaged frame: SMELT_E_FORMAT naming the delta, the tensor and the frame;
+ * SMELT_E_IO). */
+int smelt_delta_sources_begin(smelt_ctx *ctx, smelt_delta_sources *ds, smelt_pool *pool,
+                              const smelt_plan *plan, size_t tensor, uint64_t start,
+                              uint64_t count, const uint8_t *const *base, uint8_t *const *out);
+int smelt_delta_sources_end(smelt_ctx *ctx, smelt_delta_sources *ds, smelt_pool *pool);
 
 /* The delta bytes read so far (table records and frames), for the engine's count of the bytes
  * read from input files. Read from the thread that calls prepare. */

@@ -253,9 +253,9 @@ static int plan_input(smelt_ctx *ctx, smelt_delta_sources *ds, size_t i, const s
     return SMELT_OK;
 }
 
-int smelt_delta_sources_prepare(smelt_ctx *ctx, smelt_delta_sources *ds, smelt_pool *pool,
-                                const smelt_plan *plan, size_t tensor, uint64_t start,
-                                uint64_t count, const uint8_t *const *base, uint8_t *const *out)
+int smelt_delta_sources_begin(smelt_ctx *ctx, smelt_delta_sources *ds, smelt_pool *pool,
+                              const smelt_plan *plan, size_t tensor, uint64_t start,
+                              uint64_t count, const uint8_t *const *base, uint8_t *const *out)
 {
     const smelt_plan_tensor *pt = &plan->tensors[tensor];
     ds->njobs = 0;
@@ -268,22 +268,25 @@ int smelt_delta_sources_prepare(smelt_ctx *ctx, smelt_delta_sources *ds, smelt_p
         if (rc != SMELT_OK)
             return rc;
     }
-    if (ds->njobs == 0)
-        return SMELT_OK;
-    unsigned threads = smelt_pool_threads(pool);
-    for (unsigned w = 0; w < threads; w++)
+    for (unsigned w = 0; w < ds->threads; w++)
         ds->failed[w] = SIZE_MAX;
-    smelt_pool_run(pool, ds->njobs, frame_task, ds);
-    unsigned worst = threads;
-    for (unsigned w = 0; w < threads; w++) {
+    smelt_pool_start(pool, ds->njobs, frame_task, ds);
+    return SMELT_OK;
+}
+
+int smelt_delta_sources_end(smelt_ctx *ctx, smelt_delta_sources *ds, smelt_pool *pool)
+{
+    smelt_pool_finish(pool);
+    unsigned worst = ds->threads;
+    for (unsigned w = 0; w < ds->threads; w++) {
         ds->bytes_read += ds->worker_bytes[(size_t)w * COUNTER_STRIDE];
         ds->worker_bytes[(size_t)w * COUNTER_STRIDE] = 0;
         if (ds->failed[w] != SIZE_MAX &&
-            (worst == threads || ds->failed[w] < ds->failed[worst]))
+            (worst == ds->threads || ds->failed[w] < ds->failed[worst]))
             worst = w;
     }
     /* The lowest failed frame's message, whatever the thread count. */
-    if (worst < threads)
+    if (worst < ds->threads)
         return smelt_fail(ctx, smelt_errcode(ds->wctx[worst]), "%s", smelt_errmsg(ds->wctx[worst]));
     return SMELT_OK;
 }
