@@ -148,7 +148,7 @@ static int prepare_out_dir(apply *a, const char *base_ref, const char *out_dir, 
 static void frame_task(void *arg, size_t task, unsigned worker)
 {
     apply *a = arg;
-    smelt_ctx *ctx = a->w.scratch[worker];
+    smelt_ctx *ctx = a->w.err.scratch[worker];
     const astream *s = &a->streams[a->b_stream[task]];
     const uint64_t f = a->b_frame[task];
     aslot *slot = &a->slots[task];
@@ -167,7 +167,7 @@ static void frame_task(void *arg, size_t task, unsigned worker)
         smelt_kernels_get()->delta_join(slot->out, planes, (size_t)elems, (size_t)elems,
                                         s->e->unit, s->base_fd >= 0 ? slot->base : NULL);
     if (rc != SMELT_OK)
-        delta_task_failed(&a->w, worker, task);
+        smelt_task_failed(&a->w.err, worker, task);
 }
 
 static int setup(apply *a, uint64_t budget, uint64_t total_frames)
@@ -275,9 +275,9 @@ static int run(apply *a, const smelt_delta_options *o)
             rc = smelt_fail(a->ctx, SMELT_E_INTERRUPTED, "interrupted");
             break;
         }
-        delta_workers_reset(&a->w);
+        smelt_task_errors_reset(&a->w.err);
         smelt_pool_run(a->w.pool, a->bn, frame_task, a);
-        if ((rc = delta_workers_result(a->ctx, &a->w)) == SMELT_OK)
+        if ((rc = smelt_task_errors_result(a->ctx, &a->w.err)) == SMELT_OK)
             rc = write_batch(a, &ws);
     }
     if (rc == SMELT_OK)

@@ -2,6 +2,7 @@
  * joined, XORed with the base's bytes, into the input's buffer. */
 #include "engine/source.h"
 
+#include "common/task_errors.h"
 #include "format/delta.h"
 
 #include <stdlib.h>
@@ -42,8 +43,7 @@ struct smelt_delta_sources {
     delta_input *inputs;       /* per plan input; records NULL for one never a delta */
     unsigned threads;
     smelt_delta_scratch **scratch;
-    smelt_ctx **wctx;          /* per worker: the message of its first failure */
-    size_t *failed;            /* per worker: its lowest failed job, SIZE_MAX for none */
+    smelt_task_errors err;     /* the lowest failed frame job of a chunk */
     uint64_t *worker_bytes;    /* per worker, COUNTER_STRIDE apart: compressed bytes read */
     frame_job *jobs;
     size_t njobs, max_jobs;
@@ -107,16 +107,11 @@ void smelt_delta_sources_free(smelt_delta_sources *ds)
         free(ds->inputs[i].kept[0]);
         free(ds->inputs[i].kept[1]);
     }
-    for (unsigned w = 0; w < ds->threads; w++) {
-        if (ds->scratch)
-            smelt_delta_scratch_free(ds->scratch[w]);
-        if (ds->wctx)
-            smelt_ctx_free(ds->wctx[w]);
-    }
+    for (unsigned w = 0; ds->scratch && w < ds->threads; w++)
+        smelt_delta_scratch_free(ds->scratch[w]);
+    smelt_task_errors_free(&ds->err);
     free(ds->inputs);
     free(ds->scratch);
-    free(ds->wctx);
-    free(ds->failed);
     free(ds->worker_bytes);
     free(ds->jobs);
     free(ds);
@@ -137,10 +132,9 @@ int smelt_delta_sources_new(smelt_ctx *ctx, const smelt_plan *plan, unsigned thr
     ds->ninputs = plan->ninputs;
     ds->threads = threads;
     size_t frame = (size_t)SMELT_DELTA_FRAME_ELEMS * unit, per_chunk = chunk_frames(chunk);
-    int ok = (ds->inputs = calloc(plan->ninputs, sizeof *ds->inputs)) &&
+    int ok = smelt_task_errors_init(ctx, &ds->err, threads) == SMELT_OK &&
+             (ds->inputs = calloc(plan->ninputs, sizeof *ds->inputs)) &&
              (ds->scratch = calloc(threads, sizeof *ds->scratch)) &&
-             (ds->wctx = calloc(threads, sizeof *ds->wctx)) &&
-             (ds->failed = calloc(threads, sizeof *ds->failed)) &&
              (ds->worker_bytes = calloc((size_t)threads * COUNTER_STRIDE, sizeof(uint64_t)));
     for (size_t i = 0; ok && i < plan->ninputs; i++) {
         delta_input *in = &ds->inputs[i];
@@ -152,8 +146,7 @@ int smelt_delta_sources_new(smelt_ctx *ctx, const smelt_plan *plan, unsigned thr
     }
     ok = ok && (ds->jobs = calloc(ds->max_jobs, sizeof *ds->jobs));
     for (unsigned w = 0; ok && w < threads; w++)
-        ok = (ds->scratch[w] = smelt_delta_scratch_new(d, unit)) &&
-             (ds->wctx[w] = smelt_ctx_new());
+        ok = (ds->scratch[w] = smelt_delta_scratch_new(d, unit)) != NULL;
     if (!ok) {
         smelt_delta_sources_free(ds);
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory for the deltas' frames");
@@ -179,12 +172,11 @@ static void frame_task(void *arg, size_t task, unsigned worker)
         return;
     }
     const uint8_t *planes;
-    int rc = smelt_delta_decode_frame(ds->wctx[worker], job->d, job->e, job->frame, job->start,
+    int rc = smelt_delta_decode_frame(ds->err.scratch[worker], job->d, job->e, job->frame, job->start,
                                       job->end, job->sum, ds->scratch[worker], &planes);
     ds->worker_bytes[(size_t)worker * COUNTER_STRIDE] += job->end - job->start;
     if (rc != SMELT_OK) {
-        if (task < ds->failed[worker])
-            ds->failed[worker] = task;
+        smelt_task_failed(&ds->err, worker, task);
         return;
     }
     const size_t frame_n = (size_t)smelt_delta_frame_elems(job->d, job->e, job->frame);
@@ -268,8 +260,7 @@ int smelt_delta_sources_begin(smelt_ctx *ctx, smelt_delta_sources *ds, smelt_poo
         if (rc != SMELT_OK)
             return rc;
     }
-    for (unsigned w = 0; w < ds->threads; w++)
-        ds->failed[w] = SIZE_MAX;
+    smelt_task_errors_reset(&ds->err);
     smelt_pool_start(pool, ds->njobs, frame_task, ds);
     return SMELT_OK;
 }
@@ -277,16 +268,10 @@ int smelt_delta_sources_begin(smelt_ctx *ctx, smelt_delta_sources *ds, smelt_poo
 int smelt_delta_sources_end(smelt_ctx *ctx, smelt_delta_sources *ds, smelt_pool *pool)
 {
     smelt_pool_finish(pool);
-    unsigned worst = ds->threads;
     for (unsigned w = 0; w < ds->threads; w++) {
         ds->bytes_read += ds->worker_bytes[(size_t)w * COUNTER_STRIDE];
         ds->worker_bytes[(size_t)w * COUNTER_STRIDE] = 0;
-        if (ds->failed[w] != SIZE_MAX &&
-            (worst == ds->threads || ds->failed[w] < ds->failed[worst]))
-            worst = w;
     }
     /* The lowest failed frame's message, whatever the thread count. */
-    if (worst < ds->threads)
-        return smelt_fail(ctx, smelt_errcode(ds->wctx[worst]), "%s", smelt_errmsg(ds->wctx[worst]));
-    return SMELT_OK;
+    return smelt_task_errors_result(ctx, &ds->err);
 }
