@@ -65,6 +65,14 @@ for budget in 512Mi 3Mi; do # 3Mi at -j2 streams the largest tensors: their fram
     fail "bytes read '$got' != planned '$planned' ($budget)"
 done
 grep -q streamed "$work/shared-3Mi.plan" && pass "3Mi streams" || fail "3Mi streams nothing"
+# The pread path counts the same, at another thread count.
+planned=$($SMELT plan "$work/shared.yml" --max-memory 3Mi -j3 | sed -n 's/^read: *\([0-9]*\) bytes.*/\1/p')
+got=$(SMELT_IO=pread $SMELT merge "$work/shared.yml" "$work/shared-pread" --max-memory 3Mi -j3 --json -q |
+      sed -n 's/.*"bytes_read": \([0-9]*\).*/\1/p')
+[ -n "$got" ] && [ "$got" = "$planned" ] &&
+  cmp -s "$work/raw2/model.safetensors" "$work/shared-pread/model.safetensors" &&
+  pass "pread, -j3, 3Mi: same bytes, bytes read $got == planned" ||
+  fail "pread, -j3, 3Mi: bytes read '$got', planned '$planned', or the output differs"
 deltas=$(( $(stat -c %s "$work/d2/delta.safetensors") + $(stat -c %s "$work/d3/delta.safetensors") ))
 # At 512Mi every tensor is resident: read once. $inputs counts the base's tensors three times.
 planned=$($SMELT plan "$work/shared.yml" | sed -n 's/^read: *\([0-9]*\) bytes.*/\1/p')
