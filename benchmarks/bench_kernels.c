@@ -37,7 +37,8 @@ static volatile double sink;
 enum op {
     OP_MEMCPY, OP_DECODE_BF16, OP_DECODE_F16, OP_ENCODE_BF16, OP_ENCODE_F16, OP_ENCODE_F32,
     OP_AXPY, OP_SCALE, OP_AXPY_BF16, OP_AXPY_F16, OP_SCALE_BF16, OP_AXPY_BF16_ENCODE, OP_SUB,
-    OP_MASKED_ACCUM, OP_DOT, OP_SUMSQ, OP_SUM_ABS, OP_HIST, OP_PHILOX, OP_COUNT
+    OP_MASKED_ACCUM, OP_DOT, OP_SUMSQ, OP_SUM_ABS, OP_HIST, OP_PHILOX,
+    OP_DELTA_JOIN_BF16, OP_DELTA_SPLIT_BF16, OP_DELTA_JOIN_F32, OP_COUNT
 };
 static const struct { const char *name; unsigned bytes; } ops[OP_COUNT] = {
     [OP_MEMCPY] = {"memcpy f32", 8},           [OP_DECODE_BF16] = {"decode_bf16", 6},
@@ -50,6 +51,9 @@ static const struct { const char *name; unsigned bytes; } ops[OP_COUNT] = {
     [OP_DOT] = {"dot_f64", 8},                 [OP_SUMSQ] = {"sumsq_f64", 4},
     [OP_SUM_ABS] = {"sum_abs_f64", 4},         [OP_HIST] = {"hist_mag (11 bits)", 4},
     [OP_PHILOX] = {"philox_uniform", 4},
+    [OP_DELTA_JOIN_BF16] = {"delta_join (2 planes ^ base)", 6},
+    [OP_DELTA_SPLIT_BF16] = {"delta_split (bf16 ^ base)", 6},
+    [OP_DELTA_JOIN_F32] = {"delta_join (4 planes ^ base)", 12},
 };
 
 static uint32_t hist[1u << 11];
@@ -85,6 +89,15 @@ static void run_op(const smelt_kernels *k, enum op op, const bufs *B)
     }
     case OP_HIST: k->hist_mag(hist, B->a, n, 0, 32, 20, 11); break;
     case OP_PHILOX: k->philox_uniform(B->b, 42, 0, n); break;
+    case OP_DELTA_JOIN_BF16:
+        k->delta_join((uint8_t *)B->g, (const uint8_t *)B->a, n, n, 2, (const uint8_t *)B->h);
+        break;
+    case OP_DELTA_SPLIT_BF16:
+        k->delta_split((uint8_t *)B->b, n, (const uint8_t *)B->h, n, 2, (const uint8_t *)B->g);
+        break;
+    case OP_DELTA_JOIN_F32:
+        k->delta_join((uint8_t *)B->b, (const uint8_t *)B->a, n, n, 4, (const uint8_t *)B->c);
+        break;
     default: break;
     }
 }

@@ -24,6 +24,7 @@
  * The merge time includes writing and syncing the output, which the plain read does not do.
  * Afterwards the merge output is removed, and DIR too when this run created it and --keep was
  * not given. */
+#include "bench_common.h"
 #include "smelt.h"
 
 #include <errno.h>
@@ -42,84 +43,6 @@
 #define SMELT_CLI_PATH "smelt"
 #endif
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int run(char *const argv[], struct rusage *ru, const char *io)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (io)
-            setenv("SMELT_IO", io, 1);
-        execv(argv[0], argv);
-        perror(argv[0]);
-        _exit(127);
-    }
-    int status;
-    struct rusage local;
-    if (wait4(pid, &status, 0, ru ? ru : &local) < 0)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-/* The last progress report of the in-process merge: its bytes_from_files is the ring's count. */
-static smelt_progress last_progress;
-
-static void keep_progress(void *user, const smelt_progress *p)
-{
-    (void)user;
-    last_progress = *p;
-}
-
-/* Runs smelt_merge(cfg, out) in a forked child, or with `adapter` smelt_lora_apply(cfg as the
- * base, adapter, out); *from_files gets the bytes its read ring read and *ru the child's
- * resource usage (peak RSS). Returns the child's exit status. */
-static int run_merge(const char *cfg, const char *adapter, const char *out,
-                     const char *max_memory, const char *threads, const char *io,
-                     struct rusage *ru, unsigned long long *from_files)
-{
-    int pipefd[2];
-    if (pipe(pipefd) != 0)
-        return -1;
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(pipefd[0]);
-        if (io)
-            setenv("SMELT_IO", io, 1);
-        smelt_ctx *ctx = smelt_ctx_new();
-        smelt_merge_options opts;
-        smelt_merge_options_default(&opts);
-        if (smelt_parse_size(ctx, max_memory, &opts.max_memory) != SMELT_OK) {
-            fprintf(stderr, "bench_merge: %s\n", smelt_errmsg(ctx));
-            _exit(2);
-        }
-        if (threads)
-            opts.threads = atoi(threads);
-        opts.progress = keep_progress;
-        int rc = adapter ? smelt_lora_apply(ctx, cfg, adapter, out, &opts)
-                         : smelt_merge(ctx, cfg, out, &opts);
-        if (rc != SMELT_OK)
-            fprintf(stderr, "bench_merge: %s\n", smelt_errmsg(ctx));
-        unsigned long long got = last_progress.bytes_from_files;
-        if (write(pipefd[1], &got, sizeof got) != (ssize_t)sizeof got)
-            _exit(3);
-        _exit(rc == SMELT_OK ? 0 : 1);
-    }
-    close(pipefd[1]);
-    *from_files = 0;
-    if (read(pipefd[0], from_files, sizeof *from_files) != (ssize_t)sizeof *from_files)
-        *from_files = 0;
-    close(pipefd[0]);
-    int status;
-    if (pid < 0 || wait4(pid, &status, 0, ru) < 0)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 static int gguf; /* --format gguf */
 
 static glob_t input_files(const char *dir, int models)
@@ -131,43 +54,6 @@ static glob_t input_files(const char *dir, int models)
         glob(pattern, m ? GLOB_APPEND : 0, NULL, &g);
     }
     return g;
-}
-
-static void drop_cache(const glob_t *files, const char *out_dir)
-{
-    sync();
-    FILE *f = fopen("/proc/sys/vm/drop_caches", "w");
-    if (f) {
-        fputs("3\n", f);
-        if (fclose(f) == 0)
-            return;
-    }
-    for (size_t i = 0; i < files->gl_pathc; i++) {
-        int fd = open(files->gl_pathv[i], O_RDONLY);
-        if (fd >= 0) {
-            posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-            close(fd);
-        }
-    }
-    (void)out_dir;
-}
-
-static double plain_read(const glob_t *files, unsigned long long *bytes)
-{
-    size_t len = 8u << 20;
-    char *buf = malloc(len);
-    double start = now();
-    *bytes = 0;
-    for (size_t i = 0; i < files->gl_pathc; i++) {
-        int fd = open(files->gl_pathv[i], O_RDONLY);
-        ssize_t n;
-        while (fd >= 0 && (n = read(fd, buf, len)) > 0)
-            *bytes += (unsigned long long)n;
-        if (fd >= 0)
-            close(fd);
-    }
-    free(buf);
-    return now() - start;
 }
 
 /* How the benchmark configures each method: the models it merges and its parameters. */
@@ -275,9 +161,9 @@ static int generate(const char *dir, int models, const char *size, const char *d
         synth[at] = NULL;
         fprintf(stderr, "bench_merge: generating %s (%s %s%s%s)\n", path, size, dtype,
                 shape_70b ? ", Llama-3-70B shapes" : "", adapter ? ", LoRA adapter" : "");
-        double t0 = now();
-        if (run(synth, NULL, NULL) != 0) { fprintf(stderr, "bench_merge: synth failed\n"); return 1; }
-        fprintf(stderr, "bench_merge: generated in %.1f s\n", now() - t0);
+        double t0 = bench_now();
+        if (bench_run(synth, NULL, NULL) != 0) { fprintf(stderr, "bench_merge: synth failed\n"); return 1; }
+        fprintf(stderr, "bench_merge: generated in %.1f s\n", bench_now() - t0);
         FILE *s = fopen(stamp, "w"); /* stamp, in the model's directory */
         if (s)
             fclose(s);
@@ -303,17 +189,17 @@ static int bench_one(const char *dir, const method_row *row, int models, const c
         return 1;
     glob_t files = input_files(dir, used);
     unsigned long long bytes, from_files;
-    drop_cache(&files, out);
-    double read_s = plain_read(&files, &bytes);
-    drop_cache(&files, out);
+    bench_drop_cache(&files);
+    double read_s = bench_plain_read(&files, &bytes);
+    bench_drop_cache(&files);
     snprintf(rm, sizeof rm, "rm -rf '%s'", out);
     if (system(rm) != 0)
         return 1;
     struct rusage ru;
-    double t0 = now();
-    int rc = run_merge(cfg, lora ? adapter : NULL, out, max_memory, threads, io, &ru,
+    double t0 = bench_now();
+    int rc = bench_run_merge(cfg, lora ? adapter : NULL, out, max_memory, threads, io, &ru,
                        &from_files);
-    double merge_s = now() - t0;
+    double merge_s = bench_now() - t0;
     if (rc != 0) { fprintf(stderr, "bench_merge: %s: merge failed\n", row->name); return 1; }
     double per_byte = (double)from_files / (double)bytes;
     if (table) {

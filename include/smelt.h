@@ -93,8 +93,10 @@ typedef struct smelt_progress {
     double seconds;                         /* since the engine started */
     uint64_t bytes_from_files;              /* what the read ring itself brought in from the
                                                input files so far (both I/O paths count the
-                                               same way): bytes_read counts input bytes as the
-                                               methods consume them */
+                                               same way), plus the BASE+DELTA inputs' frames
+                                               and frame tables as their decoders read them:
+                                               bytes_read counts input bytes as the methods
+                                               consume them */
 } smelt_progress;
 
 /* Called from the merging thread, at most a few times per second and once at the end. */

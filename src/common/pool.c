@@ -97,6 +97,30 @@ smelt_pool *smelt_pool_new(int threads)
 
 unsigned smelt_pool_threads(const smelt_pool *pool) { return pool->threads; }
 
+void smelt_pool_start(smelt_pool *pool, size_t ntasks, smelt_task_fn fn, void *arg)
+{
+    pthread_mutex_lock(&pool->lock);
+    pool->fn = fn;
+    pool->arg = arg;
+    pool->ntasks = ntasks;
+    atomic_store(&pool->next_task, 0);
+    if (pool->threads > 1 && ntasks > 1) { /* else finish runs them all on the caller */
+        pool->busy_workers = pool->threads - 1;
+        pool->generation++;
+        pthread_cond_broadcast(&pool->work_ready);
+    }
+    pthread_mutex_unlock(&pool->lock);
+}
+
+void smelt_pool_finish(smelt_pool *pool)
+{
+    run_tasks(pool, 0);
+    pthread_mutex_lock(&pool->lock);
+    while (pool->busy_workers > 0)
+        pthread_cond_wait(&pool->work_done, &pool->lock);
+    pthread_mutex_unlock(&pool->lock);
+}
+
 void smelt_pool_run(smelt_pool *pool, size_t ntasks, smelt_task_fn fn, void *arg)
 {
     if (ntasks == 0)
@@ -106,22 +130,8 @@ void smelt_pool_run(smelt_pool *pool, size_t ntasks, smelt_task_fn fn, void *arg
             fn(arg, t, 0);
         return;
     }
-    pthread_mutex_lock(&pool->lock);
-    pool->fn = fn;
-    pool->arg = arg;
-    pool->ntasks = ntasks;
-    atomic_store(&pool->next_task, 0);
-    pool->busy_workers = pool->threads - 1;
-    pool->generation++;
-    pthread_cond_broadcast(&pool->work_ready);
-    pthread_mutex_unlock(&pool->lock);
-
-    run_tasks(pool, 0);
-
-    pthread_mutex_lock(&pool->lock);
-    while (pool->busy_workers > 0)
-        pthread_cond_wait(&pool->work_done, &pool->lock);
-    pthread_mutex_unlock(&pool->lock);
+    smelt_pool_start(pool, ntasks, fn, arg);
+    smelt_pool_finish(pool);
 }
 
 void smelt_pool_free(smelt_pool *pool)

@@ -30,6 +30,14 @@ unsigned smelt_pool_threads(const smelt_pool *pool);
  * thread may call this at a time. */
 void smelt_pool_run(smelt_pool *pool, size_t ntasks, smelt_task_fn fn, void *arg);
 
+/* smelt_pool_run in two halves, so the calling thread can do other work (I/O) while the
+ * workers start on the tasks: start hands them out to the workers other than the caller and
+ * returns at once; finish runs what is left as worker 0 and returns when all are done. Between
+ * the two the caller must not use the pool (nor what worker 0's tasks use). With one thread,
+ * finish runs every task. Every start is followed by one finish. */
+void smelt_pool_start(smelt_pool *pool, size_t ntasks, smelt_task_fn fn, void *arg);
+void smelt_pool_finish(smelt_pool *pool);
+
 /* Stops and joins the workers. NULL is allowed. */
 void smelt_pool_free(smelt_pool *pool);
 

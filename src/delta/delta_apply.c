@@ -12,6 +12,7 @@
 #include "common/util.h"
 #include "format/delta.h"
 #include "integrity/checksum.h"
+#include "kernels/kernels.h"
 #include "io/writer.h"
 
 #include <dirent.h>
@@ -147,24 +148,26 @@ static int prepare_out_dir(apply *a, const char *base_ref, const char *out_dir, 
 static void frame_task(void *arg, size_t task, unsigned worker)
 {
     apply *a = arg;
-    smelt_ctx *ctx = a->w.scratch[worker];
+    smelt_ctx *ctx = a->w.err.scratch[worker];
     const astream *s = &a->streams[a->b_stream[task]];
     const uint64_t f = a->b_frame[task];
     aslot *slot = &a->slots[task];
-    slot->raw = (size_t)(smelt_delta_frame_elems(a->d, s->e, f) * s->e->unit);
-    int rc = smelt_delta_decode(ctx, a->d, s->e, f, f + 1, a->scratch[worker], slot->out,
-                                a->slot_raw);
+    const uint64_t elems = smelt_delta_frame_elems(a->d, s->e, f);
+    slot->raw = (size_t)(elems * s->e->unit);
+    const uint8_t *planes;
+    int rc = smelt_delta_decode(ctx, a->d, s->e, f, a->scratch[worker], &planes);
     if (rc == SMELT_OK && s->base_fd >= 0) {
         uint64_t at = s->base_off + f * a->d->frame_elems * s->e->unit;
         int err = smelt_pread_all(s->base_fd, slot->base, slot->raw, at);
         if (err)
             rc = smelt_fail_errno(ctx, err, "%s: tensor '%s': cannot read bytes [%llu, %llu)",
                                   s->base_path, s->e->name, (ull)at, (ull)(at + slot->raw));
-        else
-            smelt_delta_xor(slot->out, slot->base, slot->raw);
     }
+    if (rc == SMELT_OK) /* the planes joined and XORed into the base's bytes in one pass */
+        smelt_kernels_get()->delta_join(slot->out, planes, (size_t)elems, (size_t)elems,
+                                        s->e->unit, s->base_fd >= 0 ? slot->base : NULL);
     if (rc != SMELT_OK)
-        delta_task_failed(&a->w, worker, task);
+        smelt_task_failed(&a->w.err, worker, task);
 }
 
 static int setup(apply *a, uint64_t budget, uint64_t total_frames)
@@ -272,9 +275,9 @@ static int run(apply *a, const smelt_delta_options *o)
             rc = smelt_fail(a->ctx, SMELT_E_INTERRUPTED, "interrupted");
             break;
         }
-        delta_workers_reset(&a->w);
+        smelt_task_errors_reset(&a->w.err);
         smelt_pool_run(a->w.pool, a->bn, frame_task, a);
-        if ((rc = delta_workers_result(a->ctx, &a->w)) == SMELT_OK)
+        if ((rc = smelt_task_errors_result(a->ctx, &a->w.err)) == SMELT_OK)
             rc = write_batch(a, &ws);
     }
     if (rc == SMELT_OK)

@@ -21,57 +21,14 @@ int delta_workers_init(smelt_ctx *ctx, delta_workers *w, int threads)
     if (!(w->pool = smelt_pool_new(threads)))
         return smelt_fail(ctx, SMELT_E_NOMEM, "cannot start the worker threads");
     w->n = smelt_pool_threads(w->pool);
-    w->scratch = calloc(w->n, sizeof *w->scratch);
-    w->kept = calloc(w->n, sizeof *w->kept);
-    w->fail_task = calloc(w->n, sizeof *w->fail_task);
-    if (!w->scratch || !w->kept || !w->fail_task)
-        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-    for (unsigned i = 0; i < w->n; i++)
-        if (!(w->scratch[i] = smelt_ctx_new()) || !(w->kept[i] = smelt_ctx_new()))
-            return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-    delta_workers_reset(w);
-    return SMELT_OK;
+    return smelt_task_errors_init(ctx, &w->err, w->n);
 }
 
 void delta_workers_free(delta_workers *w)
 {
     smelt_pool_free(w->pool);
-    for (unsigned i = 0; i < w->n; i++) {
-        if (w->scratch)
-            smelt_ctx_free(w->scratch[i]);
-        if (w->kept)
-            smelt_ctx_free(w->kept[i]);
-    }
-    free(w->scratch);
-    free(w->kept);
-    free(w->fail_task);
+    smelt_task_errors_free(&w->err);
     memset(w, 0, sizeof *w);
-}
-
-void delta_workers_reset(delta_workers *w)
-{
-    for (unsigned i = 0; i < w->n; i++)
-        w->fail_task[i] = SIZE_MAX;
-}
-
-void delta_task_failed(delta_workers *w, unsigned worker, size_t task)
-{
-    if (task >= w->fail_task[worker])
-        return;
-    w->fail_task[worker] = task;
-    smelt_fail(w->kept[worker], smelt_errcode(w->scratch[worker]), "%s",
-               smelt_errmsg(w->scratch[worker]));
-}
-
-int delta_workers_result(smelt_ctx *ctx, const delta_workers *w)
-{
-    unsigned best = w->n;
-    for (unsigned i = 0; i < w->n; i++)
-        if (w->fail_task[i] != SIZE_MAX && (best == w->n || w->fail_task[i] < w->fail_task[best]))
-            best = i;
-    if (best == w->n)
-        return SMELT_OK;
-    return smelt_fail(ctx, smelt_errcode(w->kept[best]), "%s", smelt_errmsg(w->kept[best]));
 }
 
 const char *delta_file_name(const smelt_model *m, const char *path)

@@ -15,6 +15,7 @@
 #include "integrity/checksum.h"
 #include "integrity/journal.h"
 #include "io/writer.h"
+#include "kernels/kernels.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -278,7 +279,7 @@ static int describe_base(extract *x)
 static void frame_task(void *arg, size_t task, unsigned worker)
 {
     extract *x = arg;
-    smelt_ctx *ctx = x->w.scratch[worker];
+    smelt_ctx *ctx = x->w.err.scratch[worker];
     const size_t si = x->b_stream[task];
     const uint64_t f = x->b_frame[task];
     const smelt_delta_entry *e = &x->desc.entries[si];
@@ -294,24 +295,24 @@ static void frame_task(void *arg, size_t task, unsigned worker)
         smelt_fail_errno(ctx, err, "%s: %s: cannot read bytes [%llu, %llu)",
                          s->src_path ? s->src_path : x->desc.files[s->file].name, e->name,
                          (ull)(s->src_off + at), (ull)(s->src_off + at + slot->raw));
-        delta_task_failed(&x->w, worker, task);
+        smelt_task_failed(&x->w.err, worker, task);
         return;
     }
     if (s->base_fd >= 0 &&
         (err = smelt_pread_all(s->base_fd, slot->base, slot->raw, s->base_off + at))) {
         smelt_fail_errno(ctx, err, "%s: tensor '%s': cannot read the base's bytes", s->base_path,
                          e->name);
-        delta_task_failed(&x->w, worker, task);
+        smelt_task_failed(&x->w.err, worker, task);
         return;
     }
-    smelt_delta_split_planes(slot->in, s->base_fd >= 0 ? slot->base : NULL, (size_t)elems,
-                             e->unit, slot->planes);
+    smelt_kernels_get()->delta_split(slot->planes, (size_t)elems, slot->in, (size_t)elems,
+                                     e->unit, s->base_fd >= 0 ? slot->base : NULL);
     slot->sum = XXH3_64bits(slot->planes, slot->raw);
     size_t n = ZSTD_compress2(x->cctx[worker], slot->out, x->slot_out, slot->planes, slot->raw);
     if (ZSTD_isError(n)) {
         smelt_fail(ctx, SMELT_E_INTERNAL, "tensor '%s': frame %llu: zstd: %s", e->name, (ull)f,
                    ZSTD_getErrorName(n));
-        delta_task_failed(&x->w, worker, task);
+        smelt_task_failed(&x->w.err, worker, task);
         return;
     }
     slot->csize = n;
@@ -510,9 +511,9 @@ static int run(extract *x, const smelt_delta_options *o, smelt_out_file *out, ui
             rc = smelt_fail(x->ctx, SMELT_E_INTERRUPTED, "interrupted");
             break;
         }
-        delta_workers_reset(&x->w);
+        smelt_task_errors_reset(&x->w.err);
         smelt_pool_run(x->w.pool, x->bn, frame_task, x);
-        if ((rc = delta_workers_result(x->ctx, &x->w)) == SMELT_OK)
+        if ((rc = smelt_task_errors_result(x->ctx, &x->w.err)) == SMELT_OK)
             rc = write_batch(x, ws);
     }
     while (rc == SMELT_OK && ws->stream != x->desc.nentries) /* the rest (and empty ones) */

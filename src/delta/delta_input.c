@@ -74,33 +74,77 @@ static int is_tensor_entry(const smelt_delta_entry *e)
            strncmp(e->name, SMELT_DELTA_FILE_PREFIX, strlen(SMELT_DELTA_FILE_PREFIX)) != 0;
 }
 
-/* Every base tensor has a XOR entry of its dtype and shape, and there is no other tensor. */
-static int check_entries(smelt_ctx *ctx, const smelt_delta *d, const smelt_model *base,
-                         const char *ref)
+static int same_tensor(const smelt_delta_entry *e, const smelt_tensor_info *t)
 {
-    static const char how[] = "BASE+DELTA inputs need every tensor XORed against the base; "
-                              "`smelt delta apply` rebuilds such a model";
-    for (size_t i = 0; i < base->ntensors; i++) {
-        const smelt_tensor_info *t = &base->tensors[i];
-        const smelt_delta_entry *e = smelt_delta_find(d, t->name);
-        if (!e)
-            return smelt_fail(ctx, SMELT_E_UNSUPPORTED, "%s: the delta has no tensor '%s' that "
-                              "the base has (the fine-tune lacks it); %s", ref, t->name, how);
-        if (e->mode != SMELT_DELTA_XOR || e->dtype != t->dtype || e->ndim != t->ndim ||
-            memcmp(e->shape, t->shape, t->ndim * sizeof *t->shape) != 0)
-            return smelt_fail(ctx, SMELT_E_UNSUPPORTED, "%s: tensor '%s' is stored whole in the "
-                              "delta (the fine-tune's dtype or shape differs from the base's); "
-                              "%s", ref, t->name, how);
-    }
-    for (size_t i = 0; i < d->nentries; i++)
-        if (is_tensor_entry(&d->entries[i]) && !smelt_model_find(base, d->entries[i].name))
-            return smelt_fail(ctx, SMELT_E_UNSUPPORTED, "%s: tensor '%s' is not in the base "
-                              "(the fine-tune added it); %s", ref, d->entries[i].name, how);
+    return e->dtype == t->dtype && e->ndim == t->ndim &&
+           memcmp(e->shape, t->shape, t->ndim * sizeof *t->shape) == 0;
+}
+
+static int by_file_offset(const void *a, const void *b)
+{
+    const smelt_tensor_info *x = a, *y = b;
+    if (x->file != y->file)
+        return x->file < y->file ? -1 : 1;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* The base model now presents the fine-tune's tensors: a XOR entry keeps the base's tensor
+ * (the engine reads it and XORs the frames in); an entry stored whole (the fine-tune's dtype
+ * or shape differs from the base's, or the base lacks it) becomes a tensor the engine decodes
+ * from its frames alone (placed in the catalog as below; `file` is the delta's); a base tensor
+ * the delta has no entry for (the fine-tune lacks it) is gone. */
+static int adopt_entries(smelt_ctx *ctx, const smelt_delta *d, smelt_model *base,
+                         const char *ref, uint32_t file)
+{
     if (d->frame_elems != SMELT_DELTA_FRAME_ELEMS)
         return smelt_fail(ctx, SMELT_E_UNSUPPORTED, "%s: frames of %llu elements; a merge reads "
                           "deltas with frames of %u", ref, (unsigned long long)d->frame_elems,
                           SMELT_DELTA_FRAME_ELEMS);
-    return SMELT_OK;
+    smelt_tensor_info *all = calloc(d->nentries + 1, sizeof *all);
+    if (!all)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    size_t n = 0;
+    int rc = SMELT_OK;
+    for (size_t i = 0; i < d->nentries && rc == SMELT_OK; i++) {
+        const smelt_delta_entry *e = &d->entries[i];
+        if (!is_tensor_entry(e))
+            continue;
+        const smelt_tensor_info *t = smelt_model_find(base, e->name);
+        if (e->mode == SMELT_DELTA_XOR && (!t || !same_tensor(e, t))) {
+            rc = smelt_fail(ctx, SMELT_E_FORMAT, "%s: tensor '%s' is stored as a XOR against "
+                            "the base, which %s (dtype or shape): the delta is damaged", ref,
+                            e->name, t ? "differs from it" : "has no such tensor");
+            break;
+        }
+        smelt_tensor_info *dst = &all[n];
+        if (e->mode == SMELT_DELTA_XOR) {
+            *dst = *t;
+        } else {
+            /* No byte of it is read from a file (engine/source.h: it has no reader), so its
+             * place only orders it: where the base keeps the tensor it replaces, as a
+             * fine-tune laid out like its base has it (the merge writes tensors in that
+             * order); a tensor the base lacks goes after the base's, at its blob. */
+            *dst = (smelt_tensor_info){.dtype = e->dtype, .ndim = e->ndim, .nbytes = e->nbytes,
+                                       .numel = 1, .offset = t ? t->offset : e->blob_offset,
+                                       .file = t ? t->file : file};
+            memcpy(dst->shape, e->shape, e->ndim * sizeof *e->shape);
+            for (uint32_t k = 0; k < e->ndim; k++)
+                dst->numel *= e->shape[k];
+        }
+        if (!(dst->name = smelt_strdup(e->name)))
+            rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+        else
+            n++;
+    }
+    if (rc != SMELT_OK) {
+        smelt_tensors_free(all, n);
+        return rc;
+    }
+    qsort(all, n, sizeof *all, by_file_offset); /* the order that reads each file front to back */
+    smelt_tensors_free(base->tensors, base->ntensors);
+    base->tensors = all;
+    base->ntensors = n;
+    return smelt_model_reindex(ctx, base);
 }
 
 /* The delta's file joins base->files: it is an input like the base's shards. */
@@ -141,7 +185,7 @@ int smelt_delta_attach(smelt_ctx *ctx, smelt_model *base, const char *ref)
         return rc;
     base->delta = d;
     if ((rc = smelt_delta_check_base(ctx, d, base, base->ref)) == SMELT_OK &&
-        (rc = check_entries(ctx, d, base, ref)) == SMELT_OK)
-        rc = share_file(ctx, base, d);
+        (rc = share_file(ctx, base, d)) == SMELT_OK)
+        rc = adopt_entries(ctx, d, base, ref, base->nfiles - 1);
     return rc;
 }

@@ -19,11 +19,14 @@ int smelt_delta_check_base(smelt_ctx *ctx, const smelt_delta *d, const smelt_mod
 
 /* Opens the delta at `ref`, checks it against base (smelt_delta_check_base) and attaches it:
  * base->delta, and the delta's file joins base->files (so the merge's identity, journal and
- * the inputs-in-output rule cover it). Every tensor of the base must have a XOR entry of its
- * dtype and shape and the delta no tensor the base lacks: a fine-tune whose tensors differ from
- * the base's (added vocabulary rows, new tensors) is refused here, naming the tensor (`smelt
- * delta apply` rebuilds it). SMELT_OK, or an error with base unchanged except that it may hold
- * the delta (the caller closes base on failure). */
+ * the inputs-in-output rule cover it). The model then presents the fine-tune's tensors: a XOR
+ * entry is the base's tensor (read, then XORed with the frames), an entry stored whole (the
+ * fine-tune's dtype or shape differs from the base's, or the base lacks the tensor) a tensor
+ * of the delta's file that is decoded from its frames alone, and a base tensor the fine-tune
+ * lacks is not there; the plan's ordinary rules (shapes agreeing across a merge's inputs)
+ * apply to them as to any model. SMELT_OK, or an error (SMELT_E_FORMAT for a XOR entry that
+ * does not match the base's tensor), after which the caller closes base, which may hold the
+ * delta. */
 int smelt_delta_attach(smelt_ctx *ctx, smelt_model *base, const char *ref);
 
 #endif

@@ -1,11 +1,12 @@
 /* What smelt delta extract (delta_extract.c) and apply (delta_apply.c) share: options, worker
- * contexts that keep the first failure of a batch, and output-directory checks. Private to
+ * pool and error contexts, and output-directory checks. Private to
  * src/delta/. */
 #ifndef SMELT_DELTA_INTERNAL_H
 #define SMELT_DELTA_INTERNAL_H
 
 #include "common/errors.h"
 #include "common/pool.h"
+#include "common/task_errors.h"
 #include "format/safetensors.h"
 
 #include <stddef.h>
@@ -15,25 +16,18 @@
 #define SMELT_DELTA_DEFAULT_LEVEL 3
 #define SMELT_DELTA_MAX_SLOTS 4096
 
-/* The pool and one error context per worker. A batch of frames runs as pool tasks; a task that
- * fails records its message, and after the batch the failure of the lowest task number is
- * reported, so the message never depends on the thread count. */
+/* The pool and its workers' error contexts. A batch of frames runs as pool tasks; a task that
+ * fails writes its message into err.scratch[worker] and calls smelt_task_failed; after the
+ * batch smelt_task_errors_result reports the lowest failed task, so the message never depends
+ * on the thread count. */
 typedef struct delta_workers {
     smelt_pool *pool;
     unsigned n;
-    smelt_ctx **scratch;  /* per worker: where a task's failure is written */
-    smelt_ctx **kept;     /* per worker: the failure of its lowest failing task */
-    size_t *fail_task;    /* per worker: that task, or SIZE_MAX */
+    smelt_task_errors err;
 } delta_workers;
 
 int delta_workers_init(smelt_ctx *ctx, delta_workers *w, int threads);
 void delta_workers_free(delta_workers *w);
-/* Before a batch. */
-void delta_workers_reset(delta_workers *w);
-/* From a task that failed with the message in w->scratch[worker]. */
-void delta_task_failed(delta_workers *w, unsigned worker, size_t task);
-/* After a batch: SMELT_OK, or the lowest failed task's status with its message in ctx. */
-int delta_workers_result(smelt_ctx *ctx, const delta_workers *w);
 
 /* The file name of a model file's path relative to the model's directory, or NULL when it is
  * not a single component there (a shard in a subdirectory: not supported). */

@@ -1,5 +1,6 @@
 /* `smelt plan`: the plan in words, for debugging gradients, filters and slices. */
 #include "engine/engine.h"
+#include "engine/source.h"
 #include "format/delta.h"
 
 #include "format/lora.h"
@@ -107,9 +108,14 @@ int smelt_plan_describe(smelt_ctx *ctx, const smelt_plan *plan, const smelt_engi
             else if (model->lora && pt->inputs[i]->file >= model->nfiles - model->lora->weights->nfiles)
                 fprintf(out, ", the adapter's copy (modules_to_save)");
             else if (pt->sources && pt->sources[i].delta)
-                fprintf(out, " XOR the delta's %llu frames (%llu bytes compressed)",
+                fprintf(out, " %s the delta's %llu frames (%llu bytes compressed)",
+                        pt->sources[i].delta->mode == SMELT_DELTA_RAW ? "stored whole: decoded from"
+                                                                       : "XOR",
                         (unsigned long long)pt->sources[i].delta->nframes,
                         (unsigned long long)pt->sources[i].delta->blob_size);
+            size_t reader = smelt_source_reader(plan, pt, i);
+            if (reader != i && reader != SMELT_SOURCE_NO_READ)
+                fprintf(out, ", the same bytes as input %zu's (read once)", reader);
             fputc('\n', out);
         }
         rc = smelt_plan_resolve_params(ctx, plan, pt, values);

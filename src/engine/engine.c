@@ -3,7 +3,6 @@
 #include "common/pool.h"
 #include "common/util.h"
 #include "engine/source.h"
-#include "format/delta.h"
 #include "io/ring.h"
 
 #include <errno.h>
@@ -41,26 +40,22 @@ static uint64_t out_unit_bytes(const smelt_plan *plan)
     return out_unit;
 }
 
-/* Input i of a MERGE tensor is derived (source.h) when it stands for a "BASE+ADAPTER" model's
- * tensor (a LoRA product, or the adapter's copy in another dtype): its bytes are read into a
- * staging buffer and the methods see the f32 it computes. */
-static const smelt_plan_source *derived(const smelt_plan_tensor *pt, size_t i)
+/* The LoRA module input i stands for, or NULL. */
+static const smelt_lora_module *lora_of(const smelt_plan_tensor *pt, size_t i)
 {
-    if (pt->kind != SMELT_TASK_MERGE || !pt->sources ||
-        pt->sources[i].round_to == SMELT_DT_INVALID)
-        return NULL;
-    return &pt->sources[i];
+    return smelt_source_kind_of(pt, i) == SMELT_SOURCE_LORA ? pt->sources[i].lora : NULL;
 }
 
-/* The dtype the methods see input i in. */
+/* The dtype the methods see input i in: a LoRA input's f32, else the tensor's own. */
 static smelt_dtype tile_dtype(const smelt_plan_tensor *pt, size_t i)
 {
-    return derived(pt, i) ? SMELT_DT_F32 : pt->inputs[i]->dtype;
+    return smelt_source_kind_of(pt, i) == SMELT_SOURCE_LORA ? SMELT_DT_F32 : pt->inputs[i]->dtype;
 }
 
-/* Bytes per SPAN_UNIT elements of input i's buffer (what the tiles see) and of its staging
- * buffer (what a derived input reads; 0 when input i is never derived), and of the output
- * buffer, over the plan. */
+/* Bytes per SPAN_UNIT elements of input i's buffer (what the tiles see; a file input that
+ * another input's read serves has none) and of its staging buffer (the bytes a derived input's
+ * own read brings; 0 when it never reads for itself), and of the output buffer, over the
+ * plan. */
 static void unit_sizes(const smelt_plan *plan, uint64_t *in_unit, uint64_t *stage_unit,
                        uint64_t *out_unit)
 {
@@ -71,11 +66,13 @@ static void unit_sizes(const smelt_plan *plan, uint64_t *in_unit, uint64_t *stag
         if (pt->kind != SMELT_TASK_MERGE)
             continue;
         for (size_t i = 0; i < pt->ninputs; i++) {
+            int reads = smelt_source_reader(plan, pt, i) == i;
+            int file = smelt_source_kind_of(pt, i) == SMELT_SOURCE_FILE;
             uint64_t read = smelt_dtype_span(pt->inputs[i]->dtype, SPAN_UNIT);
             uint64_t seen = smelt_dtype_span(tile_dtype(pt, i), SPAN_UNIT);
-            if (seen > in_unit[i])
+            if ((reads || !file) && seen > in_unit[i])
                 in_unit[i] = seen;
-            if (derived(pt, i) && read > stage_unit[i])
+            if (reads && !file && read > stage_unit[i])
                 stage_unit[i] = read;
         }
     }
@@ -91,8 +88,7 @@ static uint64_t factor_bytes(const smelt_plan *plan, size_t i, uint64_t *scratch
     if (scratch)
         *scratch = 0;
     for (size_t t = 0; t < plan->ntensors; t++) {
-        const smelt_plan_source *src = derived(&plan->tensors[t], i);
-        const smelt_lora_module *m = src ? src->lora : NULL;
+        const smelt_lora_module *m = lora_of(&plan->tensors[t], i);
         if (!m)
             continue;
         if (smelt_source_lora_factor_bytes(m) > most)
@@ -112,30 +108,6 @@ static uint64_t all_factor_bytes(const smelt_plan *plan)
             most_scratch = scratch;
     }
     return total + most_scratch;
-}
-
-/* BASE+DELTA inputs: the first model that is one (NULL: none), and the largest element size of
- * their entries, which sizes each worker's decoding state and decoded frame. */
-static const smelt_delta *any_delta(const smelt_plan *plan, unsigned *max_unit)
-{
-    const smelt_delta *first = NULL;
-    *max_unit = 0;
-    for (size_t m = 0; m < plan->nmodels; m++) {
-        const smelt_delta *d = plan->models[m]->delta;
-        for (size_t i = 0; d && i < d->nentries; i++)
-            if (d->entries[i].unit > *max_unit)
-                *max_unit = d->entries[i].unit;
-        if (d && !first)
-            first = d;
-    }
-    return first;
-}
-
-static uint64_t delta_worker_bytes(const smelt_plan *plan)
-{
-    unsigned unit;
-    const smelt_delta *d = any_delta(plan, &unit);
-    return d ? smelt_delta_scratch_bytes(d, unit) + (uint64_t)d->frame_elems * unit : 0;
 }
 
 static unsigned tensor_passes(const smelt_plan *plan, const smelt_plan_tensor *pt)
@@ -205,21 +177,21 @@ uint64_t smelt_engine_tensor_bytes_to_read(const smelt_plan *plan,
                                            const smelt_engine_layout *layout, size_t t)
 {
     const smelt_plan_tensor *pt = &plan->tensors[t];
-    uint64_t once = 0, total;
+    uint64_t once = 0;
     if (pt->kind == SMELT_TASK_COPY)
         once = pt->inputs[0]->nbytes;
     else
-        for (size_t i = 0; i < pt->ninputs; i++)
-            once += smelt_dtype_span(pt->inputs[i]->dtype, pt->ref->numel);
+        for (size_t i = 0; i < pt->ninputs; i++) {
+            once += smelt_source_file_bytes(plan, pt, i, pt->ref->numel);
+            /* A BASE+DELTA input also reads its delta's frames, once per read of the tensor. */
+            if (smelt_source_kind_of(pt, i) == SMELT_SOURCE_DELTA)
+                once += pt->sources[i].delta_bytes;
+        }
     uint64_t reads = layout ? smelt_engine_tensor_reads(plan, layout, t) : 1;
-    total = reads * once;
-    /* A BASE+DELTA input also reads its compressed frames, once per read of the tensor. */
-    for (size_t i = 0; pt->kind == SMELT_TASK_MERGE && i < pt->ninputs; i++)
-        if (derived(pt, i) && pt->sources[i].delta)
-            total += reads * pt->sources[i].delta->blob_size;
+    uint64_t total = reads * once;
     /* DoRA's norm pass reads its base weight once more (source.h). */
     for (size_t i = 0; layout && pt->kind == SMELT_TASK_MERGE && i < pt->ninputs; i++)
-        if (derived(pt, i) && pt->sources[i].lora && pt->sources[i].lora->magnitude)
+        if (lora_of(pt, i) && lora_of(pt, i)->magnitude)
             total += smelt_dtype_span(pt->inputs[i]->dtype, pt->ref->numel);
     return total;
 }
@@ -270,7 +242,7 @@ int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max
      * budget instead of being reserved for the largest chunk. */
     uint64_t partial = max_partial_bytes(plan);
     uint64_t fixed = scratch_bytes(plan, nthreads, 0) + all_factor_bytes(plan) +
-                     nthreads * delta_worker_bytes(plan);
+                     smelt_delta_sources_bytes(plan, nthreads, CHUNK_ELEMS_TARGET);
     /* Each slot's buffers may round up to the alignment. */
     uint64_t slot_slack = (plan->ninputs + 1) * BUFFER_ALIGN;
     for (size_t i = 0; i < plan->ninputs; i++)
@@ -314,8 +286,10 @@ typedef struct slot {
     uint64_t start, count; /* elements (MERGE) or bytes (COPY) */
     unsigned pending;      /* reads not yet completed */
     int prepared;          /* derived inputs computed from the staged bytes (prepare_slot) */
-    uint8_t **in;          /* per input: what the tiles see */
+    uint8_t **in;          /* per input: its own buffer (NULL when it never needs one) */
     uint8_t **stage;       /* per input: the bytes a derived input reads (NULL if never one) */
+    const uint8_t **read;  /* per input, for this chunk: the bytes its reader read */
+    const uint8_t **view;  /* per input, for this chunk: what the tiles see */
     uint8_t *out;
 } slot;
 
@@ -328,13 +302,9 @@ typedef struct engine {
     float *factors[256];   /* per input: a LoRA module's f32 factors (left, then right) */
     const smelt_lora_module *factors_of[256];
     float *factor_scratch;
-    /* BASE+DELTA inputs, per worker: decoding state, one decoded frame, and the first failure
-     * of a derive call (its task, SIZE_MAX for none, with the message in delta_ctx). */
-    smelt_delta_scratch **delta_scratch;
-    uint8_t *delta_frame;
-    size_t delta_frame_bytes;
-    smelt_ctx **delta_ctx;
-    size_t *delta_fail;
+    smelt_delta_sources *deltas; /* BASE+DELTA inputs' decoding (source.h), NULL if none */
+    slot *decoding;        /* the slot whose delta frames the workers are decoding while this
+                              thread writes and reads (begin_deltas), or NULL */
     smelt_ring *ring;
     smelt_pool *pool;
     slot *slots;
@@ -386,7 +356,7 @@ static void compute_task(void *arg, size_t task, unsigned worker)
     uint64_t end = begin + task_elems < job->s->count ? begin + task_elems : job->s->count;
     const void *task_raw[ninputs];
     for (size_t i = 0; i < ninputs; i++)
-        task_raw[i] = job->s->in[i] + smelt_dtype_span(dtype[i], begin);
+        task_raw[i] = job->s->view[i] + smelt_dtype_span(dtype[i], begin);
     tile.task_raw = task_raw;
     tile.task_index0 = job->s->start + begin;
     tile.task_n = (size_t)(end - begin);
@@ -394,7 +364,7 @@ static void compute_task(void *arg, size_t task, unsigned worker)
         tile.n = end - at < TILE_ELEMS ? (size_t)(end - at) : TILE_ELEMS;
         tile.index0 = job->s->start + at;
         for (size_t i = 0; i < ninputs; i++)
-            raw[i] = job->s->in[i] + smelt_dtype_span(dtype[i], at);
+            raw[i] = job->s->view[i] + smelt_dtype_span(dtype[i], at);
         if (stats) {
             method->stats(pt->method_state, job->s->pass, &tile, partial);
             continue;
@@ -467,13 +437,22 @@ static int start_chunk(engine *e, slot *s, size_t slot_index)
     s->prepared = 0;
     for (size_t i = 0; i < pt->ninputs; i++) {
         const smelt_tensor_info *t = pt->inputs[i];
-        int fd = plan->models[pt->input_model[i]]->files[t->file].fd;
-        uint8_t *dst = derived(pt, i) ? s->stage[i] : s->in[i];
-        if (smelt_ring_queue_read(e->ring, fd, dst, smelt_dtype_span(t->dtype, s->count),
-                                  t->offset + smelt_dtype_span(t->dtype, s->start),
-                                  slot_index << 8 | i) != 0)
-            return smelt_fail(e->ctx, SMELT_E_INTERNAL, "read ring full");
-        s->pending++;
+        size_t reader = smelt_source_reader(plan, pt, i);
+        int file = smelt_source_kind_of(pt, i) == SMELT_SOURCE_FILE;
+        /* An earlier input's read serves this one, or none does (a delta entry stored
+         * whole, decoded from its frames alone). */
+        s->read[i] = reader == SMELT_SOURCE_NO_READ ? NULL : s->read[reader];
+        if (reader == i) {
+            uint8_t *dst = file ? s->in[i] : s->stage[i];
+            int fd = plan->models[pt->input_model[i]]->files[t->file].fd;
+            if (smelt_ring_queue_read(e->ring, fd, dst, smelt_dtype_span(t->dtype, s->count),
+                                      t->offset + smelt_dtype_span(t->dtype, s->start),
+                                      slot_index << 8 | i) != 0)
+                return smelt_fail(e->ctx, SMELT_E_INTERNAL, "read ring full");
+            s->read[i] = dst;
+            s->pending++;
+        }
+        s->view[i] = file ? s->read[i] : s->in[i];
     }
     return 0;
 }
@@ -521,6 +500,8 @@ static void drop_inputs(const engine *e, const slot *s)
     }
     for (size_t i = 0; i < pt->ninputs; i++) {
         const smelt_tensor_info *t = pt->inputs[i];
+        if (smelt_source_reader(plan, pt, i) != i)
+            continue;
         posix_fadvise(plan->models[pt->input_model[i]]->files[t->file].fd,
                       (off_t)(t->offset + smelt_dtype_span(t->dtype, s->start)),
                       (off_t)smelt_dtype_span(t->dtype, s->count), POSIX_FADV_DONTNEED);
@@ -534,64 +515,60 @@ typedef struct derive_job {
     const slot *s;
 } derive_job;
 
-/* XORs the delta's frames for elements [begin, end) of the chunk into the staged base bytes of
- * input i (frames are 64 Ki elements; a task of whole rows may straddle two). */
-static int xor_delta(const derive_job *job, size_t i, const smelt_delta_entry *en,
-                     uint64_t begin, uint64_t end, unsigned worker)
-{
-    const engine *e = job->e;
-    const smelt_plan_tensor *pt = job->pt;
-    const smelt_delta *d = e->plan->models[pt->input_model[i]]->delta;
-    uint8_t *frame = e->delta_frame + (size_t)worker * e->delta_frame_bytes;
-    uint8_t *stage = job->s->stage[i] + smelt_dtype_span(pt->inputs[i]->dtype, begin);
-    uint64_t first = job->s->start + begin, last = job->s->start + end, fe = d->frame_elems;
-    for (uint64_t f = first / fe; f * fe < last; f++) {
-        uint64_t f0 = f * fe, n = smelt_delta_frame_elems(d, en, f);
-        int rc = smelt_delta_decode(e->delta_ctx[worker], d, en, f, f + 1,
-                                    e->delta_scratch[worker], frame, e->delta_frame_bytes);
-        if (rc != SMELT_OK)
-            return rc;
-        uint64_t lo = first > f0 ? first : f0, hi = last < f0 + n ? last : f0 + n;
-        smelt_delta_xor(stage + (lo - first) * en->unit, frame + (lo - f0) * en->unit,
-                        (size_t)((hi - lo) * en->unit));
-    }
-    return SMELT_OK;
-}
-
+/* LoRA inputs: W + scale * (B @ A) (or the adapter's copy) as f32, rounded to the base's
+ * dtype, for one task's elements. */
 static void derive_task(void *arg, size_t task, unsigned worker)
 {
+    (void)worker;
     const derive_job *job = arg;
     const smelt_plan_tensor *pt = job->pt;
     uint64_t task_elems = tensor_task(job->e->plan, pt);
     uint64_t begin = (uint64_t)task * task_elems;
     uint64_t end = begin + task_elems < job->s->count ? begin + task_elems : job->s->count;
     for (size_t i = 0; i < pt->ninputs; i++) {
-        const smelt_plan_source *src = derived(pt, i);
-        if (!src)
+        if (smelt_source_kind_of(pt, i) != SMELT_SOURCE_LORA)
             continue;
+        const smelt_plan_source *src = &pt->sources[i];
         const smelt_lora_module *m = src->lora;
         const float *left = job->e->factors[i];
         const float *right = m ? left + (uint64_t)m->rank * m->rows : NULL;
         const float *dora = m && m->magnitude ? right + (uint64_t)m->rank * m->cols : NULL;
         smelt_dtype dt = pt->inputs[i]->dtype;
-        if (src->delta && xor_delta(job, i, src->delta, begin, end, worker) != SMELT_OK) {
-            if (task < job->e->delta_fail[worker])
-                job->e->delta_fail[worker] = task;
-            return; /* the chunk fails: prepare_slot reports the first failed task */
-        }
+        const uint8_t *raw = job->s->read[i];
         if (m) /* the whole task at once: its rows go through the product four at a time */
             smelt_source_lora_apply(job->e->k, m, left, right, dora,
-                                    job->s->stage[i] + smelt_dtype_span(dt, begin), dt,
+                                    raw + smelt_dtype_span(dt, begin), dt,
                                     job->s->start + begin, (size_t)(end - begin),
                                     (float *)job->s->in[i] + begin);
         for (uint64_t at = begin; at < end; at += SMELT_SOURCE_TILE) {
             size_t n = end - at < SMELT_SOURCE_TILE ? (size_t)(end - at) : SMELT_SOURCE_TILE;
             float *out = (float *)job->s->in[i] + at;
             if (!m)
-                smelt_decode(job->e->k, out, job->s->stage[i] + smelt_dtype_span(dt, at), dt, n);
+                smelt_decode(job->e->k, out, raw + smelt_dtype_span(dt, at), dt, n);
             smelt_source_round(job->e->k, out, src->round_to, n);
         }
     }
+}
+
+/* Starts decoding slot s's delta frames on the workers (source.h), and finishes it. */
+static int begin_deltas(engine *e, slot *s)
+{
+    int rc = smelt_delta_sources_begin(e->ctx, e->deltas, e->pool, e->plan, s->tensor, s->start,
+                                       s->count, s->read, s->in);
+    if (rc == SMELT_OK)
+        e->decoding = s;
+    return rc;
+}
+
+static int end_deltas(engine *e)
+{
+    if (!e->decoding)
+        return SMELT_OK;
+    uint64_t before = smelt_delta_sources_bytes_read(e->deltas);
+    int rc = smelt_delta_sources_end(e->ctx, e->deltas, e->pool);
+    e->progress.bytes_read += smelt_delta_sources_bytes_read(e->deltas) - before;
+    e->decoding = NULL;
+    return rc;
 }
 
 /* A chunk whose reads have landed, before any pass sees it: computes its derived inputs once
@@ -603,8 +580,15 @@ static int prepare_slot(engine *e, slot *s)
     const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
     if (s->prepared || pt->kind != SMELT_TASK_MERGE || !pt->sources)
         return SMELT_OK;
+    if (e->decoding && e->decoding != s) { /* not expected: prefetch_deltas picks this slot */
+        int rc = end_deltas(e);
+        if (rc != SMELT_OK)
+            return rc;
+    }
+    int any_lora = 0;
     for (size_t i = 0; i < pt->ninputs; i++) {
-        const smelt_lora_module *m = derived(pt, i) ? pt->sources[i].lora : NULL;
+        any_lora |= smelt_source_kind_of(pt, i) == SMELT_SOURCE_LORA;
+        const smelt_lora_module *m = lora_of(pt, i);
         if (!m || e->factors_of[i] == m)
             continue;
         const smelt_model *model = e->plan->models[pt->input_model[i]];
@@ -619,22 +603,16 @@ static int prepare_slot(engine *e, slot *s)
             return rc;
         e->factors_of[i] = m;
     }
-    derive_job job = {e, pt, s};
-    uint64_t task = tensor_task(e->plan, pt);
-    unsigned threads = smelt_pool_threads(e->pool);
-    for (unsigned w = 0; e->delta_fail && w < threads; w++)
-        e->delta_fail[w] = SIZE_MAX;
-    smelt_pool_run(e->pool, (size_t)((s->count + task - 1) / task), derive_task, &job);
-    /* A delta frame that failed (checksum, I/O): the lowest task's message, whatever the
-     * thread count. */
-    unsigned worst = threads;
-    for (unsigned w = 0; e->delta_fail && w < threads; w++)
-        if (e->delta_fail[w] != SIZE_MAX &&
-            (worst == threads || e->delta_fail[w] < e->delta_fail[worst]))
-            worst = w;
-    if (worst < threads)
-        return smelt_fail(e->ctx, smelt_errcode(e->delta_ctx[worst]), "%s",
-                          smelt_errmsg(e->delta_ctx[worst]));
+    int rc = e->decoding == s || !e->deltas ? SMELT_OK : begin_deltas(e, s);
+    if (rc == SMELT_OK)
+        rc = end_deltas(e);
+    if (rc != SMELT_OK)
+        return rc;
+    if (any_lora) {
+        derive_job job = {e, pt, s};
+        uint64_t task = tensor_task(e->plan, pt);
+        smelt_pool_run(e->pool, (size_t)((s->count + task - 1) / task), derive_task, &job);
+    }
     s->prepared = 1;
     return SMELT_OK;
 }
@@ -662,7 +640,7 @@ static int finish_stats_chunk(engine *e, slot *s)
     const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
     int rc = stats_chunk(e, s);
     for (size_t i = 0; i < pt->ninputs; i++)
-        e->progress.bytes_read += smelt_dtype_span(pt->inputs[i]->dtype, s->count);
+        e->progress.bytes_read += smelt_source_file_bytes(e->plan, pt, i, s->count);
     s->busy = 0;
     return rc;
 }
@@ -702,7 +680,31 @@ static int run_resident_stats(engine *e, unsigned first)
     return SMELT_OK;
 }
 
-static int finish_chunk(engine *e, slot *s, smelt_out_file *files)
+/* While this thread writes chunk s and queues the next reads, the workers can decode the
+ * delta frames of the chunk after it (`next`, in ring order): that keeps both cores busy, as
+ * the frames are most of the work. prepare_slot(next) then only waits for them. Tensors with
+ * LoRA inputs are left to prepare_slot (their factors load in plan order). */
+static int prefetch_deltas(engine *e, const slot *s, slot *next)
+{
+    if (!e->deltas || e->decoding || next == s || !next->busy || next->prepared)
+        return SMELT_OK;
+    const smelt_plan_tensor *pt = &e->plan->tensors[next->tensor];
+    if (pt->kind != SMELT_TASK_MERGE || !pt->sources)
+        return SMELT_OK;
+    int any_delta = 0;
+    for (size_t i = 0; i < pt->ninputs; i++) {
+        smelt_source_kind kind = smelt_source_kind_of(pt, i);
+        if (kind == SMELT_SOURCE_LORA)
+            return SMELT_OK;
+        any_delta |= kind == SMELT_SOURCE_DELTA;
+    }
+    if (!any_delta)
+        return SMELT_OK;
+    int rc = await_slot(e, next);
+    return rc == SMELT_OK ? begin_deltas(e, next) : rc;
+}
+
+static int finish_chunk(engine *e, slot *s, slot *next, smelt_out_file *files)
 {
     const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
     uint64_t out_off, out_len;
@@ -712,10 +714,13 @@ static int finish_chunk(engine *e, slot *s, smelt_out_file *files)
         compute_job job = {e, pt, s};
         uint64_t task = tensor_task(e->plan, pt);
         smelt_pool_run(e->pool, (size_t)((s->count + task - 1) / task), compute_task, &job);
+        int rc = prefetch_deltas(e, s, next);
+        if (rc != SMELT_OK)
+            return rc;
         out_off = pt->out_offset + smelt_dtype_span(pt->out_dtype, s->start);
         out_len = smelt_dtype_span(pt->out_dtype, s->count);
         for (size_t i = 0; i < pt->ninputs; i++)
-            e->progress.bytes_read += smelt_dtype_span(pt->inputs[i]->dtype, s->count);
+            e->progress.bytes_read += smelt_source_file_bytes(e->plan, pt, i, s->count);
     } else {
         out_off = pt->out_offset + s->start;
         out_len = s->count;
@@ -745,6 +750,13 @@ static int finish_chunk(engine *e, slot *s, smelt_out_file *files)
     return SMELT_OK;
 }
 
+/* What came in from the input files: through the ring, and the deltas' frames (read by the
+ * workers that decode them). */
+static uint64_t files_read(const engine *e)
+{
+    return smelt_ring_bytes_read(e->ring) + smelt_delta_sources_bytes_read(e->deltas);
+}
+
 /* Calls the progress callback at most four times a second (and always when final). */
 static void report(engine *e, const smelt_engine_options *opts, int final)
 {
@@ -756,7 +768,7 @@ static void report(engine *e, const smelt_engine_options *opts, int final)
     e->last_report = now;
     e->progress.seconds = now - e->started;
     if (e->ring)
-        e->progress.bytes_from_files = smelt_ring_bytes_read(e->ring);
+        e->progress.bytes_from_files = files_read(e);
     opts->progress(opts->progress_user, &e->progress);
 }
 
@@ -772,8 +784,10 @@ static int alloc_buffers(engine *e)
         slot *s = &e->slots[d];
         s->in = calloc(plan->ninputs + 1, sizeof *s->in);
         s->stage = calloc(plan->ninputs + 1, sizeof *s->stage);
+        s->read = calloc(plan->ninputs + 1, sizeof *s->read);
+        s->view = calloc(plan->ninputs + 1, sizeof *s->view);
         s->out = smelt_aligned_alloc(BUFFER_ALIGN, chunk / SPAN_UNIT * e->out_unit);
-        if (!s->in || !s->stage || !s->out)
+        if (!s->in || !s->stage || !s->read || !s->view || !s->out)
             return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the chunk buffers");
         for (size_t i = 0; i < plan->ninputs; i++)
             if ((e->in_unit[i] &&
@@ -794,21 +808,9 @@ static int alloc_buffers(engine *e)
     if (most_scratch && !(e->factor_scratch = malloc(most_scratch)))
         return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the adapters' factors");
     unsigned threads = smelt_pool_threads(e->pool);
-    unsigned unit;
-    const smelt_delta *d = any_delta(plan, &unit);
-    if (d) {
-        e->delta_frame_bytes = (size_t)d->frame_elems * unit;
-        e->delta_scratch = calloc(threads, sizeof *e->delta_scratch);
-        e->delta_ctx = calloc(threads, sizeof *e->delta_ctx);
-        e->delta_fail = calloc(threads, sizeof *e->delta_fail);
-        e->delta_frame = malloc((size_t)threads * e->delta_frame_bytes);
-        if (!e->delta_scratch || !e->delta_ctx || !e->delta_fail || !e->delta_frame)
-            return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the deltas' frames");
-        for (unsigned w = 0; w < threads; w++)
-            if (!(e->delta_scratch[w] = smelt_delta_scratch_new(d, unit)) ||
-                !(e->delta_ctx[w] = smelt_ctx_new()))
-                return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the deltas' frames");
-    }
+    int rc = smelt_delta_sources_new(e->ctx, plan, threads, chunk, &e->deltas);
+    if (rc != SMELT_OK)
+        return rc;
     e->scratch = smelt_aligned_alloc(64, scratch_bytes(plan, threads, chunk));
     if (!e->scratch)
         return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory");
@@ -828,6 +830,8 @@ static void free_buffers(engine *e)
         }
         free(e->slots[d].in);
         free(e->slots[d].stage);
+        free(e->slots[d].read);
+        free(e->slots[d].view);
         free(e->slots[d].out);
     }
     free(e->slots);
@@ -835,15 +839,7 @@ static void free_buffers(engine *e)
     for (size_t i = 0; i < e->plan->ninputs; i++)
         free(e->factors[i]);
     free(e->factor_scratch);
-    for (unsigned w = 0; e->delta_scratch && w < smelt_pool_threads(e->pool); w++) {
-        smelt_delta_scratch_free(e->delta_scratch[w]);
-        if (e->delta_ctx)
-            smelt_ctx_free(e->delta_ctx[w]);
-    }
-    free(e->delta_scratch);
-    free(e->delta_ctx);
-    free(e->delta_fail);
-    free(e->delta_frame);
+    smelt_delta_sources_free(e->deltas);
 }
 
 static int write_headers(engine *e, smelt_out_file *files)
@@ -891,7 +887,7 @@ static int pipeline(engine *e, smelt_out_file *files, const smelt_engine_options
             if (rc != SMELT_OK)
                 return rc;
         }
-        rc = finish_chunk(e, s, files);
+        rc = finish_chunk(e, s, &e->slots[(oldest + 1) % depth], files);
         if (rc != SMELT_OK)
             return rc;
         oldest = (oldest + 1) % depth;
@@ -931,8 +927,14 @@ int smelt_engine_run(smelt_ctx *ctx, const smelt_plan *plan, smelt_out_file *fil
         rc = write_headers(&e, files);
     if (rc == SMELT_OK)
         rc = pipeline(&e, files, opts);
+    if (e.decoding) { /* stopped early: the workers still decode; the first error stands */
+        smelt_ctx *quiet = smelt_ctx_new();
+        int end = smelt_delta_sources_end(quiet ? quiet : ctx, e.deltas, e.pool);
+        rc = rc == SMELT_OK ? end : rc;
+        smelt_ctx_free(quiet);
+    }
     if (e.ring)
-        e.progress.bytes_from_files = smelt_ring_bytes_read(e.ring);
+        e.progress.bytes_from_files = files_read(&e);
     smelt_ring_close(e.ring);
     e.ring = NULL;
     free_buffers(&e);

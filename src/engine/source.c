@@ -1,10 +1,61 @@
-/* Derived tensor sources: LoRA products (see source.h). */
+/* Tensor sources: what each input is and whose read serves it; LoRA products (see source.h). */
 #include "engine/source.h"
 
 #include "common/util.h"
+#include "format/delta.h"
 
 #include <math.h>
 #include <string.h>
+
+smelt_source_kind smelt_source_kind_of(const smelt_plan_tensor *pt, size_t i)
+{
+    if (pt->kind != SMELT_TASK_MERGE || !pt->sources)
+        return SMELT_SOURCE_FILE;
+    if (pt->sources[i].delta)
+        return SMELT_SOURCE_DELTA;
+    return pt->sources[i].round_to != SMELT_DT_INVALID ? SMELT_SOURCE_LORA : SMELT_SOURCE_FILE;
+}
+
+static const smelt_st_file *file_of(const smelt_plan *plan, const smelt_plan_tensor *pt, size_t i)
+{
+    return &plan->models[pt->input_model[i]]->files[pt->inputs[i]->file];
+}
+
+/* A delta entry stored whole: its bytes come from its frames alone. */
+static int reads_nothing(const smelt_plan_tensor *pt, size_t i)
+{
+    return smelt_source_kind_of(pt, i) == SMELT_SOURCE_DELTA &&
+           pt->sources[i].delta->mode == SMELT_DELTA_RAW;
+}
+
+size_t smelt_source_reader(const smelt_plan *plan, const smelt_plan_tensor *pt, size_t i)
+{
+    if (pt->kind != SMELT_TASK_MERGE)
+        return i;
+    if (reads_nothing(pt, i))
+        return SMELT_SOURCE_NO_READ;
+    const smelt_st_file *fi = file_of(plan, pt, i);
+    if (fi->ino == 0)
+        return i; /* no identity known (a file not opened through format/) */
+    for (size_t j = 0; j < i; j++) {
+        if (reads_nothing(pt, j))
+            continue;
+        const smelt_st_file *fj = file_of(plan, pt, j);
+        if (fj->dev == fi->dev && fj->ino == fi->ino &&
+            pt->inputs[j]->offset == pt->inputs[i]->offset &&
+            pt->inputs[j]->dtype == pt->inputs[i]->dtype)
+            return j;
+    }
+    return i;
+}
+
+uint64_t smelt_source_file_bytes(const smelt_plan *plan, const smelt_plan_tensor *pt, size_t i,
+                                 uint64_t count)
+{
+    if (smelt_source_reader(plan, pt, i) != i)
+        return 0;
+    return smelt_dtype_span(pt->inputs[i]->dtype, count);
+}
 
 /* DoRA's norm pass reads the base weight in blocks of whole rows of about this many elements. */
 #define DORA_BLOCK_ELEMS (1u << 20)

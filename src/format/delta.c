@@ -80,62 +80,6 @@ unsigned smelt_delta_unit(smelt_dtype dt)
     return s ? s : 1;
 }
 
-void smelt_delta_xor(uint8_t *dst, const uint8_t *src, size_t n)
-{
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t a, b;
-        memcpy(&a, dst + i, 8);
-        memcpy(&b, src + i, 8);
-        a ^= b;
-        memcpy(dst + i, &a, 8);
-    }
-    for (; i < n; i++)
-        dst[i] ^= src[i];
-}
-
-void smelt_delta_split_planes(const uint8_t *elems, const uint8_t *base, size_t n,
-                              unsigned unit, uint8_t *planes)
-{
-    if (unit == 2) { /* the common case: keep it a tight loop the compiler vectorizes */
-        uint8_t *hi = planes, *lo = planes + n;
-        for (size_t i = 0; i < n; i++) {
-            uint8_t b0 = elems[2 * i], b1 = elems[2 * i + 1];
-            if (base) {
-                b0 ^= base[2 * i];
-                b1 ^= base[2 * i + 1];
-            }
-            hi[i] = b1;
-            lo[i] = b0;
-        }
-        return;
-    }
-    for (unsigned p = 0; p < unit; p++) {
-        uint8_t *dst = planes + (size_t)p * n;
-        const unsigned byte = unit - 1 - p;
-        for (size_t i = 0; i < n; i++)
-            dst[i] = (uint8_t)(elems[i * unit + byte] ^ (base ? base[i * unit + byte] : 0));
-    }
-}
-
-void smelt_delta_join_planes(const uint8_t *planes, size_t n, unsigned unit, uint8_t *elems)
-{
-    if (unit == 2) {
-        const uint8_t *hi = planes, *lo = planes + n;
-        for (size_t i = 0; i < n; i++) {
-            elems[2 * i] = lo[i];
-            elems[2 * i + 1] = hi[i];
-        }
-        return;
-    }
-    for (unsigned p = 0; p < unit; p++) {
-        const uint8_t *src = planes + (size_t)p * n;
-        const unsigned byte = unit - 1 - p;
-        for (size_t i = 0; i < n; i++)
-            elems[i * unit + byte] = src[i];
-    }
-}
-
 uint64_t smelt_delta_frame_elems(const smelt_delta *d, const smelt_delta_entry *e, uint64_t f)
 {
     if (f >= e->nframes)
@@ -648,68 +592,102 @@ void smelt_delta_scratch_free(smelt_delta_scratch *s)
     free(s);
 }
 
-int smelt_delta_decode(smelt_ctx *ctx, const smelt_delta *d, const smelt_delta_entry *e,
-                       uint64_t f0, uint64_t f1, smelt_delta_scratch *s, uint8_t *out,
-                       size_t out_len)
+int smelt_delta_read_table(smelt_ctx *ctx, const smelt_delta *d, const smelt_delta_entry *e,
+                           uint64_t f0, uint64_t f1, uint8_t *records)
 {
-    const char *kind = entry_kind(e->name);
     if (f0 > f1 || f1 > e->nframes)
         return smelt_fail(ctx, SMELT_E_ARG, "%s: %s '%s': frames [%llu, %llu) are not within "
-                          "its %llu frames", d->path, kind, e->name, (ull)f0, (ull)f1,
-                          (ull)e->nframes);
-    uint64_t need = 0;
-    for (uint64_t f = f0; f < f1; f++)
-        need += smelt_delta_frame_elems(d, e, f) * e->unit;
-    if (need > out_len)
-        return smelt_fail(ctx, SMELT_E_ARG, "%s: %s '%s': frames [%llu, %llu) need %llu bytes, "
-                          "the buffer holds %zu", d->path, kind, e->name, (ull)f0, (ull)f1,
-                          (ull)need, out_len);
-    if (f1 > f0 && (size_t)smelt_delta_frame_elems(d, e, f0) * e->unit > s->planes_cap)
+                          "its %llu frames", d->path, entry_kind(e->name), e->name, (ull)f0,
+                          (ull)f1, (ull)e->nframes);
+    int err = smelt_pread_all(d->fd, records, (size_t)(f1 - f0) * SMELT_DELTA_TABLE_RECORD,
+                              e->blob_offset + f0 * SMELT_DELTA_TABLE_RECORD);
+    if (err)
+        return smelt_fail_errno(ctx, err, "%s: %s '%s': frames [%llu, %llu): cannot read the "
+                                "frame table", d->path, entry_kind(e->name), e->name, (ull)f0,
+                                (ull)f1);
+    return SMELT_OK;
+}
+
+int smelt_delta_decode_frame(smelt_ctx *ctx, const smelt_delta *d, const smelt_delta_entry *e,
+                             uint64_t f, uint64_t start, uint64_t end, uint64_t sum,
+                             smelt_delta_scratch *s, const uint8_t **planes)
+{
+    const char *kind = entry_kind(e->name);
+    if (f >= e->nframes)
+        return smelt_fail(ctx, SMELT_E_ARG, "%s: %s '%s': there is no frame %llu of %llu",
+                          d->path, kind, e->name, (ull)f, (ull)e->nframes);
+    const size_t raw = (size_t)(smelt_delta_frame_elems(d, e, f) * e->unit);
+    if (raw > s->planes_cap)
         return smelt_fail(ctx, SMELT_E_ARG, "%s: %s '%s': the scratch is for smaller elements",
                           d->path, kind, e->name);
+    if (end <= start || end - start > s->comp_cap ||
+        end > e->blob_size - e->nframes * SMELT_DELTA_TABLE_RECORD)
+        return smelt_fail(ctx, SMELT_E_FORMAT, "%s: %s '%s': frame %llu of %llu: the frame "
+                          "table gives it bytes [%llu, %llu), which is not possible", d->path,
+                          kind, e->name, (ull)f, (ull)e->nframes, (ull)start, (ull)end);
     const uint64_t frames_at = e->blob_offset + e->nframes * SMELT_DELTA_TABLE_RECORD;
-    size_t at = 0;
-    for (uint64_t f = f0; f < f1; f++) {
-        uint8_t rec[2 * SMELT_DELTA_TABLE_RECORD];
-        uint64_t start = 0, end, sum, ignored;
-        uint64_t rec_at = e->blob_offset + (f ? f - 1 : 0) * SMELT_DELTA_TABLE_RECORD;
-        size_t rec_len = (f ? 2 : 1) * SMELT_DELTA_TABLE_RECORD;
-        int err = smelt_pread_all(d->fd, rec, rec_len, rec_at);
-        if (err)
-            return smelt_fail_errno(ctx, err, "%s: %s '%s': frame %llu: cannot read the frame "
-                                    "table", d->path, kind, e->name, (ull)f);
-        if (f)
-            smelt_delta_get_record(rec, &start, &ignored);
-        smelt_delta_get_record(rec + rec_len - SMELT_DELTA_TABLE_RECORD, &end, &sum);
-        const uint64_t elems = smelt_delta_frame_elems(d, e, f);
-        const size_t raw = (size_t)(elems * e->unit);
-        if (end <= start || end - start > s->comp_cap ||
-            end > e->blob_size - e->nframes * SMELT_DELTA_TABLE_RECORD)
-            return smelt_fail(ctx, SMELT_E_FORMAT, "%s: %s '%s': frame %llu of %llu: the frame "
-                              "table gives it bytes [%llu, %llu), which is not possible",
-                              d->path, kind, e->name, (ull)f, (ull)e->nframes, (ull)start,
-                              (ull)end);
-        size_t clen = (size_t)(end - start);
-        if ((err = smelt_pread_all(d->fd, s->comp, clen, frames_at + start)))
-            return smelt_fail_errno(ctx, err, "%s: %s '%s': frame %llu: cannot read it",
-                                    d->path, kind, e->name, (ull)f);
-        size_t got = ZSTD_decompressDCtx(s->dctx, s->planes, raw, s->comp, clen);
-        if (ZSTD_isError(got))
-            return smelt_fail(ctx, SMELT_E_FORMAT, "%s: %s '%s': frame %llu of %llu is damaged: "
-                              "zstd says: %s", d->path, kind, e->name, (ull)f,
-                              (ull)e->nframes, ZSTD_getErrorName(got));
-        if (got != raw)
-            return smelt_fail(ctx, SMELT_E_FORMAT, "%s: %s '%s': frame %llu of %llu decodes to "
-                              "%zu bytes, not %zu", d->path, kind, e->name, (ull)f,
-                              (ull)e->nframes, got, raw);
-        uint64_t h = XXH3_64bits(s->planes, raw);
-        if (h != sum)
-            return smelt_fail(ctx, SMELT_E_FORMAT, "%s: %s '%s': frame %llu of %llu: checksum "
-                              "mismatch (its bytes hash to %016llx, the frame table says "
-                              "%016llx): the delta is damaged", d->path, kind, e->name,
-                              (ull)f, (ull)e->nframes, (ull)h, (ull)sum);
-        smelt_delta_join_planes(s->planes, (size_t)elems, e->unit, out + at);
-        at += raw;
-    }
+    size_t clen = (size_t)(end - start);
+    int err = smelt_pread_all(d->fd, s->comp, clen, frames_at + start);
+    if (err)
+        return smelt_fail_errno(ctx, err, "%s: %s '%s': frame %llu: cannot read it", d->path,
+                                kind, e->name, (ull)f);
+    /* The frames carry no zstd content checksum (extract turns it off): the frame table's
+     * XXH3-64 below is the one check of the decoded bytes. */
+    size_t got = ZSTD_decompressDCtx(s->dctx, s->planes, raw, s->comp, clen);
+    if (ZSTD_isError(got))
+        return smelt_fail(ctx, SMELT_E_FORMAT, "%s: %s '%s': frame %llu of %llu is damaged: "
+                          "zstd says: %s", d->path, kind, e->name, (ull)f, (ull)e->nframes,
+                          ZSTD_getErrorName(got));
+    if (got != raw)
+        return smelt_fail(ctx, SMELT_E_FORMAT, "%s: %s '%s': frame %llu of %llu decodes to "
+                          "%zu bytes, not %zu", d->path, kind, e->name, (ull)f, (ull)e->nframes,
+                          got, raw);
+    uint64_t h = XXH3_64bits(s->planes, raw);
+    if (h != sum)
+        return smelt_fail(ctx, SMELT_E_FORMAT, "%s: %s '%s': frame %llu of %llu: checksum "
+                          "mismatch (its bytes hash to %016llx, the frame table says %016llx): "
+                          "the delta is damaged", d->path, kind, e->name, (ull)f,
+                          (ull)e->nframes, (ull)h, (ull)sum);
+    *planes = s->planes;
     return SMELT_OK;
+}
+
+int smelt_delta_prefix_bytes(smelt_ctx *ctx, const smelt_delta *d, const smelt_delta_entry *e,
+                             uint64_t nelems, uint64_t *bytes)
+{
+    uint64_t nframes = (nelems + d->frame_elems - 1) / d->frame_elems;
+    if (nframes >= e->nframes) {
+        *bytes = e->blob_size;
+        return SMELT_OK;
+    }
+    *bytes = 0;
+    if (nframes == 0)
+        return SMELT_OK;
+    uint8_t rec[SMELT_DELTA_TABLE_RECORD];
+    uint64_t end, sum;
+    int rc = smelt_delta_read_table(ctx, d, e, nframes - 1, nframes, rec);
+    if (rc != SMELT_OK)
+        return rc;
+    smelt_delta_get_record(rec, &end, &sum);
+    *bytes = nframes * SMELT_DELTA_TABLE_RECORD + end;
+    return SMELT_OK;
+}
+
+int smelt_delta_decode(smelt_ctx *ctx, const smelt_delta *d, const smelt_delta_entry *e,
+                       uint64_t f, smelt_delta_scratch *s, const uint8_t **planes)
+{
+    uint8_t rec[2 * SMELT_DELTA_TABLE_RECORD];
+    uint64_t start = 0, end, sum, ignored;
+    if (f >= e->nframes)
+        return smelt_fail(ctx, SMELT_E_ARG, "%s: %s '%s': there is no frame %llu of %llu",
+                          d->path, entry_kind(e->name), e->name, (ull)f, (ull)e->nframes);
+    /* Frame f starts where frame f - 1 ends. */
+    uint64_t first = f ? f - 1 : 0;
+    int rc = smelt_delta_read_table(ctx, d, e, first, f + 1, rec);
+    if (rc != SMELT_OK)
+        return rc;
+    if (f)
+        smelt_delta_get_record(rec, &start, &ignored);
+    smelt_delta_get_record(rec + (f - first) * SMELT_DELTA_TABLE_RECORD, &end, &sum);
+    return smelt_delta_decode_frame(ctx, d, e, f, start, end, sum, s, planes);
 }

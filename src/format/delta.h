@@ -151,26 +151,34 @@ void smelt_delta_scratch_free(smelt_delta_scratch *s);
 /* Bytes one scratch holds (for budgets). */
 size_t smelt_delta_scratch_bytes(const smelt_delta *d, unsigned max_unit);
 
-/* Decodes frames [f0, f1) of entry e into out (their elements, in the tensor's own byte
- * order: out receives (elements of those frames) * unit bytes, which must fit in out_len).
- * For a xor entry these are XOR patterns (apply with smelt_delta_xor), for a raw entry the
- * bytes themselves. Reads the frame table and frames with pread (thread-safe), decompresses,
- * checks each frame's size and XXH3-64. Returns SMELT_OK, or SMELT_E_FORMAT naming the file,
- * entry and frame ("d/delta.safetensors: tensor 'x': frame 3: checksum mismatch ..."),
- * SMELT_E_IO, SMELT_E_ARG for a bad range or a short buffer. */
+/* Reads the frame table records of frames [f0, f1) of entry e into `records` ((f1 - f0) *
+ * SMELT_DELTA_TABLE_RECORD bytes; decode each with smelt_delta_get_record) with one pread.
+ * Thread-safe. SMELT_OK, SMELT_E_IO naming the file and entry, SMELT_E_ARG for a bad range. */
+int smelt_delta_read_table(smelt_ctx *ctx, const smelt_delta *d, const smelt_delta_entry *e,
+                           uint64_t f0, uint64_t f1, uint8_t *records);
+
+/* Decodes frame f of entry e, whose compressed bytes are [start, end) counted from the end of
+ * the frame table and whose decoded bytes hash to `sum` (what its table records say: start is
+ * the previous record's end, 0 for frame 0): reads them with pread (thread-safe), decompresses
+ * with the scratch's own zstd context and checks the size and the XXH3-64. On SMELT_OK *planes
+ * points at the frame's byte planes (smelt_delta_frame_elems(d, e, f) * e->unit bytes, plane p
+ * at p * the frame's elements; join them with the kernel table's delta_join), inside the
+ * scratch and valid until its next use. Otherwise SMELT_E_FORMAT naming the file, entry and
+ * frame ("d/delta.safetensors: tensor 'x': frame 3 of 9: checksum mismatch ..."), SMELT_E_IO,
+ * or SMELT_E_ARG for a frame that does not exist or a scratch too small. */
+int smelt_delta_decode_frame(smelt_ctx *ctx, const smelt_delta *d, const smelt_delta_entry *e,
+                             uint64_t f, uint64_t start, uint64_t end, uint64_t sum,
+                             smelt_delta_scratch *s, const uint8_t **planes);
+
+/* The bytes of entry e that hold its first nelems elements: the frame table records of the
+ * frames that hold them and those frames (the whole blob when they are all of its frames; one
+ * record is read to tell otherwise). What a reader of that prefix reads, frame by frame. */
+int smelt_delta_prefix_bytes(smelt_ctx *ctx, const smelt_delta *d, const smelt_delta_entry *e,
+                             uint64_t nelems, uint64_t *bytes);
+
+/* smelt_delta_decode_frame for frame f, its records (f's and the one before) read here. */
 int smelt_delta_decode(smelt_ctx *ctx, const smelt_delta *d, const smelt_delta_entry *e,
-                       uint64_t f0, uint64_t f1, smelt_delta_scratch *s, uint8_t *out,
-                       size_t out_len);
-
-/* dst[i] ^= src[i] for n bytes. */
-void smelt_delta_xor(uint8_t *dst, const uint8_t *src, size_t n);
-
-/* The byte-plane transform of one frame: n elements of `unit` bytes from elems into planes
- * (plane p = byte unit-1-p of every element), and back. When `base` is not NULL the elements
- * are XORed with it on the way (elems ^ base). */
-void smelt_delta_split_planes(const uint8_t *elems, const uint8_t *base, size_t n,
-                              unsigned unit, uint8_t *planes);
-void smelt_delta_join_planes(const uint8_t *planes, size_t n, unsigned unit, uint8_t *elems);
+                       uint64_t f, smelt_delta_scratch *s, const uint8_t **planes);
 
 /* The unit (bytes per element, planes) of a dtype: its size, or 1 for sub-byte dtypes. */
 unsigned smelt_delta_unit(smelt_dtype dt);

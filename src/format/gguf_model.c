@@ -6,8 +6,10 @@
 
 #include "common/util.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 typedef unsigned long long ull;
@@ -61,6 +63,11 @@ int smelt_gguf_model_open(smelt_ctx *ctx, smelt_model *m, const char *path)
             return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
         if ((rc = smelt_open_regular(ctx, g->path, 0, &file->fd, NULL)) != SMELT_OK)
             return rc;
+        struct stat st;
+        if (fstat(file->fd, &st) != 0)
+            return smelt_fail_errno(ctx, errno, "%s: cannot stat", g->path);
+        file->dev = (uint64_t)st.st_dev;
+        file->ino = (uint64_t)st.st_ino;
     }
     for (size_t i = 0; i < set->ntensors; i++) {
         rc = info_from_gguf(ctx, m->files[set->tensors[i].file].path, set->tensors[i].t,

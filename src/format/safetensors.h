@@ -34,6 +34,8 @@ typedef struct smelt_st_file {
     int fd;              /* O_RDONLY | O_CLOEXEC */
     uint64_t size;       /* file size in bytes */
     uint64_t data_start; /* 8 + header length */
+    uint64_t dev, ino;   /* the file's identity (st_dev, st_ino): one file opened twice, as a
+                            base named alone and in BASE+DELTA, is read once (engine/source.h) */
 } smelt_st_file;
 
 /* An opened model: one or more safetensors files and their tensors. Read-only after
@@ -101,6 +103,10 @@ void smelt_model_close(smelt_model *model);
 
 /* Finds a tensor by name; NULL when absent. O(1) average. Thread-safe. */
 const smelt_tensor_info *smelt_model_find(const smelt_model *model, const char *name);
+
+/* Rebuilds the name lookup after model->tensors changed (a BASE+DELTA model presenting the
+ * fine-tune's tensors). SMELT_OK, SMELT_E_NOMEM, or SMELT_E_FORMAT for a name twice. */
+int smelt_model_reindex(smelt_ctx *ctx, smelt_model *model);
 
 /* A tensor to lay out in an output file. */
 typedef struct smelt_st_out_tensor {

@@ -67,6 +67,8 @@ static int parse_file(smelt_ctx *ctx, smelt_st_file *file, smelt_tensor_info **t
     if (fstat(file->fd, &st) != 0)
         return smelt_fail_errno(ctx, errno, "%s: cannot stat", file->path);
     file->size = (uint64_t)st.st_size;
+    file->dev = (uint64_t)st.st_dev;
+    file->ino = (uint64_t)st.st_ino;
     uint8_t head[8];
     size_t head_len = file->size < 8 ? (size_t)file->size : 8;
     int err = read_full(file->fd, head, head_len);
@@ -134,6 +136,11 @@ static int add_file(smelt_ctx *ctx, smelt_model *m, const char *path)
 /* Builds the name lookup; a name in two files makes the model ambiguous. */
 static int index_model(smelt_ctx *ctx, smelt_model *m)
 {
+    if (m->name_index) {
+        smelt_name_index_free(m->name_index);
+        free(m->name_index);
+        m->name_index = NULL;
+    }
     smelt_name_index *index = calloc(1, sizeof *index);
     if (!index)
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
@@ -149,6 +156,11 @@ static int index_model(smelt_ctx *ctx, smelt_model *m)
     }
     m->name_index = index;
     return SMELT_OK;
+}
+
+int smelt_model_reindex(smelt_ctx *ctx, smelt_model *model)
+{
+    return index_model(ctx, model);
 }
 
 const smelt_tensor_info *smelt_model_find(const smelt_model *model, const char *name)

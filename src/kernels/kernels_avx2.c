@@ -108,4 +108,28 @@ static inline __m256i k_lut_iq4(__m256i i)
                                                 _mm256_castsi256_ps(_mm256_slli_epi32(i, 28))));
 }
 
+/* For the delta byte planes: unpack works inside 128-bit lanes, so one cross-lane permute puts
+ * the halves back in element order; the unzip groups even and odd bytes per lane first. */
+#define VB 32
+typedef __m256i VB_T;
+#define VB_LOADU(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
+#define VB_STOREU(p, v) _mm256_storeu_si256((__m256i *)(void *)(p), (v))
+#define VB_XOR(a, b) _mm256_xor_si256((a), (b))
+#define VB_ZIP(x, y, a, b)                                                                   \
+    do {                                                                                     \
+        __m256i zl_ = _mm256_unpacklo_epi8((x), (y)), zh_ = _mm256_unpackhi_epi8((x), (y));  \
+        (a) = _mm256_permute2x128_si256(zl_, zh_, 0x20);                                     \
+        (b) = _mm256_permute2x128_si256(zl_, zh_, 0x31);                                     \
+    } while (0)
+#define VB_UNZIP(a, b, e, o)                                                                 \
+    do {                                                                                     \
+        const __m256i eo_ = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11,   \
+                                             13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7,  \
+                                             9, 11, 13, 15);                                 \
+        __m256i ua_ = _mm256_permute4x64_epi64(_mm256_shuffle_epi8((a), eo_), 0xD8);        \
+        __m256i ub_ = _mm256_permute4x64_epi64(_mm256_shuffle_epi8((b), eo_), 0xD8);        \
+        (e) = _mm256_permute2x128_si256(ua_, ub_, 0x20);                                     \
+        (o) = _mm256_permute2x128_si256(ua_, ub_, 0x31);                                     \
+    } while (0)
+
 #include "kernels/kernels_simd.h"

@@ -104,4 +104,30 @@ static inline __m512i k_lut_iq4(__m512i i)
     return _mm512_permutexvar_epi32(i, _mm512_cvtepi8_epi32(t));
 }
 
+/* For the delta byte planes (AVX512BW): unpack and the byte shuffle work inside 128-bit lanes;
+ * one two-source qword permute puts the lanes back in element order. */
+#define VB 64
+typedef __m512i VB_T;
+#define VB_LOADU(p) _mm512_loadu_si512((const void *)(p))
+#define VB_STOREU(p, v) _mm512_storeu_si512((void *)(p), (v))
+#define VB_XOR(a, b) _mm512_xor_si512((a), (b))
+#define VB_ZIP(x, y, a, b)                                                                   \
+    do {                                                                                     \
+        __m512i zl_ = _mm512_unpacklo_epi8((x), (y)), zh_ = _mm512_unpackhi_epi8((x), (y));  \
+        (a) = _mm512_permutex2var_epi64(zl_, _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11),    \
+                                        zh_);                                                \
+        (b) = _mm512_permutex2var_epi64(zl_, _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15),  \
+                                        zh_);                                                \
+    } while (0)
+#define VB_UNZIP(a, b, e, o)                                                                 \
+    do {                                                                                     \
+        const __m512i eo_ = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14,  \
+                                                                 1, 3, 5, 7, 9, 11, 13, 15)); \
+        __m512i ua_ = _mm512_shuffle_epi8((a), eo_), ub_ = _mm512_shuffle_epi8((b), eo_);    \
+        (e) = _mm512_permutex2var_epi64(ua_, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14),   \
+                                        ub_);                                                \
+        (o) = _mm512_permutex2var_epi64(ua_, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15),   \
+                                        ub_);                                                \
+    } while (0)
+
 #include "kernels/kernels_simd.h"

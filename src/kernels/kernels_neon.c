@@ -101,4 +101,13 @@ static inline uint32x4_t k_lut_iq4(uint32x4_t i)
     return vreinterpretq_u32_s32(vshrq_n_s32(vshlq_n_s32(r, 24), 24));
 }
 
+/* For the delta byte planes: NEON's zips and unzips already span the whole vector. */
+#define VB 16
+typedef uint8x16_t VB_T;
+#define VB_LOADU(p) vld1q_u8(p)
+#define VB_STOREU(p, v) vst1q_u8((p), (v))
+#define VB_XOR(a, b) veorq_u8((a), (b))
+#define VB_ZIP(x, y, a, b) ((a) = vzip1q_u8((x), (y)), (b) = vzip2q_u8((x), (y)))
+#define VB_UNZIP(a, b, e, o) ((e) = vuzp1q_u8((a), (b)), (o) = vuzp2q_u8((a), (b)))
+
 #include "kernels/kernels_simd.h"

@@ -64,6 +64,20 @@ void (*hist_mag)(uint32_t *hist, const float *x, size_t n, uint32_t prefix,
  * alignment, or on the level. */
 void (*philox_uniform)(float *dst, uint64_t key, uint64_t index0, size_t n);
 
+/* The byte planes of the delta container (format/delta.h), fused with the XOR against the base
+ * they were made from. n elements of `unit` bytes (1..8); plane p (p = 0 .. unit-1) holds byte
+ * unit-1-p of every element (plane 0 is the most significant byte), planes `stride` bytes apart
+ * (stride >= n; plane p's element j at planes[p * stride + j]). base may be NULL (nothing to XOR).
+ *   delta_join:  out[j * unit + unit-1-p] = planes[p * stride + j] ^ base[j * unit + unit-1-p]
+ *   delta_split: planes[p * stride + j] = elems[j * unit + unit-1-p] ^ base[j * unit + unit-1-p]
+ * Pure byte moves, so every level is bit-exact by construction; the levels shuffle units 1, 2
+ * and 4 (bf16/f16, f32) in vectors and hand other units and the tails to the reference. The
+ * output may be base itself (in place), never planes/elems or a partial overlap. */
+void (*delta_join)(uint8_t *out, const uint8_t *planes, size_t stride, size_t n, unsigned unit,
+                   const uint8_t *base);
+void (*delta_split)(uint8_t *planes, size_t stride, const uint8_t *elems, size_t n,
+                    unsigned unit, const uint8_t *base);
+
 /* Dequantization of ggml's block types, one entry per ggml type number (common/ggml_type.h):
  * dequant[t](dst, src, nblocks) decodes nblocks whole blocks of type t, stored at src in ggml's
  * block layout (any alignment), into nblocks * block f32 at dst. The entry is NULL for every

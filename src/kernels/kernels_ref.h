@@ -100,4 +100,11 @@ double smelt_ref_reduce_combine(double *lanes);
 /* One Philox4x32-10 block: out = philox(ctr, key). */
 void smelt_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 
+/* The delta byte-plane transforms (kernels_ops.h delta_join / delta_split), element by element:
+ * the reference and every level's tail. */
+void smelt_ref_delta_join(uint8_t *out, const uint8_t *planes, size_t stride, size_t n,
+                          unsigned unit, const uint8_t *base);
+void smelt_ref_delta_split(uint8_t *planes, size_t stride, const uint8_t *elems, size_t n,
+                           unsigned unit, const uint8_t *base);
+
 #endif

@@ -285,6 +285,28 @@ void smelt_ref_philox_uniform(float *dst, uint64_t key, uint64_t index0, size_t 
     }
 }
 
+void smelt_ref_delta_join(uint8_t *out, const uint8_t *planes, size_t stride, size_t n,
+                          unsigned unit, const uint8_t *base)
+{
+    for (unsigned p = 0; p < unit; p++) {
+        const uint8_t *src = planes + (size_t)p * stride;
+        const unsigned byte = unit - 1 - p;
+        for (size_t j = 0; j < n; j++)
+            out[j * unit + byte] = (uint8_t)(src[j] ^ (base ? base[j * unit + byte] : 0));
+    }
+}
+
+void smelt_ref_delta_split(uint8_t *planes, size_t stride, const uint8_t *elems, size_t n,
+                           unsigned unit, const uint8_t *base)
+{
+    for (unsigned p = 0; p < unit; p++) {
+        uint8_t *dst = planes + (size_t)p * stride;
+        const unsigned byte = unit - 1 - p;
+        for (size_t j = 0; j < n; j++)
+            dst[j] = (uint8_t)(elems[j * unit + byte] ^ (base ? base[j * unit + byte] : 0));
+    }
+}
+
 const smelt_kernels smelt_kernels_scalar = {
     .name = "scalar",
     .decode_bf16 = smelt_ref_decode_bf16,
@@ -307,6 +329,8 @@ const smelt_kernels smelt_kernels_scalar = {
     .sum_abs_f64 = smelt_ref_sum_abs_f64,
     .hist_mag = smelt_ref_hist_mag,
     .philox_uniform = smelt_ref_philox_uniform,
+    .delta_join = smelt_ref_delta_join,
+    .delta_split = smelt_ref_delta_split,
     /* The dequantization reference lives in kernels_quant.c, next to ggml's block layouts. */
 #define REF_ENTRY(name, TYPE) [SMELT_GGML_##TYPE] = smelt_ref_dequant_##name,
     .dequant = {SMELT_DEQUANT_TYPES(REF_ENTRY)},

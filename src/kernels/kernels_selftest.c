@@ -2,7 +2,7 @@
  * the scalar reference. The unit tests prove the SIMD levels bit-exact on the machines that run
  * them; a level dispatched on a machine the tests never ran on (AVX-512 variants, a compiler
  * that miscompiled an intrinsic) gets this cheap check instead (some tens of microseconds: about
- * 20 kernels over 67 elements, and each dequant entry over 3 K-quant or 24 small blocks with
+ * 20 kernels over 67 elements or bytes, and each dequant entry over 3 K-quant or 24 small blocks with
  * edge scales), so a wrong kernel costs speed, never a wrong merge.
  *
  * Adding a kernel to the table means adding one probe below: a function that runs it on the
@@ -29,7 +29,9 @@ typedef struct probe_in {
 
 /* What a probe wrote: compared bit for bit, except that with OUT_F32_ANY_NAN any NaN matches any
  * NaN (arithmetic kernels do not promise a NaN payload; encoders and decoders do). */
-typedef enum probe_out { OUT_F32, OUT_F32_ANY_NAN, OUT_U16, OUT_F64, OUT_U32, OUT_DQ } probe_out;
+typedef enum probe_out {
+    OUT_F32, OUT_F32_ANY_NAN, OUT_U16, OUT_F64, OUT_U32, OUT_DQ, OUT_BYTES
+} probe_out;
 
 typedef struct probe_buf {
     float f[2][PROBE_N];  /* two f32 outputs (masked_accum has two) */
@@ -37,6 +39,7 @@ typedef struct probe_buf {
     double d[3];
     uint32_t u32[256];
     float dq[PROBE_DQ_N];
+    uint8_t bytes[8 * PROBE_N];
 } probe_buf;
 
 typedef struct probe {
@@ -114,6 +117,20 @@ static void p_masked_accum(const smelt_kernels *k, const probe_in *in, probe_buf
     memcpy(o->f[1], in->c, sizeof in->c);
     k->masked_accum(o->f[0], o->f[1], in->a, in->c, in->w, PROBE_N);
 }
+/* The delta byte planes of 67 elements (a 64-element body on every level, then a tail) of units
+ * 4, 2 and 1, with and without a base, over the block bytes (misaligned by one for unit 1). */
+static void p_delta_join(const smelt_kernels *k, const probe_in *in, probe_buf *o)
+{
+    k->delta_join(o->bytes, in->qb, PROBE_N, PROBE_N, 4, in->qb + 4 * PROBE_N);
+    k->delta_join(o->bytes + 4 * PROBE_N, in->qb + 3, PROBE_N + 5, PROBE_N, 2, NULL);
+    k->delta_join(o->bytes + 6 * PROBE_N, in->qb + 1, PROBE_N, PROBE_N, 1, in->qb + 300);
+}
+static void p_delta_split(const smelt_kernels *k, const probe_in *in, probe_buf *o)
+{
+    k->delta_split(o->bytes, PROBE_N, in->qb, PROBE_N, 4, in->qb + 4 * PROBE_N);
+    k->delta_split(o->bytes + 4 * PROBE_N, PROBE_N, in->qb + 3, PROBE_N, 2, NULL);
+    k->delta_split(o->bytes + 6 * PROBE_N, PROBE_N, in->qb + 1, PROBE_N, 1, in->qb + 300);
+}
 static void p_reductions(const smelt_kernels *k, const probe_in *in, probe_buf *o)
 {
     /* On the finite values only: a NaN or Inf would hide every other difference in the sum. */
@@ -186,6 +203,8 @@ static const probe probes[] = {
     {"dot_f64/sumsq_f64/sum_abs_f64", OUT_F64, p_reductions},
     {"hist_mag", OUT_U32, p_hist_mag},
     {"philox_uniform", OUT_F32, p_philox_uniform},
+    {"delta_join", OUT_BYTES, p_delta_join},
+    {"delta_split", OUT_BYTES, p_delta_split},
 #define DQ_ROW(name, TYPE) {"dequant_" #name, OUT_DQ, p_dq_##name},
     SMELT_DEQUANT_TYPES(DQ_ROW)
 #undef DQ_ROW
@@ -257,6 +276,8 @@ static int same(probe_out kind, const probe_buf *x, const probe_buf *y)
         return memcmp(x->u32, y->u32, sizeof x->u32) == 0;
     case OUT_DQ:
         return memcmp(x->dq, y->dq, sizeof x->dq) == 0;
+    case OUT_BYTES:
+        return memcmp(x->bytes, y->bytes, sizeof x->bytes) == 0;
     }
     return 0;
 }

@@ -27,6 +27,10 @@
  *   k_f16_at(const uint8_t *p) the little-endian fp16 at p (any alignment) as f32, converted by
  *                              the same hardware path as VF_FROM_F16 (decode_f16)
  *   k_lut_iq4(VI i)            smelt_iq4nl_values[i] per lane (0 <= i < 16), as i32
+ * For the delta byte planes a level also defines a vector of VB bytes:
+ *   VB_T VB_LOADU(p) VB_STOREU(p, v) VB_XOR(a, b)
+ *   VB_ZIP(x, y, a, b)    a, b = the bytes x0 y0 x1 y1 ... of x and y interleaved, in order
+ *   VB_UNZIP(a, b, e, o)  the inverse: e = the even bytes of a then b, o = the odd ones
  */
 #ifndef KLEVEL
 #error "kernels_simd.h is included by a level's .c after it defines the level's macros"
@@ -650,6 +654,87 @@ static void k_dq_q6_K(float *dst, const void *src, size_t nb)
     }
 }
 
+/* ---- delta byte planes (kernels_ops.h): zips of whole vectors -------------------------------- */
+
+static inline VB_T k_vb_load_xor(const uint8_t *p, const uint8_t *base, size_t at)
+{
+    VB_T v = VB_LOADU(p);
+    return base ? VB_XOR(v, VB_LOADU(base + at)) : v;
+}
+
+static void k_delta_join(uint8_t *out, const uint8_t *planes, size_t stride, size_t n,
+                         unsigned unit, const uint8_t *base)
+{
+    size_t j = 0;
+    if (unit == 1) {
+        for (; j + VB <= n; j += VB)
+            VB_STOREU(out + j, k_vb_load_xor(planes + j, base, j));
+    } else if (unit == 2) { /* plane 0: the high bytes, plane 1: the low ones */
+        for (; j + VB <= n; j += VB) {
+            VB_T a, b;
+            VB_ZIP(VB_LOADU(planes + stride + j), VB_LOADU(planes + j), a, b);
+            if (base) {
+                a = VB_XOR(a, VB_LOADU(base + 2 * j));
+                b = VB_XOR(b, VB_LOADU(base + 2 * j + VB));
+            }
+            VB_STOREU(out + 2 * j, a);
+            VB_STOREU(out + 2 * j + VB, b);
+        }
+    } else if (unit == 4) { /* bytes 0 and 2, 1 and 3 paired, then the pairs interleaved */
+        for (; j + VB <= n; j += VB) {
+            VB_T b3 = VB_LOADU(planes + j), b2 = VB_LOADU(planes + stride + j);
+            VB_T b1 = VB_LOADU(planes + 2 * stride + j), b0 = VB_LOADU(planes + 3 * stride + j);
+            VB_T e0, e1, o0, o1, v[4];
+            VB_ZIP(b0, b2, e0, e1);
+            VB_ZIP(b1, b3, o0, o1);
+            VB_ZIP(e0, o0, v[0], v[1]);
+            VB_ZIP(e1, o1, v[2], v[3]);
+            for (int q = 0; q < 4; q++) {
+                if (base)
+                    v[q] = VB_XOR(v[q], VB_LOADU(base + 4 * j + (size_t)q * VB));
+                VB_STOREU(out + 4 * j + (size_t)q * VB, v[q]);
+            }
+        }
+    }
+    smelt_ref_delta_join(out + j * unit, planes + j, stride, n - j, unit,
+                         base ? base + j * unit : NULL);
+}
+
+static void k_delta_split(uint8_t *planes, size_t stride, const uint8_t *elems, size_t n,
+                          unsigned unit, const uint8_t *base)
+{
+    size_t j = 0;
+    if (unit == 1) {
+        for (; j + VB <= n; j += VB)
+            VB_STOREU(planes + j, k_vb_load_xor(elems + j, base, j));
+    } else if (unit == 2) {
+        for (; j + VB <= n; j += VB) {
+            VB_T lo, hi;
+            VB_UNZIP(k_vb_load_xor(elems + 2 * j, base, 2 * j),
+                     k_vb_load_xor(elems + 2 * j + VB, base, 2 * j + VB), lo, hi);
+            VB_STOREU(planes + j, hi);
+            VB_STOREU(planes + stride + j, lo);
+        }
+    } else if (unit == 4) {
+        for (; j + VB <= n; j += VB) {
+            VB_T v[4], e0, e1, o0, o1, b0, b1, b2, b3;
+            for (int q = 0; q < 4; q++)
+                v[q] = k_vb_load_xor(elems + 4 * j + (size_t)q * VB, base,
+                                     4 * j + (size_t)q * VB);
+            VB_UNZIP(v[0], v[1], e0, o0);
+            VB_UNZIP(v[2], v[3], e1, o1);
+            VB_UNZIP(e0, e1, b0, b2);
+            VB_UNZIP(o0, o1, b1, b3);
+            VB_STOREU(planes + j, b3);
+            VB_STOREU(planes + stride + j, b2);
+            VB_STOREU(planes + 2 * stride + j, b1);
+            VB_STOREU(planes + 3 * stride + j, b0);
+        }
+    }
+    smelt_ref_delta_split(planes + j, stride, elems + j * unit, n - j, unit,
+                          base ? base + j * unit : NULL);
+}
+
 const smelt_kernels K_CAT(smelt_kernels_, KLEVEL) = {
     .name = KLEVEL_NAME,
     .decode_bf16 = k_decode_bf16,
@@ -672,6 +757,8 @@ const smelt_kernels K_CAT(smelt_kernels_, KLEVEL) = {
     .sum_abs_f64 = k_sum_abs_f64,
     .hist_mag = k_hist_mag,
     .philox_uniform = k_philox_uniform,
+    .delta_join = k_delta_join,
+    .delta_split = k_delta_split,
 #define K_DQ_ENTRY(name, TYPE) [SMELT_GGML_##TYPE] = k_dq_##name,
     .dequant = {SMELT_DEQUANT_TYPES(K_DQ_ENTRY)},
 #undef K_DQ_ENTRY

@@ -384,7 +384,14 @@ static int plan_tensor(smelt_ctx *ctx, smelt_plan *plan, smelt_plan_tensor *pt,
                               pattern->name,
                               smelt_dtype_name(pattern->dtype));
         /* Integer and boolean tensors (position ids, masks) are not averaged: they are copied
-         * from the first input, as mergekit does. */
+         * from the first input, as mergekit does. A copy moves file bytes as they are, which a
+         * BASE+DELTA model's tensors are not (the base's, or compressed frames). */
+        if (pattern_model->delta)
+            return smelt_fail(ctx, SMELT_E_UNSUPPORTED,
+                              "%s: tensor '%s' has dtype %s, which a merge copies from the first "
+                              "model as it is stored; a BASE+DELTA model cannot be copied from: "
+                              "list another model first, or rebuild it with `smelt delta apply`",
+                              pattern_model->ref, pattern->name, smelt_dtype_name(pattern->dtype));
         pt->kind = SMELT_TASK_COPY;
         pt->out_dtype = pattern->dtype;
         pt->out_nbytes = pattern->nbytes;
@@ -445,8 +452,13 @@ static int plan_tensor(smelt_ctx *ctx, smelt_plan *plan, smelt_plan_tensor *pt,
         if (model->delta) { /* every base tensor has its XOR entry (smelt_delta_attach) */
             if (ensure_sources(ctx, pt, sl->ninputs))
                 return SMELT_E_NOMEM;
-            pt->sources[i] = (smelt_plan_source){.delta = smelt_delta_find(model->delta, t->name),
-                                                 .round_to = t->dtype};
+            const smelt_delta_entry *en = smelt_delta_find(model->delta, t->name);
+            uint64_t bytes;
+            int rc = smelt_delta_prefix_bytes(ctx, model->delta, en, pattern->numel, &bytes);
+            if (rc != SMELT_OK)
+                return rc;
+            pt->sources[i] = (smelt_plan_source){.delta = en, .delta_bytes = bytes,
+                                                 .round_to = SMELT_DT_INVALID};
         }
         if (!smelt_dtype_mergeable(t->dtype))
             return smelt_fail(ctx, SMELT_E_PLAN,

@@ -33,9 +33,12 @@ typedef struct smelt_plan_source {
     const struct smelt_lora_module *lora; /* adds scale * (B @ A) (format/lora.h), or NULL */
     const struct smelt_delta_entry *delta; /* XORs the delta's frames into the base's bytes
                                               (format/delta.h), or NULL */
+    uint64_t delta_bytes; /* with delta: the delta's bytes one read of the tensor takes (its
+                             frame table records and frames; smelt_delta_prefix_bytes) */
     /* The dtype of the model the input stands for (the base's): the derived values are rounded
      * to it, so that an input read as BASE+ADAPTER equals, bit for bit, the same tensor of the
-     * model `smelt lora apply` writes. SMELT_DT_INVALID: the input is not derived. */
+     * model `smelt lora apply` writes. SMELT_DT_INVALID: the input is not a LoRA product (a
+     * delta input is the fine-tune's bits exactly: nothing to round). */
     smelt_dtype round_to;
 } smelt_plan_source;
 

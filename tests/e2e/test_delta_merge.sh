@@ -1,8 +1,9 @@
 # 'BASE+DELTA' merge inputs: a fine-tune stored as a smelt delta merges as the fine-tune itself.
 # A ties merge of base+d1 and base+d2 equals, byte for byte, the ties merge of the raw
 # fine-tunes, at any thread count, budget (resident or streamed tensors) and SIMD level; plan
-# shows the XOR; a damaged frame, another base and a fine-tune whose tensors differ from the
-# base's are clear errors with no output.
+# shows the XOR; inputs on the same base read it once; a fine-tune whose tensors differ from the
+# base's (stored whole) merges as itself; a damaged frame and another base are clear errors
+# with no output.
 source "$(dirname "$0")/lib.sh"
 
 $SMELT synth "$work/base" --size 4M --seed 1 --shard-size 1M >/dev/null
@@ -41,6 +42,45 @@ for variant in "" "-j1" "--max-memory 6Mi" "-j3 --max-memory 8Mi" scalar; do
 done
 $SMELT verify "$work/out-" -q && pass "verify" || fail "verify"
 
+# The base read once: base_model BASE and two BASE+DELTA inputs stand on the same base bytes,
+# which the ring reads once per chunk; what the merge reads (the ring's count and the deltas'
+# frames, --json bytes_read) is what `smelt plan` promised, at a resident and a streamed budget,
+# and it is the base's tensors once plus at most the two delta files.
+two() { # FILE MODEL1 MODEL2
+  printf 'merge_method: ties\nbase_model: %s\nmodels:\n  - model: %s\n    parameters: {weight: 0.6, density: 0.5}\n  - model: %s\n    parameters: {weight: 0.4, density: 0.6}\n' \
+    "$work/base" "$2" "$3" > "$1"
+}
+two "$work/raw2.yml" "$work/ft2" "$work/ft3"
+two "$work/shared.yml" "$work/base+$work/d2" "$work/base+$work/d3"
+$SMELT merge "$work/raw2.yml" "$work/raw2" -q
+for budget in 512Mi 3Mi; do # 3Mi at -j2 streams the largest tensors: their frames span chunks
+  $SMELT plan "$work/shared.yml" --max-memory $budget -j2 > "$work/shared-$budget.plan"
+  planned=$(sed -n 's/^read: *\([0-9]*\) bytes.*/\1/p' "$work/shared-$budget.plan")
+  got=$($SMELT merge "$work/shared.yml" "$work/shared-$budget" --max-memory $budget -j2 --json -q |
+        sed -n 's/.*"bytes_read": \([0-9]*\).*/\1/p')
+  cmp -s "$work/raw2/model.safetensors" "$work/shared-$budget/model.safetensors" &&
+    pass "base_model + two deltas on it == the fine-tunes' merge ($budget)" ||
+    fail "base_model + two deltas differ from the fine-tunes' merge ($budget)"
+  [ -n "$got" ] && [ "$got" = "$planned" ] && pass "bytes read $got == planned ($budget)" ||
+    fail "bytes read '$got' != planned '$planned' ($budget)"
+done
+grep -q streamed "$work/shared-3Mi.plan" && pass "3Mi streams" || fail "3Mi streams nothing"
+# The pread path counts the same, at another thread count.
+planned=$($SMELT plan "$work/shared.yml" --max-memory 3Mi -j3 | sed -n 's/^read: *\([0-9]*\) bytes.*/\1/p')
+got=$(SMELT_IO=pread $SMELT merge "$work/shared.yml" "$work/shared-pread" --max-memory 3Mi -j3 --json -q |
+      sed -n 's/.*"bytes_read": \([0-9]*\).*/\1/p')
+[ -n "$got" ] && [ "$got" = "$planned" ] &&
+  cmp -s "$work/raw2/model.safetensors" "$work/shared-pread/model.safetensors" &&
+  pass "pread, -j3, 3Mi: same bytes, bytes read $got == planned" ||
+  fail "pread, -j3, 3Mi: bytes read '$got', planned '$planned', or the output differs"
+deltas=$(( $(stat -c %s "$work/d2/delta.safetensors") + $(stat -c %s "$work/d3/delta.safetensors") ))
+# At 512Mi every tensor is resident: read once. $inputs counts the base's tensors three times.
+planned=$($SMELT plan "$work/shared.yml" | sed -n 's/^read: *\([0-9]*\) bytes.*/\1/p')
+inputs=$($SMELT plan "$work/shared.yml" | sed -n "s/^read:.*the input tensors' \([0-9]*\) bytes.*/\1/p")
+[ "$planned" -gt $((inputs / 3)) ] && [ "$planned" -le $((inputs / 3 + deltas)) ] &&
+  pass "the base is read once ($planned bytes: base tensors $((inputs / 3)) + deltas <= $deltas)" ||
+  fail "the base is read more than once ($planned bytes for base tensors $((inputs / 3)), deltas $deltas)"
+
 
 
 # A damaged frame: the error names the tensor and the frame; nothing that looks complete.
@@ -58,14 +98,33 @@ printf 'merge_method: linear\nmodels:\n  - model: %s\n    parameters: {weight: 1
 expect_error "delta of another base" "this is not the delta's base" $SMELT merge "$work/other.yml" "$work/out-other" -q
 no_model_output "$work/out-other"
 
-# A fine-tune with more vocabulary rows: its embedding is stored whole, which a merge input
-# cannot take (delta apply rebuilds it).
-$SMELT synth "$work/ftv" --size 4M --base-seed 1 --seed 5 --shard-size 1M --vocab 600 >/dev/null 2>&1 \
-  || $SMELT synth "$work/ftv" --size 4M --base-seed 1 --seed 5 --shard-size 1M --vocab 2000 >/dev/null
+# A fine-tune with another vocabulary: its embedding and lm_head are stored whole, decoded from
+# their frames alone (no base read for them): base+dv merges as the fine-tune itself, byte for
+# byte, alone and first next to another delta (whose rows are cut to as many as it has); after
+# a model with more rows its shape is refused by the ordinary shape rule, as the raw one is.
+$SMELT synth "$work/ftv" --size 4M --base-seed 1 --seed 5 --shard-size 1M --vocab 600 >/dev/null
 $SMELT delta extract --base "$work/base" "$work/ftv" "$work/dv" -q
-printf 'merge_method: linear\nmodels:\n  - model: %s\n    parameters: {weight: 1}\n' \
-  "$work/base+$work/dv" > "$work/vocab.yml"
-expect_error "a delta with a tensor stored whole" "is stored whole in the delta" \
-  $SMELT merge "$work/vocab.yml" "$work/out-vocab" -q
-no_model_output "$work/out-vocab"
+linear() { # FILE MODEL...
+  f=$1; shift
+  printf 'merge_method: linear\nmodels:\n' > "$f"
+  for m in "$@"; do printf '  - model: %s\n    parameters: {weight: 0.5}\n' "$m" >> "$f"; done
+}
+linear "$work/v1.yml" "$work/base+$work/dv"
+linear "$work/v1r.yml" "$work/ftv"
+linear "$work/v2.yml" "$work/base+$work/dv" "$work/base+$work/d2"
+linear "$work/v2r.yml" "$work/ftv" "$work/ft2"
+linear "$work/v3.yml" "$work/base+$work/d2" "$work/base+$work/dv"
+linear "$work/v3r.yml" "$work/ft2" "$work/ftv"
+$SMELT plan "$work/v1.yml" > "$work/v1.plan"
+grep -q "stored whole: decoded from the delta's" "$work/v1.plan" &&
+  pass "plan shows a tensor stored whole" || fail "plan does not show the tensor stored whole"
+for v in v1 v2; do
+  $SMELT merge "$work/$v.yml" "$work/out-$v" -q 2>/dev/null && $SMELT merge "$work/${v}r.yml" "$work/out-${v}r" -q 2>/dev/null &&
+    cmp -s "$work/out-$v/model.safetensors" "$work/out-${v}r/model.safetensors" &&
+    pass "$v: a delta with tensors stored whole == the fine-tune itself" ||
+    fail "$v: a delta with tensors stored whole differs from the fine-tune"
+done
+expect_error "a delta whose vocabulary is not the others'" "dv': tensor 'model.embed_tokens.weight' has shape [600, 128], but [1536, 128]" \
+  $SMELT merge "$work/v3.yml" "$work/out-v3" -q
+no_model_output "$work/out-v3"
 finish

@@ -460,10 +460,56 @@ static inline void keq_dequant(keq *q, const smelt_kernels *r, const smelt_kerne
 }
 
 /* Everything above for one level: r is the scalar reference. */
+/* delta_join / delta_split: units 1, 2, 4 (the vector paths) and 3, 8 (the reference), every
+ * length 0..300 (every tail of four AVX-512 vectors of each unit) and 4099, with and without a
+ * base, planes a stride apart that is not a multiple of a vector, every pointer misaligned by
+ * its own offset; and the split then the join gives the elements back. */
+static inline void keq_delta_planes(keq *q, const smelt_kernels *r, const smelt_kernels *k,
+                                    uint64_t *s)
+{
+    static const unsigned units[] = {1, 2, 4, 3, 8};
+    for (size_t ui = 0; ui < sizeof units / sizeof units[0]; ui++)
+        for (size_t len = 0; len <= 302; len++) {
+            size_t n = len <= 300 ? len : len == 301 ? 4099 : 64 * 8 + 1, unit = units[ui];
+            size_t stride = n + 1 + len % 7, off = len % 5, bytes = n * unit;
+            uint8_t *planes = keq_alloc(unit * stride + off), *elems = keq_alloc(bytes + off + 1);
+            uint8_t *base = keq_alloc(bytes + off + 2), *o1 = keq_alloc(unit * stride + off);
+            uint8_t *o2 = keq_alloc(unit * stride + off), *back = keq_alloc(bytes + off);
+            for (size_t i = 0; i < unit * stride + off; i++)
+                planes[i] = (uint8_t)keq_next(s);
+            for (size_t i = 0; i < bytes + off + 1; i++)
+                elems[i] = (uint8_t)keq_next(s);
+            for (size_t i = 0; i < bytes + off + 2; i++)
+                base[i] = (uint8_t)keq_next(s);
+            const uint8_t *b = len % 3 ? base + 2 : NULL; /* misaligned against the others */
+            r->delta_join(o1 + off, planes + off, stride, n, unit, b);
+            k->delta_join(o2 + off, planes + off, stride, n, unit, b);
+            q->checks++;
+            if (memcmp(o1 + off, o2 + off, bytes) != 0)
+                KEQ_FAIL(q, "%s: delta_join differs at unit %zu, n=%zu, %s base", k->name, unit,
+                         n, b ? "a" : "no");
+            memset(o1, 0, unit * stride + off), memset(o2, 0, unit * stride + off);
+            r->delta_split(o1 + off, stride, elems + 1, n, unit, b);
+            k->delta_split(o2 + off, stride, elems + 1, n, unit, b);
+            q->checks++;
+            if (memcmp(o1, o2, unit * stride + off) != 0)
+                KEQ_FAIL(q, "%s: delta_split differs at unit %zu, n=%zu, %s base", k->name, unit,
+                         n, b ? "a" : "no");
+            k->delta_join(back + off, o2 + off, stride, n, unit, b);
+            q->checks++;
+            if (memcmp(back + off, elems + 1, bytes) != 0)
+                KEQ_FAIL(q, "%s: delta_join does not undo delta_split at unit %zu, n=%zu",
+                         k->name, unit, n);
+            free(planes), free(elems), free(base), free(o1), free(o2), free(back);
+        }
+}
+
 static inline void keq_all(keq *q, const smelt_kernels *r, const smelt_kernels *k)
 {
     keq_levels(q, r, k);
     keq_dequant(q, r, k);
+    uint64_t s = 7;
+    keq_delta_planes(q, r, k, &s);
     keq_encode_formulas(q, k, 1u << 20);
     keq_roundtrips(q, k);
     keq_fused(q, k);

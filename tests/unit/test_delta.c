@@ -2,6 +2,7 @@
  * parser, and the reader's frame decoding with its checksum and table checks, on a delta that
  * smelt_delta_extract writes for two small synthetic models. */
 #include "format/delta.h"
+#include "kernels/kernels.h"
 #include "smelt.h"
 #include "testutil.h"
 
@@ -19,17 +20,18 @@ START_TEST(planes_round_trip)
             elems[i] = (uint8_t)(i * 131 + 7);
             base[i] = (uint8_t)(i * 17 + 3);
         }
-        smelt_delta_split_planes(elems, NULL, N, unit, planes);
+        const smelt_kernels *k = smelt_kernels_get();
+        k->delta_split(planes, N, elems, N, unit, NULL);
         /* plane 0 is the most significant byte of every element */
         ck_assert_uint_eq(planes[0], elems[unit - 1]);
         ck_assert_uint_eq(planes[1], elems[2 * unit - 1]);
         ck_assert_uint_eq(planes[(size_t)(unit - 1) * N], elems[0]);
-        smelt_delta_join_planes(planes, N, unit, back);
+        k->delta_join(back, planes, N, N, unit, NULL);
         ck_assert(memcmp(back, elems, (size_t)N * unit) == 0);
-        /* with a base: the planes are of elems ^ base, and XORing base back restores elems */
-        smelt_delta_split_planes(elems, base, N, unit, planes);
-        smelt_delta_join_planes(planes, N, unit, back);
-        smelt_delta_xor(back, base, (size_t)N * unit);
+        /* with a base: the planes are of elems ^ base, and joining them onto base restores
+         * elems */
+        k->delta_split(planes, N, elems, N, unit, base);
+        k->delta_join(back, planes, N, N, unit, base);
         ck_assert(memcmp(back, elems, (size_t)N * unit) == 0);
         free(elems);
         free(base);
@@ -165,21 +167,40 @@ START_TEST(decode_frames)
     ck_assert_uint_eq(e->nframes, (e->nelems + 65535) / 65536);
     smelt_delta_scratch *s = smelt_delta_scratch_new(d, e->unit);
     size_t len = (size_t)e->nbytes;
-    uint8_t *all = malloc(len), *part = malloc(len);
-    ck_assert_int_eq(smelt_delta_decode(ctx, d, e, 0, e->nframes, s, all, len), SMELT_OK);
-    /* frames decoded one range at a time give the same bytes */
+    uint8_t *all = malloc(len);
+    const smelt_kernels *k = smelt_kernels_get();
     size_t fbytes = (size_t)d->frame_elems * e->unit;
-    ck_assert_int_eq(smelt_delta_decode(ctx, d, e, 1, 2, s, part, len), SMELT_OK);
-    ck_assert(memcmp(part, all + fbytes, (size_t)smelt_delta_frame_elems(d, e, 1) * e->unit) == 0);
+    for (uint64_t f = 0; f < e->nframes; f++) {
+        const uint8_t *planes;
+        ck_assert_int_eq(smelt_delta_decode(ctx, d, e, f, s, &planes), SMELT_OK);
+        size_t n = (size_t)smelt_delta_frame_elems(d, e, f);
+        k->delta_join(all + f * fbytes, planes, n, n, e->unit, NULL);
+    }
+    /* the frame table read in one piece gives the same frame as its records read alone */
+    uint8_t rec[2 * SMELT_DELTA_TABLE_RECORD];
+    uint64_t start, end, sum, ignored;
+    ck_assert_int_eq(smelt_delta_read_table(ctx, d, e, 0, 2, rec), SMELT_OK);
+    smelt_delta_get_record(rec, &start, &ignored);
+    smelt_delta_get_record(rec + SMELT_DELTA_TABLE_RECORD, &end, &sum);
+    const uint8_t *planes1;
+    ck_assert_int_eq(smelt_delta_decode_frame(ctx, d, e, 1, start, end, sum, s, &planes1),
+                     SMELT_OK);
+    size_t n1 = (size_t)smelt_delta_frame_elems(d, e, 1);
+    uint8_t *part = malloc(fbytes);
+    k->delta_join(part, planes1, n1, n1, e->unit, NULL);
+    ck_assert(memcmp(part, all + fbytes, n1 * e->unit) == 0);
     /* base ^ decoded = the fine-tune's bytes: the XOR of two nearby models has mostly zero
      * high bytes */
     size_t zero_hi = 0;
     for (size_t i = 0; i < len / 2; i++)
         zero_hi += all[2 * i + 1] == 0;
     ck_assert_uint_gt(zero_hi, len / 4);
-    /* a range past the end and a short buffer are refused */
-    ck_assert_int_eq(smelt_delta_decode(ctx, d, e, 0, e->nframes + 1, s, all, len), SMELT_E_ARG);
-    ck_assert_int_eq(smelt_delta_decode(ctx, d, e, 0, 2, s, all, 10), SMELT_E_ARG);
+    /* a frame past the end, a bad table range and impossible frame bounds are refused */
+    const uint8_t *planes;
+    ck_assert_int_eq(smelt_delta_decode(ctx, d, e, e->nframes, s, &planes), SMELT_E_ARG);
+    ck_assert_int_eq(smelt_delta_read_table(ctx, d, e, 1, e->nframes + 1, rec), SMELT_E_ARG);
+    ck_assert_int_eq(smelt_delta_decode_frame(ctx, d, e, 1, end, start, sum, s, &planes),
+                     SMELT_E_FORMAT);
     uint64_t frames_at = e->blob_offset + e->nframes * SMELT_DELTA_TABLE_RECORD;
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dpath, SMELT_DELTA_FILE_NAME);
@@ -196,10 +217,10 @@ START_TEST(decode_frames)
     tu_write_file(copy, bytes, flen);
     ck_assert_int_eq(smelt_delta_open(ctx, copy, &d), SMELT_OK); /* tables are intact */
     e = smelt_delta_find(d, name);
-    ck_assert_int_eq(smelt_delta_decode(ctx, d, e, 0, 1, s, all, len), SMELT_E_FORMAT);
+    ck_assert_int_eq(smelt_delta_decode(ctx, d, e, 0, s, &planes), SMELT_E_FORMAT);
     ck_assert_ptr_nonnull(strstr(smelt_errmsg(ctx), "frame 0 of"));
     ck_assert_ptr_nonnull(strstr(smelt_errmsg(ctx), name));
-    ck_assert_int_eq(smelt_delta_decode(ctx, d, e, 1, 2, s, all, len), SMELT_OK);
+    ck_assert_int_eq(smelt_delta_decode(ctx, d, e, 1, s, &planes), SMELT_OK);
     bytes[frames_at + 40] ^= 0x10;
     smelt_delta_close(d);
 
@@ -208,7 +229,7 @@ START_TEST(decode_frames)
     tu_write_file(copy, bytes, flen);
     ck_assert_int_eq(smelt_delta_open(ctx, copy, &d), SMELT_OK);
     const smelt_delta_entry *e2 = smelt_delta_find(d, name);
-    ck_assert_int_eq(smelt_delta_decode(ctx, d, e2, 0, 1, s, all, len), SMELT_E_FORMAT);
+    ck_assert_int_eq(smelt_delta_decode(ctx, d, e2, 0, s, &planes), SMELT_E_FORMAT);
     ck_assert_ptr_nonnull(strstr(smelt_errmsg(ctx), "checksum mismatch"));
     bytes[blob_offset + 8] ^= 1;
     smelt_delta_close(d);

@@ -391,6 +391,21 @@ static void bad_hist_mag(uint32_t *h, const float *x, size_t n, uint32_t p, unsi
     smelt_kernels_scalar.hist_mag(h, x, n - 1, p, ps, s, b); /* drops the last element */
 }
 BAD_F32(philox_uniform, (float *d, uint64_t k, uint64_t i0, size_t n), (d, k, i0, n), d)
+/* A wrong byte in the last element of every plane transform (unit 4 and unit 1 included). */
+static void bad_delta_join(uint8_t *o, const uint8_t *p, size_t st, size_t n, unsigned u,
+                           const uint8_t *b)
+{
+    smelt_kernels_scalar.delta_join(o, p, st, n, u, b);
+    if (n)
+        o[n * u - 1] ^= 0x10;
+}
+static void bad_delta_split(uint8_t *p, size_t st, const uint8_t *e, size_t n, unsigned u,
+                            const uint8_t *b)
+{
+    smelt_kernels_scalar.delta_split(p, st, e, n, u, b);
+    if (n)
+        p[(size_t)(u - 1) * st + n - 1] ^= 0x01;
+}
 #define BAD_DQ(name, TYPE)                                                                      \
     static void bad_dq_##name(float *d, const void *s, size_t nb)                               \
     {                                                                                           \
@@ -413,7 +428,7 @@ static const struct {
 
 /* A copy of the reference, named "broken", with entry `which` replaced by its wrong twin; *name
  * gets what the self-test must report. Returns 0 past the last entry. */
-#define NBROKEN (20 + (int)NBAD_DQ)
+#define NBROKEN (22 + (int)NBAD_DQ)
 static int broken_table(int which, smelt_kernels *k, const char **name)
 {
     *k = smelt_kernels_scalar;
@@ -444,11 +459,13 @@ static int broken_table(int which, smelt_kernels *k, const char **name)
         CASE(17, hist_mag, "hist_mag")
         CASE(18, philox_uniform, "philox_uniform")
         CASE(19, lora_delta, "lora_delta")
+        CASE(20, delta_join, "delta_join")
+        CASE(21, delta_split, "delta_split")
 #undef CASE
     }
-    if (which >= 20 && (size_t)(which - 20) < NBAD_DQ) {
-        k->dequant[bad_dq[which - 20].type] = bad_dq[which - 20].bad;
-        *name = bad_dq[which - 20].name;
+    if (which >= 22 && (size_t)(which - 22) < NBAD_DQ) {
+        k->dequant[bad_dq[which - 22].type] = bad_dq[which - 22].bad;
+        *name = bad_dq[which - 22].name;
         return 1;
     }
     return 0;
