@@ -290,12 +290,16 @@ int smelt_engine_layout_group(smelt_ctx *ctx, const smelt_plan *const *plans, si
         if (chunk < TASK_ELEMS) {
             uint64_t need =
                 fixed + 2 * (per_unit * (TASK_ELEMS / SPAN_UNIT) + slot_slack) + partial;
+            char outputs[48] = "the output";
+            if (nplans > 1)
+                snprintf(outputs, sizeof outputs, "%zu outputs", nplans);
             return smelt_fail(ctx, SMELT_E_BUDGET,
                               "a memory budget of %llu bytes cannot hold two chunks of %u "
-                              "elements for %zu input%s and the output (%llu bytes are needed "
-                              "at %u threads); raise --max-memory",
+                              "elements for %zu input%s and %s (%llu bytes are needed at %u "
+                              "threads); raise --max-memory",
                               (unsigned long long)max_memory, TASK_ELEMS, plan->ninputs,
-                              plan->ninputs == 1 ? "" : "s", (unsigned long long)need, nthreads);
+                              plan->ninputs == 1 ? "" : "s", outputs, (unsigned long long)need,
+                              nthreads);
         }
     }
     layout->chunk_elements = chunk;

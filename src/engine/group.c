@@ -302,6 +302,104 @@ static int add_output(smelt_ctx *ctx, smelt_merge_group *group, const char *path
     return rc;
 }
 
+/* The output directory name of a model reference: its last path component (trailing slashes
+ * aside), "model-K" (K from 1) when that is empty, "." or "..", made unique among names[0..k)
+ * with "-2", "-3", ... (malloc'd; NULL when out of memory). */
+static char *model_dir_name(const char *ref, size_t k, char *const *names)
+{
+    size_t len = strlen(ref);
+    while (len > 1 && ref[len - 1] == '/')
+        len--;
+    const char *start = ref + len;
+    while (start > ref && start[-1] != '/')
+        start--;
+    size_t n = (size_t)(ref + len - start);
+    char *stem = (n == 0 || (n == 1 && start[0] == '.') || (n == 2 && !strncmp(start, "..", 2)))
+                     ? NULL
+                     : strndup(start, n);
+    char fallback[32];
+    snprintf(fallback, sizeof fallback, "model-%zu", k + 1);
+    const char *base = stem ? stem : fallback;
+    size_t cap = strlen(base) + 24;
+    char *name = malloc(cap);
+    for (unsigned suffix = 1; name; suffix++) {
+        if (suffix == 1)
+            snprintf(name, cap, "%s", base);
+        else
+            snprintf(name, cap, "%s-%u", base, suffix);
+        size_t i = 0;
+        while (i < k && strcmp(names[i], name))
+            i++;
+        if (i == k)
+            break;
+    }
+    free(stem);
+    return name;
+}
+
+/* "LABEL (output NAME)", malloc'd. */
+static char *output_label(const char *label, const char *name)
+{
+    size_t len = strlen(label) + strlen(name) + 16;
+    char *out = malloc(len);
+    if (out)
+        snprintf(out, len, "%s (output %s)", label, name);
+    return out;
+}
+
+/* A method that writes one output per model (emr): output `first`, planned as model 0's,
+ * moves to out_dir/NAME0 and the other models' plans follow it, one per model, into
+ * out_dir/NAME (model_dir_name), all from the same config text. */
+static int expand_per_model(smelt_ctx *ctx, smelt_merge_group *group, size_t first,
+                            const char *path, const char *text, const smelt_plan_options *popts)
+{
+    const smelt_plan *plan = group->plans[first];
+    if (plan->nslices != 1 || plan->slices[0].index != -1)
+        return smelt_fail(ctx, SMELT_E_CONFIG, "%s: method '%s' writes one model per entry of "
+                          "models:; it does not take slices:", path, plan->method->name);
+    const smelt_plan_slice *sl = &plan->slices[0];
+    size_t n = sl->ninputs - (size_t)sl->has_base;
+    const char *const *refs = sl->input_names + sl->has_base;
+    char **names = calloc(n, sizeof *names);
+    char *parent = group->out_dirs[first], *parent_label = group->labels[first];
+    int rc = names ? SMELT_OK : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    for (size_t k = 0; rc == SMELT_OK && k < n; k++)
+        if (!(names[k] = model_dir_name(refs[k], k, names)))
+            rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    if (rc == SMELT_OK) {
+        group->out_dirs[first] = parent ? smelt_path_join(parent, names[0]) : NULL;
+        group->labels[first] = output_label(parent_label, names[0]);
+        if ((parent && !group->out_dirs[first]) || !group->labels[first])
+            rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    }
+    for (size_t k = 1; rc == SMELT_OK && k < n; k++) {
+        smelt_plan_options mine = *popts;
+        mine.output = k;
+        char *dir = parent ? smelt_path_join(parent, names[k]) : NULL;
+        rc = add_output(ctx, group, path, text, &mine, dir, output_label(parent_label, names[k]));
+        if (rc == SMELT_OK && parent && !dir)
+            rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    }
+    for (size_t k = 0; names && k < n; k++)
+        free(names[k]);
+    free(names);
+    free(parent);
+    free(parent_label);
+    return rc;
+}
+
+/* add_output, then for a method with one output per model, the other models' outputs. */
+static int add_config(smelt_ctx *ctx, smelt_merge_group *group, const char *path,
+                      const char *text, const smelt_plan_options *popts, char *out_dir,
+                      char *label)
+{
+    size_t first = group->n;
+    int rc = add_output(ctx, group, path, text, popts, out_dir, label);
+    if (rc != SMELT_OK || !group->plans[first]->method->outputs_per_model)
+        return rc;
+    return expand_per_model(ctx, group, first, path, text, popts);
+}
+
 /* The swept parameter checked against method m's schema, and its values typed the way the
  * config parser will type them. */
 static int sweep_check(smelt_ctx *ctx, const smelt_method *m, const char *name, char **values,
@@ -376,7 +474,7 @@ static int build_sweep(smelt_ctx *ctx, const char *path, const char *text,
             break;
         }
         char *dir = src->out_dir ? smelt_path_join(src->out_dir, label) : NULL;
-        rc = add_output(ctx, group, path, rewritten, popts, dir, label);
+        rc = add_config(ctx, group, path, rewritten, popts, dir, label);
         if (rc == SMELT_OK && src->out_dir && !dir)
             rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
         if (rc != SMELT_OK)
@@ -459,7 +557,7 @@ static int build_batch(smelt_ctx *ctx, const smelt_group_source *src,
             rc = smelt_read_file(ctx, config_path, SMELT_YAML_MAX_BYTES, &config_text,
                                  &config_len);
         if (rc == SMELT_OK) {
-            rc = add_output(ctx, group, config_path, config_text, popts, out_dir,
+            rc = add_config(ctx, group, config_path, config_text, popts, out_dir,
                             strdup(config_path));
             out_dir = NULL;
         }
@@ -498,7 +596,7 @@ int smelt_group_build(smelt_ctx *ctx, const smelt_group_source *src,
         if (rc == SMELT_OK && src->sweep)
             rc = build_sweep(ctx, path, text, src, popts, group);
         else if (rc == SMELT_OK)
-            rc = add_output(ctx, group, path, text, popts, smelt_strdup(src->out_dir),
+            rc = add_config(ctx, group, path, text, popts, smelt_strdup(src->out_dir),
                             strdup(path));
         free(text);
     }

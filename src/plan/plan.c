@@ -215,7 +215,7 @@ static int check_param_names(smelt_ctx *ctx, const smelt_plan *plan, const smelt
         return smelt_fail(ctx, SMELT_E_CONFIG,
                           "%s:%d: %s: '%s' is not a parameter of method '%s' (it takes: %s)",
                           plan->spec->path, params->items[i].value.line, where,
-                          params->items[i].name, m->name, list);
+                          params->items[i].name, m->name, list[0] ? list : "none");
     }
     return SMELT_OK;
 }
@@ -469,6 +469,7 @@ static int plan_tensor(smelt_ctx *ctx, smelt_plan *plan, smelt_plan_tensor *pt,
         .row_elems = pattern->ndim > 0 ? pattern->shape[pattern->ndim - 1] : 1,
         .ndim = pattern->ndim,
         .random_seed = plan->random_seed,
+        .output = plan->output,
     };
     rc = plan->method->prepare(ctx, &args, &pt->method_state);
     if (rc != SMELT_OK)
@@ -977,6 +978,7 @@ static int build(smelt_ctx *ctx, smelt_merge_spec *spec, int owns_spec,
     plan->open_model = open;
     plan->open_user = user;
     plan->random_seed = opts->random_seed;
+    plan->output = opts->output;
     double **values = NULL;
     int rc = SMELT_OK;
     plan->method = smelt_method_find(spec->merge_method);

@@ -91,6 +91,7 @@ typedef struct smelt_plan {
     uint32_t ref_num_layers;         /* the reference model's layers */
     uint64_t bytes_to_write;
     uint64_t random_seed;
+    size_t output;                   /* smelt_plan_options.output */
     int out_gguf;                    /* the output is GGUF (the inputs are): one file, or a
                                         gguf-split set when the shards are several */
     smelt_dtype outtype;             /* GGUF: --outtype, SMELT_DT_INVALID for "same" */
@@ -120,6 +121,8 @@ typedef struct smelt_plan_options {
     int allow_crimes;                /* allow inputs of different architectures */
     smelt_out_format format;
     const char *outtype;             /* GGUF output: "same" (NULL) or a type (plan_gguf.h) */
+    size_t output;                   /* a method with outputs_per_model: which model's output
+                                        this plan computes (smelt_tensor_args.output) */
 } smelt_plan_options;
 
 /* Builds the plan for a spec (the plan takes ownership of the spec, also on failure): opens and
