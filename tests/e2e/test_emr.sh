@@ -77,31 +77,15 @@ grep -q "== output 3 of 3: $work/emr.yml (output a-2) (emr)" <<<"$plan_out" \
   && pass "plan lists the outputs" || fail "plan: $(grep '^==' <<<"$plan_out")"
 
 # Determinism: identical bytes for any thread count, budget, SIMD level.
-sum_of() { cat "$1"/*/model*.safetensors | sha256sum; }
-default_isa=$($SMELT version | sed -n 's/.*kernels: \([a-z0-9]*\).*/\1/p')
 for name in emr emr_f32; do
-  want=$(sum_of "$work/out-$name")
-  for variant in "--threads 1 --max-memory 1G" "--threads 7 --max-memory 5Mi" \
-                 "--threads 3 --max-memory 3Mi"; do
-    rm -rf "$work/d1"
-    $SMELT merge "$work/$name.yml" "$work/d1" -q $variant
-    [ "$(sum_of "$work/d1")" = "$want" ] && pass "$name $variant: identical" \
-      || fail "$name $variant: output differs"
-  done
-  for isa in scalar avx2 avx512; do
-    [ "$isa" != "$default_isa" ] && SMELT_ISA=$isa $SMELT version >/dev/null 2>&1 || continue
-    rm -rf "$work/d1"
-    SMELT_ISA=$isa $SMELT merge "$work/$name.yml" "$work/d1" -q --max-memory 3Mi
-    [ "$(sum_of "$work/d1")" = "$want" ] && pass "$name SMELT_ISA=$isa: identical" \
-      || fail "$name SMELT_ISA=$isa: output differs"
-  done
+  check_invariant "$name" "$work/$name.yml" "$work/out-$name" "--max-memory 3Mi"
 done
 
 # An emr config in a batch: its outputs under the entry's directory, the same bytes.
 printf -- '- config: %s\n  out: %s/batch-emr\n' "$work/emr.yml" "$work" > "$work/batch.yml"
 rm -rf "$work/batch-emr"
 $SMELT merge --batch "$work/batch.yml" -q $small
-[ "$(sum_of "$work/batch-emr")" = "$(sum_of "$work/out-emr")" ] \
+[ "$(model_sum "$work/batch-emr")" = "$(model_sum "$work/out-emr")" ] \
   && pass "emr in a batch: the same outputs" || fail "emr in a batch differs"
 
 # Errors: clear, non-zero, nothing left behind.
