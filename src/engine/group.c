@@ -24,6 +24,7 @@ void smelt_group_free(smelt_merge_group *group)
     free(group->plans);
     free(group->out_dirs);
     free(group->labels);
+    smelt_model_cache_free(&group->models); /* after the plans that borrow them */
     *group = (smelt_merge_group){0};
 }
 
@@ -573,9 +574,12 @@ static int build_batch(smelt_ctx *ctx, const smelt_group_source *src,
 }
 
 int smelt_group_build(smelt_ctx *ctx, const smelt_group_source *src,
-                      const smelt_plan_options *popts, smelt_merge_group *group)
+                      const smelt_plan_options *popts_in, smelt_merge_group *group)
 {
     *group = (smelt_merge_group){0};
+    smelt_plan_options shared = *popts_in;
+    shared.models = &group->models;
+    const smelt_plan_options *popts = &shared;
     int rc;
     if (src->batch_path && src->sweep)
         return smelt_fail(ctx, SMELT_E_ARG, "--sweep and --batch do not go together (give each "

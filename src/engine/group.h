@@ -9,6 +9,7 @@
 #include "plan/plan.h"
 
 typedef struct smelt_merge_group {
+    smelt_model_cache models; /* every plan's models, opened once for all of them */
     smelt_plan **plans;  /* owned */
     char **out_dirs;     /* owned; NULL entries when the group was built without directories */
     char **labels;       /* owned: what names each output in messages ("a.yml", "t=0.4") */
@@ -25,13 +26,13 @@ typedef struct smelt_group_source {
     const char *batch_path;   /* a batch file, or NULL */
 } smelt_group_source;
 
-/* Builds every output's plan with popts and checks that they share their inputs
+/* Builds every output's plan with popts (its models opened once, in group->models) and checks that they share their inputs
  * (smelt_group_check). On failure nothing is left in *group (it is freed) and the message
  * names the config, the sweep value or the batch entry, and the rule. Reads headers only. */
 int smelt_group_build(smelt_ctx *ctx, const smelt_group_source *src,
                       const smelt_plan_options *popts, smelt_merge_group *group);
 
-/* Frees the plans still owned and the strings; NULL fields are fine. */
+/* Frees the plans still owned, then the models and the strings; NULL fields are fine. */
 void smelt_group_free(smelt_merge_group *group);
 
 /* SMELT_OK when every plan reads, at every tensor position, the same input tensors as plans[0]
