@@ -401,10 +401,29 @@ static int add_config(smelt_ctx *ctx, smelt_merge_group *group, const char *path
     return expand_per_model(ctx, group, first, path, text, popts);
 }
 
-/* The swept parameter checked against method m's schema, and its values typed the way the
- * config parser will type them. */
-static int sweep_check(smelt_ctx *ctx, const smelt_method *m, const char *name, char **values,
-                       size_t nvalues)
+/* The line of a model, slice or source entry of spec that sets parameter `name` (those take
+ * precedence over the top level, so a sweep of the top-level value would not reach the tensors
+ * they cover), or 0. */
+static int set_below_top(const smelt_merge_spec *spec, const char *name)
+{
+    const smelt_pvalue *v;
+    for (size_t i = 0; i < spec->nmodels; i++)
+        if ((v = smelt_params_find(&spec->models[i].params, name)))
+            return v->line;
+    for (size_t s = 0; s < spec->nslices; s++) {
+        if ((v = smelt_params_find(&spec->slices[s].params, name)))
+            return v->line;
+        for (size_t j = 0; j < spec->slices[s].nsources; j++)
+            if ((v = smelt_params_find(&spec->slices[s].sources[j].params, name)))
+                return v->line;
+    }
+    return 0;
+}
+
+/* The swept parameter checked against method m's schema and the config, and its values typed
+ * the way the config parser will type them. */
+static int sweep_check(smelt_ctx *ctx, const smelt_merge_spec *spec, const smelt_method *m,
+                       const char *name, char **values, size_t nvalues)
 {
     int p = smelt_method_param_index(m, name);
     if (p < 0) {
@@ -421,6 +440,12 @@ static int sweep_check(smelt_ctx *ctx, const smelt_method *m, const char *name, 
         return smelt_fail(ctx, SMELT_E_ARG, "--sweep %s: '%s' is a per-model parameter of %s "
                           "(set in each model's entry); a sweep takes a top-level one", name,
                           name, m->name);
+    int line = set_below_top(spec, name);
+    if (line)
+        return smelt_yfail(ctx, SMELT_E_ARG, spec->path, line, "--sweep %s: the config sets "
+                           "'%s' here too, which takes precedence over the top-level value a "
+                           "sweep sets; give it only under the top-level parameters:", name,
+                           name);
     for (size_t i = 0; i < nvalues; i++) {
         smelt_ynode scalar = {.kind = SMELT_YN_SCALAR, .text = values[i],
                               .len = strlen(values[i]), .plain = 1};
@@ -460,7 +485,7 @@ static int build_sweep(smelt_ctx *ctx, const char *path, const char *text,
             rc = smelt_fail(ctx, SMELT_E_INTERNAL, "%s: no method", path);
     }
     if (rc == SMELT_OK)
-        rc = sweep_check(ctx, m, name, values, nvalues);
+        rc = sweep_check(ctx, spec, m, name, values, nvalues);
     smelt_spec_free(spec);
     for (size_t i = 0; rc == SMELT_OK && i < nvalues; i++) {
         char *rewritten, *label = malloc(strlen(name) + strlen(values[i]) + 2);

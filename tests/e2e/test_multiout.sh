@@ -201,6 +201,11 @@ printf 'merge_method: ties\nbase_model: %s/base\nmodels:\n  - model: %s/a\n    p
   "$work" "$work" > "$work/gradient.yml"
 err "sweep over a gradient" "a sweep sets one value" "$e" \
   $SMELT merge "$work/gradient.yml" "$e" --sweep lambda=1,2
+sed 's/^      weight: 0.6$/      weight: 0.6\n      lambda: 2/' "$work/ties.yml" > "$work/lambda_model.yml"
+err "sweep of a value set per model" "the config sets 'lambda' here too" "$e" \
+  $SMELT merge "$work/lambda_model.yml" "$e" --sweep lambda=1,2
+err "sweep with batch" "--sweep and --batch do not go together" "$e" \
+  $SMELT merge --batch "$work/ok.yml" --sweep lambda=1,2
 $SMELT merge --batch "$work/ok.yml" -q && same_dir "batch of one config twice" "$e/x" "$e/y"
 
 finish
