@@ -124,19 +124,21 @@ sed -e 's/merge_method: ties/merge_method: task_arithmetic/' -e '/density/d' "$w
 { echo "merge_method: linear"; echo "base_model: $work/base"; echo "models:"
   for m in base a b; do printf '  - model: %s\n    parameters:\n      weight: 1.0\n' "$work/$m"; done
   echo "dtype: bfloat16"; } > "$work/linear.yml"
+sed 's/^dtype: bfloat16/out_dtype: float32/' "$work/ties.yml" > "$work/ties32.yml"
 mkdir -p "$work/jobs"
 cat > "$work/jobs/batch.yml" <<EOF
-# three merges of base, a and b
+# four merges of base, a and b
 - config: ../ties.yml
   out: ../batch-out/ties
 - {config: ../ta.yml, out: ../batch-out/ta}
 - config: $work/linear.yml
   out: ../batch-out/linear
+- {config: ../ties32.yml, out: ../batch-out/ties32} # another output dtype
 EOF
 for flags in "" "--max-memory 3Mi --threads 3"; do
   rm -rf "$work/batch-out"
   json=$($SMELT merge --batch "$work/jobs/batch.yml" -q --json $flags) || fail "batch $flags failed"
-  for name in ties ta linear; do
+  for name in ties ta linear ties32; do
     rm -rf "$work/sep"
     $SMELT merge "$work/$name.yml" "$work/sep" -q $flags
     same_dir "batch $name $flags vs its separate merge" "$work/batch-out/$name" "$work/sep"
@@ -145,9 +147,9 @@ done
 rm -rf "$work/batch-out"
 json=$($SMELT merge --batch "$work/jobs/batch.yml" -q --json)
 [ "$(json_field bytes_read <<<"$json")" = "$in_bytes" ] \
-  && pass "a batch of 3 reads each input byte once" || fail "batch read: $json"
+  && pass "a batch of 4 reads each input byte once" || fail "batch read: $json"
 plan_out=$($SMELT plan --batch "$work/jobs/batch.yml")
-grep -q "== output 2 of 3: $work/jobs/../ta.yml (task_arithmetic)" <<<"$plan_out" \
+grep -q "== output 2 of 4: $work/jobs/../ta.yml (task_arithmetic)" <<<"$plan_out" \
   && pass "plan --batch lists the outputs" || fail "plan --batch: $(grep '==' <<<"$plan_out")"
 
 # --- errors: clear, non-zero, and no output directory.
