@@ -176,6 +176,17 @@ typedef struct smelt_merge_options {
      * Nothing is written when a check fails; the message names the part and the command that
      * redoes it. Not with part_count. */
     int finalize;
+    /* Several outputs from one read of the inputs (each output directory byte-identical to a
+     * separate merge of its config; one --max-memory budget for all of them; no resume, part
+     * or finalize). sweep "NAME=V1,V2,...": the config once per value of its method's
+     * top-level parameter NAME, written to out_dir/NAME=V (V as written). The value replaces
+     * the config's top-level one in place (or is added to its `parameters:`), and that text is
+     * what the output records. batch: the path of a YAML file listing {config: CONFIG.yml,
+     * out: OUT_DIR} entries (paths relative to the file) whose configs read the same input
+     * tensors; smelt_merge() then takes NULL config_path and out_dir. Also for
+     * smelt_plan_print(), which then describes every output and the shared read. */
+    const char *sweep;
+    const char *batch;
 } smelt_merge_options;
 
 /* The most parts a partitioned merge may have. */

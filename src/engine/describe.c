@@ -147,3 +147,36 @@ int smelt_plan_describe(smelt_ctx *ctx, const smelt_plan *plan, const smelt_engi
             (unsigned long long)layout->buffer_bytes);
     return SMELT_OK;
 }
+
+int smelt_group_describe(smelt_ctx *ctx, const smelt_plan *const *plans,
+                         const char *const *labels, size_t n, const smelt_engine_layout *layout,
+                         uint64_t max_memory, FILE *out)
+{
+    fprintf(out, "outputs:  %zu, written from one read of their shared inputs\n", n);
+    uint64_t separate = 0, written = 0;
+    for (size_t o = 0; o < n; o++) {
+        fprintf(out, "\n== output %zu of %zu: %s (%s)\n", o + 1, n, labels[o],
+                plans[o]->method->name);
+        int rc = smelt_plan_describe(ctx, plans[o], layout, max_memory, out);
+        if (rc != SMELT_OK)
+            return rc;
+        separate += smelt_engine_bytes_to_read(plans[o], layout);
+        written += plans[o]->bytes_to_write;
+    }
+    uint64_t in_bytes = 0;
+    for (size_t t = 0; t < plans[0]->ntensors; t++)
+        for (size_t i = 0; i < plans[0]->tensors[t].ninputs; i++)
+            in_bytes += smelt_dtype_span(plans[0]->tensors[t].inputs[i]->dtype,
+                                         plans[0]->tensors[t].ref->numel);
+    uint64_t to_read = smelt_engine_group_bytes_to_read(plans, n, layout);
+    fprintf(out, "\ngroup:    %zu outputs read their inputs together: %llu bytes (%.2f x the "
+            "input tensors' %llu bytes; %llu as separate merges), %llu bytes written\n", n,
+            (unsigned long long)to_read, in_bytes ? (double)to_read / (double)in_bytes : 0.0,
+            (unsigned long long)in_bytes, (unsigned long long)separate,
+            (unsigned long long)written);
+    fprintf(out, "memory:   budget %llu bytes for all outputs: chunks of %llu elements, %u in "
+            "flight, %llu bytes of buffers\n", (unsigned long long)max_memory,
+            (unsigned long long)layout->chunk_elements, layout->depth,
+            (unsigned long long)layout->buffer_bytes);
+    return SMELT_OK;
+}

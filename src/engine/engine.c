@@ -1,4 +1,4 @@
-#include "engine/engine.h"
+#include "engine/engine_layout.h"
 
 #include "common/pool.h"
 #include "common/util.h"
@@ -12,277 +12,12 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#define TILE_ELEMS SMELT_TILE_ELEMS
-/* Chunks are whole multiples of a task, so task boundaries sit at the same tensor indices
- * whatever the thread count or budget: per-task statistics then fold in one fixed order. */
-#define TASK_ELEMS SMELT_TASK_ELEMS
-/* Preferred chunk: large sequential reads; a bigger budget buys depth, not size. */
-#define CHUNK_ELEMS_TARGET (2u * 1024u * 1024u)
-/* Enough chunks to keep a tensor resident through its statistics passes (see tensor_resident)
- * with read-ahead beside it; the budget, not this cap, sets the depth in practice. */
-#define MAX_DEPTH 64u
-#define BUFFER_ALIGN 4096u
-
-/* Buffer sizes are counted per 256 elements, the largest block of ggml's types: every dtype's
- * bytes for 256 elements are whole, and chunks are whole multiples of 256 elements. */
-#define SPAN_UNIT 256u
-
-/* Bytes per SPAN_UNIT elements of the output buffer over the whole plan (COPY chunks use it as
- * bytes). */
-static uint64_t out_unit_bytes(const smelt_plan *plan)
-{
-    uint64_t out_unit = 2 * SPAN_UNIT;
-    for (size_t t = 0; t < plan->ntensors; t++) {
-        const smelt_plan_tensor *pt = &plan->tensors[t];
-        if (pt->kind == SMELT_TASK_MERGE && smelt_dtype_span(pt->out_dtype, SPAN_UNIT) > out_unit)
-            out_unit = smelt_dtype_span(pt->out_dtype, SPAN_UNIT);
-    }
-    return out_unit;
-}
-
-/* The LoRA module input i stands for, or NULL. */
-static const smelt_lora_module *lora_of(const smelt_plan_tensor *pt, size_t i)
-{
-    return smelt_source_kind_of(pt, i) == SMELT_SOURCE_LORA ? pt->sources[i].lora : NULL;
-}
-
-/* The dtype the methods see input i in: a LoRA input's f32, else the tensor's own. */
-static smelt_dtype tile_dtype(const smelt_plan_tensor *pt, size_t i)
-{
-    return smelt_source_kind_of(pt, i) == SMELT_SOURCE_LORA ? SMELT_DT_F32 : pt->inputs[i]->dtype;
-}
-
-/* Bytes per SPAN_UNIT elements of input i's buffer (what the tiles see; a file input that
- * another input's read serves has none) and of its staging buffer (the bytes a derived input's
- * own read brings; 0 when it never reads for itself), and of the output buffer, over the
- * plan. */
-static void unit_sizes(const smelt_plan *plan, uint64_t *in_unit, uint64_t *stage_unit,
-                       uint64_t *out_unit)
-{
-    for (size_t i = 0; i < plan->ninputs; i++)
-        in_unit[i] = stage_unit[i] = 0;
-    for (size_t t = 0; t < plan->ntensors; t++) {
-        const smelt_plan_tensor *pt = &plan->tensors[t];
-        if (pt->kind != SMELT_TASK_MERGE)
-            continue;
-        for (size_t i = 0; i < pt->ninputs; i++) {
-            int reads = smelt_source_reader(plan, pt, i) == i;
-            int file = smelt_source_kind_of(pt, i) == SMELT_SOURCE_FILE;
-            uint64_t read = smelt_dtype_span(pt->inputs[i]->dtype, SPAN_UNIT);
-            uint64_t seen = smelt_dtype_span(tile_dtype(pt, i), SPAN_UNIT);
-            if ((reads || !file) && seen > in_unit[i])
-                in_unit[i] = seen;
-            if (reads && !file && read > stage_unit[i])
-                stage_unit[i] = read;
-        }
-    }
-    *out_unit = out_unit_bytes(plan);
-}
-
-/* The f32 factors of the largest LoRA module any input needs, and the scratch to load it, per
- * input: one set each, loaded when a tensor's first chunk is prepared (chunks are prepared in
- * plan order). */
-static uint64_t factor_bytes(const smelt_plan *plan, size_t i, uint64_t *scratch)
-{
-    uint64_t most = 0;
-    if (scratch)
-        *scratch = 0;
-    for (size_t t = 0; t < plan->ntensors; t++) {
-        const smelt_lora_module *m = lora_of(&plan->tensors[t], i);
-        if (!m)
-            continue;
-        if (smelt_source_lora_factor_bytes(m) > most)
-            most = smelt_source_lora_factor_bytes(m);
-        if (scratch && smelt_source_lora_scratch_bytes(m) > *scratch)
-            *scratch = smelt_source_lora_scratch_bytes(m);
-    }
-    return most;
-}
-
-static uint64_t all_factor_bytes(const smelt_plan *plan)
-{
-    uint64_t total = 0, scratch, most_scratch = 0;
-    for (size_t i = 0; i < plan->ninputs; i++) {
-        total += factor_bytes(plan, i, &scratch);
-        if (scratch > most_scratch)
-            most_scratch = scratch;
-    }
-    return total + most_scratch;
-}
-
-static unsigned tensor_passes(const smelt_plan *plan, const smelt_plan_tensor *pt)
-{
-    if (pt->kind != SMELT_TASK_MERGE || !plan->method->passes)
-        return 0;
-    return plan->method->passes(pt->method_state);
-}
-
-/* Elements per task of a tensor: SMELT_TASK_ELEMS unless its method asks for fewer (whole
- * rows). It depends only on the tensor and its parameters, never on threads or budget, so task
- * boundaries stay at fixed tensor indices. */
-static uint64_t tensor_task(const smelt_plan *plan, const smelt_plan_tensor *pt)
-{
-    if (pt->kind != SMELT_TASK_MERGE || !plan->method->task_elems)
-        return TASK_ELEMS;
-    uint64_t task = plan->method->task_elems(pt->method_state);
-    return task > 0 && task <= TASK_ELEMS ? task : TASK_ELEMS;
-}
-
-/* Elements (MERGE) or bytes (COPY) the engine moves for a tensor, and the most of them one
- * chunk holds: a chunk holds whole tasks, and no more of them than the partials were sized for
- * (chunk_elements / TASK_ELEMS), so with smaller tasks a chunk is a little shorter. */
-static uint64_t chunk_units(const smelt_plan_tensor *pt)
-{
-    if (pt->kind == SMELT_TASK_MERGE)
-        return pt->ref->numel;
-    return pt->inputs[0]->nbytes;
-}
-
-static uint64_t chunk_cap(const smelt_plan *plan, const smelt_engine_layout *layout,
-                          const smelt_plan_tensor *pt)
-{
-    if (pt->kind != SMELT_TASK_MERGE)
-        return layout->chunk_elements / SPAN_UNIT * out_unit_bytes(plan);
-    return layout->chunk_elements / TASK_ELEMS * tensor_task(plan, pt);
-}
-
-static uint64_t tensor_chunks(const smelt_plan *plan, const smelt_engine_layout *layout,
-                              const smelt_plan_tensor *pt)
-{
-    uint64_t cap = chunk_cap(plan, layout, pt);
-    return (chunk_units(pt) + cap - 1) / cap;
-}
-
-/* A tensor with statistics passes whose chunks all fit in the buffers at once is read once:
- * its chunks stay in their slots through every statistics pass and the apply pass. The passes
- * visit the chunks in the same order as a streamed tensor's re-reads would, so the statistics,
- * and the output, are the same bits either way. */
-static int tensor_resident(const smelt_plan *plan, const smelt_engine_layout *layout,
-                           const smelt_plan_tensor *pt)
-{
-    return tensor_passes(plan, pt) > 0 && chunk_units(pt) > 0 &&
-           tensor_chunks(plan, layout, pt) <= layout->depth;
-}
-
-unsigned smelt_engine_tensor_reads(const smelt_plan *plan, const smelt_engine_layout *layout,
-                                   size_t t)
-{
-    const smelt_plan_tensor *pt = &plan->tensors[t];
-    if (tensor_resident(plan, layout, pt))
-        return 1;
-    return 1 + tensor_passes(plan, pt);
-}
-
-uint64_t smelt_engine_tensor_bytes_to_read(const smelt_plan *plan,
-                                           const smelt_engine_layout *layout, size_t t)
-{
-    const smelt_plan_tensor *pt = &plan->tensors[t];
-    uint64_t once = 0;
-    if (pt->kind == SMELT_TASK_COPY)
-        once = pt->inputs[0]->nbytes;
-    else
-        for (size_t i = 0; i < pt->ninputs; i++) {
-            once += smelt_source_file_bytes(plan, pt, i, pt->ref->numel);
-            /* A BASE+DELTA input also reads its delta's frames, once per read of the tensor. */
-            if (smelt_source_kind_of(pt, i) == SMELT_SOURCE_DELTA)
-                once += pt->sources[i].delta_bytes;
-        }
-    uint64_t reads = layout ? smelt_engine_tensor_reads(plan, layout, t) : 1;
-    uint64_t total = reads * once;
-    /* DoRA's norm pass reads its base weight once more (source.h). */
-    for (size_t i = 0; layout && pt->kind == SMELT_TASK_MERGE && i < pt->ninputs; i++)
-        if (lora_of(pt, i) && lora_of(pt, i)->magnitude)
-            total += smelt_dtype_span(pt->inputs[i]->dtype, pt->ref->numel);
-    return total;
-}
-
-uint64_t smelt_engine_bytes_to_read(const smelt_plan *plan, const smelt_engine_layout *layout)
-{
-    uint64_t total = 0;
-    for (size_t t = 0; t < plan->ntensors; t++)
-        total += smelt_engine_tensor_bytes_to_read(plan, layout, t);
-    return total;
-}
-
-/* The largest per-task partial of any tensor and pass, the apply pass's scratch included (0 when
- * the method keeps none). */
-static size_t max_partial_bytes(const smelt_plan *plan)
-{
-    size_t most = 0;
-    for (size_t t = 0; t < plan->ntensors; t++) {
-        const smelt_plan_tensor *pt = &plan->tensors[t];
-        if (pt->kind != SMELT_TASK_MERGE || !plan->method->partial_size)
-            continue;
-        for (unsigned p = 0; p <= tensor_passes(plan, pt); p++) {
-            size_t bytes = plan->method->partial_size(pt->method_state, p);
-            if (bytes > most)
-                most = bytes;
-        }
-    }
-    return (most + 63) / 64 * 64; /* each partial on its own cache line */
-}
-
-/* Per-worker f32 tiles, plus one statistics partial per task of a chunk of `chunk` elements. */
-static uint64_t scratch_bytes(const smelt_plan *plan, unsigned threads, uint64_t chunk)
-{
-    return (uint64_t)threads * (plan->ninputs + 1) * TILE_ELEMS * sizeof(float) +
-           chunk / TASK_ELEMS * max_partial_bytes(plan);
-}
-
-int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max_memory,
-                            int threads, smelt_engine_layout *layout)
-{
-    uint64_t in_unit[plan->ninputs + 1], stage_unit[plan->ninputs + 1], out_unit;
-    unit_sizes(plan, in_unit, stage_unit, &out_unit);
-    uint64_t per_unit = out_unit; /* bytes of one slot per SPAN_UNIT elements of chunk */
-    for (size_t i = 0; i < plan->ninputs; i++)
-        per_unit += in_unit[i] + stage_unit[i];
-    unsigned nthreads = smelt_pool_default_threads(threads);
-    /* The partials scale with the chunk (one per task), so they shrink with it on a small
-     * budget instead of being reserved for the largest chunk. */
-    uint64_t partial = max_partial_bytes(plan);
-    uint64_t fixed = scratch_bytes(plan, nthreads, 0) + all_factor_bytes(plan) +
-                     smelt_delta_sources_bytes(plan, nthreads, CHUNK_ELEMS_TARGET);
-    /* Each slot's buffers may round up to the alignment. */
-    uint64_t slot_slack = (plan->ninputs + 1) * BUFFER_ALIGN;
-    for (size_t i = 0; i < plan->ninputs; i++)
-        if (stage_unit[i])
-            slot_slack += BUFFER_ALIGN;
-    uint64_t avail = max_memory > fixed ? max_memory - fixed : 0;
-    uint64_t chunk = CHUNK_ELEMS_TARGET;
-    uint64_t partials = chunk / TASK_ELEMS * partial;
-    uint64_t depth =
-        avail > partials ? (avail - partials) / (per_unit * (chunk / SPAN_UNIT) + slot_slack) : 0;
-    if (depth > MAX_DEPTH)
-        depth = MAX_DEPTH;
-    if (depth < 2) {
-        /* Less than two full chunks: shrink the chunk so reading can still overlap compute. */
-        depth = 2;
-        uint64_t room = avail > depth * slot_slack ? avail - depth * slot_slack : 0;
-        chunk = room / (per_unit * depth * (TASK_ELEMS / SPAN_UNIT) + partial) * TASK_ELEMS;
-        if (chunk < TASK_ELEMS) {
-            uint64_t need =
-                fixed + 2 * (per_unit * (TASK_ELEMS / SPAN_UNIT) + slot_slack) + partial;
-            return smelt_fail(ctx, SMELT_E_BUDGET,
-                              "a memory budget of %llu bytes cannot hold two chunks of %u "
-                              "elements for %zu input%s and the output (%llu bytes are needed "
-                              "at %u threads); raise --max-memory",
-                              (unsigned long long)max_memory, TASK_ELEMS, plan->ninputs,
-                              plan->ninputs == 1 ? "" : "s", (unsigned long long)need, nthreads);
-        }
-    }
-    layout->chunk_elements = chunk;
-    layout->depth = (unsigned)depth;
-    layout->buffer_bytes = fixed + depth * (per_unit * (chunk / SPAN_UNIT) + slot_slack) +
-                           chunk / TASK_ELEMS * partial;
-    return SMELT_OK;
-}
-
 /* One chunk of one tensor, and the buffers it is read into. */
 typedef struct slot {
     int busy;
     size_t tensor;
-    unsigned pass;         /* < the tensor's statistics passes: a statistics pass */
+    unsigned pass;         /* which read of the tensor: < the group's statistics passes for
+                              the tensor, a statistics pass of the outputs that have it */
     uint64_t start, count; /* elements (MERGE) or bytes (COPY) */
     unsigned pending;      /* reads not yet completed */
     int prepared;          /* derived inputs computed from the staged bytes (prepare_slot) */
@@ -290,15 +25,22 @@ typedef struct slot {
     uint8_t **stage;       /* per input: the bytes a derived input reads (NULL if never one) */
     const uint8_t **read;  /* per input, for this chunk: the bytes its reader read */
     const uint8_t **view;  /* per input, for this chunk: what the tiles see */
-    uint8_t *out;
+    uint8_t **out;         /* per output: its encoded chunk (a COPY chunk is read into
+                              out[0] and written to every output from there) */
 } slot;
 
 typedef struct engine {
     smelt_ctx *ctx;
+    /* outs[0].plan: the group's inputs (fds, sources) are read through it; every output's
+     * plan has the same input tensors (smelt_group_check). */
     const smelt_plan *plan;
+    const smelt_engine_output *outs;
+    const smelt_plan *const *plans; /* outs[o].plan */
+    size_t nouts;
     const smelt_kernels *k;
     smelt_engine_layout layout;
-    uint64_t in_unit[256], stage_unit[256], out_unit; /* buffer bytes per SPAN_UNIT elements */
+    uint64_t in_unit[256], stage_unit[256]; /* buffer bytes per SPAN_UNIT elements */
+    uint64_t *out_unit;    /* per output */
     float *factors[256];   /* per input: a LoRA module's f32 factors (left, then right) */
     const smelt_lora_module *factors_of[256];
     float *factor_scratch;
@@ -317,16 +59,19 @@ typedef struct engine {
     smelt_progress progress;
     double started, last_report;
     const smelt_engine_options *opts;
-    /* The tensor being written: its chunks finish in order, one tensor at a time, so one
-     * streaming state hashes every output byte as it goes to the writer. */
-    XXH3_state_t *hash;
+    /* Per output, the tensor being written: an output's chunks finish in order, one tensor at
+     * a time, so one streaming state per output hashes every byte as it goes to the writer. */
+    XXH3_state_t **hash;
 } engine;
 
-/* What one pool call computes: one chunk of a MERGE tensor. */
+/* What one pool call computes: one chunk of a MERGE tensor for output `output`. */
 typedef struct compute_job {
     engine *e;
-    const smelt_plan_tensor *pt;
+    const smelt_plan *plan;       /* the output's */
+    const smelt_plan_tensor *pt;  /* the output's */
     const slot *s;
+    unsigned pass;                /* a statistics pass, or the output's apply read */
+    size_t output;
 } compute_job;
 
 static void compute_task(void *arg, size_t task, unsigned worker)
@@ -334,7 +79,7 @@ static void compute_task(void *arg, size_t task, unsigned worker)
     const compute_job *job = arg;
     const engine *e = job->e;
     const smelt_plan_tensor *pt = job->pt;
-    const smelt_method *method = e->plan->method;
+    const smelt_method *method = job->plan->method;
     size_t ninputs = pt->ninputs;
     float *scratch = e->scratch + (size_t)worker * (e->plan->ninputs + 1) * TILE_ELEMS;
     float *result = scratch + ninputs * TILE_ELEMS;
@@ -344,14 +89,14 @@ static void compute_task(void *arg, size_t task, unsigned worker)
         dtype[i] = tile_dtype(pt, i);
     smelt_tile tile = {.k = e->k, .ninputs = ninputs, .raw = raw, .dtype = dtype,
                        .scratch = scratch};
-    int stats = job->s->pass < tensor_passes(e->plan, pt);
+    int stats = job->pass < tensor_passes(job->plan, pt);
     size_t partial_size = method->partial_size ? method->partial_size(pt->method_state,
-                                                                      job->s->pass) : 0;
+                                                                      job->pass) : 0;
     void *partial = partial_size ? e->partials + task * e->partial_bytes : NULL;
     if (partial)
         memset(partial, 0, partial_size);
     tile.task_scratch = stats ? NULL : partial;
-    uint64_t task_elems = tensor_task(e->plan, pt);
+    uint64_t task_elems = tensor_task(job->plan, pt);
     uint64_t begin = (uint64_t)task * task_elems;
     uint64_t end = begin + task_elems < job->s->count ? begin + task_elems : job->s->count;
     const void *task_raw[ninputs];
@@ -366,12 +111,12 @@ static void compute_task(void *arg, size_t task, unsigned worker)
         for (size_t i = 0; i < ninputs; i++)
             raw[i] = job->s->view[i] + smelt_dtype_span(dtype[i], at);
         if (stats) {
-            method->stats(pt->method_state, job->s->pass, &tile, partial);
+            method->stats(pt->method_state, job->pass, &tile, partial);
             continue;
         }
         method->apply(pt->method_state, &tile, result);
         /* Encoding F32 too gives NaNs one canonical bit pattern whatever the ISA. */
-        smelt_encode(e->k, job->s->out + smelt_dtype_span(pt->out_dtype, at), result,
+        smelt_encode(e->k, job->s->out[job->output] + smelt_dtype_span(pt->out_dtype, at), result,
                      pt->out_dtype, tile.n);
     }
 }
@@ -384,7 +129,8 @@ static int start_chunk(engine *e, slot *s, size_t slot_index)
         const smelt_plan_tensor *done = &plan->tensors[e->cursor_tensor];
         if (e->opts->skip && e->opts->skip[e->cursor_tensor] && e->cursor_pos == 0 &&
             e->cursor_pass == 0) {
-            /* A resumed merge: this tensor's bytes are already in place and verified. */
+            /* A resumed merge (one output): this tensor's bytes are already in place and
+             * verified. */
             e->progress.tensors_done++;
             e->progress.bytes_written += done->out_nbytes;
             e->cursor_tensor++;
@@ -393,15 +139,17 @@ static int start_chunk(engine *e, slot *s, size_t slot_index)
         if (e->cursor_pos < chunk_units(done))
             break;
         e->cursor_pos = 0;
-        if (chunk_units(done) > 0 && e->cursor_pass < tensor_passes(plan, done)) {
+        if (chunk_units(done) > 0 &&
+            e->cursor_pass < smelt_engine_group_passes(e->plans, e->nouts, e->cursor_tensor)) {
             e->cursor_pass++; /* read the tensor again for the next pass */
             continue;
         }
-        if (chunk_units(done) == 0) {
+        for (size_t o = 0; chunk_units(done) == 0 && o < e->nouts; o++) {
             e->progress.tensors_done++; /* empty tensors have no chunk */
-            if (e->opts->tensor_done) {
+            if (e->outs[o].tensor_done) {
                 smelt_hash128 empty = smelt_hash_bytes("", 0);
-                int rc = e->opts->tensor_done(e->opts->tensor_done_user, e->cursor_tensor, &empty);
+                int rc = e->outs[o].tensor_done(e->outs[o].tensor_done_user, e->cursor_tensor,
+                                                &empty);
                 if (rc != SMELT_OK)
                     return rc;
             }
@@ -413,11 +161,12 @@ static int start_chunk(engine *e, slot *s, size_t slot_index)
         return 1;
     const smelt_plan_tensor *pt = &plan->tensors[e->cursor_tensor];
     uint64_t total = chunk_units(pt);
-    uint64_t cap = chunk_cap(plan, &e->layout, pt);
+    uint64_t cap = smelt_engine_chunk_cap(plan, &e->layout, pt);
     /* A resident tensor is read once, straight into its apply pass; its statistics passes run
      * over the same buffers (run_resident_stats). */
-    if (e->cursor_pos == 0 && e->cursor_pass == 0 && tensor_resident(plan, &e->layout, pt))
-        e->cursor_pass = tensor_passes(plan, pt);
+    if (e->cursor_pos == 0 && e->cursor_pass == 0 &&
+        smelt_engine_tensor_resident(e->plans, e->nouts, &e->layout, e->cursor_tensor))
+        e->cursor_pass = smelt_engine_group_passes(e->plans, e->nouts, e->cursor_tensor);
     s->busy = 1;
     s->tensor = e->cursor_tensor;
     s->pass = e->cursor_pass;
@@ -428,7 +177,7 @@ static int start_chunk(engine *e, slot *s, size_t slot_index)
     if (pt->kind == SMELT_TASK_COPY) {
         const smelt_tensor_info *t = pt->inputs[0];
         int fd = plan->models[pt->input_model[0]]->files[t->file].fd;
-        if (smelt_ring_queue_read(e->ring, fd, s->out, s->count, t->offset + s->start,
+        if (smelt_ring_queue_read(e->ring, fd, s->out[0], s->count, t->offset + s->start,
                                   slot_index << 8) != 0)
             return smelt_fail(e->ctx, SMELT_E_INTERNAL, "read ring full");
         s->pending = 1;
@@ -617,32 +366,30 @@ static int prepare_slot(engine *e, slot *s)
     return SMELT_OK;
 }
 
-/* One chunk of statistics pass s->pass: accumulate per task, fold in task order, close the
- * pass at the tensor's last chunk. */
-static int stats_chunk(engine *e, const slot *s)
+/* One chunk of statistics pass `pass` for every output that has that pass: accumulate per
+ * task, fold in task order, close the pass at the tensor's last chunk. The outputs run one
+ * after another over the same partials. */
+static int stats_chunk(engine *e, const slot *s, unsigned pass)
 {
-    const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
-    const smelt_method *method = e->plan->method;
-    uint64_t task = tensor_task(e->plan, pt);
-    size_t ntasks = (size_t)((s->count + task - 1) / task);
-    compute_job job = {e, pt, s};
-    smelt_pool_run(e->pool, ntasks, compute_task, &job);
-    for (size_t t = 0; t < ntasks; t++)
-        method->fold(pt->method_state, s->pass, e->partials + t * e->partial_bytes);
-    if (s->start + s->count == chunk_units(pt))
-        return method->end_pass(e->ctx, pt->method_state, s->pass);
+    for (size_t o = 0; o < e->nouts; o++) {
+        const smelt_plan *plan = e->plans[o];
+        const smelt_plan_tensor *pt = &plan->tensors[s->tensor];
+        if (pass >= tensor_passes(plan, pt))
+            continue;
+        const smelt_method *method = plan->method;
+        uint64_t task = tensor_task(plan, pt);
+        size_t ntasks = (size_t)((s->count + task - 1) / task);
+        compute_job job = {e, plan, pt, s, pass, o};
+        smelt_pool_run(e->pool, ntasks, compute_task, &job);
+        for (size_t t = 0; t < ntasks; t++)
+            method->fold(pt->method_state, pass, e->partials + t * e->partial_bytes);
+        if (s->start + s->count == chunk_units(pt)) {
+            int rc = method->end_pass(e->ctx, pt->method_state, pass);
+            if (rc != SMELT_OK)
+                return rc;
+        }
+    }
     return SMELT_OK;
-}
-
-/* A streamed tensor's statistics chunk: its buffers are free again once it is folded. */
-static int finish_stats_chunk(engine *e, slot *s)
-{
-    const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
-    int rc = stats_chunk(e, s);
-    for (size_t i = 0; i < pt->ninputs; i++)
-        e->progress.bytes_read += smelt_source_file_bytes(e->plan, pt, i, s->count);
-    s->busy = 0;
-    return rc;
 }
 
 /* The first chunk of a resident tensor is due: wait until all its chunks (the slots after
@@ -653,7 +400,7 @@ static int run_resident_stats(engine *e, unsigned first)
 {
     const slot *head = &e->slots[first];
     const smelt_plan_tensor *pt = &e->plan->tensors[head->tensor];
-    unsigned nchunks = (unsigned)tensor_chunks(e->plan, &e->layout, pt);
+    unsigned nchunks = (unsigned)smelt_engine_tensor_chunks(e->plan, &e->layout, pt);
     unsigned depth = e->layout.depth;
     for (unsigned c = 0; c < nchunks; c++) {
         slot *s = &e->slots[(first + c) % depth];
@@ -667,17 +414,62 @@ static int run_resident_stats(engine *e, unsigned first)
         if (rc != SMELT_OK)
             return rc;
     }
-    unsigned apply = head->pass;
-    for (unsigned p = 0; p < apply; p++)
+    for (unsigned p = 0; p < head->pass; p++)
         for (unsigned c = 0; c < nchunks; c++) {
-            slot *s = &e->slots[(first + c) % depth];
-            s->pass = p;
-            int rc = stats_chunk(e, s);
-            s->pass = apply;
+            int rc = stats_chunk(e, &e->slots[(first + c) % depth], p);
             if (rc != SMELT_OK)
                 return rc;
         }
     return SMELT_OK;
+}
+
+/* Output o's share of a MERGE chunk on its apply read: its encoded bytes in s->out[o]. */
+static void compute_output_chunk(engine *e, const slot *s, size_t o)
+{
+    const smelt_plan *plan = e->plans[o];
+    const smelt_plan_tensor *pt = &plan->tensors[s->tensor];
+    if (pt->kind != SMELT_TASK_MERGE)
+        return;
+    compute_job job = {e, plan, pt, s, tensor_passes(plan, pt), o};
+    uint64_t task = tensor_task(plan, pt);
+    smelt_pool_run(e->pool, (size_t)((s->count + task - 1) / task), compute_task, &job);
+}
+
+/* Writes output o's share of a chunk (computed by compute_output_chunk, or the COPY bytes read),
+ * hashes it, and reports the tensor done after its last chunk. */
+static int write_output_chunk(engine *e, const slot *s, size_t o)
+{
+    const smelt_plan *plan = e->plans[o];
+    const smelt_plan_tensor *pt = &plan->tensors[s->tensor];
+    const uint8_t *bytes = s->out[o];
+    uint64_t out_off, out_len;
+    if (pt->kind == SMELT_TASK_MERGE) {
+        out_off = pt->out_offset + smelt_dtype_span(pt->out_dtype, s->start);
+        out_len = smelt_dtype_span(pt->out_dtype, s->count);
+    } else {
+        bytes = s->out[0]; /* the one copy that was read */
+        out_off = pt->out_offset + s->start;
+        out_len = s->count;
+    }
+    int rc = smelt_out_write(e->ctx, &e->outs[o].files[pt->shard], bytes, out_len, out_off);
+    if (rc != SMELT_OK)
+        return rc;
+    if (s->start == 0)
+        XXH3_128bits_reset(e->hash[o]);
+    XXH3_128bits_update(e->hash[o], bytes, (size_t)out_len);
+    e->progress.bytes_written += out_len;
+    if (s->start + s->count < chunk_units(pt))
+        return SMELT_OK;
+    e->progress.tensors_done++;
+    if (pt->kind == SMELT_TASK_MERGE && plan->method->finished)
+        plan->method->finished(pt->method_state);
+    if (!e->outs[o].tensor_done)
+        return SMELT_OK;
+    XXH128_canonical_t c;
+    smelt_hash128 h;
+    XXH128_canonicalFromHash(&c, XXH3_128bits_digest(e->hash[o]));
+    memcpy(h.b, c.digest, sizeof h.b);
+    return e->outs[o].tensor_done(e->outs[o].tensor_done_user, s->tensor, &h);
 }
 
 /* While this thread writes chunk s and queues the next reads, the workers can decode the
@@ -704,49 +496,35 @@ static int prefetch_deltas(engine *e, const slot *s, slot *next)
     return rc == SMELT_OK ? begin_deltas(e, next) : rc;
 }
 
-static int finish_chunk(engine *e, slot *s, slot *next, smelt_out_file *files)
+/* A chunk on read s->pass of its tensor: the statistics of the outputs that still gather them
+ * on this read (a streamed tensor; a resident one ran them all in run_resident_stats), then the
+ * outputs that apply on this read, in output order: all computed, then (while the workers
+ * decode the next chunk's delta frames, prefetch_deltas) all written. Its buffers are free
+ * again afterwards. */
+static int finish_chunk(engine *e, slot *s, slot *next)
 {
     const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
-    uint64_t out_off, out_len;
-    if (pt->kind == SMELT_TASK_MERGE) {
-        if (s->pass < tensor_passes(e->plan, pt))
-            return finish_stats_chunk(e, s);
-        compute_job job = {e, pt, s};
-        uint64_t task = tensor_task(e->plan, pt);
-        smelt_pool_run(e->pool, (size_t)((s->count + task - 1) / task), compute_task, &job);
-        int rc = prefetch_deltas(e, s, next);
-        if (rc != SMELT_OK)
-            return rc;
-        out_off = pt->out_offset + smelt_dtype_span(pt->out_dtype, s->start);
-        out_len = smelt_dtype_span(pt->out_dtype, s->count);
-        for (size_t i = 0; i < pt->ninputs; i++)
-            e->progress.bytes_read += smelt_source_file_bytes(e->plan, pt, i, s->count);
-    } else {
-        out_off = pt->out_offset + s->start;
-        out_len = s->count;
-        e->progress.bytes_read += s->count;
-    }
-    int rc = smelt_out_write(e->ctx, &files[pt->shard], s->out, out_len, out_off);
+    unsigned last = smelt_engine_group_passes(e->plans, e->nouts, s->tensor);
+    int resident = smelt_engine_tensor_resident(e->plans, e->nouts, &e->layout, s->tensor);
+    int rc = resident ? SMELT_OK : stats_chunk(e, s, s->pass);
+    for (size_t o = 0; rc == SMELT_OK && o < e->nouts; o++)
+        if (smelt_engine_apply_read(e->plans, e->nouts, &e->layout, o, s->tensor) == s->pass)
+            compute_output_chunk(e, s, o);
+    if (rc == SMELT_OK && pt->kind == SMELT_TASK_MERGE)
+        rc = prefetch_deltas(e, s, next);
+    for (size_t o = 0; rc == SMELT_OK && o < e->nouts; o++)
+        if (smelt_engine_apply_read(e->plans, e->nouts, &e->layout, o, s->tensor) == s->pass)
+            rc = write_output_chunk(e, s, o);
     if (rc != SMELT_OK)
         return rc;
-    if (s->start == 0)
-        XXH3_128bits_reset(e->hash);
-    XXH3_128bits_update(e->hash, s->out, (size_t)out_len);
-    drop_inputs(e, s); /* the last pass: nothing reads these bytes again */
-    e->progress.bytes_written += out_len;
+    if (pt->kind == SMELT_TASK_MERGE)
+        for (size_t i = 0; i < pt->ninputs; i++)
+            e->progress.bytes_read += smelt_source_file_bytes(e->plan, pt, i, s->count);
+    else
+        e->progress.bytes_read += s->count;
+    if (s->pass == last)
+        drop_inputs(e, s); /* the last read: nothing reads these bytes again */
     s->busy = 0;
-    if (s->start + s->count == chunk_units(pt)) {
-        e->progress.tensors_done++;
-        if (pt->kind == SMELT_TASK_MERGE && e->plan->method->finished)
-            e->plan->method->finished(pt->method_state);
-        if (e->opts->tensor_done) {
-            XXH128_canonical_t c;
-            smelt_hash128 h;
-            XXH128_canonicalFromHash(&c, XXH3_128bits_digest(e->hash));
-            memcpy(h.b, c.digest, sizeof h.b);
-            return e->opts->tensor_done(e->opts->tensor_done_user, s->tensor, &h);
-        }
-    }
     return SMELT_OK;
 }
 
@@ -786,12 +564,17 @@ static int alloc_buffers(engine *e)
         s->stage = calloc(plan->ninputs + 1, sizeof *s->stage);
         s->read = calloc(plan->ninputs + 1, sizeof *s->read);
         s->view = calloc(plan->ninputs + 1, sizeof *s->view);
-        s->out = smelt_aligned_alloc(BUFFER_ALIGN, chunk / SPAN_UNIT * e->out_unit);
+        s->out = calloc(e->nouts, sizeof *s->out);
         if (!s->in || !s->stage || !s->read || !s->view || !s->out)
             return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the chunk buffers");
+        for (size_t o = 0; o < e->nouts; o++)
+            if (!(s->out[o] = smelt_aligned_alloc(BUFFER_ALIGN,
+                                                  chunk / SPAN_UNIT * e->out_unit[o])))
+                return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the chunk buffers");
         for (size_t i = 0; i < plan->ninputs; i++)
             if ((e->in_unit[i] &&
-                 !(s->in[i] = smelt_aligned_alloc(BUFFER_ALIGN, chunk / SPAN_UNIT * e->in_unit[i]))) ||
+                 !(s->in[i] = smelt_aligned_alloc(BUFFER_ALIGN,
+                                                  chunk / SPAN_UNIT * e->in_unit[i]))) ||
                 (e->stage_unit[i] &&
                  !(s->stage[i] = smelt_aligned_alloc(BUFFER_ALIGN,
                                                      chunk / SPAN_UNIT * e->stage_unit[i]))))
@@ -799,7 +582,7 @@ static int alloc_buffers(engine *e)
     }
     uint64_t most_scratch = 0, scratch;
     for (size_t i = 0; i < plan->ninputs; i++) {
-        uint64_t bytes = factor_bytes(plan, i, &scratch);
+        uint64_t bytes = smelt_engine_factor_bytes(plan, i, &scratch);
         if (scratch > most_scratch)
             most_scratch = scratch;
         if (bytes && !(e->factors[i] = malloc(bytes)))
@@ -811,10 +594,11 @@ static int alloc_buffers(engine *e)
     int rc = smelt_delta_sources_new(e->ctx, plan, threads, chunk, &e->deltas);
     if (rc != SMELT_OK)
         return rc;
-    e->scratch = smelt_aligned_alloc(64, scratch_bytes(plan, threads, chunk));
+    e->scratch = smelt_aligned_alloc(64, smelt_engine_scratch_bytes(e->plans, e->nouts, threads,
+                                                                    chunk));
     if (!e->scratch)
         return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory");
-    e->partial_bytes = max_partial_bytes(plan);
+    e->partial_bytes = smelt_engine_partial_bytes(e->plans, e->nouts);
     e->partials = (uint8_t *)(e->scratch + (size_t)threads * (plan->ninputs + 1) * TILE_ELEMS);
     return SMELT_OK;
 }
@@ -828,6 +612,8 @@ static void free_buffers(engine *e)
             if (e->slots[d].stage)
                 free(e->slots[d].stage[i]);
         }
+        for (size_t o = 0; e->slots[d].out && o < e->nouts; o++)
+            free(e->slots[d].out[o]);
         free(e->slots[d].in);
         free(e->slots[d].stage);
         free(e->slots[d].read);
@@ -842,20 +628,22 @@ static void free_buffers(engine *e)
     smelt_delta_sources_free(e->deltas);
 }
 
-static int write_headers(engine *e, smelt_out_file *files)
+static int write_headers(engine *e)
 {
-    for (size_t s = 0; s < e->plan->nshards; s++) {
-        const smelt_plan_shard *sh = &e->plan->shards[s];
-        if (files[s].fd < 0)
-            continue; /* a partitioned merge: another part writes this shard */
-        int rc = smelt_out_write(e->ctx, &files[s], sh->header, sh->header_len, 0);
-        if (rc != SMELT_OK)
-            return rc;
-    }
+    for (size_t o = 0; o < e->nouts; o++)
+        for (size_t s = 0; s < e->plans[o]->nshards; s++) {
+            const smelt_plan_shard *sh = &e->plans[o]->shards[s];
+            smelt_out_file *file = &e->outs[o].files[s];
+            if (file->fd < 0)
+                continue; /* a partitioned merge: another part writes this shard */
+            int rc = smelt_out_write(e->ctx, file, sh->header, sh->header_len, 0);
+            if (rc != SMELT_OK)
+                return rc;
+        }
     return SMELT_OK;
 }
 
-static int pipeline(engine *e, smelt_out_file *files, const smelt_engine_options *opts)
+static int pipeline(engine *e, const smelt_engine_options *opts)
 {
     unsigned depth = e->layout.depth;
     unsigned oldest = 0, next_free = 0;
@@ -880,14 +668,13 @@ static int pipeline(engine *e, smelt_out_file *files, const smelt_engine_options
             rc = prepare_slot(e, s);
         if (rc != SMELT_OK)
             return rc;
-        const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
-        if (s->start == 0 && s->pass > 0 && s->pass == tensor_passes(e->plan, pt) &&
-            tensor_resident(e->plan, &e->layout, pt)) {
+        if (s->start == 0 && s->pass > 0 &&
+            smelt_engine_tensor_resident(e->plans, e->nouts, &e->layout, s->tensor)) {
             rc = run_resident_stats(e, oldest);
             if (rc != SMELT_OK)
                 return rc;
         }
-        rc = finish_chunk(e, s, &e->slots[(oldest + 1) % depth], files);
+        rc = finish_chunk(e, s, &e->slots[(oldest + 1) % depth]);
         if (rc != SMELT_OK)
             return rc;
         oldest = (oldest + 1) % depth;
@@ -897,26 +684,59 @@ static int pipeline(engine *e, smelt_out_file *files, const smelt_engine_options
     }
 }
 
-int smelt_engine_run(smelt_ctx *ctx, const smelt_plan *plan, smelt_out_file *files,
-                     const smelt_engine_options *opts)
+/* The engine's per-output arrays: plans, buffer units, hash states. */
+static int alloc_outputs(engine *e)
 {
+    const smelt_plan **plans = calloc(e->nouts, sizeof *plans);
+    e->plans = plans;
+    e->out_unit = calloc(e->nouts, sizeof *e->out_unit);
+    e->hash = calloc(e->nouts, sizeof *e->hash);
+    if (!plans || !e->out_unit || !e->hash)
+        return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory");
+    for (size_t o = 0; o < e->nouts; o++) {
+        plans[o] = e->outs[o].plan;
+        e->out_unit[o] = smelt_engine_out_unit(e->plans[o]);
+        if (!(e->hash[o] = XXH3_createState()))
+            return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory");
+    }
+    return SMELT_OK;
+}
+
+static void free_outputs(engine *e)
+{
+    for (size_t o = 0; e->hash && o < e->nouts; o++)
+        XXH3_freeState(e->hash[o]);
+    free(e->hash);
+    free(e->out_unit);
+    free((void *)e->plans);
+}
+
+int smelt_engine_run_group(smelt_ctx *ctx, const smelt_engine_output *outs, size_t nouts,
+                           const smelt_engine_options *opts)
+{
+    const smelt_plan *plan = outs[0].plan;
     if (plan->ninputs > 255) /* the plan refuses these; the read tag keeps the index in 8 bits */
         return smelt_fail(ctx, SMELT_E_UNSUPPORTED, "at most 255 models can be merged at once");
-    engine e = {.ctx = ctx, .plan = plan, .k = smelt_kernels_get(), .opts = opts};
-    int rc = smelt_engine_layout_for(ctx, plan, opts->max_memory, opts->threads, &e.layout);
-    if (rc != SMELT_OK)
+    engine e = {.ctx = ctx, .plan = plan, .outs = outs, .nouts = nouts, .k = smelt_kernels_get(),
+                .opts = opts};
+    int rc = alloc_outputs(&e);
+    if (rc == SMELT_OK)
+        rc = smelt_engine_layout_group(ctx, e.plans, nouts, opts->max_memory, opts->threads,
+                                       &e.layout);
+    if (rc != SMELT_OK) {
+        free_outputs(&e);
         return rc;
-    unit_sizes(plan, e.in_unit, e.stage_unit, &e.out_unit);
-    e.progress.tensors_total = plan->ntensors;
-    e.progress.bytes_to_read = smelt_engine_bytes_to_read(plan, &e.layout);
-    e.progress.bytes_to_write = plan->bytes_to_write;
+    }
+    smelt_engine_unit_sizes(plan, e.in_unit, e.stage_unit);
+    for (size_t o = 0; o < nouts; o++) {
+        e.progress.tensors_total += e.plans[o]->ntensors;
+        e.progress.bytes_to_write += e.plans[o]->bytes_to_write;
+    }
+    e.progress.bytes_to_read = smelt_engine_group_bytes_to_read(e.plans, nouts, &e.layout);
     e.started = e.last_report = smelt_now();
-    e.hash = XXH3_createState();
-    if (!e.hash)
-        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     e.pool = smelt_pool_new(opts->threads);
     if (!e.pool) {
-        XXH3_freeState(e.hash);
+        free_outputs(&e);
         return smelt_fail(ctx, SMELT_E_NOMEM, "cannot start worker threads");
     }
     rc = smelt_ring_open(ctx, e.layout.depth * (unsigned)(plan->ninputs + 1), opts->force_pread,
@@ -924,9 +744,9 @@ int smelt_engine_run(smelt_ctx *ctx, const smelt_plan *plan, smelt_out_file *fil
     if (rc == SMELT_OK)
         rc = alloc_buffers(&e);
     if (rc == SMELT_OK)
-        rc = write_headers(&e, files);
+        rc = write_headers(&e);
     if (rc == SMELT_OK)
-        rc = pipeline(&e, files, opts);
+        rc = pipeline(&e, opts);
     if (e.decoding) { /* stopped early: the workers still decode; the first error stands */
         smelt_ctx *quiet = smelt_ctx_new();
         int end = smelt_delta_sources_end(quiet ? quiet : ctx, e.deltas, e.pool);
@@ -939,7 +759,7 @@ int smelt_engine_run(smelt_ctx *ctx, const smelt_plan *plan, smelt_out_file *fil
     e.ring = NULL;
     free_buffers(&e);
     smelt_pool_free(e.pool);
-    XXH3_freeState(e.hash);
+    free_outputs(&e);
     if (rc == SMELT_OK)
         report(&e, opts, 1);
     return rc;

@@ -21,10 +21,21 @@ typedef struct smelt_engine_options {
     void *progress_user;
     volatile int *cancel;
     const uint8_t *skip;            /* per plan tensor, may be NULL: 1 = already in the output
-                                       (a resumed merge); neither read nor written */
+                                       (a resumed merge, which has one output); neither read
+                                       nor written */
+} smelt_engine_options;
+
+/* One output of an engine run: its plan, the files it writes (created by the caller with the
+ * shard sizes from the plan; headers are written by the engine; a file with fd -1 belongs to
+ * another part of a partitioned merge and all its tensors must be skipped), and who hears of
+ * its finished tensors. The plans of one run are a group: the same input tensors at every
+ * tensor position (smelt_group_check), each with its own method state, dtypes and layout. */
+typedef struct smelt_engine_output {
+    const smelt_plan *plan;
+    smelt_out_file *files;
     smelt_tensor_done_fn tensor_done; /* may be NULL */
     void *tensor_done_user;
-} smelt_engine_options;
+} smelt_engine_output;
 
 /* How the engine divides the budget (reported by `smelt plan` and the benchmarks). */
 typedef struct smelt_engine_layout {
@@ -38,6 +49,11 @@ typedef struct smelt_engine_layout {
  * computed) per input do not fit. */
 int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max_memory,
                             int threads, smelt_engine_layout *layout);
+
+/* The same for a group of plans read together (plans[0] supplies the inputs): the budget holds
+ * one encoded output chunk per output in every slot, and the largest partial of any output. */
+int smelt_engine_layout_group(smelt_ctx *ctx, const smelt_plan *const *plans, size_t nplans,
+                              uint64_t max_memory, int threads, smelt_engine_layout *layout);
 
 /* How many times the engine reads plan tensor t's input bytes under a layout: once for a tensor
  * without statistics passes, and once for a resident one (all its chunks fit in the buffers at
@@ -55,18 +71,30 @@ uint64_t smelt_engine_tensor_bytes_to_read(const smelt_plan *plan,
  * the read ring counts by the end of an uninterrupted merge. */
 uint64_t smelt_engine_bytes_to_read(const smelt_plan *plan, const smelt_engine_layout *layout);
 
-/* Writes every tensor of the plan into files[s] (created by the caller with the shard sizes
- * from the plan; headers are written here). A shard whose file is not open (fd -1: another
- * part of a partitioned merge writes it) is left alone; its tensors must all be skipped.
+/* The same for a group under its layout: each tensor is read as many times as the output with
+ * the most statistics passes needs (once when resident), whatever the number of outputs. */
+uint64_t smelt_engine_group_bytes_to_read(const smelt_plan *const *plans, size_t nplans,
+                                          const smelt_engine_layout *layout);
+
+/* Writes every tensor of every output's plan into its files in one pass over the inputs: each
+ * chunk is read once (again only for statistics passes of a streamed tensor) and handed to
+ * every output's method; outputs apply in output order. One output is the ordinary merge.
  * Returns SMELT_OK or the first error; on error the files hold partial data and must be
  * discarded. */
-int smelt_engine_run(smelt_ctx *ctx, const smelt_plan *plan, smelt_out_file *files,
-                     const smelt_engine_options *opts);
+int smelt_engine_run_group(smelt_ctx *ctx, const smelt_engine_output *outs, size_t nouts,
+                           const smelt_engine_options *opts);
 
 /* Writes the human-readable account of a plan that `smelt plan` prints: inputs, slices, every
  * output tensor with its sources and resolved parameters, the shards, bytes to read and write,
  * and how the budget is divided. */
 int smelt_plan_describe(smelt_ctx *ctx, const smelt_plan *plan, const smelt_engine_layout *layout,
                         uint64_t max_memory, FILE *out);
+
+/* The account of a group of outputs (a sweep, a batch) under its shared layout: each output's
+ * plan as smelt_plan_describe writes it (whose "read:" line is what that merge alone would
+ * read), then the bytes the group reads once for all of them and its memory. */
+int smelt_group_describe(smelt_ctx *ctx, const smelt_plan *const *plans,
+                         const char *const *labels, size_t n, const smelt_engine_layout *layout,
+                         uint64_t max_memory, FILE *out);
 
 #endif

@@ -3,6 +3,7 @@
  * partitioned merge runs the same way over its own shards and ends with its fragment instead of
  * finalizing; finalizing the parts is parts.c's. */
 #include "engine/engine.h"
+#include "engine/group.h"
 #include "engine/parts.h"
 #include "io/ring.h"
 #include "out/finalize.h"
@@ -43,11 +44,10 @@ static int effective_options(smelt_ctx *ctx, const smelt_merge_options *user_opt
     return smelt_ring_env(ctx, &opts->force_pread);
 }
 
-/* Spec → validated plan (the plan owns the spec, also on failure). */
-static int plan_spec(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_merge_options *opts,
-                     smelt_plan **plan)
+/* What the planner takes from the merge options. */
+static smelt_plan_options plan_options(const smelt_merge_options *opts)
 {
-    smelt_plan_options popts = {
+    return (smelt_plan_options){
         .out_shard_size = opts->out_shard_size,
         .random_seed = opts->random_seed,
         .copy_tokenizer = !opts->no_copy_tokenizer,
@@ -57,41 +57,62 @@ static int plan_spec(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_merge_o
                                                              : SMELT_OUT_AUTO,
         .outtype = opts->outtype,
     };
+}
+
+/* Spec → validated plan (the plan owns the spec, also on failure). */
+static int plan_spec(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_merge_options *opts,
+                     smelt_plan **plan)
+{
+    smelt_plan_options popts = plan_options(opts);
     return smelt_plan_build(ctx, spec, &popts, plan);
 }
 
-/* Config file (or opts->config_text) → validated plan. */
-static int load_plan(smelt_ctx *ctx, const char *config_path, const smelt_merge_options *opts,
-                     smelt_plan **plan)
+/* Config file (or opts->config_text), a sweep over it, or a batch file → the validated plans
+ * of every output. A group of several outputs neither resumes nor runs as parts: refused here,
+ * before anything is written. */
+static int load_group(smelt_ctx *ctx, const char *config_path, const char *out_dir,
+                      const smelt_merge_options *opts, smelt_merge_group *group)
 {
-    smelt_merge_spec *spec;
-    int rc;
-    if (opts->config_text)
-        rc = smelt_config_parse(ctx, config_path ? config_path : "<config text>",
-                                opts->config_text, strlen(opts->config_text), &spec);
-    else if (!config_path)
-        return smelt_fail(ctx, SMELT_E_ARG, "no config: give a config path or config_text");
-    else
-        rc = smelt_config_load(ctx, config_path, &spec);
-    return rc == SMELT_OK ? plan_spec(ctx, spec, opts, plan) : rc;
+    if ((opts->sweep || opts->batch) && (opts->resume || opts->part_count || opts->finalize))
+        return smelt_fail(ctx, SMELT_E_ARG, "%s writes several outputs in one read; it does "
+                          "not take %s (run an interrupted or partitioned merge as separate "
+                          "merges)", opts->sweep ? "--sweep" : "--batch",
+                          opts->resume ? "--resume" : opts->finalize ? "--finalize" : "--part");
+    if (opts->batch && (config_path || out_dir || opts->config_text))
+        return smelt_fail(ctx, SMELT_E_ARG, "--batch FILE lists the configs and output "
+                          "directories; it takes no CONFIG or OUT_DIR of its own");
+    smelt_plan_options popts = plan_options(opts);
+    smelt_group_source src = {config_path, opts->config_text, out_dir, opts->sweep,
+                              opts->batch};
+    int rc = smelt_group_build(ctx, &src, &popts, group);
+    if (rc == SMELT_OK && group->n > 1 && (opts->resume || opts->part_count || opts->finalize)) {
+        rc = smelt_fail(ctx, SMELT_E_ARG, "%s: this merge writes %zu outputs in one read; it "
+                        "does not take --resume, --part or --finalize", group->labels[0],
+                        group->n);
+        smelt_group_free(group);
+    }
+    return rc;
 }
 
 int smelt_plan_print(smelt_ctx *ctx, const char *config_path, const smelt_merge_options *user_opts,
                      FILE *out)
 {
     smelt_merge_options opts;
-    smelt_plan *plan;
+    smelt_merge_group group;
     int rc = effective_options(ctx, user_opts, &opts);
-    if (rc != SMELT_OK ||
-        (rc = load_plan(ctx, config_path, &opts, &plan)))
+    if (rc != SMELT_OK || (rc = load_group(ctx, config_path, NULL, &opts, &group)))
         return rc;
+    const smelt_plan *const *plans = (const smelt_plan *const *)group.plans;
     smelt_engine_layout layout;
-    rc = smelt_engine_layout_for(ctx, plan, opts.max_memory, opts.threads, &layout);
-    if (rc == SMELT_OK)
-        rc = smelt_plan_describe(ctx, plan, &layout, opts.max_memory, out);
+    rc = smelt_engine_layout_group(ctx, plans, group.n, opts.max_memory, opts.threads, &layout);
+    if (rc == SMELT_OK && group.n == 1)
+        rc = smelt_plan_describe(ctx, plans[0], &layout, opts.max_memory, out);
+    else if (rc == SMELT_OK)
+        rc = smelt_group_describe(ctx, plans, (const char *const *)group.labels, group.n,
+                                  &layout, opts.max_memory, out);
     if (rc == SMELT_OK && opts.part_count)
-        rc = smelt_parts_describe(ctx, plan, &layout, opts.part_index, opts.part_count, out);
-    smelt_plan_free(plan);
+        rc = smelt_parts_describe(ctx, plans[0], &layout, opts.part_index, opts.part_count, out);
+    smelt_group_free(&group);
     return rc;
 }
 
@@ -296,6 +317,8 @@ static int start_fresh(merge_state *st, const char *journal_path, const char *ou
     return rc;
 }
 
+static int merge_outputs(smelt_ctx *ctx, smelt_plan **plans, const char *const *out_dirs,
+                         size_t n, const smelt_merge_options *opts_in);
 static int merge_plan(smelt_ctx *ctx, smelt_plan *plan, const char *out_dir,
                       const smelt_merge_options *opts);
 
@@ -314,19 +337,25 @@ int smelt_merge(smelt_ctx *ctx, const char *config_path, const char *out_dir,
                 const smelt_merge_options *user_opts)
 {
     smelt_merge_options opts;
-    smelt_plan *plan;
+    smelt_merge_group group;
     if (ctx)
         ctx->resumable = 0;
     int rc = effective_options(ctx, user_opts, &opts);
-    if (rc != SMELT_OK || (rc = load_plan(ctx, config_path, &opts, &plan)))
+    if (rc != SMELT_OK || (rc = load_group(ctx, config_path, out_dir, &opts, &group)))
         return rc;
-    if (!opts.finalize)
-        return merge_plan(ctx, plan, out_dir, &opts);
-    rc = smelt_parts_finalize(ctx, plan, out_dir, &opts);
+    if (!opts.finalize) {
+        rc = merge_outputs(ctx, group.plans, (const char *const *)group.out_dirs, group.n,
+                           &opts);
+        for (size_t o = 0; o < group.n; o++)
+            group.plans[o] = NULL; /* merge_outputs freed them */
+        smelt_group_free(&group);
+        return rc;
+    }
+    rc = smelt_parts_finalize(ctx, group.plans[0], out_dir, &opts);
     if (rc == SMELT_OK && opts.result)
-        rc = fill_result(ctx, plan, out_dir, SMELT_MANIFEST_NAME, NULL, &(progress_tap){0},
-                         opts.result);
-    smelt_plan_free(plan);
+        rc = fill_result(ctx, group.plans[0], out_dir, SMELT_MANIFEST_NAME, NULL,
+                         &(progress_tap){0}, opts.result);
+    smelt_group_free(&group);
     return rc;
 }
 
@@ -459,130 +488,202 @@ static int part_done(smelt_ctx *ctx, const char *out_dir, const smelt_part *part
     return rc;
 }
 
-/* Runs a built plan into out_dir (frees the plan). */
-static int merge_plan(smelt_ctx *ctx, smelt_plan *plan, const char *out_dir,
-                      const smelt_merge_options *opts_in)
+/* Everything merge_outputs keeps per output, beside its merge_state. */
+typedef struct merge_output {
+    merge_state st;
+    const char *out_dir;
+    char *journal_path;
+    int resuming;
+} merge_output;
+
+/* Sets up output o for the engine: its directory checked, its journal and temporary files (or,
+ * resuming, the journal's survivors). */
+static int open_output(smelt_ctx *ctx, merge_output *mo, const smelt_part *part, int parted,
+                       const smelt_merge_options *opts)
+{
+    merge_state *st = &mo->st;
+    const smelt_plan *plan = st->plan;
+    int rc = smelt_out_dir_prepare(ctx, plan, mo->out_dir, opts->overwrite, opts->resume,
+                                   parted ? smelt_part_owns : NULL, (void *)part);
+    if (rc != SMELT_OK)
+        return rc;
+    st->files = calloc(plan->nshards + 1, sizeof *st->files);
+    st->hashes = calloc(plan->ntensors + 1, sizeof *st->hashes);
+    st->skip = calloc(plan->ntensors + 1, 1);
+    mo->journal_path = smelt_path_join(mo->out_dir, parted ? part->journal_name
+                                                           : SMELT_JOURNAL_NAME);
+    if (!st->files || !st->hashes || !st->skip || !mo->journal_path)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    for (size_t s = 0; s < plan->nshards; s++)
+        st->files[s].fd = -1;
+    for (size_t t = 0; parted && t < plan->ntensors; t++)
+        st->skip[t] = !part->shards[plan->tensors[t].shard]; /* another part's */
+    rc = smelt_merge_identity(ctx, plan, &st->id);
+    if (rc != SMELT_OK)
+        return rc;
+    mo->resuming = opts->resume && access(mo->journal_path, F_OK) == 0;
+    if (opts->resume && !mo->resuming)
+        smelt_notice(ctx, SMELT_LOG_NOTICE, "%s: no journal of an interrupted merge; "
+                     "starting from the beginning", mo->out_dir);
+    return mo->resuming ? resume_from(st, mo->journal_path, mo->out_dir, opts)
+                        : start_fresh(st, mo->journal_path, mo->out_dir);
+}
+
+/* After the engine: output o's journal flushed, its part's fragment or its finalized
+ * directory, the journal removed. */
+static int close_output(smelt_ctx *ctx, merge_output *mo, const smelt_part *part, int parted,
+                        const smelt_merge_options *opts)
+{
+    merge_state *st = &mo->st;
+    const smelt_plan *plan = st->plan;
+    /* Everything journaled before finalizing: a failure there (a full disk writing config.json)
+     * then resumes straight to finalizing. */
+    int rc = smelt_journal_flush(ctx, st->journal);
+    if (rc == SMELT_OK && parted) {
+        /* A part: its shards made durable under their temporary names, then its fragment;
+         * finalizing renames them once every part is done. */
+        for (size_t s = 0; s < plan->nshards && rc == SMELT_OK; s++)
+            if (part->shards[s])
+                rc = smelt_out_finish(ctx, &st->files[s]);
+        if (rc == SMELT_OK)
+            rc = smelt_part_write_fragment(ctx, plan, mo->out_dir, part, &st->id, st->hashes);
+    } else if (rc == SMELT_OK) {
+        smelt_out_checksums sums;
+        rc = smelt_merge_checksums(ctx, &st->id, st->hashes, &sums);
+        if (rc == SMELT_OK)
+            rc = smelt_finalize(ctx, plan, mo->out_dir, st->files, !opts->no_model_card, &sums);
+        free((void *)sums.inputs);
+    }
+    if (rc == SMELT_OK) {
+        smelt_journal_close(st->journal);
+        st->journal = NULL;
+        if (unlink(mo->journal_path) != 0)
+            rc = smelt_fail_errno(ctx, errno, "%s: cannot remove", mo->journal_path);
+        else
+            rc = smelt_fsync_dir(ctx, mo->out_dir);
+    }
+    return rc;
+}
+
+/* Output o after the merge ended with rc: committed, kept resumable, or discarded. Only
+ * failures that running again can get past keep a resumable state: an interruption, a full
+ * disk or another I/O error. A deterministic one (a method's math refusing the inputs) would
+ * fail the same way on resume, so it cleans up as before. A failed resume keeps what it found
+ * too: the next attempt may still use it. */
+static void release_output(smelt_ctx *ctx, merge_output *mo, int rc)
+{
+    merge_state *st = &mo->st;
+    int retryable = rc == SMELT_E_INTERRUPTED || rc == SMELT_E_IO;
+    int keep_state = rc != SMELT_OK && ((st->journal && retryable) || mo->resuming);
+    if (keep_state && st->journal) {
+        /* Save what is done (best effort: the error already in ctx is the one to report). */
+        smelt_journal_flush(NULL, st->journal);
+        if (ctx)
+            ctx->resumable = 1;
+    }
+    smelt_journal_close(st->journal);
+    if (rc != SMELT_OK && !keep_state && st->journal)
+        unlink(mo->journal_path); /* nothing to resume: the temporary files go too */
+    for (size_t s = 0; st->files && s < st->plan->nshards; s++) {
+        if (rc == SMELT_OK)
+            smelt_out_release(&st->files[s]); /* committed, or a part's kept for finalizing */
+        else if (keep_state)
+            smelt_out_abandon(&st->files[s]); /* temporary names: nothing looks complete */
+        else
+            smelt_out_discard(&st->files[s]);
+    }
+    smelt_journal_header_free(&st->id);
+    free(mo->journal_path);
+    free(st->files);
+    free(st->hashes);
+    free(st->skip);
+}
+
+/* Opens every output, runs the engine over all of them, closes them (outs[o] gets each one's
+ * state, released by the caller whatever the outcome; *opened counts those to release). */
+static int run_outputs(smelt_ctx *ctx, smelt_plan **plans, const char *const *out_dirs,
+                       size_t n, smelt_merge_options *opts, const smelt_part *part, int parted,
+                       merge_output *outs, smelt_engine_output *eouts, size_t *opened)
+{
+    int rc = SMELT_OK;
+    for (*opened = 0; rc == SMELT_OK && *opened < n; (*opened)++) {
+        merge_output *mo = &outs[*opened];
+        mo->st = (merge_state){.ctx = ctx, .plan = plans[*opened], .own = part->shards};
+        mo->out_dir = out_dirs[*opened];
+        rc = open_output(ctx, mo, part, parted, opts);
+        eouts[*opened] = (smelt_engine_output){plans[*opened], mo->st.files, on_tensor_done,
+                                               &mo->st};
+    }
+    progress_tap tap = {.fn = opts->progress, .user = opts->progress_user};
+    smelt_engine_options eopts = {
+        .max_memory = opts->max_memory,
+        .threads = opts->threads,
+        .force_pread = opts->force_pread,
+        .progress = tap_progress,
+        .progress_user = &tap,
+        .cancel = opts->cancel,
+        .skip = n == 1 ? outs[0].st.skip : NULL,
+    };
+    if (rc == SMELT_OK)
+        rc = smelt_engine_run_group(ctx, eouts, n, &eopts);
+    for (size_t o = 0; rc == SMELT_OK && o < n; o++)
+        rc = close_output(ctx, &outs[o], part, parted, opts);
+    if (rc == SMELT_OK && opts->result) {
+        rc = fill_result(ctx, plans[0], out_dirs[0],
+                         parted ? part->fragment_name : SMELT_MANIFEST_NAME, part->shards, &tap,
+                         opts->result);
+        for (size_t o = 1; o < n; o++) { /* a group: every output's tensors and files */
+            opts->result->tensors += plans[o]->ntensors;
+            opts->result->files += plans[o]->nshards;
+        }
+    }
+    return rc;
+}
+
+/* Runs built plans, a group sharing its inputs (smelt_group_check), into their out_dirs in one
+ * pass over the inputs; frees the plans. One plan is the ordinary merge; only it may be a
+ * part or resume (the caller refuses those for a group). */
+static int merge_outputs(smelt_ctx *ctx, smelt_plan **plans, const char *const *out_dirs,
+                         size_t n, const smelt_merge_options *opts_in)
 {
     smelt_merge_options opts = *opts_in;
     int rc, parted = opts.part_count > 0, done = 0;
     smelt_engine_layout layout;
     smelt_part part = {0};
-    if ((rc = smelt_engine_layout_for(ctx, plan, opts.max_memory, opts.threads, &layout)) ||
-        (parted && (rc = smelt_part_init(ctx, plan, opts.part_index, opts.part_count, &part))) ||
-        (parted && (rc = part_done(ctx, out_dir, &part, &opts, &done))) ||
-        (!done && (rc = smelt_out_dir_prepare(ctx, plan, out_dir, opts.overwrite, opts.resume,
-                                              parted ? smelt_part_owns : NULL, &part)))) {
-        smelt_part_free(&part);
-        smelt_plan_free(plan);
-        return rc;
-    }
-    if (done) { /* resuming a part that had finished: nothing to do */
-        if (opts.result)
-            rc = fill_result(ctx, plan, out_dir, part.fragment_name, part.shards,
-                             &(progress_tap){0}, opts.result);
-        smelt_part_free(&part);
-        smelt_plan_free(plan);
-        return rc;
-    }
-    if (parted && !part.nshards)
-        smelt_notice(ctx, SMELT_LOG_NOTICE, "part %u of %u has no shards to write (the plan has "
-                     "%zu for %u parts); it only records that it is done", part.k, part.n,
-                     plan->nshards, part.n);
-    merge_state st = {.ctx = ctx, .plan = plan, .own = part.shards};
-    st.files = calloc(plan->nshards + 1, sizeof *st.files);
-    st.hashes = calloc(plan->ntensors + 1, sizeof *st.hashes);
-    st.skip = calloc(plan->ntensors + 1, 1);
-    char *journal_path = smelt_path_join(out_dir, parted ? part.journal_name : SMELT_JOURNAL_NAME);
-    int resuming = 0;
-    if (!st.files || !st.hashes || !st.skip || !journal_path)
+    size_t opened = 0;
+    merge_output *outs = calloc(n, sizeof *outs);
+    smelt_engine_output *eouts = calloc(n, sizeof *eouts);
+    if (!outs || !eouts)
         rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-    for (size_t s = 0; st.files && s < plan->nshards; s++)
-        st.files[s].fd = -1;
-    for (size_t t = 0; parted && st.skip && t < plan->ntensors; t++)
-        st.skip[t] = !part.shards[plan->tensors[t].shard]; /* another part's */
-    if (rc == SMELT_OK)
-        rc = smelt_merge_identity(ctx, plan, &st.id);
-    if (rc == SMELT_OK) {
-        resuming = opts.resume && access(journal_path, F_OK) == 0;
-        if (opts.resume && !resuming)
-            smelt_notice(ctx, SMELT_LOG_NOTICE, "%s: no journal of an interrupted merge; "
-                         "starting from the beginning", out_dir);
-        rc = resuming ? resume_from(&st, journal_path, out_dir, &opts)
-                      : start_fresh(&st, journal_path, out_dir);
+    else if ((rc = smelt_engine_layout_group(ctx, (const smelt_plan *const *)plans, n,
+                                             opts.max_memory, opts.threads, &layout)) ||
+             (parted && (rc = smelt_part_init(ctx, plans[0], opts.part_index, opts.part_count,
+                                              &part))) ||
+             (parted && (rc = part_done(ctx, out_dirs[0], &part, &opts, &done))))
+        ;
+    else if (done) { /* resuming a part that had finished: nothing to do */
+        if (opts.result)
+            rc = fill_result(ctx, plans[0], out_dirs[0], part.fragment_name, part.shards,
+                             &(progress_tap){0}, opts.result);
+    } else {
+        if (parted && !part.nshards)
+            smelt_notice(ctx, SMELT_LOG_NOTICE, "part %u of %u has no shards to write (the "
+                         "plan has %zu for %u parts); it only records that it is done", part.k,
+                         part.n, plans[0]->nshards, part.n);
+        rc = run_outputs(ctx, plans, out_dirs, n, &opts, &part, parted, outs, eouts, &opened);
     }
-    progress_tap tap = {.fn = opts.progress, .user = opts.progress_user};
-    smelt_engine_options eopts = {
-        .max_memory = opts.max_memory,
-        .threads = opts.threads,
-        .force_pread = opts.force_pread,
-        .progress = tap_progress,
-        .progress_user = &tap,
-        .cancel = opts.cancel,
-        .skip = st.skip,
-        .tensor_done = on_tensor_done,
-        .tensor_done_user = &st,
-    };
-    if (rc == SMELT_OK)
-        rc = smelt_engine_run(ctx, plan, st.files, &eopts);
-    /* Everything journaled before finalizing: a failure there (a full disk writing config.json)
-     * then resumes straight to finalizing. */
-    if (rc == SMELT_OK)
-        rc = smelt_journal_flush(ctx, st.journal);
-    if (rc == SMELT_OK && parted) {
-        /* A part: its shards made durable under their temporary names, then its fragment;
-         * finalizing renames them once every part is done. */
-        for (size_t s = 0; s < plan->nshards && rc == SMELT_OK; s++)
-            if (part.shards[s])
-                rc = smelt_out_finish(ctx, &st.files[s]);
-        if (rc == SMELT_OK)
-            rc = smelt_part_write_fragment(ctx, plan, out_dir, &part, &st.id, st.hashes);
-    } else if (rc == SMELT_OK) {
-        smelt_out_checksums sums;
-        rc = smelt_merge_checksums(ctx, &st.id, st.hashes, &sums);
-        if (rc == SMELT_OK)
-            rc = smelt_finalize(ctx, plan, out_dir, st.files, !opts.no_model_card, &sums);
-        free((void *)sums.inputs);
-    }
-    if (rc == SMELT_OK) {
-        smelt_journal_close(st.journal);
-        st.journal = NULL;
-        if (unlink(journal_path) != 0)
-            rc = smelt_fail_errno(ctx, errno, "%s: cannot remove", journal_path);
-        else
-            rc = smelt_fsync_dir(ctx, out_dir);
-    }
-    if (rc == SMELT_OK && opts.result)
-        rc = fill_result(ctx, plan, out_dir, parted ? part.fragment_name : SMELT_MANIFEST_NAME,
-                         part.shards, &tap, opts.result);
-    /* Only failures that running again can get past keep a resumable state: an interruption,
-     * a full disk or another I/O error. A deterministic one (a method's math refusing the
-     * inputs) would fail the same way on resume, so it cleans up as before. A failed resume
-     * keeps what it found too: the next attempt may still use it. */
-    int retryable = rc == SMELT_E_INTERRUPTED || rc == SMELT_E_IO;
-    int keep_state = rc != SMELT_OK && ((st.journal && retryable) || resuming);
-    if (keep_state && st.journal) {
-        /* Save what is done (best effort: the error already in ctx is the one to report). */
-        smelt_journal_flush(NULL, st.journal);
-        if (ctx)
-            ctx->resumable = 1;
-    }
-    smelt_journal_close(st.journal);
-    if (rc != SMELT_OK && !keep_state && st.journal)
-        unlink(journal_path); /* nothing to resume: the temporary files go too */
-    for (size_t s = 0; st.files && s < plan->nshards; s++) {
-        if (rc == SMELT_OK)
-            smelt_out_release(&st.files[s]); /* committed, or a part's kept for finalizing */
-        else if (keep_state)
-            smelt_out_abandon(&st.files[s]); /* temporary names: nothing looks complete */
-        else
-            smelt_out_discard(&st.files[s]);
-    }
-    smelt_journal_header_free(&st.id);
-    free(journal_path);
-    free(st.files);
-    free(st.hashes);
-    free(st.skip);
+    for (size_t o = 0; o < opened; o++)
+        release_output(ctx, &outs[o], rc);
     smelt_part_free(&part);
-    smelt_plan_free(plan);
+    for (size_t o = 0; o < n; o++)
+        smelt_plan_free(plans[o]);
+    free(outs);
+    free(eouts);
     return rc;
+}
+
+static int merge_plan(smelt_ctx *ctx, smelt_plan *plan, const char *out_dir,
+                      const smelt_merge_options *opts)
+{
+    return merge_outputs(ctx, &plan, &out_dir, 1, opts);
 }

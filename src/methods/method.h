@@ -47,6 +47,9 @@ typedef struct smelt_tensor_args {
     uint64_t row_elems;
     unsigned ndim;             /* dimensions: per-column methods need to tell [1, n] from [n] */
     uint64_t random_seed;      /* --random-seed: random methods key their generator with it */
+    /* For a method with outputs_per_model: the output this plan computes, the index among the
+     * models (base excluded, config order) of the model whose output it is; 0 otherwise. */
+    size_t output;
 } smelt_tensor_args;
 
 /* Elements in one tile: small enough that every input's f32 copy stays in L1. */
@@ -94,6 +97,9 @@ typedef struct smelt_method {
     size_t nparams;
     smelt_base_use base_use;
     unsigned min_models, max_models; /* counting the models: entries, base excluded */
+    /* 1: the merge writes one output per model, each its own plan (smelt_tensor_args.output
+     * says which), all of them from one read of the inputs (engine/group.h). */
+    int outputs_per_model;
 
     /* Checks the parameters and builds the per-tensor state (malloc'd; freed with free()).
      * Returns SMELT_OK or SMELT_E_CONFIG with a message naming the tensor, model and rule. */

@@ -16,6 +16,7 @@ extern const smelt_method smelt_method_task_arithmetic, smelt_method_ties,
     smelt_method_metagpt, smelt_method_consensus_ta,
     smelt_method_consensus_ties, smelt_method_sce;
 extern const smelt_method smelt_method_ram, smelt_method_ramplus_tl, smelt_method_arcee_fusion;
+extern const smelt_method smelt_method_emr;
 
 static const smelt_method *const all_methods[] = {
     &smelt_method_linear,
@@ -34,6 +35,7 @@ static const smelt_method *const all_methods[] = {
     &smelt_method_ram,
     &smelt_method_ramplus_tl,
     &smelt_method_arcee_fusion,
+    &smelt_method_emr,
     &smelt_method_slerp,
     &smelt_method_nuslerp,
     &smelt_method_multislerp,

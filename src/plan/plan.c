@@ -215,7 +215,7 @@ static int check_param_names(smelt_ctx *ctx, const smelt_plan *plan, const smelt
         return smelt_fail(ctx, SMELT_E_CONFIG,
                           "%s:%d: %s: '%s' is not a parameter of method '%s' (it takes: %s)",
                           plan->spec->path, params->items[i].value.line, where,
-                          params->items[i].name, m->name, list);
+                          params->items[i].name, m->name, list[0] ? list : "none");
     }
     return SMELT_OK;
 }
@@ -481,6 +481,7 @@ static int plan_tensor(smelt_ctx *ctx, smelt_plan *plan, smelt_plan_tensor *pt,
         .row_elems = pattern->ndim > 0 ? pattern->shape[pattern->ndim - 1] : 1,
         .ndim = pattern->ndim,
         .random_seed = plan->random_seed,
+        .output = plan->output,
     };
     rc = plan->method->prepare(ctx, &args, &pt->method_state);
     if (rc != SMELT_OK)
@@ -962,9 +963,50 @@ static int build(smelt_ctx *ctx, smelt_merge_spec *spec, int owns_spec,
                  const smelt_plan_options *opts, smelt_plan_open_fn open, void *user,
                  smelt_plan **out);
 
+/* Opens through a smelt_model_cache: a reference already opened is handed out again. */
+static int open_cached(void *user, smelt_ctx *ctx, const char *ref, smelt_model **out)
+{
+    smelt_model_cache *cache = user;
+    for (size_t i = 0; i < cache->n; i++)
+        if (!strcmp(cache->refs[i], ref)) {
+            *out = cache->models[i];
+            return SMELT_OK;
+        }
+    char **refs = realloc(cache->refs, (cache->n + 1) * sizeof *refs);
+    if (refs)
+        cache->refs = refs;
+    smelt_model **models = refs ? realloc(cache->models, (cache->n + 1) * sizeof *models) : NULL;
+    if (models)
+        cache->models = models;
+    char *copy = models ? strdup(ref) : NULL;
+    if (!copy)
+        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    int rc = open_with_adapter(ctx, ref, &cache->models[cache->n]);
+    if (rc != SMELT_OK) {
+        free(copy);
+        return rc;
+    }
+    cache->refs[cache->n] = copy;
+    *out = cache->models[cache->n++];
+    return SMELT_OK;
+}
+
+void smelt_model_cache_free(smelt_model_cache *cache)
+{
+    for (size_t i = 0; i < cache->n; i++) {
+        smelt_model_close(cache->models[i]);
+        free(cache->refs[i]);
+    }
+    free(cache->models);
+    free(cache->refs);
+    *cache = (smelt_model_cache){0};
+}
+
 int smelt_plan_build(smelt_ctx *ctx, smelt_merge_spec *spec, const smelt_plan_options *opts,
                      smelt_plan **out)
 {
+    if (opts->models)
+        return build(ctx, spec, 1, opts, open_cached, opts->models, out);
     return build(ctx, spec, 1, opts, open_from_files, NULL, out);
 }
 
@@ -988,7 +1030,9 @@ static int build(smelt_ctx *ctx, smelt_merge_spec *spec, int owns_spec,
     plan->owns_spec = owns_spec;
     plan->open_model = open;
     plan->open_user = user;
+    plan->borrows_models = open == open_cached;
     plan->random_seed = opts->random_seed;
+    plan->output = opts->output;
     double **values = NULL;
     int rc = SMELT_OK;
     plan->method = smelt_method_find(spec->merge_method);
@@ -1117,7 +1161,7 @@ void smelt_plan_free(smelt_plan *plan)
         free(plan->slices[s].input_params);
     }
     free(plan->slices);
-    for (size_t i = 0; i < plan->nmodels; i++)
+    for (size_t i = 0; i < plan->nmodels && !plan->borrows_models; i++)
         smelt_model_close(plan->models[i]);
     free(plan->models);
     if (plan->owns_spec)

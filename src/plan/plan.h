@@ -94,14 +94,29 @@ typedef struct smelt_plan {
     uint32_t ref_num_layers;         /* the reference model's layers */
     uint64_t bytes_to_write;
     uint64_t random_seed;
+    size_t output;                   /* smelt_plan_options.output */
     int out_gguf;                    /* the output is GGUF (the inputs are): one file, or a
                                         gguf-split set when the shards are several */
     smelt_dtype outtype;             /* GGUF: --outtype, SMELT_DT_INVALID for "same" */
     smelt_dtype gguf_fallback[16][2]; /* GGUF: type fallbacks already announced */
     size_t gguf_fallbacks;
+    int borrows_models;              /* the models belong to smelt_plan_options.models */
     smelt_plan_open_fn open_model;   /* how the build opens models (smelt_plan_build_with) */
     void *open_user;
 } smelt_plan;
+
+/* Models opened once for several plans (a merge group): a plan built with
+ * smelt_plan_options.models set opens every reference through it, and the cache, not the plan,
+ * owns and closes them (smelt_model_cache_free, after every plan that uses it is freed). Not
+ * thread-safe. */
+typedef struct smelt_model_cache {
+    char **refs;          /* as the planner asked for them */
+    smelt_model **models;
+    size_t n;
+} smelt_model_cache;
+
+/* Closes every model of the cache and empties it; a zeroed cache is fine. */
+void smelt_model_cache_free(smelt_model_cache *cache);
 
 /* The output's file format. */
 typedef enum smelt_out_format {
@@ -123,6 +138,10 @@ typedef struct smelt_plan_options {
     int allow_crimes;                /* allow inputs of different architectures */
     smelt_out_format format;
     const char *outtype;             /* GGUF output: "same" (NULL) or a type (plan_gguf.h) */
+    size_t output;                   /* a method with outputs_per_model: which model's output
+                                        this plan computes (smelt_tensor_args.output) */
+    smelt_model_cache *models;       /* NULL, or where the plan's models come from and stay
+                                        (smelt_plan_build only) */
 } smelt_plan_options;
 
 /* Builds the plan for a spec (the plan takes ownership of the spec, also on failure): opens and

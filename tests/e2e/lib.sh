@@ -104,6 +104,33 @@ smelt_python_env() {
   fi
 }
 
+# model_sum DIR: one hash of every model*.safetensors at any depth below DIR, in path order.
+model_sum() { find "$1" -name 'model*.safetensors' -print0 | sort -z | xargs -0 cat | sha256sum; }
+
+# check_invariant NAME CONFIG DIR ISA_FLAGS: CONFIG merged again at 1, 7 and 3 threads under
+# three budgets, and under every other SIMD level this machine runs (with ISA_FLAGS), must give
+# DIR's model files byte for byte.
+check_invariant() {
+  local name=$1 config=$2 want default_isa variant isa
+  want=$(model_sum "$3")
+  default_isa=$($SMELT version | sed -n 's/.*kernels: \([a-z0-9]*\).*/\1/p')
+  for variant in "--threads 1 --max-memory 1G" "--threads 7 --max-memory 5Mi" \
+                 "--threads 3 --max-memory 3Mi"; do
+    rm -rf "$work/invariant"
+    $SMELT merge "$config" "$work/invariant" -q $variant
+    [ "$(model_sum "$work/invariant")" = "$want" ] && pass "$name $variant: identical" \
+      || fail "$name $variant: output differs"
+  done
+  for isa in scalar avx2 avx512; do
+    [ "$isa" != "$default_isa" ] && SMELT_ISA=$isa $SMELT version >/dev/null 2>&1 || continue
+    rm -rf "$work/invariant"
+    SMELT_ISA=$isa $SMELT merge "$config" "$work/invariant" -q $4
+    [ "$(model_sum "$work/invariant")" = "$want" ] && pass "$name SMELT_ISA=$isa: identical" \
+      || fail "$name SMELT_ISA=$isa: output differs"
+  done
+  rm -rf "$work/invariant"
+}
+
 finish() {
   if [ "$failures" -gt 0 ]; then echo "$failures check(s) failed"; exit 1; fi
   echo "all checks passed"

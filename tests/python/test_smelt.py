@@ -53,6 +53,27 @@ class SmeltTest(unittest.TestCase):
         res2 = smelt.merge(path, f"{self.dir}/py2")
         self.assertEqual(res2["manifest_xxh3"], res["manifest_xxh3"])
 
+    def test_sweep_and_batch(self):
+        config = self.config.replace("merge_method: linear",
+                                     "merge_method: linear\nparameters:\n  normalize: true")
+        res = smelt.merge(config, f"{self.dir}/sw", sweep="normalize=true,false")
+        one = smelt.merge(self.config, f"{self.dir}/one")
+        self.assertEqual(res["bytes_read"], one["bytes_read"])  # one read for both outputs
+        self.assertEqual(res["tensors"], 2 * one["tensors"])
+        with open(f"{self.dir}/sw/normalize=true/model.safetensors", "rb") as a, \
+                open(f"{self.dir}/one/model.safetensors", "rb") as b:
+            self.assertEqual(a.read(), b.read())  # weights 0.5 + 0.5: normalizing changes nothing
+        self.assertIn("== output 2 of 2: normalize=false (linear)",
+                      smelt.plan(config, sweep="normalize=true,false"))
+        with open(f"{self.dir}/c_batch.yml", "w") as f:
+            f.write(self.config)
+        with open(f"{self.dir}/batch.yml", "w") as f:
+            f.write("- {config: c_batch.yml, out: b1}\n- {config: c_batch.yml, out: b2}\n")
+        res = smelt.merge(None, None, batch=f"{self.dir}/batch.yml")
+        self.assertEqual(res["files"], 2)
+        with self.assertRaises(smelt.Error):
+            smelt.merge(config, f"{self.dir}/bad_sweep", sweep="weight=1,2")
+
     def test_plan_verify_inspect(self):
         text = smelt.plan(self.config, max_memory="8Mi")
         self.assertIn("method:   linear", text)

@@ -68,6 +68,7 @@ class _MergeOptions(ctypes.Structure):
         ("outtype", ctypes.c_char_p), ("config_text", ctypes.c_char_p),
         ("result", ctypes.POINTER(_MergeResult)),
         ("part_index", ctypes.c_uint), ("part_count", ctypes.c_uint), ("finalize", ctypes.c_int),
+        ("sweep", ctypes.c_char_p), ("batch", ctypes.c_char_p),
     ]
 
 
@@ -206,6 +207,15 @@ def _options(ctx, config, max_memory, threads, overwrite, random_seed, out_shard
     return opts
 
 
+def _group_options(opts, sweep, batch, keep):
+    if sweep is not None:
+        keep.append(sweep.encode())
+        opts.sweep = keep[-1]
+    if batch is not None:
+        keep.append(os.fsencode(batch))
+        opts.batch = keep[-1]
+
+
 def _result(res):
     return {"tensors": res.tensors, "files": res.files, "bytes_read": res.bytes_read,
             "bytes_written": res.bytes_written, "seconds": res.seconds,
@@ -213,13 +223,15 @@ def _result(res):
 
 
 def merge(config, out_dir, max_memory=None, threads=0, overwrite=False, random_seed=0,
-          out_shard_size=None, progress=None, part=None, finalize=False):
+          out_shard_size=None, progress=None, part=None, finalize=False, sweep=None, batch=None):
     """Runs a merge. config: mergekit YAML text, or the path of a YAML file. max_memory: bytes or
     a size such as "2Gi". progress: called with a dict (tensors_done, bytes_read, ...). Returns
     a dict: tensors, files, bytes_read (from the input files), bytes_written, seconds and
     manifest_xxh3 (the hash that identifies the whole output). part=(K, N): compute only part K
     of N of a partitioned merge (manifest_xxh3 then hashes its fragment); finalize=True: finish
-    one whose N parts all ran (smelt.h, smelt_merge_options.part_count)."""
+    one whose N parts all ran (smelt.h, smelt_merge_options.part_count). sweep="NAME=V1,V2":
+    one read, out_dir/NAME=V1/, ...; batch=FILE: the merges FILE lists, in one read (config and
+    out_dir None); the result then counts every output (smelt.h, smelt_merge_options.sweep)."""
     keep = []
     with _Context() as ctx:
         opts = _options(ctx, config, max_memory, threads, overwrite, random_seed, out_shard_size,
@@ -227,10 +239,12 @@ def merge(config, out_dir, max_memory=None, threads=0, overwrite=False, random_s
         if part is not None:
             opts.part_index, opts.part_count = int(part[0]), int(part[1])
         opts.finalize = 1 if finalize else 0
+        _group_options(opts, sweep, batch, keep)
         res = _MergeResult()
         opts.result = ctypes.pointer(res)
-        path = None if opts.config_text else config.encode()
-        ctx.check(_lib.smelt_merge(ctx.ptr, path, os.fsencode(out_dir), ctypes.byref(opts)))
+        path = None if opts.config_text or config is None else config.encode()
+        out = None if out_dir is None else os.fsencode(out_dir)
+        ctx.check(_lib.smelt_merge(ctx.ptr, path, out, ctypes.byref(opts)))
         return _result(res)
 
 
@@ -247,12 +261,14 @@ def lora_apply(base, adapter, out_dir, max_memory=None, threads=0, overwrite=Fal
         return _result(res)
 
 
-def plan(config, max_memory=None, threads=0):
-    """The text `smelt plan` prints for a config (YAML text or a path); reads no tensor data."""
+def plan(config, max_memory=None, threads=0, sweep=None, batch=None):
+    """The text `smelt plan` prints for a config (YAML text or a path; None with batch), or for
+    a sweep or batch as merge() takes them; reads no tensor data."""
     keep = []
     with _Context() as ctx, _Capture() as out:
         opts = _options(ctx, config, max_memory, threads, False, 0, None, None, keep)
-        path = None if opts.config_text else config.encode()
+        _group_options(opts, sweep, batch, keep)
+        path = None if opts.config_text or config is None else config.encode()
         rc = _lib.smelt_plan_print(ctx.ptr, path, ctypes.byref(opts), out.file)
         text = out.text()
         ctx.check(rc)

@@ -16,6 +16,7 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  merge CONFIG.yml OUT_DIR   merge the models a mergekit-style config describes\n"
+    "  merge --batch FILE         several merges over the same inputs in one read (below)\n"
     "  plan CONFIG.yml            print what merge would do (tensors, sources, parameters,\n"
     "                             layout, bytes, memory) without reading tensor data\n"
     "  lora apply BASE ADAPTER OUT_DIR\n"
@@ -52,6 +53,11 @@ static const char usage_text[] =
     "  --parts N              the part count for --part auto in a Kubernetes Indexed Job\n"
     "  --finalize             finish a merge whose parts all ran: check them, rename the\n"
     "                         shards, write index, manifest, config, tokenizer, model card\n"
+    "  --sweep NAME=V1,V2,... one read, one output per value of the method's top-level\n"
+    "                         parameter NAME: OUT_DIR/NAME=V1/, ... (no --resume or --part)\n"
+    "  --batch FILE           one read for the merges FILE lists (a YAML list of {config:\n"
+    "                         CONFIG.yml, out: OUT_DIR}) over the same inputs; merge and plan\n"
+    "                         then take no CONFIG.yml or OUT_DIR (no --resume or --part)\n"
     "  --[no-]copy-tokenizer  copy the tokenizer files (default: copy)\n"
     "  --[no-]write-model-card  write README.md with the merge details (default: write)\n"
     "  --allow-crimes         merge models of different architectures\n"
@@ -378,7 +384,7 @@ static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merg
 {
     enum { OPT_MAX_MEMORY = 256, OPT_SHARD, OPT_OVERWRITE, OPT_SEED, OPT_COPY_TOK, OPT_NO_COPY_TOK,
            OPT_CARD, OPT_NO_CARD, OPT_CRIMES, OPT_NO_CRIMES, OPT_RESUME, OPT_FORMAT, OPT_OUTTYPE,
-           OPT_JSON, OPT_PART, OPT_PARTS, OPT_FINALIZE,
+           OPT_JSON, OPT_PART, OPT_PARTS, OPT_FINALIZE, OPT_SWEEP, OPT_BATCH,
            OPT_IGNORED = 512,
            OPT_IGNORED_VALUE = 768 };
     struct option options[64] = {
@@ -402,6 +408,8 @@ static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merg
         {"part", required_argument, NULL, OPT_PART},
         {"parts", required_argument, NULL, OPT_PARTS},
         {"finalize", no_argument, NULL, OPT_FINALIZE},
+        {"sweep", required_argument, NULL, OPT_SWEEP},
+        {"batch", required_argument, NULL, OPT_BATCH},
     };
     /* --x and --no-x for each ignored switch; the table has room for all of them. */
     static char names[32][40];
@@ -468,6 +476,8 @@ static int parse_merge_options(smelt_ctx *ctx, int argc, char **argv, smelt_merg
                 return fail_usage("--parts: '%s' must be at least 1", optarg);
             break;
         case OPT_FINALIZE: opts->finalize = 1; break;
+        case OPT_SWEEP: opts->sweep = optarg; break;
+        case OPT_BATCH: opts->batch = optarg; break;
         case 'v': fprintf(stderr, "smelt: notice: -v has no effect in smelt (ignored)\n"); break;
         case 'h': fputs(usage_text, stdout); return 0;
         default:
@@ -534,8 +544,13 @@ static int cmd_merge(smelt_ctx *ctx, int argc, char **argv, int lora)
     int status = parse_merge_options(ctx, argc, argv, &opts, &quiet, &json);
     if (status >= 0)
         return status;
-    if (!lora && argc - optind != 2)
+    if (!lora && opts.batch && argc - optind != 0)
+        return fail_usage("merge --batch FILE takes no CONFIG.yml or OUT_DIR (the file lists "
+                          "them)%s", "");
+    if (!lora && !opts.batch && argc - optind != 2)
         return fail_usage("merge takes CONFIG.yml and OUT_DIR%s", "");
+    if (lora && (opts.sweep || opts.batch))
+        return fail_usage("lora apply takes no --sweep or --batch%s", "");
     if (lora && argc - optind != 3)
         return fail_usage("lora apply takes BASE, ADAPTER and OUT_DIR%s", "");
     if (!quiet && isatty(STDERR_FILENO)) {
@@ -548,8 +563,10 @@ static int cmd_merge(smelt_ctx *ctx, int argc, char **argv, int lora)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    int rc = lora ? smelt_lora_apply(ctx, argv[optind], argv[optind + 1], argv[optind + 2], &opts)
-                  : smelt_merge(ctx, argv[optind], argv[optind + 1], &opts);
+    int rc = lora        ? smelt_lora_apply(ctx, argv[optind], argv[optind + 1], argv[optind + 2],
+                                            &opts)
+             : opts.batch ? smelt_merge(ctx, NULL, NULL, &opts)
+                          : smelt_merge(ctx, argv[optind], argv[optind + 1], &opts);
     if (rc != SMELT_OK) {
         if (opts.progress)
             fprintf(stderr, "\n");
@@ -558,7 +575,7 @@ static int cmd_merge(smelt_ctx *ctx, int argc, char **argv, int lora)
     if (opts.progress)
         fprintf(stderr, "\n");
     if (json)
-        print_result_json(argv[argc - 1], &result);
+        print_result_json(opts.batch ? opts.batch : argv[argc - 1], &result);
     return 0;
 }
 
@@ -572,9 +589,11 @@ static int cmd_plan(smelt_ctx *ctx, int argc, char **argv)
         return status;
     if (json)
         return fail_usage("--json: plan prints text (inspect --json describes a model)%s", "");
-    if (argc - optind != 1)
-        return fail_usage("plan takes CONFIG.yml%s", "");
-    int rc = smelt_plan_print(ctx, argv[optind], &opts, stdout);
+    if (argc - optind != (opts.batch ? 0 : 1))
+        return fail_usage(opts.batch ? "plan --batch FILE takes no CONFIG.yml (the file lists "
+                                       "them)%s"
+                                     : "plan takes CONFIG.yml%s", "");
+    int rc = smelt_plan_print(ctx, opts.batch ? NULL : argv[optind], &opts, stdout);
     return rc == SMELT_OK ? 0 : report_error(ctx, rc);
 }
 
