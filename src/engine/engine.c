@@ -16,8 +16,8 @@
 typedef struct slot {
     int busy;
     size_t tensor;
-    unsigned pass;         /* which read of the tensor: < the group's statistics passes for
-                              the tensor, a statistics pass of the outputs that have it */
+    unsigned pass;         /* which read of the tensor: < the group's statistics reads of
+                              the tensor, the statistics passes that run on that read */
     uint64_t start, count; /* elements (MERGE) or bytes (COPY) */
     unsigned pending;      /* reads not yet completed */
     int prepared;          /* derived inputs computed from the staged bytes (prepare_slot) */
@@ -70,7 +70,7 @@ typedef struct compute_job {
     const smelt_plan *plan;       /* the output's */
     const smelt_plan_tensor *pt;  /* the output's */
     const slot *s;
-    unsigned pass;                /* a statistics pass, or the output's apply read */
+    unsigned pass;                /* a statistics pass, or tensor_passes: the apply pass */
     size_t output;
 } compute_job;
 
@@ -140,7 +140,7 @@ static int start_chunk(engine *e, slot *s, size_t slot_index)
             break;
         e->cursor_pos = 0;
         if (chunk_units(done) > 0 &&
-            e->cursor_pass < smelt_engine_group_passes(e->plans, e->nouts, e->cursor_tensor)) {
+            e->cursor_pass < smelt_engine_group_stat_reads(e->plans, e->nouts, e->cursor_tensor)) {
             e->cursor_pass++; /* read the tensor again for the next pass */
             continue;
         }
@@ -166,7 +166,7 @@ static int start_chunk(engine *e, slot *s, size_t slot_index)
      * over the same buffers (run_resident_stats). */
     if (e->cursor_pos == 0 && e->cursor_pass == 0 &&
         smelt_engine_tensor_resident(e->plans, e->nouts, &e->layout, e->cursor_tensor))
-        e->cursor_pass = smelt_engine_group_passes(e->plans, e->nouts, e->cursor_tensor);
+        e->cursor_pass = smelt_engine_group_stat_reads(e->plans, e->nouts, e->cursor_tensor);
     s->busy = 1;
     s->tensor = e->cursor_tensor;
     s->pass = e->cursor_pass;
@@ -366,25 +366,52 @@ static int prepare_slot(engine *e, slot *s)
     return SMELT_OK;
 }
 
-/* One chunk of statistics pass `pass` for every output that has that pass: accumulate per
- * task, fold in task order, close the pass at the tensor's last chunk. The outputs run one
- * after another over the same partials. */
+/* One chunk of output o's statistics pass `pass`: accumulate per task, fold in task order,
+ * close the pass at the tensor's last chunk. */
+static int pass_chunk(engine *e, const slot *s, size_t o, unsigned pass)
+{
+    const smelt_plan *plan = e->plans[o];
+    const smelt_plan_tensor *pt = &plan->tensors[s->tensor];
+    const smelt_method *method = plan->method;
+    uint64_t task = tensor_task(plan, pt);
+    size_t ntasks = (size_t)((s->count + task - 1) / task);
+    compute_job job = {e, plan, pt, s, pass, o};
+    smelt_pool_run(e->pool, ntasks, compute_task, &job);
+    for (size_t t = 0; t < ntasks; t++)
+        method->fold(pt->method_state, pass, e->partials + t * e->partial_bytes);
+    if (s->start + s->count == chunk_units(pt))
+        return method->end_pass(e->ctx, pt->method_state, pass);
+    return SMELT_OK;
+}
+
+/* One chunk of statistics pass `pass` for every output that has that pass (a resident
+ * tensor's passes). The outputs run one after another over the same partials. */
 static int stats_chunk(engine *e, const slot *s, unsigned pass)
 {
     for (size_t o = 0; o < e->nouts; o++) {
         const smelt_plan *plan = e->plans[o];
-        const smelt_plan_tensor *pt = &plan->tensors[s->tensor];
-        if (pass >= tensor_passes(plan, pt))
+        if (pass >= tensor_passes(plan, &plan->tensors[s->tensor]))
             continue;
-        const smelt_method *method = plan->method;
-        uint64_t task = tensor_task(plan, pt);
-        size_t ntasks = (size_t)((s->count + task - 1) / task);
-        compute_job job = {e, plan, pt, s, pass, o};
-        smelt_pool_run(e->pool, ntasks, compute_task, &job);
-        for (size_t t = 0; t < ntasks; t++)
-            method->fold(pt->method_state, pass, e->partials + t * e->partial_bytes);
-        if (s->start + s->count == chunk_units(pt)) {
-            int rc = method->end_pass(e->ctx, pt->method_state, pass);
+        int rc = pass_chunk(e, s, o, pass);
+        if (rc != SMELT_OK)
+            return rc;
+    }
+    return SMELT_OK;
+}
+
+/* One chunk of a streamed tensor on read s->pass: every output's statistics passes that run
+ * on this read, in pass order (a prefix pass just before the pass, or the apply, that shares
+ * its read). */
+static int stats_read_chunk(engine *e, const slot *s)
+{
+    for (size_t o = 0; o < e->nouts; o++) {
+        const smelt_plan *plan = e->plans[o];
+        const smelt_plan_tensor *pt = &plan->tensors[s->tensor];
+        unsigned passes = tensor_passes(plan, pt);
+        for (unsigned p = 0; p < passes; p++) {
+            if (pass_read(plan, pt, p) != s->pass)
+                continue;
+            int rc = pass_chunk(e, s, o, p);
             if (rc != SMELT_OK)
                 return rc;
         }
@@ -414,7 +441,8 @@ static int run_resident_stats(engine *e, unsigned first)
         if (rc != SMELT_OK)
             return rc;
     }
-    for (unsigned p = 0; p < head->pass; p++)
+    unsigned passes = smelt_engine_group_passes(e->plans, e->nouts, head->tensor);
+    for (unsigned p = 0; p < passes; p++)
         for (unsigned c = 0; c < nchunks; c++) {
             int rc = stats_chunk(e, &e->slots[(first + c) % depth], p);
             if (rc != SMELT_OK)
@@ -504,9 +532,9 @@ static int prefetch_deltas(engine *e, const slot *s, slot *next)
 static int finish_chunk(engine *e, slot *s, slot *next)
 {
     const smelt_plan_tensor *pt = &e->plan->tensors[s->tensor];
-    unsigned last = smelt_engine_group_passes(e->plans, e->nouts, s->tensor);
+    unsigned last = smelt_engine_group_stat_reads(e->plans, e->nouts, s->tensor);
     int resident = smelt_engine_tensor_resident(e->plans, e->nouts, &e->layout, s->tensor);
-    int rc = resident ? SMELT_OK : stats_chunk(e, s, s->pass);
+    int rc = resident ? SMELT_OK : stats_read_chunk(e, s);
     for (size_t o = 0; rc == SMELT_OK && o < e->nouts; o++)
         if (smelt_engine_apply_read(e->plans, e->nouts, &e->layout, o, s->tensor) == s->pass)
             compute_output_chunk(e, s, o);
@@ -668,7 +696,7 @@ static int pipeline(engine *e, const smelt_engine_options *opts)
             rc = prepare_slot(e, s);
         if (rc != SMELT_OK)
             return rc;
-        if (s->start == 0 && s->pass > 0 &&
+        if (s->start == 0 &&
             smelt_engine_tensor_resident(e->plans, e->nouts, &e->layout, s->tensor)) {
             rc = run_resident_stats(e, oldest);
             if (rc != SMELT_OK)

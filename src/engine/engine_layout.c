@@ -98,6 +98,16 @@ unsigned smelt_engine_group_passes(const smelt_plan *const *plans, size_t nplans
 }
 
 
+unsigned smelt_engine_group_stat_reads(const smelt_plan *const *plans, size_t nplans, size_t t)
+{
+    unsigned most = 0;
+    for (size_t o = 0; o < nplans; o++) {
+        unsigned r = tensor_stat_reads(plans[o], &plans[o]->tensors[t]);
+        if (r > most)
+            most = r;
+    }
+    return most;
+}
 
 uint64_t smelt_engine_chunk_cap(const smelt_plan *plan, const smelt_engine_layout *layout,
                                 const smelt_plan_tensor *pt)
@@ -130,8 +140,8 @@ unsigned smelt_engine_apply_read(const smelt_plan *const *plans, size_t nplans,
                                  const smelt_engine_layout *layout, size_t o, size_t t)
 {
     if (smelt_engine_tensor_resident(plans, nplans, layout, t))
-        return smelt_engine_group_passes(plans, nplans, t);
-    return tensor_passes(plans[o], &plans[o]->tensors[t]);
+        return smelt_engine_group_stat_reads(plans, nplans, t);
+    return tensor_stat_reads(plans[o], &plans[o]->tensors[t]);
 }
 
 static unsigned group_tensor_reads(const smelt_plan *const *plans, size_t nplans,
@@ -139,7 +149,7 @@ static unsigned group_tensor_reads(const smelt_plan *const *plans, size_t nplans
 {
     if (smelt_engine_tensor_resident(plans, nplans, layout, t))
         return 1;
-    return 1 + smelt_engine_group_passes(plans, nplans, t);
+    return 1 + smelt_engine_group_stat_reads(plans, nplans, t);
 }
 
 unsigned smelt_engine_tensor_reads(const smelt_plan *plan, const smelt_engine_layout *layout,

@@ -41,6 +41,29 @@ static inline unsigned tensor_passes(const smelt_plan *plan, const smelt_plan_te
     return plan->method->passes(pt->method_state);
 }
 
+/* Whether statistics pass p of the tensor shares the read of the pass after it
+ * (smelt_method.prefix_pass). */
+static inline int pass_is_prefix(const smelt_plan *plan, const smelt_plan_tensor *pt, unsigned p)
+{
+    return plan->method->prefix_pass && plan->method->prefix_pass(pt->method_state, p);
+}
+
+/* The read of a streamed tensor that pass p runs on (p == tensor_passes: the apply pass): one
+ * per statistics pass before it that is not a prefix pass. */
+static inline unsigned pass_read(const smelt_plan *plan, const smelt_plan_tensor *pt, unsigned p)
+{
+    unsigned read = 0;
+    for (unsigned q = 0; q < p; q++)
+        read += !pass_is_prefix(plan, pt, q);
+    return read;
+}
+
+/* The reads of a streamed tensor before its apply read. */
+static inline unsigned tensor_stat_reads(const smelt_plan *plan, const smelt_plan_tensor *pt)
+{
+    return pass_read(plan, pt, tensor_passes(plan, pt));
+}
+
 /* Elements per task of a tensor: SMELT_TASK_ELEMS unless its method asks for fewer (whole
  * rows). It depends only on the tensor and its parameters, never on threads or budget, so task
  * boundaries stay at fixed tensor indices. */
@@ -76,6 +99,8 @@ uint64_t smelt_engine_factor_bytes(const smelt_plan *plan, size_t i, uint64_t *s
 
 /* The statistics passes the group's reads of tensor t serve: the most any plan needs. */
 unsigned smelt_engine_group_passes(const smelt_plan *const *plans, size_t nplans, size_t t);
+/* The reads of streamed tensor t before the last: the most any plan's apply read needs. */
+unsigned smelt_engine_group_stat_reads(const smelt_plan *const *plans, size_t nplans, size_t t);
 
 /* The most elements (MERGE) or bytes (COPY) of a tensor one chunk holds, and its chunks. */
 uint64_t smelt_engine_chunk_cap(const smelt_plan *plan, const smelt_engine_layout *layout,
@@ -89,8 +114,8 @@ int smelt_engine_tensor_resident(const smelt_plan *const *plans, size_t nplans,
                                  const smelt_engine_layout *layout, size_t t);
 
 /* The read of tensor t (0-based) on which plan o applies and writes its output: its own
- * statistics passes' count for a streamed tensor (an output with fewer passes applies on an
- * earlier read), the one read of a resident tensor. */
+ * statistics reads' count for a streamed tensor (an output with fewer applies on an earlier
+ * read), the one read of a resident tensor. */
 unsigned smelt_engine_apply_read(const smelt_plan *const *plans, size_t nplans,
                                  const smelt_engine_layout *layout, size_t o, size_t t);
 

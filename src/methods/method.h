@@ -140,6 +140,14 @@ typedef struct smelt_method {
     /* Called once after the last fold of a pass: derives what the next pass needs. Returns
      * SMELT_OK or an error with a message naming the tensor. */
     int (*end_pass)(smelt_ctx *ctx, void *state, unsigned pass);
+    /* Optional: 1 when statistics pass `pass` is a prefix pass: what the pass after it (a
+     * statistics pass or apply) needs at task t is only what the tasks before t folded
+     * (running counts for an exact tie-break by index), never the pass's total. On a streamed
+     * tensor such a pass takes no read of its own: the engine runs it over each chunk, stats
+     * then folds in task order, just before the next pass uses that chunk, and calls its
+     * end_pass after its last chunk (the next pass has by then seen the earlier chunks). The
+     * folds, and so the output, are the same as with a read of its own. NULL: no pass is. */
+    int (*prefix_pass)(const void *state, unsigned pass);
 
     /* Optional: called once when the tensor's last chunk has been written, so a state that
      * grew in its passes (per-column coefficients) gives that memory back at once instead of

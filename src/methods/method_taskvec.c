@@ -17,8 +17,10 @@
  * number of elements equal to v that rank below the bound. A fourth pass counts, per engine
  * task, the elements equal to v, and their prefix sums over tasks (numel/65536 entries per
  * bound) let apply number every equal element by its index with a running per-task count, so
- * exactly hi − lo elements survive whatever the chunking or thread count. Sums (L1 rescale,
- * norms) take one more pass with the fixed-association f64 reductions per tile.
+ * exactly hi − lo elements survive whatever the chunking or thread count. That count is a prefix
+ * pass (smelt_method.prefix_pass): a streamed tensor runs it over each chunk just before the
+ * next pass uses the chunk, so selection costs three reads before apply, not four. Sums (L1
+ * rescale, norms) take one more pass with the fixed-association f64 reductions per tile.
  *
  * Random masks come from Philox keyed by (--random-seed, tensor name, input position) and the
  * element index: independent of chunking, threads and SIMD level.
@@ -115,7 +117,7 @@ typedef struct tv_state {
     bound *bounds;
     size_t nbounds;
     channel *channels; /* n per-model channels, or one shared (sce) */
-    size_t folded;     /* tasks folded in the current pass */
+    size_t counted;    /* tasks folded in the COUNT pass so far */
     int nomem;         /* a fold could not allocate the bounds' buffers: end_pass reports it */
     uint64_t row;      /* DELLA: elements per row */
     uint64_t task;     /* DELLA: elements per engine task (whole rows); 0 when not ranking */
@@ -646,6 +648,14 @@ static void select_tile(const tv_state *s, const smelt_tile *t, const float *var
 
 static unsigned tv_passes(const void *state) { return ((const tv_state *)state)->nstages; }
 
+/* COUNT only numbers the equal elements before each task, which apply (and sce's SUMS) read at
+ * that task: on a streamed tensor it shares their read. */
+static int tv_prefix_pass(const void *state, unsigned pass)
+{
+    const tv_state *s = state;
+    return pass < s->nstages && s->stages[pass] == STAGE_COUNT;
+}
+
 static size_t sums_offset(const tv_state *s) { return (s->nbounds * sizeof(uint32_t) + 7) / 8 * 8; }
 
 /* Where DELLA's rank area starts in a task's partial (SUMS pass) or task_scratch (apply). */
@@ -753,9 +763,10 @@ static void tv_fold(void *state, unsigned pass, const void *partial)
     } else if (st == STAGE_COUNT) {
         const uint32_t *count = partial;
         for (size_t b = 0; b < s->nbounds; b++) {
-            s->bounds[b].before[s->folded] = s->bounds[b].equal;
+            s->bounds[b].before[s->counted] = s->bounds[b].equal;
             s->bounds[b].equal += count[b];
         }
+        s->counted++;
     } else {
         const double *sums = (const double *)((const uint8_t *)partial + sums_offset(s));
         for (size_t i = 0; i < s->n; i++) {
@@ -764,7 +775,6 @@ static void tv_fold(void *state, unsigned pass, const void *partial)
             s->m[i].sumsq_kept += sums[3 * i + 2];
         }
     }
-    s->folded++;
 }
 
 /* Picks the digit bin holding position rank; narrows the bound to it. */
@@ -780,7 +790,6 @@ static int tv_end_pass(smelt_ctx *ctx, void *state, unsigned pass)
     if (s->nomem)
         return smelt_fail(ctx, SMELT_E_NOMEM, "tensor '%s': out of memory for its rank statistics",
                           s->tensor);
-    s->folded = 0;
     if (st == STAGE_HIST0 && s->v->sce && s->select_topk < 1) {
         /* mergekit's sce: the top floor(nonzero · select_topk) variances survive. */
         bound *b = &s->bounds[0];
@@ -929,9 +938,9 @@ static const smelt_param_def sce_params[] = {{"select_topk", SMELT_PARAM_NUMBER,
     const smelt_method smelt_method_##id = {                                                   \
         .name = #id, .params = prm, .nparams = COUNT(prm), .base_use = SMELT_BASE_REQUIRED,     \
         .min_models = 1, .max_models = 0, .prepare = prepare_##id, .apply = tv_apply,          \
-        .task_elems = tv_task_elems, .passes = tv_passes, .partial_size = tv_partial_size, .stats = tv_stats,               \
-        .fold = tv_fold, .end_pass = tv_end_pass, .finished = tv_finished,                     \
-        .release = tv_release,                       \
+        .task_elems = tv_task_elems, .passes = tv_passes, .prefix_pass = tv_prefix_pass,       \
+        .partial_size = tv_partial_size, .stats = tv_stats, .fold = tv_fold,                   \
+        .end_pass = tv_end_pass, .finished = tv_finished, .release = tv_release,               \
     };
 
 VARIANT(task_arithmetic, SPARSE_NONE, 0, WEIGHTS_GIVEN, 0, 0, ta_params)

@@ -67,6 +67,21 @@ check consensus_ties consensus_ties "$three" "k: 1
 tall_lambda: 0.7" k=1 tall_lambda=0.7
 check sce sce "1:1@a 1:1@b 1:1@c" "select_topk: 0.4" select_topk=0.4
 check sce_all sce "1:1@a 1:1@b" ""
+# sce's streamed tensors: three histogram reads, the SUMS read (which also numbers the tied
+# variances: a prefix pass needs no read of its own), the merge; the ring reads what plan says.
+$SMELT plan "$work/sce.yml" --max-memory 2560Ki > "$work/sce-plan.txt"
+planned=$(sed -n 's/^read: *\([0-9]*\) bytes.*/\1/p' "$work/sce-plan.txt")
+rm -rf "$work/sce-json"
+read_bytes=$($SMELT merge "$work/sce.yml" "$work/sce-json" -q --max-memory 2560Ki --random-seed 7 \
+  --json | sed -n 's/.*"bytes_read": \([0-9]*\).*/\1/p')
+if grep -q 'streamed, read 5x$' "$work/sce-plan.txt" && [ -n "$planned" ] &&
+   [ "$read_bytes" = "$planned" ] &&
+   cmp -s "$work/sce-json/model.safetensors" "$work/out-sce/model.safetensors"; then
+  pass "sce streamed: 5 reads, $read_bytes bytes read as planned, same bytes"
+else
+  fail "sce streamed: plan $planned bytes, read '$read_bytes': $(grep -m1 streamed "$work/sce-plan.txt")"
+fi
+rm -rf "$work/sce-json"
 check della della "$three" "epsilon: 0.1" epsilon=0.1
 check della_linear della_linear "$three" ""
 check della_paper della "0.5:0.5@a 0.3:0.7@b" "rescale_by_density: true
