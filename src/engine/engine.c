@@ -53,6 +53,8 @@ typedef struct engine {
     float *scratch;        /* per worker: (ninputs + 1) tiles */
     uint8_t *partials;     /* one per task of a chunk, partial_bytes each */
     size_t partial_bytes;
+    uint8_t *worker_partials; /* one per worker, worker_partial_bytes each, zero between chunks */
+    size_t worker_partial_bytes;
     size_t cursor_tensor;  /* next chunk to read */
     unsigned cursor_pass;
     uint64_t cursor_pos;
@@ -96,6 +98,9 @@ static void compute_task(void *arg, size_t task, unsigned worker)
     if (partial)
         memset(partial, 0, partial_size);
     tile.task_scratch = stats ? NULL : partial;
+    if (stats && method->worker_partial_size &&
+        method->worker_partial_size(pt->method_state, job->pass))
+        tile.worker_partial = e->worker_partials + (size_t)worker * e->worker_partial_bytes;
     uint64_t task_elems = tensor_task(job->plan, pt);
     uint64_t begin = (uint64_t)task * task_elems;
     uint64_t end = begin + task_elems < job->s->count ? begin + task_elems : job->s->count;
@@ -379,6 +384,10 @@ static int pass_chunk(engine *e, const slot *s, size_t o, unsigned pass)
     smelt_pool_run(e->pool, ntasks, compute_task, &job);
     for (size_t t = 0; t < ntasks; t++)
         method->fold(pt->method_state, pass, e->partials + t * e->partial_bytes);
+    if (method->worker_partial_size && method->worker_partial_size(pt->method_state, pass))
+        for (unsigned w = 0; w < smelt_pool_threads(e->pool); w++)
+            method->fold_worker(pt->method_state, pass,
+                                e->worker_partials + (size_t)w * e->worker_partial_bytes);
     if (s->start + s->count == chunk_units(pt))
         return method->end_pass(e->ctx, pt->method_state, pass);
     return SMELT_OK;
@@ -627,7 +636,11 @@ static int alloc_buffers(engine *e)
     if (!e->scratch)
         return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory");
     e->partial_bytes = smelt_engine_partial_bytes(e->plans, e->nouts);
-    e->partials = (uint8_t *)(e->scratch + (size_t)threads * (plan->ninputs + 1) * TILE_ELEMS);
+    e->worker_partial_bytes = smelt_engine_worker_partial_bytes(e->plans, e->nouts);
+    e->worker_partials =
+        (uint8_t *)(e->scratch + (size_t)threads * (plan->ninputs + 1) * TILE_ELEMS);
+    memset(e->worker_partials, 0, (size_t)threads * e->worker_partial_bytes);
+    e->partials = e->worker_partials + (size_t)threads * e->worker_partial_bytes;
     return SMELT_OK;
 }
 

@@ -223,11 +223,31 @@ size_t smelt_engine_partial_bytes(const smelt_plan *const *plans, size_t nplans)
     return (most + 63) / 64 * 64; /* each partial on its own cache line */
 }
 
-/* Per-worker f32 tiles, plus one statistics partial per task of a chunk of `chunk` elements. */
+size_t smelt_engine_worker_partial_bytes(const smelt_plan *const *plans, size_t nplans)
+{
+    size_t most = 0;
+    for (size_t o = 0; o < nplans; o++)
+        for (size_t t = 0; t < plans[o]->ntensors; t++) {
+            const smelt_plan_tensor *pt = &plans[o]->tensors[t];
+            const smelt_method *m = plans[o]->method;
+            if (pt->kind != SMELT_TASK_MERGE || !m->worker_partial_size)
+                continue;
+            for (unsigned p = 0; p < tensor_passes(plans[o], pt); p++) {
+                size_t bytes = m->worker_partial_size(pt->method_state, p);
+                if (bytes > most)
+                    most = bytes;
+            }
+        }
+    return (most + 63) / 64 * 64;
+}
+
+/* Per-worker f32 tiles and statistics accumulators, plus one statistics partial per task of a
+ * chunk of `chunk` elements. */
 uint64_t smelt_engine_scratch_bytes(const smelt_plan *const *plans, size_t nplans,
                                     unsigned threads, uint64_t chunk)
 {
-    return (uint64_t)threads * (plans[0]->ninputs + 1) * TILE_ELEMS * sizeof(float) +
+    return (uint64_t)threads * ((plans[0]->ninputs + 1) * TILE_ELEMS * sizeof(float) +
+                                smelt_engine_worker_partial_bytes(plans, nplans)) +
            chunk / TASK_ELEMS * smelt_engine_partial_bytes(plans, nplans);
 }
 

@@ -124,6 +124,9 @@ unsigned smelt_engine_apply_read(const smelt_plan *const *plans, size_t nplans,
  * same partials. */
 size_t smelt_engine_partial_bytes(const smelt_plan *const *plans, size_t nplans);
 
+/* The largest per-worker accumulator of any tensor and statistics pass (0 when none). */
+size_t smelt_engine_worker_partial_bytes(const smelt_plan *const *plans, size_t nplans);
+
 /* Per-worker f32 tiles, plus one partial per task of a chunk of `chunk` elements. */
 uint64_t smelt_engine_scratch_bytes(const smelt_plan *const *plans, size_t nplans,
                                     unsigned threads, uint64_t chunk);

@@ -72,6 +72,9 @@ typedef struct smelt_tile {
     /* In the apply pass of a method with partial_size: its per-task scratch (see partial_size),
      * else NULL. Written only by the one thread that runs the task. */
     void *task_scratch;
+    /* In a statistics pass of a method with worker_partial_size: the calling worker's
+     * accumulator for the pass, else NULL. Written only by that worker. */
+    void *worker_partial;
     /* The whole task this tile belongs to, in every pass: task_raw[i] is input i from the
      * task's first element (index task_index0), task_n its elements. A method that needs more
      * than one tile at a time (per-row ranks) reads them when index0 == task_index0, the
@@ -137,6 +140,15 @@ typedef struct smelt_method {
     void (*stats)(const void *state, unsigned pass, const smelt_tile *tile, void *partial);
     /* Folds one task's partial into the state: called in tensor order, one call at a time. */
     void (*fold)(void *state, unsigned pass, const void *partial);
+    /* Optional, for statistics that are integer counts (histograms): bytes of one worker's
+     * accumulator in statistics pass `pass`, 0 for none. Counts add up exactly in any order,
+     * so every tile a worker runs may go into one accumulator (tile->worker_partial) instead
+     * of a per-task partial, which for a histogram of 65536 bins would cost more to clear and
+     * fold than the task's own data. The engine zeroes them once; after each chunk's tasks it
+     * calls fold_worker for every worker, which adds the counts into the state and must leave
+     * the accumulator zeroed. Per chunk, so 32-bit counts cannot wrap. */
+    size_t (*worker_partial_size)(const void *state, unsigned pass);
+    void (*fold_worker)(void *state, unsigned pass, void *worker_partial);
     /* Called once after the last fold of a pass: derives what the next pass needs. Returns
      * SMELT_OK or an error with a message naming the tensor. */
     int (*end_pass)(smelt_ctx *ctx, void *state, unsigned pass);

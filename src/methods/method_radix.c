@@ -13,7 +13,7 @@ void smelt_radix_narrow(uint64_t *hist, unsigned bits, uint64_t *rank, uint32_t 
         below += hist[j];
     *rank -= below;
     *prefix = (*prefix << bits) | j;
-    memset(hist, 0, SMELT_RADIX_BINS * sizeof *hist);
+    memset(hist, 0, bins * sizeof *hist);
 }
 
 uint32_t smelt_radix_signed_key(float x)

@@ -8,20 +8,21 @@
  * first: each statistics pass histograms one digit of the keys that share the digits found so
  * far (`prefix`), and smelt_radix_narrow() picks the bin holding the position. After the last
  * digit, `prefix` is the key itself and `rank` the position among the elements equal to it.
- * Histograms are per-task partials folded in task order, and counts add exactly, so the key
+ * Histograms are per-task or per-worker partials, and counts add exactly, so the key
  * found does not depend on how the tensor was cut. */
 #ifndef SMELT_METHOD_RADIX_H
 #define SMELT_METHOD_RADIX_H
 
 #include <stdint.h>
 
-/* Bins of the widest digit any method uses (11 bits). */
+/* Bins of an 11-bit digit (arcee_fusion's widest; the task-vector methods count 16-bit digits
+ * per worker). */
 #define SMELT_RADIX_BINS 2048u
 
 /* Picks the bin of `hist` (1 << bits bins: the folded counts of one digit, among the keys that
  * match `prefix`) that holds ascending position *rank; subtracts the elements of the lower bins
  * from *rank, appends the bin to *prefix as its low `bits` bits, and clears the histogram for
- * the next digit. */
+ * the next digit (its 1 << bits bins). */
 void smelt_radix_narrow(uint64_t *hist, unsigned bits, uint64_t *rank, uint32_t *prefix);
 
 /* The order key of an f32 value for a signed ranking: ascending keys are ascending values, -0

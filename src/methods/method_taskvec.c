@@ -12,14 +12,14 @@
  *   out   = θ₀ + lambda · mixed / div (normalize), zeroed where fewer than k TALL masks agree
  *
  * Exact whole-tensor statistics in bounded memory. A rank range [lo, hi) over the ascending
- * order of (|key| bit pattern, element index) is found by radix select: three histogram passes
- * over the 31 magnitude bits (11/10/10) narrow each bound to its exact key v and to c, the
+ * order of (|key| bit pattern, element index) is found by radix select: two histogram passes
+ * over the 31 magnitude bits (16/15) narrow each bound to its exact key v and to c, the
  * number of elements equal to v that rank below the bound. A fourth pass counts, per engine
  * task, the elements equal to v, and their prefix sums over tasks (numel/65536 entries per
  * bound) let apply number every equal element by its index with a running per-task count, so
  * exactly hi − lo elements survive whatever the chunking or thread count. That count is a prefix
  * pass (smelt_method.prefix_pass): a streamed tensor runs it over each chunk just before the
- * next pass uses the chunk, so selection costs three reads before apply, not four. Sums (L1
+ * next pass uses the chunk, so selection costs two reads before apply. Sums (L1
  * rescale, norms) take one more pass with the fixed-association f64 reductions per tile.
  *
  * Random masks come from Philox keyed by (--random-seed, tensor name, input position) and the
@@ -69,13 +69,15 @@ typedef struct variant {
     const char *name;
 } variant;
 
-/* Radix select over 31-bit magnitude patterns: the digits of each histogram pass. */
-#define RADIX_PASSES 3
-static const unsigned radix_bits[RADIX_PASSES] = {11, 10, 10};
-static const unsigned radix_shift[RADIX_PASSES] = {20, 10, 0};
-#define RADIX_BINS SMELT_RADIX_BINS
+/* Radix select over 31-bit magnitude patterns: the digits of each histogram pass. Two wide
+ * digits, counted into per-worker histograms (smelt_method.worker_partial_size): one read
+ * fewer for a streamed tensor than three 11/10/10-bit digits in per-task partials. */
+#define RADIX_PASSES 2
+static const unsigned radix_bits[RADIX_PASSES] = {16, 15};
+static const unsigned radix_shift[RADIX_PASSES] = {15, 0};
+#define RADIX_BINS (1u << 16)
 
-typedef enum stage { STAGE_HIST0, STAGE_HIST1, STAGE_HIST2, STAGE_COUNT, STAGE_SUMS } stage;
+typedef enum stage { STAGE_HIST0, STAGE_HIST1, STAGE_COUNT, STAGE_SUMS } stage;
 
 /* One end of a rank range: the element at ascending position `rank`. */
 typedef struct bound {
@@ -112,7 +114,7 @@ typedef struct tv_state {
     int normalize, rescale, by_density;
     float lambda, tall_lambda, div_const;
     double k, select_topk;
-    stage stages[5];
+    stage stages[4];
     unsigned nstages;
     bound *bounds;
     size_t nbounds;
@@ -496,7 +498,7 @@ static const uint16_t *radix_sort(uint32_t *key, uint32_t *key2, uint16_t *idx, 
         idx[j] = (uint16_t)j;
     if (n <= SMALL_ROW) {
         /* Short rows: insertion sort, moving only past strictly larger keys (stable), beats
-         * three histogram passes of RADIX_BINS bins. */
+         * four counting passes over 256-bin byte digits. */
         for (size_t j = 1; j < n; j++) {
             uint32_t k = key[j];
             size_t at = j;
@@ -510,7 +512,7 @@ static const uint16_t *radix_sort(uint32_t *key, uint32_t *key2, uint16_t *idx, 
         return idx;
     }
     /* Byte digits: a row is short (<= 65536), so clearing and scanning 256 counters per pass
-     * costs less than the selection's 2048-bin digits. Any digit width gives the same stable
+     * costs less than the selection's 16-bit digits. Any digit width gives the same stable
      * order. All four digits are counted in one read of the keys, each into two alternating
      * copies (bf16-derived keys repeat digit values, and one counter hit by every element is a
      * chain of dependent increments); a digit that has one value everywhere is skipped. */
@@ -680,8 +682,7 @@ static size_t tv_partial_size(const void *state, unsigned pass)
         return s->task ? rank_offset(s, pass) + rank_bytes(s) : s->nbounds * sizeof(uint32_t);
     switch (s->stages[pass]) {
     case STAGE_HIST0:
-    case STAGE_HIST1:
-    case STAGE_HIST2: return (s->nbounds * RADIX_BINS + 1) * sizeof(uint32_t);
+    case STAGE_HIST1: return 0; /* counted per worker (tv_worker_partial_size) */
     case STAGE_COUNT: return s->nbounds * sizeof(uint32_t);
     case STAGE_SUMS: return rank_offset(s, pass) + rank_bytes(s);
     }
@@ -704,8 +705,8 @@ static void tv_stats(const void *state, unsigned pass, const smelt_tile *t, void
     int need_var = s->v->sce && s->select_topk < 1;
     load_deltas(s, t, need_var ? var : NULL);
     stage st = s->stages[pass];
-    if (st <= STAGE_HIST2) {
-        uint32_t *hist = partial;
+    if (st <= STAGE_HIST1) {
+        uint32_t *hist = t->worker_partial;
         unsigned p = st - STAGE_HIST0;
         for (size_t b = 0; b < s->nbounds; b++) {
             const bound *bd = &s->bounds[b];
@@ -753,21 +754,14 @@ static void tv_fold(void *state, unsigned pass, const void *partial)
         s->nomem = 1;
         return;
     }
-    if (st <= STAGE_HIST2) {
-        const uint32_t *hist = partial;
-        for (size_t b = 0; b < s->nbounds; b++)
-            for (unsigned j = 0; j < RADIX_BINS; j++)
-                s->bounds[b].hist[j] += hist[b * RADIX_BINS + j];
-        if (st == STAGE_HIST0 && s->v->sce && s->select_topk < 1)
-            s->bounds[0].equal += hist[s->nbounds * RADIX_BINS]; /* zero variances */
-    } else if (st == STAGE_COUNT) {
+    if (st == STAGE_COUNT) {
         const uint32_t *count = partial;
         for (size_t b = 0; b < s->nbounds; b++) {
             s->bounds[b].before[s->counted] = s->bounds[b].equal;
             s->bounds[b].equal += count[b];
         }
         s->counted++;
-    } else {
+    } else if (st == STAGE_SUMS) {
         const double *sums = (const double *)((const uint8_t *)partial + sums_offset(s));
         for (size_t i = 0; i < s->n; i++) {
             s->m[i].sum_abs += sums[3 * i];
@@ -775,6 +769,38 @@ static void tv_fold(void *state, unsigned pass, const void *partial)
             s->m[i].sumsq_kept += sums[3 * i + 2];
         }
     }
+}
+
+static size_t tv_worker_partial_size(const void *state, unsigned pass)
+{
+    const tv_state *s = state;
+    if (pass >= s->nstages || s->stages[pass] > STAGE_HIST1)
+        return 0;
+    return (s->nbounds * RADIX_BINS + 1) * sizeof(uint32_t); /* + sce's zero variances */
+}
+
+/* Adds a worker's histograms into the bounds' and clears them: only the digit's bins. */
+static void tv_fold_worker(void *state, unsigned pass, void *worker_partial)
+{
+    tv_state *s = state;
+    uint32_t *hist = worker_partial;
+    unsigned bins = 1u << radix_bits[s->stages[pass] - STAGE_HIST0];
+    if (s->nomem || bound_buffers(s) != 0) {
+        s->nomem = 1;
+        memset(hist, 0, tv_worker_partial_size(s, pass));
+        return;
+    }
+    for (size_t b = 0; b < s->nbounds; b++) {
+        uint32_t *h = hist + b * RADIX_BINS;
+        uint64_t *into = s->bounds[b].hist;
+        for (unsigned j = 0; j < bins; j++)
+            into[j] += h[j];
+        memset(h, 0, bins * sizeof *h);
+    }
+    uint32_t *zeros = hist + s->nbounds * RADIX_BINS;
+    if (s->stages[pass] == STAGE_HIST0 && s->v->sce && s->select_topk < 1)
+        s->bounds[0].equal += *zeros; /* zero variances */
+    *zeros = 0;
 }
 
 /* Picks the digit bin holding position rank; narrows the bound to it. */
@@ -799,7 +825,7 @@ static int tv_end_pass(smelt_ctx *ctx, void *state, unsigned pass)
         b->rank = s->numel - k;
         b->active = k > 0 && k < s->numel;
     }
-    if (st <= STAGE_HIST2) {
+    if (st <= STAGE_HIST1) {
         for (size_t b = 0; b < s->nbounds; b++)
             if (s->bounds[b].active)
                 narrow(&s->bounds[b], st - STAGE_HIST0);
@@ -940,6 +966,7 @@ static const smelt_param_def sce_params[] = {{"select_topk", SMELT_PARAM_NUMBER,
         .min_models = 1, .max_models = 0, .prepare = prepare_##id, .apply = tv_apply,          \
         .task_elems = tv_task_elems, .passes = tv_passes, .prefix_pass = tv_prefix_pass,       \
         .partial_size = tv_partial_size, .stats = tv_stats, .fold = tv_fold,                   \
+        .worker_partial_size = tv_worker_partial_size, .fold_worker = tv_fold_worker,          \
         .end_pass = tv_end_pass, .finished = tv_finished, .release = tv_release,               \
     };
 

@@ -85,7 +85,7 @@ for opt in "-j1" "--max-memory 4Mi"; do
   merge "$work/ties.yml" "$work/ties-again" $opt || fail "ties $opt"
   cmp -s "$work/ties/model.gguf" "$work/ties-again/model.gguf" && pass "ties: same bytes with $opt" || fail "ties: bytes differ with $opt"
 done
-"$SMELT" plan "$work/ties.yml" --max-memory 4Mi > "$work/ties.plan"
+"$SMELT" plan "$work/ties.yml" --max-memory 4Mi --threads 2 > "$work/ties.plan"
 grep -q "blk.0.attn_q.weight q4_K .* -> model.gguf" "$work/ties.plan" && grep -q "(q4_K)" "$work/ties.plan" \
   && pass "plan shows the types in and out" || fail "plan: $(head -20 "$work/ties.plan")"
 

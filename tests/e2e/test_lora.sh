@@ -112,7 +112,7 @@ YAML
 ties "$work/t-ref.yml" "$work/m1" "$work/m2"
 ties "$work/t-lora.yml" "$work/base16+$work/ad1" "$work/base16+$work/ad2"
 $SMELT merge "$work/t-ref.yml" "$work/t-ref" -q
-$SMELT merge "$work/t-lora.yml" "$work/t-lora" -q --max-memory 4Mi
+$SMELT merge "$work/t-lora.yml" "$work/t-lora" -q --max-memory 4Mi --threads 2
 cmp -s "$work/t-ref/model.safetensors" "$work/t-lora/model.safetensors" \
   && pass "ties(base+ad1, base+ad2) == ties(applied models)" || fail "ties with adapters differs"
 

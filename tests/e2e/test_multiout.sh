@@ -82,11 +82,11 @@ for v in 0.2 0.4 0.6; do
   sed "s/^  t: 0.5/  t: $v/" "$work/slerp.yml" > "$work/want-slerp-$v.yml"
 done
 sweep_check ties "$work/ties.yml" lambda "" 0.5 1.0 1.5
-sweep_check ties_small "$work/ties.yml" lambda "--max-memory 3Mi --threads 3" 0.5 1.0 1.5
-sweep_check ties_j1 "$work/ties.yml" lambda "--max-memory 2Mi --threads 1" 0.5 1.0 1.5
+sweep_check ties_small "$work/ties.yml" lambda "--max-memory 4Mi --threads 3" 0.5 1.0 1.5
+sweep_check ties_j1 "$work/ties.yml" lambda "--max-memory 3Mi --threads 1" 0.5 1.0 1.5
 sweep_check slerp "$work/slerp.yml" t "" 0.2 0.4 0.6
-sweep_check slerp_small "$work/slerp.yml" t "--max-memory 3Mi --threads 2" 0.2 0.4 0.6
-SMELT_ISA=scalar sweep_check ties_scalar "$work/ties.yml" lambda "--max-memory 3Mi" 0.5 1.0 1.5
+sweep_check slerp_small "$work/slerp.yml" t "--max-memory 4Mi --threads 2" 0.2 0.4 0.6
+SMELT_ISA=scalar sweep_check ties_scalar "$work/ties.yml" lambda "--max-memory 4Mi --threads 2" 0.5 1.0 1.5
 
 # A config without `parameters:` gets one appended.
 grep -v -e '^parameters:' -e '^  normalize' "$work/ties.yml" > "$work/ties_noparams.yml"
@@ -105,7 +105,7 @@ in_slerp=$(input_bytes "$work/slerp.yml")
 read_slerp=$(json_field bytes_read < "$work/sw-slerp.json")
 [ "$read_slerp" = "$in_slerp" ] && pass "slerp sweep: each input byte once ($read_slerp)" \
   || fail "slerp sweep read $read_slerp bytes for $in_slerp input bytes"
-planned=$($SMELT plan "$work/ties.yml" --sweep lambda=0.5,1.0,1.5 --max-memory 3Mi --threads 3 |
+planned=$($SMELT plan "$work/ties.yml" --sweep lambda=0.5,1.0,1.5 --max-memory 4Mi --threads 3 |
           sed -n 's/^group: .*together: \([0-9]*\) bytes.*/\1/p')
 small_read=$(json_field bytes_read < "$work/sw-ties_small.json")
 [ -n "$planned" ] && [ "$planned" = "$small_read" ] \
@@ -135,7 +135,7 @@ cat > "$work/jobs/batch.yml" <<EOF
   out: ../batch-out/linear
 - {config: ../ties32.yml, out: ../batch-out/ties32} # another output dtype
 EOF
-for flags in "" "--max-memory 3Mi --threads 3"; do
+for flags in "" "--max-memory 4Mi --threads 3"; do
   rm -rf "$work/batch-out"
   json=$($SMELT merge --batch "$work/jobs/batch.yml" -q --json $flags) || fail "batch $flags failed"
   for name in ties ta linear ties32; do

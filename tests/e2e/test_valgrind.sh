@@ -21,19 +21,19 @@ check() {
   local rc=0; "${vg[@]}" "$@" >"$work/vg.out" 2>&1 || rc=$?
   if [ "$rc" -eq 0 ]; then pass "valgrind: $name"; else fail "valgrind: $name: rc $rc: $(tail -30 "$work/vg.out")"; fi
 }
-check "merge" $SMELT merge "$work/c.yml" "$work/out" --out-shard-size 1M --max-memory 3Mi -j2 -q
-check "plan" $SMELT plan "$work/c.yml" --max-memory 3Mi
+check "merge" $SMELT merge "$work/c.yml" "$work/out" --out-shard-size 1M --max-memory 4Mi -j2 -q
+check "plan" $SMELT plan "$work/c.yml" --max-memory 4Mi
 check "verify" $SMELT verify "$work/out" --max-memory 256Ki -q
 # A resume: kill a merge mid-run (retrying shorter delays until a journal and temp files are
 # left), then resume it under memcheck.
 for delay in 0.05 0.03 0.02 0.01 0.005; do
   rm -rf "$work/r"
-  SMELT_JOURNAL_INTERVAL=0 $SMELT merge "$work/c.yml" "$work/r" --out-shard-size 1M -q -j1 --max-memory 3Mi & pid=$!
+  SMELT_JOURNAL_INTERVAL=0 $SMELT merge "$work/c.yml" "$work/r" --out-shard-size 1M -q -j1 --max-memory 4Mi & pid=$!
   sleep "$delay"; kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
   [ -e "$work/r/.smelt-journal" ] && break
 done
 [ -e "$work/r/.smelt-journal" ] || fail "valgrind resume: no kill left a journal behind"
-check "resume" $SMELT merge --resume "$work/c.yml" "$work/r" --out-shard-size 1M -q -j1 --max-memory 3Mi
+check "resume" $SMELT merge --resume "$work/c.yml" "$work/r" --out-shard-size 1M -q -j1 --max-memory 4Mi
 cmp -s "$work/out/smelt-manifest.json" "$work/r/smelt-manifest.json" && pass "resumed manifest identical" \
   || fail "resumed manifest differs"
 
@@ -42,7 +42,7 @@ method() { # method NAME PARAMS MODEL_PARAMS: a merge of a and b on the base
   printf 'merge_method: %s\nbase_model: %s\nparameters: {%s}\nmodels:\n  - {model: %s, parameters: {%s}}\n  - {model: %s, parameters: {%s}}\n' \
     "$1" "$work/base" "$2" "$work/a" "$3" "$work/b" "$3" > "$work/m.yml"
   rm -rf "$work/m"
-  check "$1" $SMELT merge "$work/m.yml" "$work/m" --max-memory 3Mi -j2 -q
+  check "$1" $SMELT merge "$work/m.yml" "$work/m" --max-memory 4Mi -j2 -q
 }
 method ties "" "weight: 0.5, density: 0.5"
 method dare_ties "" "weight: 0.5, density: 0.5"
@@ -53,11 +53,11 @@ method nuslerp "nuslerp_flatten: false, nuslerp_row_wise: true" "weight: 0.5"
 method ramplus_tl "epsilon: 0.005" ""
 printf 'merge_method: arcee_fusion\nbase_model: %s\nmodels:\n  - model: %s\n' "$work/base" "$work/a" \
   > "$work/af.yml"
-check "arcee_fusion" $SMELT merge "$work/af.yml" "$work/af" --max-memory 3Mi -j2 -q
+check "arcee_fusion" $SMELT merge "$work/af.yml" "$work/af" --max-memory 4Mi -j2 -q
 printf 'slices:\n  - sources: [{model: %s, layer_range: [0, 2]}]\n  - sources: [{model: %s, layer_range: [1, 3]}]\nmerge_method: passthrough\n' \
   "$work/a" "$work/b" > "$work/f.yml"
-check "frankenmerge" $SMELT merge "$work/f.yml" "$work/f" --max-memory 3Mi -q
+check "frankenmerge" $SMELT merge "$work/f.yml" "$work/f" --max-memory 4Mi -q
 check "inspect" $SMELT inspect "$work/f" --json
-check "diff" $SMELT diff "$work/a" "$work/b" --max-memory 3Mi -j2
+check "diff" $SMELT diff "$work/a" "$work/b" --max-memory 4Mi -j2
 check "synth gguf (q8_0 fine-tune)" $SMELT synth "$work/s.gguf" --size 1M --dtype q8_0 --layers 1 --base-seed 1 --seed 2
 finish

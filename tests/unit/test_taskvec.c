@@ -17,7 +17,7 @@ typedef struct setting {
 
 /* Runs `method` on base = 0 and one model with task vector d (weight 1) in rows of `row`
  * elements, the way the engine does (tasks of task_elems, whole-task views, partials zeroed per
- * task); out = the result. Returns prepare's status (out is untouched unless SMELT_OK). */
+ * task, worker accumulators folded per chunk); out = the result. Returns prepare's status (out is untouched unless SMELT_OK). */
 static int drive(const char *method, const float *d, size_t n, uint64_t row,
                  const setting *set, size_t nset, float *out)
 {
@@ -57,6 +57,11 @@ static int drive(const char *method, const float *d, size_t n, uint64_t row,
     for (unsigned p = 0; p <= passes; p++) {
         size_t size = m->partial_size(state, p);
         void *partial = malloc(size ? size : 1);
+        /* One worker; its accumulator is folded after every task, as the engine does after
+         * every chunk (here a chunk is one task). */
+        size_t wsize = p < passes && m->worker_partial_size ? m->worker_partial_size(state, p) : 0;
+        void *worker = wsize ? calloc(1, wsize) : NULL;
+        tile.worker_partial = worker;
         for (size_t t0 = 0; t0 < n; t0 += task) {
             memset(partial, 0, size);
             size_t t1 = t0 + task < n ? t0 + task : n;
@@ -78,10 +83,13 @@ static int drive(const char *method, const float *d, size_t n, uint64_t row,
             }
             if (p < passes)
                 m->fold(state, p, partial);
+            if (worker)
+                m->fold_worker(state, p, worker);
         }
         if (p < passes)
             ck_assert_int_eq(m->end_pass(ctx, state, p), SMELT_OK);
         free(partial);
+        free(worker);
     }
     m->release(state);
     smelt_ctx_free(ctx);
