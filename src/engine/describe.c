@@ -1,5 +1,5 @@
 /* `smelt plan`: the plan in words, for debugging gradients, filters and slices. */
-#include "engine/engine.h"
+#include "engine/engine_layout.h"
 #include "engine/source.h"
 #include "format/delta.h"
 
@@ -87,9 +87,15 @@ int smelt_plan_describe(smelt_ctx *ctx, const smelt_plan *plan, const smelt_engi
                 (unsigned long long)pt->out_offset, pt->layer_t);
         /* Under this budget: read once, or streamed and read again for each statistics pass. */
         unsigned reads = smelt_engine_tensor_reads(plan, layout, t);
+        unsigned fallback = smelt_engine_tensor_fallback_reads(plan, layout, t);
         if (pt->kind == SMELT_TASK_MERGE && plan->method->passes &&
-            plan->method->passes(pt->method_state) > 0)
-            fprintf(out, ", %s, read %ux", reads == 1 ? "resident" : "streamed", reads);
+            plan->method->passes(pt->method_state) > 0) {
+            fprintf(out, ", %s, read %ux",
+                    smelt_engine_tensor_resident(&plan, 1, layout, t) ? "resident" : "streamed",
+                    reads);
+            if (fallback)
+                fprintf(out, " (+%u if its sample misses)", fallback);
+        }
         fputc('\n', out);
         if (pt->kind == SMELT_TASK_COPY) {
             fprintf(out, "    copy from %s:%s\n", plan->models[pt->input_model[0]]->ref,
@@ -136,10 +142,19 @@ int smelt_plan_describe(smelt_ctx *ctx, const smelt_plan *plan, const smelt_engi
         for (size_t i = 0; i < plan->tensors[t].ninputs; i++)
             in_bytes += smelt_dtype_span(plan->tensors[t].inputs[i]->dtype,
                                          plan->tensors[t].ref->numel);
-    uint64_t to_read = smelt_engine_bytes_to_read(plan, layout);
-    fprintf(out, "read:     %llu bytes (%.2f x the input tensors' %llu bytes)\n",
+    uint64_t to_read = smelt_engine_bytes_to_read(plan, layout), fallback_bytes = 0;
+    for (size_t t = 0; t < plan->ntensors; t++) {
+        unsigned n = smelt_engine_tensor_fallback_reads(plan, layout, t);
+        if (n)
+            fallback_bytes += n * smelt_engine_tensor_bytes_to_read(plan, NULL, t);
+    }
+    fprintf(out, "read:     %llu bytes (%.2f x the input tensors' %llu bytes)",
             (unsigned long long)to_read, in_bytes ? (double)to_read / (double)in_bytes : 0.0,
             (unsigned long long)in_bytes);
+    if (fallback_bytes)
+        fprintf(out, ", up to %llu more where a streamed tensor's sample misses",
+                (unsigned long long)fallback_bytes);
+    fputc('\n', out);
     fprintf(out, "write:    %llu bytes\n", (unsigned long long)plan->bytes_to_write);
     fprintf(out, "memory:   budget %llu bytes: chunks of %llu elements, %u in flight, %llu bytes "
             "of buffers\n", (unsigned long long)max_memory,

@@ -58,6 +58,13 @@ typedef struct engine {
     size_t cursor_tensor;  /* next chunk to read */
     unsigned cursor_pass;
     uint64_t cursor_pos;
+    /* A fallback read the cursor went past before its need was known: the chunks read since
+     * (read `read` + 1 of `tensor`) become its chunks if it turns out needed (resolve_fallback). */
+    struct {
+        int pending;
+        size_t tensor;
+        unsigned read;
+    } fallback;
     smelt_progress progress;
     double started, last_report;
     const smelt_engine_options *opts;
@@ -126,7 +133,55 @@ static void compute_task(void *arg, size_t task, unsigned worker)
     }
 }
 
-/* Assigns the next chunk to a free slot and queues its reads. 0 = queued, 1 = nothing left. */
+/* Whether a slot holds a chunk of tensor t (read, or being read). */
+static int tensor_in_flight(const engine *e, size_t t)
+{
+    for (unsigned d = 0; d < e->layout.depth; d++)
+        if (e->slots[d].busy && e->slots[d].tensor == t)
+            return 1;
+    return 0;
+}
+
+/* Whether fallback read r of tensor t is needed: a fallback pass on it that some output needs
+ * (asked once the reads before it are done). */
+static int fallback_needed(const engine *e, size_t t, unsigned r)
+{
+    for (size_t o = 0; o < e->nouts; o++) {
+        const smelt_plan *plan = e->plans[o];
+        const smelt_plan_tensor *pt = &plan->tensors[t];
+        for (unsigned p = 0; p < tensor_passes(plan, pt); p++)
+            if (pass_read(plan, pt, p) == r && pass_kind(plan, pt, p) == SMELT_PASS_FALLBACK &&
+                plan->method->pass_needed(pt->method_state, p))
+                return 1;
+    }
+    return 0;
+}
+
+/* After the last chunk of the read before a fallback read the cursor went past: if the read
+ * is needed after all, the chunks read since for the read after it (the same bytes) become
+ * its chunks, and the cursor goes on with it from where it stands; the read after it follows
+ * from its start. */
+static int resolve_fallback(engine *e, size_t tensor, unsigned read, int last_chunk)
+{
+    if (!e->fallback.pending || e->fallback.tensor != tensor || read + 1 != e->fallback.read ||
+        !last_chunk)
+        return SMELT_OK;
+    e->fallback.pending = 0;
+    unsigned r = e->fallback.read;
+    if (!fallback_needed(e, tensor, r))
+        return SMELT_OK;
+    if (e->cursor_tensor != tensor || e->cursor_pass != r + 1)
+        return smelt_fail(e->ctx, SMELT_E_INTERNAL, "tensor '%s': its fallback read is behind",
+                          e->plan->tensors[tensor].name);
+    for (unsigned d = 0; d < e->layout.depth; d++)
+        if (e->slots[d].busy && e->slots[d].tensor == tensor && e->slots[d].pass == r + 1)
+            e->slots[d].pass = r;
+    e->cursor_pass = r;
+    return SMELT_OK;
+}
+
+/* Assigns the next chunk to a free slot and queues its reads. 0 = queued, 1 = nothing left,
+ * 2 = nothing until a fallback read's need is known. */
 static int start_chunk(engine *e, slot *s, size_t slot_index)
 {
     const smelt_plan *plan = e->plan;
@@ -143,10 +198,24 @@ static int start_chunk(engine *e, slot *s, size_t slot_index)
         }
         if (e->cursor_pos < chunk_units(done))
             break;
+        if (e->fallback.pending && e->fallback.tensor == e->cursor_tensor)
+            return 2; /* the read after a skipped fallback read ends here: wait for its need */
         e->cursor_pos = 0;
         if (chunk_units(done) > 0 &&
             e->cursor_pass < smelt_engine_group_stat_reads(e->plans, e->nouts, e->cursor_tensor)) {
             e->cursor_pass++; /* read the tensor again for the next pass */
+            if (smelt_engine_group_fallback_read(e->plans, e->nouts, e->cursor_tensor,
+                                                 e->cursor_pass)) {
+                if (tensor_in_flight(e, e->cursor_tensor)) {
+                    /* Its need is known once the reads before it are done: read on as if it
+                     * were skipped, and take those chunks for it if it is not. */
+                    e->fallback.pending = 1;
+                    e->fallback.tensor = e->cursor_tensor;
+                    e->fallback.read = e->cursor_pass++;
+                } else if (!fallback_needed(e, e->cursor_tensor, e->cursor_pass)) {
+                    e->cursor_pass++;
+                }
+            }
             continue;
         }
         for (size_t o = 0; chunk_units(done) == 0 && o < e->nouts; o++) {
@@ -399,7 +468,8 @@ static int stats_chunk(engine *e, const slot *s, unsigned pass)
 {
     for (size_t o = 0; o < e->nouts; o++) {
         const smelt_plan *plan = e->plans[o];
-        if (pass >= tensor_passes(plan, &plan->tensors[s->tensor]))
+        const smelt_plan_tensor *pt = &plan->tensors[s->tensor];
+        if (pass >= tensor_passes(plan, pt) || !pass_runs(plan, pt, pass))
             continue;
         int rc = pass_chunk(e, s, o, pass);
         if (rc != SMELT_OK)
@@ -410,7 +480,7 @@ static int stats_chunk(engine *e, const slot *s, unsigned pass)
 
 /* One chunk of a streamed tensor on read s->pass: every output's statistics passes that run
  * on this read, in pass order (a prefix pass just before the pass, or the apply, that shares
- * its read). */
+ * its read). Sample passes ran over the read's first chunks already (run_samples). */
 static int stats_read_chunk(engine *e, const slot *s)
 {
     for (size_t o = 0; o < e->nouts; o++) {
@@ -418,7 +488,8 @@ static int stats_read_chunk(engine *e, const slot *s)
         const smelt_plan_tensor *pt = &plan->tensors[s->tensor];
         unsigned passes = tensor_passes(plan, pt);
         for (unsigned p = 0; p < passes; p++) {
-            if (pass_read(plan, pt, p) != s->pass)
+            if (pass_read(plan, pt, p) != s->pass ||
+                pass_kind(plan, pt, p) == SMELT_PASS_SAMPLE || !pass_runs(plan, pt, p))
                 continue;
             int rc = pass_chunk(e, s, o, p);
             if (rc != SMELT_OK)
@@ -457,6 +528,58 @@ static int run_resident_stats(engine *e, unsigned first)
             if (rc != SMELT_OK)
                 return rc;
         }
+    return SMELT_OK;
+}
+
+/* Whether an output has a sample pass on read r of tensor t. */
+static int samples_on_read(const engine *e, size_t t, unsigned r)
+{
+    for (size_t o = 0; o < e->nouts; o++) {
+        const smelt_plan *plan = e->plans[o];
+        const smelt_plan_tensor *pt = &plan->tensors[t];
+        for (unsigned p = 0; p < tensor_passes(plan, pt); p++)
+            if (pass_read(plan, pt, p) == r && pass_kind(plan, pt, p) == SMELT_PASS_SAMPLE)
+                return 1;
+    }
+    return 0;
+}
+
+/* The first chunk of a streamed tensor's read is due and a sample pass shares the read: wait
+ * for the read's chunks the buffers hold (the slots from `first` on, in ring order, while they
+ * hold this read), run the sample passes over them and end them. */
+static int run_samples(engine *e, unsigned first)
+{
+    const slot *head = &e->slots[first];
+    unsigned depth = e->layout.depth, n = 0;
+    for (; n < depth; n++) {
+        slot *s = &e->slots[(first + n) % depth];
+        if (!s->busy || s->tensor != head->tensor || s->pass != head->pass)
+            break;
+        int rc = await_slot(e, s);
+        if (rc == SMELT_OK)
+            rc = prepare_slot(e, s);
+        if (rc != SMELT_OK)
+            return rc;
+    }
+    for (size_t o = 0; o < e->nouts; o++) {
+        const smelt_plan *plan = e->plans[o];
+        const smelt_plan_tensor *pt = &plan->tensors[head->tensor];
+        for (unsigned p = 0; p < tensor_passes(plan, pt); p++) {
+            if (pass_read(plan, pt, p) != head->pass || pass_kind(plan, pt, p) != SMELT_PASS_SAMPLE)
+                continue;
+            int ended = 0;
+            for (unsigned c = 0; c < n; c++) {
+                const slot *s = &e->slots[(first + c) % depth];
+                int rc = pass_chunk(e, s, o, p); /* ends the pass at the tensor's last chunk */
+                if (rc != SMELT_OK)
+                    return rc;
+                ended |= s->start + s->count == chunk_units(pt);
+            }
+            int rc = ended ? SMELT_OK : plan->method->end_pass(e->ctx, pt->method_state, p);
+            if (rc != SMELT_OK)
+                return rc;
+        }
+    }
     return SMELT_OK;
 }
 
@@ -694,7 +817,7 @@ static int pipeline(engine *e, const smelt_engine_options *opts)
             int rc = start_chunk(e, &e->slots[next_free], next_free);
             if (rc < 0)
                 return rc;
-            if (rc == 1)
+            if (rc > 0)
                 break;
             next_free = (next_free + 1) % depth;
         }
@@ -702,6 +825,8 @@ static int pipeline(engine *e, const smelt_engine_options *opts)
         if (err)
             return smelt_fail_errno(e->ctx, err, "cannot submit reads");
         slot *s = &e->slots[oldest];
+        if (!s->busy && e->fallback.pending)
+            return smelt_fail(e->ctx, SMELT_E_INTERNAL, "a fallback read waits on nothing");
         if (!s->busy)
             return SMELT_OK; /* nothing in flight and nothing left */
         int rc = await_slot(e, s);
@@ -710,12 +835,18 @@ static int pipeline(engine *e, const smelt_engine_options *opts)
         if (rc != SMELT_OK)
             return rc;
         if (s->start == 0 &&
-            smelt_engine_tensor_resident(e->plans, e->nouts, &e->layout, s->tensor)) {
+            smelt_engine_tensor_resident(e->plans, e->nouts, &e->layout, s->tensor))
             rc = run_resident_stats(e, oldest);
-            if (rc != SMELT_OK)
-                return rc;
-        }
+        else if (s->start == 0 && samples_on_read(e, s->tensor, s->pass))
+            rc = run_samples(e, oldest);
+        if (rc != SMELT_OK)
+            return rc;
+        size_t tensor = s->tensor;
+        unsigned read = s->pass;
+        int last_chunk = s->start + s->count == chunk_units(&e->plan->tensors[tensor]);
         rc = finish_chunk(e, s, &e->slots[(oldest + 1) % depth]);
+        if (rc == SMELT_OK)
+            rc = resolve_fallback(e, tensor, read, last_chunk);
         if (rc != SMELT_OK)
             return rc;
         oldest = (oldest + 1) % depth;

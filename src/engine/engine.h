@@ -58,9 +58,15 @@ int smelt_engine_layout_group(smelt_ctx *ctx, const smelt_plan *const *plans, si
 /* How many times the engine reads plan tensor t's input bytes under a layout: once for a tensor
  * without statistics passes, and once for a resident one (all its chunks fit in the buffers at
  * the same time, so its statistics passes and its apply pass run over the bytes read once);
- * a streamed tensor is read again for each statistics pass. */
+ * a streamed tensor is read again for each statistics pass with a read of its own
+ * (smelt_pass_kind), its fallback passes counted as skipped. */
 unsigned smelt_engine_tensor_reads(const smelt_plan *plan, const smelt_engine_layout *layout,
                                    size_t t);
+
+/* The reads of plan tensor t that happen only when a fallback pass turns out needed (0 for a
+ * resident tensor). */
+unsigned smelt_engine_tensor_fallback_reads(const smelt_plan *plan,
+                                            const smelt_engine_layout *layout, size_t t);
 
 /* The bytes the engine will read for plan tensor t under a layout; with layout NULL, its input
  * bytes read once (what the plan alone says, whatever the budget: the partition's weights). */
@@ -68,7 +74,8 @@ uint64_t smelt_engine_tensor_bytes_to_read(const smelt_plan *plan,
                                            const smelt_engine_layout *layout, size_t t);
 
 /* The bytes the engine will read from the input files under a layout: exact, the same figure
- * the read ring counts by the end of an uninterrupted merge. */
+ * the read ring counts by the end of an uninterrupted merge, unless a fallback pass turns out
+ * needed (then one more read of that tensor each: smelt_engine_tensor_fallback_reads). */
 uint64_t smelt_engine_bytes_to_read(const smelt_plan *plan, const smelt_engine_layout *layout);
 
 /* The same for a group under its layout: each tensor is read as many times as the output with

@@ -109,6 +109,25 @@ unsigned smelt_engine_group_stat_reads(const smelt_plan *const *plans, size_t np
     return most;
 }
 
+int smelt_engine_group_fallback_read(const smelt_plan *const *plans, size_t nplans, size_t t,
+                                     unsigned r)
+{
+    int any = 0;
+    for (size_t o = 0; o < nplans; o++) {
+        const smelt_plan_tensor *pt = &plans[o]->tensors[t];
+        unsigned passes = tensor_passes(plans[o], pt);
+        if (pass_read(plans[o], pt, passes) == r)
+            return 0; /* this plan applies on read r */
+        for (unsigned p = 0; p < passes; p++)
+            if (pass_read(plans[o], pt, p) == r) {
+                if (pass_kind(plans[o], pt, p) != SMELT_PASS_FALLBACK)
+                    return 0;
+                any = 1;
+            }
+    }
+    return any;
+}
+
 uint64_t smelt_engine_chunk_cap(const smelt_plan *plan, const smelt_engine_layout *layout,
                                 const smelt_plan_tensor *pt)
 {
@@ -144,12 +163,27 @@ unsigned smelt_engine_apply_read(const smelt_plan *const *plans, size_t nplans,
     return tensor_stat_reads(plans[o], &plans[o]->tensors[t]);
 }
 
+/* The reads of tensor t the plan counts: fallback reads are counted as skipped. */
 static unsigned group_tensor_reads(const smelt_plan *const *plans, size_t nplans,
                                    const smelt_engine_layout *layout, size_t t)
 {
     if (smelt_engine_tensor_resident(plans, nplans, layout, t))
         return 1;
-    return 1 + smelt_engine_group_stat_reads(plans, nplans, t);
+    unsigned stat_reads = smelt_engine_group_stat_reads(plans, nplans, t), reads = 1;
+    for (unsigned r = 0; r < stat_reads; r++)
+        reads += !smelt_engine_group_fallback_read(plans, nplans, t, r);
+    return reads;
+}
+
+unsigned smelt_engine_tensor_fallback_reads(const smelt_plan *plan,
+                                            const smelt_engine_layout *layout, size_t t)
+{
+    if (smelt_engine_tensor_resident(&plan, 1, layout, t))
+        return 0;
+    unsigned n = 0;
+    for (unsigned r = 0; r < smelt_engine_group_stat_reads(&plan, 1, t); r++)
+        n += smelt_engine_group_fallback_read(&plan, 1, t, r);
+    return n;
 }
 
 unsigned smelt_engine_tensor_reads(const smelt_plan *plan, const smelt_engine_layout *layout,

@@ -41,21 +41,36 @@ static inline unsigned tensor_passes(const smelt_plan *plan, const smelt_plan_te
     return plan->method->passes(pt->method_state);
 }
 
-/* Whether statistics pass p of the tensor shares the read of the pass after it
- * (smelt_method.prefix_pass). */
-static inline int pass_is_prefix(const smelt_plan *plan, const smelt_plan_tensor *pt, unsigned p)
+static inline smelt_pass_kind pass_kind(const smelt_plan *plan, const smelt_plan_tensor *pt,
+                                        unsigned p)
 {
-    return plan->method->prefix_pass && plan->method->prefix_pass(pt->method_state, p);
+    return plan->method->pass_kind ? plan->method->pass_kind(pt->method_state, p)
+                                   : SMELT_PASS_READ;
+}
+
+/* Whether pass p has a read of its own (else it shares the next pass's). */
+static inline int pass_owns_read(const smelt_plan *plan, const smelt_plan_tensor *pt, unsigned p)
+{
+    smelt_pass_kind kind = pass_kind(plan, pt, p);
+    return kind == SMELT_PASS_READ || kind == SMELT_PASS_FALLBACK;
 }
 
 /* The read of a streamed tensor that pass p runs on (p == tensor_passes: the apply pass): one
- * per statistics pass before it that is not a prefix pass. */
+ * per statistics pass before it with a read of its own. A fallback read that is skipped keeps
+ * its number; no chunk carries it. */
 static inline unsigned pass_read(const smelt_plan *plan, const smelt_plan_tensor *pt, unsigned p)
 {
     unsigned read = 0;
     for (unsigned q = 0; q < p; q++)
-        read += !pass_is_prefix(plan, pt, q);
+        read += pass_owns_read(plan, pt, q);
     return read;
+}
+
+/* Whether pass p runs: a fallback pass only when its method says it is needed. */
+static inline int pass_runs(const smelt_plan *plan, const smelt_plan_tensor *pt, unsigned p)
+{
+    return pass_kind(plan, pt, p) != SMELT_PASS_FALLBACK ||
+           plan->method->pass_needed(pt->method_state, p);
 }
 
 /* The reads of a streamed tensor before its apply read. */
@@ -101,6 +116,11 @@ uint64_t smelt_engine_factor_bytes(const smelt_plan *plan, size_t i, uint64_t *s
 unsigned smelt_engine_group_passes(const smelt_plan *const *plans, size_t nplans, size_t t);
 /* The reads of streamed tensor t before the last: the most any plan's apply read needs. */
 unsigned smelt_engine_group_stat_reads(const smelt_plan *const *plans, size_t nplans, size_t t);
+
+/* 1 when read r of streamed tensor t carries only fallback passes (in every plan that reads
+ * on it): it is read only when one of them turns out needed. */
+int smelt_engine_group_fallback_read(const smelt_plan *const *plans, size_t nplans, size_t t,
+                                     unsigned r);
 
 /* The most elements (MERGE) or bytes (COPY) of a tensor one chunk holds, and its chunks. */
 uint64_t smelt_engine_chunk_cap(const smelt_plan *plan, const smelt_engine_layout *layout,

@@ -94,6 +94,30 @@ void smelt_tile_scale(const smelt_tile *tile, size_t i, float w, float *out);
 /* acc[j] = acc[j] + w * input_i[j], decoding on the fly (bit-identical to decode then axpy). */
 void smelt_tile_axpy(const smelt_tile *tile, size_t i, float w, float *acc);
 
+/* How a statistics pass reaches the tensor's bytes when the tensor is streamed (a resident
+ * tensor's passes all run over the same buffers, and the output is the same either way). */
+typedef enum smelt_pass_kind {
+    SMELT_PASS_READ,   /* a read of its own */
+    /* A prefix pass: what the pass after it (a statistics pass or apply) needs at task t is
+     * only what the tasks before t folded (running counts for an exact tie-break by index),
+     * never the pass's total. It shares that pass's read: the engine runs it over each chunk,
+     * stats then folds in task order, just before the next pass uses the chunk, and calls its
+     * end_pass after its last chunk (the next pass has by then seen the earlier chunks). */
+    SMELT_PASS_PREFIX,
+    /* A sample pass: it only guesses, from part of the tensor, what the pass after it should
+     * look for (a window of histogram bins), and shares that pass's read. The engine runs it
+     * over the chunks the buffers hold when that read starts (its first chunks, up to the
+     * ring's depth; every chunk of a resident tensor), then calls its end_pass. What it
+     * derives may decide only whether a fallback pass is needed, never the output. */
+    SMELT_PASS_SAMPLE,
+    /* A fallback pass: a read of its own that runs only when pass_needed says so (the sample
+     * guessed wrong). The engine reads on as if it were skipped, and when it is needed after
+     * all it takes the chunks already read for the next read as this pass's (the bytes are
+     * the same), so a skipped pass costs no read and no wait. `smelt plan` counts it as
+     * skipped and says so. It must be the only pass on its read, and not the first pass. */
+    SMELT_PASS_FALLBACK
+} smelt_pass_kind;
+
 typedef struct smelt_method {
     const char *name;
     const smelt_param_def *params;
@@ -152,14 +176,12 @@ typedef struct smelt_method {
     /* Called once after the last fold of a pass: derives what the next pass needs. Returns
      * SMELT_OK or an error with a message naming the tensor. */
     int (*end_pass)(smelt_ctx *ctx, void *state, unsigned pass);
-    /* Optional: 1 when statistics pass `pass` is a prefix pass: what the pass after it (a
-     * statistics pass or apply) needs at task t is only what the tasks before t folded
-     * (running counts for an exact tie-break by index), never the pass's total. On a streamed
-     * tensor such a pass takes no read of its own: the engine runs it over each chunk, stats
-     * then folds in task order, just before the next pass uses that chunk, and calls its
-     * end_pass after its last chunk (the next pass has by then seen the earlier chunks). The
-     * folds, and so the output, are the same as with a read of its own. NULL: no pass is. */
-    int (*prefix_pass)(const void *state, unsigned pass);
+    /* Optional: how statistics pass `pass` is read (smelt_pass_kind); NULL: every pass is
+     * SMELT_PASS_READ. */
+    smelt_pass_kind (*pass_kind)(const void *state, unsigned pass);
+    /* For a SMELT_PASS_FALLBACK pass: 1 when it must run after all, asked once every pass
+     * before it has ended. Pure: it may be asked more than once. */
+    int (*pass_needed)(const void *state, unsigned pass);
 
     /* Optional: called once when the tensor's last chunk has been written, so a state that
      * grew in its passes (per-column coefficients) gives that memory back at once instead of

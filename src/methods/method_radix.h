@@ -25,6 +25,9 @@
  * the next digit (its 1 << bits bins). */
 void smelt_radix_narrow(uint64_t *hist, unsigned bits, uint64_t *rank, uint32_t *prefix);
 
+/* The same over 32-bit counts. */
+void smelt_radix_narrow_u32(uint32_t *hist, unsigned bits, uint64_t *rank, uint32_t *prefix);
+
 /* The order key of an f32 value for a signed ranking: ascending keys are ascending values, -0
  * just below +0, and every NaN above +Inf (where torch.sort puts NaNs). */
 uint32_t smelt_radix_signed_key(float x);

@@ -76,8 +76,18 @@ typedef struct variant {
 static const unsigned radix_bits[RADIX_PASSES] = {16, 15};
 static const unsigned radix_shift[RADIX_PASSES] = {15, 0};
 #define RADIX_BINS (1u << 16)
+#define FINE_BINS (1u << 15) /* the second digit's bins under one first-digit bin */
+/* The first digit's bins around the sample's guess whose second digit HIST0 counts too: a
+ * window of 32-bit counts, 128 KiB a bin, for each bound. */
+#define WINDOW_MAX 8u
 
-typedef enum stage { STAGE_HIST0, STAGE_HIST1, STAGE_COUNT, STAGE_SUMS } stage;
+/* SAMPLE guesses, from the tensor's first chunks, which first-digit bins will hold each
+ * bound; HIST0 counts the first digit over the whole tensor and, for the elements in the
+ * guessed window, the second digit too: when the bound's bin is in the window, HIST0 alone
+ * finds its exact key and the fallback HIST1 (the second digit's own pass) is skipped, so a
+ * streamed tensor is read twice. A resident tensor's sample is the whole tensor, so its
+ * window is exact. */
+typedef enum stage { STAGE_SAMPLE, STAGE_HIST0, STAGE_HIST1, STAGE_COUNT, STAGE_SUMS } stage;
 
 /* One end of a rank range: the element at ascending position `rank`. */
 typedef struct bound {
@@ -88,6 +98,11 @@ typedef struct bound {
     uint64_t equal;   /* elements equal to v seen by the counting folds so far */
     uint64_t *hist;   /* RADIX_BINS: the folded histogram of the current pass */
     uint64_t *before; /* per task: elements equal to v before the task */
+    /* HIST0's window: second-digit counts of first-digit bins [wlo, wlo + wbins), added
+     * atomically by the workers (integer counts: the same in any order); NULL when none. */
+    uint32_t *window;
+    uint32_t wlo, wbins;
+    int resolved;     /* HIST0 found the exact key: HIST1 has nothing to do for this bound */
 } bound;
 
 /* A rank range [lo, hi) over one key (model i's d, or sce's variance). */
@@ -114,7 +129,8 @@ typedef struct tv_state {
     int normalize, rescale, by_density;
     float lambda, tall_lambda, div_const;
     double k, select_topk;
-    stage stages[4];
+    stage stages[5];
+    uint64_t sample_zeros; /* sce: zero variances in SAMPLE's chunks */
     unsigned nstages;
     bound *bounds;
     size_t nbounds;
@@ -157,8 +173,10 @@ static void tv_finished(void *state)
     for (size_t b = 0; b < s->nbounds; b++) {
         free(s->bounds[b].hist);
         free(s->bounds[b].before);
+        free(s->bounds[b].window);
         s->bounds[b].hist = NULL;
         s->bounds[b].before = NULL;
+        s->bounds[b].window = NULL;
     }
 }
 
@@ -391,7 +409,7 @@ static int tv_prepare(const variant *v, smelt_ctx *ctx, const smelt_tensor_args 
         }
     }
     if (s->nbounds > 0) {
-        for (stage st = STAGE_HIST0; st <= STAGE_COUNT; st++)
+        for (stage st = STAGE_SAMPLE; st <= STAGE_COUNT; st++)
             s->stages[s->nstages++] = st;
     }
     int l1 = 0;
@@ -650,12 +668,29 @@ static void select_tile(const tv_state *s, const smelt_tile *t, const float *var
 
 static unsigned tv_passes(const void *state) { return ((const tv_state *)state)->nstages; }
 
-/* COUNT only numbers the equal elements before each task, which apply (and sce's SUMS) read at
- * that task: on a streamed tensor it shares their read. */
-static int tv_prefix_pass(const void *state, unsigned pass)
+/* SAMPLE guesses HIST0's window from the chunks in the buffers; HIST1 is only needed when the
+ * bin of some bound fell outside its window; COUNT only numbers the equal elements before
+ * each task, which apply (and sce's SUMS) read at that task. */
+static smelt_pass_kind tv_pass_kind(const void *state, unsigned pass)
 {
     const tv_state *s = state;
-    return pass < s->nstages && s->stages[pass] == STAGE_COUNT;
+    switch (pass < s->nstages ? s->stages[pass] : STAGE_SUMS) {
+    case STAGE_SAMPLE: return SMELT_PASS_SAMPLE;
+    case STAGE_HIST1: return SMELT_PASS_FALLBACK;
+    case STAGE_COUNT: return SMELT_PASS_PREFIX;
+    default: return SMELT_PASS_READ;
+    }
+}
+
+static int tv_pass_needed(const void *state, unsigned pass)
+{
+    const tv_state *s = state;
+    if (pass >= s->nstages || s->stages[pass] != STAGE_HIST1)
+        return 1;
+    for (size_t b = 0; b < s->nbounds; b++)
+        if (s->bounds[b].active && !s->bounds[b].resolved)
+            return 1;
+    return 0;
 }
 
 static size_t sums_offset(const tv_state *s) { return (s->nbounds * sizeof(uint32_t) + 7) / 8 * 8; }
@@ -681,6 +716,7 @@ static size_t tv_partial_size(const void *state, unsigned pass)
     if (pass >= s->nstages) /* apply: the running counts of equal elements; DELLA's ranks */
         return s->task ? rank_offset(s, pass) + rank_bytes(s) : s->nbounds * sizeof(uint32_t);
     switch (s->stages[pass]) {
+    case STAGE_SAMPLE:
     case STAGE_HIST0:
     case STAGE_HIST1: return 0; /* counted per worker (tv_worker_partial_size) */
     case STAGE_COUNT: return s->nbounds * sizeof(uint32_t);
@@ -698,6 +734,19 @@ static const float *bound_key(const tv_state *s, size_t b, const smelt_tile *t, 
     return var;
 }
 
+/* HIST0's second digit for the elements in the bound's window. The window's counts are
+ * contiguous (bin wlo's 32768, then the next bin's), so an element's slot is its pattern less
+ * wlo << 15. Few elements fall in it, so the atomic adds cost little. */
+static void count_window(const bound *bd, const float *key, size_t n)
+{
+    uint32_t from = bd->wlo << 15, span = bd->wbins << 15;
+    for (size_t j = 0; j < n; j++) {
+        uint32_t at = mag_bits(key[j]) - from;
+        if (at < span)
+            __atomic_fetch_add(&bd->window[at], 1u, __ATOMIC_RELAXED);
+    }
+}
+
 static void tv_stats(const void *state, unsigned pass, const smelt_tile *t, void *partial)
 {
     const tv_state *s = state;
@@ -707,13 +756,16 @@ static void tv_stats(const void *state, unsigned pass, const smelt_tile *t, void
     stage st = s->stages[pass];
     if (st <= STAGE_HIST1) {
         uint32_t *hist = t->worker_partial;
-        unsigned p = st - STAGE_HIST0;
+        unsigned p = st == STAGE_HIST1;
         for (size_t b = 0; b < s->nbounds; b++) {
             const bound *bd = &s->bounds[b];
-            if (!bd->active)
+            if (!bd->active || (p == 1 && bd->resolved))
                 continue;
-            t->k->hist_mag(hist + b * RADIX_BINS, bound_key(s, b, t, var), t->n, bd->prefix,
+            const float *key = bound_key(s, b, t, var);
+            t->k->hist_mag(hist + b * RADIX_BINS, key, t->n, bd->prefix,
                            p == 0 ? 32 : radix_shift[p - 1], radix_shift[p], radix_bits[p]);
+            if (st == STAGE_HIST0 && bd->window)
+                count_window(bd, key, t->n);
         }
         if (p == 0 && need_var)
             for (size_t j = 0; j < t->n; j++)
@@ -784,7 +836,7 @@ static void tv_fold_worker(void *state, unsigned pass, void *worker_partial)
 {
     tv_state *s = state;
     uint32_t *hist = worker_partial;
-    unsigned bins = 1u << radix_bits[s->stages[pass] - STAGE_HIST0];
+    unsigned bins = 1u << radix_bits[s->stages[pass] == STAGE_HIST1];
     if (s->nomem || bound_buffers(s) != 0) {
         s->nomem = 1;
         memset(hist, 0, tv_worker_partial_size(s, pass));
@@ -800,6 +852,8 @@ static void tv_fold_worker(void *state, unsigned pass, void *worker_partial)
     uint32_t *zeros = hist + s->nbounds * RADIX_BINS;
     if (s->stages[pass] == STAGE_HIST0 && s->v->sce && s->select_topk < 1)
         s->bounds[0].equal += *zeros; /* zero variances */
+    if (s->stages[pass] == STAGE_SAMPLE)
+        s->sample_zeros += *zeros;
     *zeros = 0;
 }
 
@@ -807,6 +861,57 @@ static void tv_fold_worker(void *state, unsigned pass, void *worker_partial)
 static void narrow(bound *b, unsigned p)
 {
     smelt_radix_narrow(b->hist, radix_bits[p], &b->rank, &b->prefix);
+}
+
+/* After SAMPLE: the first-digit bins whose second digit HIST0 counts for bound b. Its sample
+ * histogram (b->hist) holds m elements; the bound's position scaled to the sample, give or
+ * take 1% of it and 4096 elements, spans the window (at most WINDOW_MAX bins around the
+ * position's own). A sample of the whole tensor gives the exact bin. Clears the histogram.
+ * Tensors of 2^32 elements or more get no window (its counts are 32-bit): HIST1 runs. */
+static int choose_window(tv_state *s, bound *b)
+{
+    uint64_t m = 0;
+    for (unsigned j = 0; j < RADIX_BINS; j++)
+        m += b->hist[j];
+    if (m == 0 || s->numel > UINT32_MAX) {
+        memset(b->hist, 0, RADIX_BINS * sizeof *b->hist);
+        return 0;
+    }
+    double rank;
+    if (s->v->sce && s->select_topk < 1 && b == &s->bounds[0]) /* its rank comes with HIST0 */
+        rank = (double)m - floor((double)(m - s->sample_zeros) * s->select_topk);
+    else
+        rank = (double)b->rank * (double)m / (double)s->numel;
+    double margin = m == s->numel ? 0.0 : 0.01 * (double)m + 4096.0;
+    double lo = rank - margin > 0 ? rank - margin : 0, hi = rank + margin;
+    uint64_t below = 0;
+    uint32_t first = RADIX_BINS, last = 0, at = RADIX_BINS, top = 0;
+    for (unsigned j = 0; j < RADIX_BINS; j++) {
+        uint64_t next = below + b->hist[j];
+        if (b->hist[j]) {
+            top = j;
+            if (at == RADIX_BINS && rank < (double)next)
+                at = j; /* the bin holding the position */
+            if ((double)next > lo && (double)below <= hi) {
+                first = first < j ? first : j;
+                last = j;
+            }
+        }
+        below = next;
+    }
+    memset(b->hist, 0, RADIX_BINS * sizeof *b->hist);
+    if (at == RADIX_BINS)
+        at = top;
+    if (first > last) /* the position is past every sampled element: the top bin holds it */
+        first = last = at;
+    if (last - first + 1 > WINDOW_MAX) {
+        first = at >= WINDOW_MAX / 2 ? at - WINDOW_MAX / 2 : 0;
+        last = first + WINDOW_MAX - 1 < RADIX_BINS ? first + WINDOW_MAX - 1 : RADIX_BINS - 1;
+    }
+    b->wlo = first;
+    b->wbins = last - first + 1;
+    b->window = calloc((size_t)b->wbins * FINE_BINS, sizeof *b->window);
+    return b->window ? 0 : -1;
 }
 
 static int tv_end_pass(smelt_ctx *ctx, void *state, unsigned pass)
@@ -825,10 +930,30 @@ static int tv_end_pass(smelt_ctx *ctx, void *state, unsigned pass)
         b->rank = s->numel - k;
         b->active = k > 0 && k < s->numel;
     }
-    if (st <= STAGE_HIST1) {
+    if (st == STAGE_SAMPLE) {
         for (size_t b = 0; b < s->nbounds; b++)
-            if (s->bounds[b].active)
-                narrow(&s->bounds[b], st - STAGE_HIST0);
+            if (s->bounds[b].active && choose_window(s, &s->bounds[b]) != 0)
+                return smelt_fail(ctx, SMELT_E_NOMEM,
+                                  "tensor '%s': out of memory for its rank statistics", s->tensor);
+    } else if (st == STAGE_HIST0) {
+        for (size_t b = 0; b < s->nbounds; b++) {
+            bound *bd = &s->bounds[b];
+            if (bd->active) {
+                narrow(bd, 0);
+                uint32_t at = bd->prefix - bd->wlo;
+                if (bd->window && at < bd->wbins) {
+                    smelt_radix_narrow_u32(bd->window + (size_t)at * FINE_BINS, radix_bits[1],
+                                           &bd->rank, &bd->prefix);
+                    bd->resolved = 1;
+                }
+            }
+            free(bd->window);
+            bd->window = NULL;
+        }
+    } else if (st == STAGE_HIST1) {
+        for (size_t b = 0; b < s->nbounds; b++)
+            if (s->bounds[b].active && !s->bounds[b].resolved)
+                narrow(&s->bounds[b], 1);
     } else if (st == STAGE_SUMS) {
         double total = 0;
         for (size_t i = 0; i < s->n; i++)
@@ -964,7 +1089,8 @@ static const smelt_param_def sce_params[] = {{"select_topk", SMELT_PARAM_NUMBER,
     const smelt_method smelt_method_##id = {                                                   \
         .name = #id, .params = prm, .nparams = COUNT(prm), .base_use = SMELT_BASE_REQUIRED,     \
         .min_models = 1, .max_models = 0, .prepare = prepare_##id, .apply = tv_apply,          \
-        .task_elems = tv_task_elems, .passes = tv_passes, .prefix_pass = tv_prefix_pass,       \
+        .task_elems = tv_task_elems, .passes = tv_passes, .pass_kind = tv_pass_kind,           \
+        .pass_needed = tv_pass_needed,                                                         \
         .partial_size = tv_partial_size, .stats = tv_stats, .fold = tv_fold,                   \
         .worker_partial_size = tv_worker_partial_size, .fold_worker = tv_fold_worker,          \
         .end_pass = tv_end_pass, .finished = tv_finished, .release = tv_release,               \

@@ -60,8 +60,6 @@ linear_config() {
     done; } > "$file"
 }
 
-# numpy_python: sets PY to a python3 that has numpy (Debian's python3-numpy, which
-# tools/setup.sh installs; a python3 earlier on PATH, such as pyenv's, may lack it), or fails.
 # ties_set SIZE SHARD: a base and three fine-tunes of it ($work/base, $work/ft2..ft4; SIZE each,
 # shards of SHARD) and $work/ties.yml, a ties merge of them (the Slurm test and
 # benchmarks/bench_parts.sh share it).
@@ -83,6 +81,8 @@ dtype: bfloat16
 EOF
 }
 
+# numpy_python: sets PY to a python3 that has numpy (Debian's python3-numpy, which
+# tools/setup.sh installs; a python3 earlier on PATH, such as pyenv's, may lack it), or fails.
 numpy_python() {
   for PY in ${PYTHON:-} /usr/bin/python3 python3; do
     if command -v "$PY" >/dev/null && "$PY" -c 'import numpy' 2>/dev/null; then return 0; fi

@@ -15,9 +15,14 @@ typedef struct setting {
     double value;
 } setting;
 
+/* How drive() runs a sample pass: over the first sample_tasks tasks (0: all of them, as for a
+ * resident tensor); and how many fallback passes it found needed and ran. */
+static size_t sample_tasks;
+static unsigned fallbacks_run;
+
 /* Runs `method` on base = 0 and one model with task vector d (weight 1) in rows of `row`
  * elements, the way the engine does (tasks of task_elems, whole-task views, partials zeroed per
- * task, worker accumulators folded per chunk); out = the result. Returns prepare's status (out is untouched unless SMELT_OK). */
+ * task, worker accumulators folded per chunk, sample and fallback passes); out = the result. Returns prepare's status (out is untouched unless SMELT_OK). */
 static int drive(const char *method, const float *d, size_t n, uint64_t row,
                  const setting *set, size_t nset, float *out)
 {
@@ -54,7 +59,14 @@ static int drive(const char *method, const float *d, size_t n, uint64_t row,
     smelt_tile tile = {.k = smelt_kernels_get(), .ninputs = 2, .raw = raw, .dtype = dt,
                        .scratch = scratch, .task_raw = task_raw};
     unsigned passes = m->passes(state);
+    fallbacks_run = 0;
     for (unsigned p = 0; p <= passes; p++) {
+        smelt_pass_kind kind = p < passes && m->pass_kind ? m->pass_kind(state, p)
+                                                          : SMELT_PASS_READ;
+        if (kind == SMELT_PASS_FALLBACK && !m->pass_needed(state, p))
+            continue;
+        fallbacks_run += kind == SMELT_PASS_FALLBACK;
+        size_t tasks_run = 0;
         size_t size = m->partial_size(state, p);
         void *partial = malloc(size ? size : 1);
         /* One worker; its accumulator is folded after every task, as the engine does after
@@ -63,6 +75,8 @@ static int drive(const char *method, const float *d, size_t n, uint64_t row,
         void *worker = wsize ? calloc(1, wsize) : NULL;
         tile.worker_partial = worker;
         for (size_t t0 = 0; t0 < n; t0 += task) {
+            if (kind == SMELT_PASS_SAMPLE && sample_tasks && tasks_run++ == sample_tasks)
+                break;
             memset(partial, 0, size);
             size_t t1 = t0 + task < n ? t0 + task : n;
             task_raw[0] = zero + t0;
@@ -145,6 +159,40 @@ static void expect_range(const float *d, const float *out, size_t n, size_t lo, 
 }
 
 #define N (3 * SMELT_TASK_ELEMS + 777)
+
+/* The sample misses: its first task holds magnitudes far below the rest, so the window it
+ * guesses holds no bound's bin, and the fallback pass finds the keys; with the whole tensor as
+ * the sample it is not needed. The bits are the same either way. */
+START_TEST(sample_that_misses_falls_back)
+{
+    float *d = malloc(N * sizeof *d), *out = malloc(N * sizeof *out);
+    for (size_t i = 0; i < N; i++) {
+        float x = (float)((i * 2654435761u) % 100003) * 1e-5f + 0.25f;
+        d[i] = (i & 1 ? -x : x) * (i < SMELT_TASK_ELEMS ? 1e-3f : 1.0f);
+    }
+    size_t k = (size_t)floor(0.3 * N);
+    for (int whole = 0; whole < 2; whole++) {
+        sample_tasks = whole ? 0 : 1;
+        run("ties", d, N, 0.3, 0, out);
+        expect_range(d, out, N, N - k, N);
+        ck_assert_uint_eq(fallbacks_run, whole ? 0 : 1);
+        run("breadcrumbs", d, N, 0.5, 0.1, out);
+        size_t top = (size_t)floor(0.1 * N), bot = N - (size_t)floor(0.5 * N) - top;
+        expect_range(d, out, N, bot, N - top);
+        ck_assert_uint_eq(fallbacks_run, whole ? 0 : 1);
+    }
+    /* A sample like the rest: its window holds the bins, no fallback. */
+    for (size_t i = 0; i < SMELT_TASK_ELEMS; i++)
+        d[i] *= 1e3f;
+    sample_tasks = 1;
+    run("ties", d, N, 0.3, 0, out);
+    expect_range(d, out, N, N - k, N);
+    ck_assert_uint_eq(fallbacks_run, 0);
+    sample_tasks = 0;
+    free(d);
+    free(out);
+}
+END_TEST
 
 START_TEST(ties_at_threshold)
 {
@@ -294,6 +342,7 @@ int main(void)
     tcase_add_test(tc, ties_at_threshold);
     tcase_add_test(tc, k_zero_and_all_equal);
     tcase_add_test(tc, breadcrumbs_both_ends_and_specials);
+    tcase_add_test(tc, sample_that_misses_falls_back);
     suite_add_tcase(s, tc);
     TCase *dl = tcase_create("della");
     tcase_add_test(dl, della_row_ranks);
