@@ -103,6 +103,8 @@ typedef struct bound {
     uint32_t *window;
     uint32_t wlo, wbins;
     int resolved;     /* HIST0 found the exact key: HIST1 has nothing to do for this bound */
+    int whole_sample; /* SAMPLE saw every element: its histogram was the first digit's, so
+                         HIST0 counts the second digit under the prefix it found */
 } bound;
 
 /* A rank range [lo, hi) over one key (model i's d, or sce's variance). */
@@ -131,6 +133,7 @@ typedef struct tv_state {
     double k, select_topk;
     stage stages[5];
     uint64_t sample_zeros; /* sce: zero variances in SAMPLE's chunks */
+    int sce_ranked;        /* sce: the bound's rank is set (after a whole-tensor sample) */
     unsigned nstages;
     bound *bounds;
     size_t nbounds;
@@ -762,8 +765,11 @@ static void tv_stats(const void *state, unsigned pass, const smelt_tile *t, void
             if (!bd->active || (p == 1 && bd->resolved))
                 continue;
             const float *key = bound_key(s, b, t, var);
+            if (st == STAGE_HIST0 && bd->whole_sample)
+                p = 1; /* the first digit is known: count the second under it */
             t->k->hist_mag(hist + b * RADIX_BINS, key, t->n, bd->prefix,
                            p == 0 ? 32 : radix_shift[p - 1], radix_shift[p], radix_bits[p]);
+            p = st == STAGE_HIST1;
             if (st == STAGE_HIST0 && bd->window)
                 count_window(bd, key, t->n);
         }
@@ -857,6 +863,16 @@ static void tv_fold_worker(void *state, unsigned pass, void *worker_partial)
     *zeros = 0;
 }
 
+/* mergekit's sce: the top floor(nonzero · select_topk) variances survive. */
+static void sce_rank(tv_state *s, uint64_t zeros)
+{
+    bound *b = &s->bounds[0];
+    uint64_t k = (uint64_t)floor((double)(s->numel - zeros) * s->select_topk);
+    s->channels[s->n].none = k == 0;
+    b->rank = s->numel - k;
+    b->active = k > 0 && k < s->numel;
+}
+
 /* Picks the digit bin holding position rank; narrows the bound to it. */
 static void narrow(bound *b, unsigned p)
 {
@@ -870,6 +886,8 @@ static void narrow(bound *b, unsigned p)
  * Tensors of 2^32 elements or more get no window (its counts are 32-bit): HIST1 runs. */
 static int choose_window(tv_state *s, bound *b)
 {
+    if (!b->hist)
+        return 0; /* nothing was folded */
     uint64_t m = 0;
     for (unsigned j = 0; j < RADIX_BINS; j++)
         m += b->hist[j];
@@ -921,24 +939,44 @@ static int tv_end_pass(smelt_ctx *ctx, void *state, unsigned pass)
     if (s->nomem)
         return smelt_fail(ctx, SMELT_E_NOMEM, "tensor '%s': out of memory for its rank statistics",
                           s->tensor);
-    if (st == STAGE_HIST0 && s->v->sce && s->select_topk < 1) {
-        /* mergekit's sce: the top floor(nonzero · select_topk) variances survive. */
-        bound *b = &s->bounds[0];
-        uint64_t k = (uint64_t)floor((double)(s->numel - b->equal) * s->select_topk);
-        b->equal = 0;
-        s->channels[s->n].none = k == 0;
-        b->rank = s->numel - k;
-        b->active = k > 0 && k < s->numel;
+    int sce = s->v->sce && s->select_topk < 1;
+    if (st == STAGE_HIST0 && sce) {
+        if (!s->sce_ranked)
+            sce_rank(s, s->bounds[0].equal);
+        s->bounds[0].equal = 0; /* COUNT counts in it next */
     }
     if (st == STAGE_SAMPLE) {
+        /* Every bound saw the same elements: a sample of all of them is the whole tensor. */
+        uint64_t m = 0;
         for (size_t b = 0; b < s->nbounds; b++)
-            if (s->bounds[b].active && choose_window(s, &s->bounds[b]) != 0)
+            if (s->bounds[b].active && s->bounds[b].hist) {
+                for (unsigned j = 0; j < RADIX_BINS; j++)
+                    m += s->bounds[b].hist[j];
+                break;
+            }
+        if (m == s->numel && sce) {
+            sce_rank(s, s->sample_zeros);
+            s->sce_ranked = 1;
+        }
+        for (size_t b = 0; b < s->nbounds; b++) {
+            bound *bd = &s->bounds[b];
+            if (bd->active && m == s->numel) {
+                narrow(bd, 0);
+                bd->whole_sample = 1;
+            } else if (bd->active && choose_window(s, bd) != 0) {
                 return smelt_fail(ctx, SMELT_E_NOMEM,
                                   "tensor '%s': out of memory for its rank statistics", s->tensor);
+            } else if (bd->hist) {
+                memset(bd->hist, 0, RADIX_BINS * sizeof *bd->hist);
+            }
+        }
     } else if (st == STAGE_HIST0) {
         for (size_t b = 0; b < s->nbounds; b++) {
             bound *bd = &s->bounds[b];
-            if (bd->active) {
+            if (bd->active && bd->whole_sample) {
+                narrow(bd, 1);
+                bd->resolved = 1;
+            } else if (bd->active) {
                 narrow(bd, 0);
                 uint32_t at = bd->prefix - bd->wlo;
                 if (bd->window && at < bd->wbins) {
