@@ -89,8 +89,10 @@ san=()
 if cc -std=c11 -Wall -Werror "${san[@]}" "$work/prog.c" -o "$work/prog-shared" $(pkg-config --cflags --libs smelt) \
      -Wl,-rpath,"$prefix/$libdir"; then
   pass "built against the installed libsmelt.so with pkg-config"
-  ldd "$work/prog-shared" | grep -q "$prefix/$libdir/libsmelt.so.0" && pass "it loads the installed .so" \
-    || fail "the program does not load the installed libsmelt.so: $(ldd "$work/prog-shared" | grep smelt)"
+  # Not `ldd | grep -q`: grep may exit before ldd is done, and pipefail then fails on its SIGPIPE.
+  libs=$(ldd "$work/prog-shared")
+  grep -q "$prefix/$libdir/libsmelt.so.0" <<<"$libs" && pass "it loads the installed .so" \
+    || fail "the program does not load the installed libsmelt.so: $(grep smelt <<<"$libs")"
   mkdir -p "$work/run1"
   "$work/prog-shared" "$work/run1" && pass "shared: synth, plan, merge, verify" || fail "shared program failed"
 else fail "build against the installed shared library"; fi
