@@ -84,29 +84,29 @@ static uint64_t all_factor_bytes(const smelt_plan *plan)
     return total + most_scratch;
 }
 
-/* The statistics passes the group's reads of tensor t serve: the most any output needs (an
- * output with fewer applies on an earlier read of a streamed tensor). */
-unsigned smelt_engine_group_passes(const smelt_plan *const *plans, size_t nplans, size_t t)
+/* The most any plan of the group has of a per-tensor count. */
+static unsigned group_most(const smelt_plan *const *plans, size_t nplans, size_t t,
+                           unsigned (*count)(const smelt_plan *, const smelt_plan_tensor *))
 {
     unsigned most = 0;
     for (size_t o = 0; o < nplans; o++) {
-        unsigned p = tensor_passes(plans[o], &plans[o]->tensors[t]);
-        if (p > most)
-            most = p;
+        unsigned n = count(plans[o], &plans[o]->tensors[t]);
+        if (n > most)
+            most = n;
     }
     return most;
 }
 
+/* The statistics passes the group's reads of tensor t serve: the most any output needs (an
+ * output with fewer applies on an earlier read of a streamed tensor). */
+unsigned smelt_engine_group_passes(const smelt_plan *const *plans, size_t nplans, size_t t)
+{
+    return group_most(plans, nplans, t, tensor_passes);
+}
 
 unsigned smelt_engine_group_stat_reads(const smelt_plan *const *plans, size_t nplans, size_t t)
 {
-    unsigned most = 0;
-    for (size_t o = 0; o < nplans; o++) {
-        unsigned r = tensor_stat_reads(plans[o], &plans[o]->tensors[t]);
-        if (r > most)
-            most = r;
-    }
-    return most;
+    return group_most(plans, nplans, t, tensor_stat_reads);
 }
 
 int smelt_engine_group_fallback_read(const smelt_plan *const *plans, size_t nplans, size_t t,

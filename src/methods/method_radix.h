@@ -1,6 +1,6 @@
 /* Exact rank selection by radix histograms, shared by the methods that need an order statistic
  * of a whole tensor in bounded memory (ties, breadcrumbs and sce's rank ranges; arcee_fusion's
- * quartiles).
+ * quartiles), and the radix sort of short rows (DELLA's ranks within a row).
  *
  * A method maps each element to an unsigned integer key whose order is the order it ranks by
  * (magnitude bit patterns for the task-vector methods; a sign-folded float pattern for signed
@@ -13,6 +13,7 @@
 #ifndef SMELT_METHOD_RADIX_H
 #define SMELT_METHOD_RADIX_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Bins of an 11-bit digit (arcee_fusion's widest; the task-vector methods count 16-bit digits
@@ -27,6 +28,21 @@ void smelt_radix_narrow(uint64_t *hist, unsigned bits, uint64_t *rank, uint32_t 
 
 /* The same over 32-bit counts. */
 void smelt_radix_narrow_u32(uint32_t *hist, unsigned bits, uint64_t *rank, uint32_t *prefix);
+
+/* For a radix select that guesses its next digit from a sample: the bins of `hist` (`bins` of
+ * them, the sample's counts of the current digit) that hold ascending positions
+ * [rank - margin, rank + margin] of the sample, as *nbins bins from *first_bin; at most
+ * max_bins of them, centred on the bin of `rank` when the range spans more. The bin of `rank`
+ * is always among them (the top counted bin when rank is past the sample). */
+void smelt_radix_window(const uint64_t *hist, unsigned bins, double rank, double margin,
+                        unsigned max_bins, uint32_t *first_bin, uint32_t *nbins);
+
+/* Stable LSD radix sort of n <= 65536 31-bit keys carrying their positions (DELLA's ranks
+ * within a row): key2 and idx2 are scratch of n entries each; idx's initial content does not
+ * matter. Returns the positions (idx or idx2) in ascending (key, position) order; key and key2
+ * are overwritten. */
+const uint16_t *smelt_radix_sort_rows(uint32_t *key, uint32_t *key2, uint16_t *idx,
+                                      uint16_t *idx2, size_t n);
 
 /* The order key of an f32 value for a signed ranking: ascending keys are ascending values, -0
  * just below +0, and every NaN above +Inf (where torch.sort puts NaNs). */

@@ -507,75 +507,6 @@ static uint16_t *ranks_of(const tv_state *s, uint8_t *area, size_t model)
     return (uint16_t *)(area + 16 * s->row) + model * s->task;
 }
 
-#define SMALL_ROW 64u
-
-/* Stable LSD radix sort of n 31-bit keys carrying their row positions, low byte first.
- * Returns the positions in ascending (key, position) order: equal magnitudes keep index order
- * because every pass is stable. */
-static const uint16_t *radix_sort(uint32_t *key, uint32_t *key2, uint16_t *idx, uint16_t *idx2,
-                                  size_t n)
-{
-    for (size_t j = 0; j < n; j++)
-        idx[j] = (uint16_t)j;
-    if (n <= SMALL_ROW) {
-        /* Short rows: insertion sort, moving only past strictly larger keys (stable), beats
-         * four counting passes over 256-bin byte digits. */
-        for (size_t j = 1; j < n; j++) {
-            uint32_t k = key[j];
-            size_t at = j;
-            for (; at > 0 && key[at - 1] > k; at--) {
-                key[at] = key[at - 1];
-                idx[at] = idx[at - 1];
-            }
-            key[at] = k;
-            idx[at] = (uint16_t)j;
-        }
-        return idx;
-    }
-    /* Byte digits: a row is short (<= 65536), so clearing and scanning 256 counters per pass
-     * costs less than the selection's 16-bit digits. Any digit width gives the same stable
-     * order. All four digits are counted in one read of the keys, each into two alternating
-     * copies (bf16-derived keys repeat digit values, and one counter hit by every element is a
-     * chain of dependent increments); a digit that has one value everywhere is skipped. */
-    uint32_t count[4][2][256];
-    memset(count, 0, sizeof count);
-    size_t j = 0;
-    for (; j + 1 < n; j += 2) {
-        uint32_t k0 = key[j], k1 = key[j + 1];
-        count[0][0][k0 & 255]++, count[0][1][k1 & 255]++;
-        count[1][0][k0 >> 8 & 255]++, count[1][1][k1 >> 8 & 255]++;
-        count[2][0][k0 >> 16 & 255]++, count[2][1][k1 >> 16 & 255]++;
-        count[3][0][k0 >> 24]++, count[3][1][k1 >> 24]++;
-    }
-    for (; j < n; j++)
-        for (unsigned d = 0; d < 4; d++)
-            count[d][0][key[j] >> (8 * d) & 255]++;
-    for (unsigned d = 0; d < 4; d++) {
-        unsigned shift = 8 * d;
-        uint32_t *start = count[d][0];
-        for (unsigned b = 0; b < 256; b++)
-            start[b] += count[d][1][b];
-        if (start[key[0] >> shift & 255] == n)
-            continue; /* one digit value: the order stands */
-        uint32_t at = 0;
-        for (unsigned b = 0; b < 256; b++) {
-            uint32_t c = start[b];
-            start[b] = at;
-            at += c;
-        }
-        for (size_t i = 0; i < n; i++) {
-            uint32_t to = start[key[i] >> shift & 255]++;
-            key2[to] = key[i];
-            idx2[to] = idx[i];
-        }
-        uint32_t *tk = key;
-        key = key2, key2 = tk;
-        uint16_t *ti = idx;
-        idx = idx2, idx2 = ti;
-    }
-    return idx;
-}
-
 /* At a task's first tile: every sparsified model's rank of each element within its row, by
  * ascending (|d| bit pattern, index). d is computed exactly as load_deltas computes it, so the
  * ranks are those of the values the tiles will mask. */
@@ -600,7 +531,7 @@ static void rank_rows(const tv_state *s, const smelt_tile *t, uint8_t *area)
             t->k->sub(d, d, base, row);
             for (size_t j = 0; j < row; j++)
                 key[j] = mag_bits(d[j]);
-            const uint16_t *order = radix_sort(key, key2, idx, idx2, row);
+            const uint16_t *order = smelt_radix_sort_rows(key, key2, idx, idx2, row);
             uint16_t *rank = ranks_of(s, area, i) + r0;
             for (size_t p = 0; p < row; p++)
                 rank[order[p]] = (uint16_t)p;
@@ -879,11 +810,10 @@ static void narrow(bound *b, unsigned p)
     smelt_radix_narrow(b->hist, radix_bits[p], &b->rank, &b->prefix);
 }
 
-/* After SAMPLE: the first-digit bins whose second digit HIST0 counts for bound b. Its sample
- * histogram (b->hist) holds m elements; the bound's position scaled to the sample, give or
- * take 1% of it and 4096 elements, spans the window (at most WINDOW_MAX bins around the
- * position's own). A sample of the whole tensor gives the exact bin. Clears the histogram.
- * Tensors of 2^32 elements or more get no window (its counts are 32-bit): HIST1 runs. */
+/* After SAMPLE: the first-digit bins whose second digit HIST0 counts for bound b: around the
+ * bound's position scaled to its sample (b->hist), give or take 1% of the sample and 4096
+ * elements, at most WINDOW_MAX bins (smelt_radix_window). Clears the histogram. Tensors of
+ * 2^32 elements or more get no window (its counts are 32-bit): HIST1 runs for them. */
 static int choose_window(tv_state *s, bound *b)
 {
     if (!b->hist)
@@ -891,45 +821,18 @@ static int choose_window(tv_state *s, bound *b)
     uint64_t m = 0;
     for (unsigned j = 0; j < RADIX_BINS; j++)
         m += b->hist[j];
-    if (m == 0 || s->numel > UINT32_MAX) {
-        memset(b->hist, 0, RADIX_BINS * sizeof *b->hist);
-        return 0;
-    }
-    double rank;
-    if (s->v->sce && s->select_topk < 1 && b == &s->bounds[0]) /* its rank comes with HIST0 */
-        rank = (double)m - floor((double)(m - s->sample_zeros) * s->select_topk);
-    else
-        rank = (double)b->rank * (double)m / (double)s->numel;
-    double margin = m == s->numel ? 0.0 : 0.01 * (double)m + 4096.0;
-    double lo = rank - margin > 0 ? rank - margin : 0, hi = rank + margin;
-    uint64_t below = 0;
-    uint32_t first = RADIX_BINS, last = 0, at = RADIX_BINS, top = 0;
-    for (unsigned j = 0; j < RADIX_BINS; j++) {
-        uint64_t next = below + b->hist[j];
-        if (b->hist[j]) {
-            top = j;
-            if (at == RADIX_BINS && rank < (double)next)
-                at = j; /* the bin holding the position */
-            if ((double)next > lo && (double)below <= hi) {
-                first = first < j ? first : j;
-                last = j;
-            }
-        }
-        below = next;
+    if (m > 0 && s->numel <= UINT32_MAX) {
+        double rank;
+        if (s->v->sce && s->select_topk < 1 && b == &s->bounds[0]) /* its rank comes in HIST0 */
+            rank = (double)m - floor((double)(m - s->sample_zeros) * s->select_topk);
+        else
+            rank = (double)b->rank * (double)m / (double)s->numel;
+        smelt_radix_window(b->hist, RADIX_BINS, rank, 0.01 * (double)m + 4096.0, WINDOW_MAX,
+                           &b->wlo, &b->wbins);
+        b->window = calloc((size_t)b->wbins * FINE_BINS, sizeof *b->window);
     }
     memset(b->hist, 0, RADIX_BINS * sizeof *b->hist);
-    if (at == RADIX_BINS)
-        at = top;
-    if (first > last) /* the position is past every sampled element: the top bin holds it */
-        first = last = at;
-    if (last - first + 1 > WINDOW_MAX) {
-        first = at >= WINDOW_MAX / 2 ? at - WINDOW_MAX / 2 : 0;
-        last = first + WINDOW_MAX - 1 < RADIX_BINS ? first + WINDOW_MAX - 1 : RADIX_BINS - 1;
-    }
-    b->wlo = first;
-    b->wbins = last - first + 1;
-    b->window = calloc((size_t)b->wbins * FINE_BINS, sizeof *b->window);
-    return b->window ? 0 : -1;
+    return m > 0 && s->numel <= UINT32_MAX && !b->window ? -1 : 0;
 }
 
 static int tv_end_pass(smelt_ctx *ctx, void *state, unsigned pass)
