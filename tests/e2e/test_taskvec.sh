@@ -177,7 +177,18 @@ if grep -q '^  w F32 .*streamed, read 2x (+1 if its sample misses)$' "$work/skew
 else
   fail "a sample that misses: read '$read_bytes', planned '$planned' + '$extra': $(grep -E '^  w|^read' "$work/skew.plan")"
 fi
-rm -rf "$work/skew" "$work/skew-out" "$work/skew-resident"
+# The same miss in a group: a sweep's outputs all take the one fallback read, each output the
+# same bytes as the resident sweep's.
+$SMELT merge "$work/skew.yml" "$work/skew-sweep" -q "${skew[@]}" --sweep lambda=0.5,1.5
+$SMELT merge "$work/skew.yml" "$work/skew-sweep1g" -q --max-memory 1G --sweep lambda=0.5,1.5
+if cmp -s "$work/skew-sweep/lambda=0.5/model.safetensors" "$work/skew-sweep1g/lambda=0.5/model.safetensors" &&
+   cmp -s "$work/skew-sweep/lambda=1.5/model.safetensors" "$work/skew-sweep1g/lambda=1.5/model.safetensors" &&
+   ! cmp -s "$work/skew-sweep/lambda=0.5/model.safetensors" "$work/skew-sweep/lambda=1.5/model.safetensors"; then
+  pass "a sample that misses in a sweep: both outputs are the resident sweep's"
+else
+  fail "a sample that misses in a sweep: outputs differ from the resident sweep's"
+fi
+rm -rf "$work/skew" "$work/skew-out" "$work/skew-resident" "$work/skew-sweep" "$work/skew-sweep1g"
 
 # Tensors far larger than the budget: 25 M parameters in one layer, whose 1408 x 3872 MLP
 # matrices (10.9 MB in bf16, rows of 3872 that straddle tasks) are 6x --max-memory 1800Ki, a
