@@ -24,7 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
-#define ZSTD_STATIC_LINKING_ONLY /* the context size estimates, for the budget */
+#define ZSTD_STATIC_LINKING_ONLY /* the context size estimates, ZSTD_compressSequences */
 #include <zstd.h>
 
 typedef unsigned long long ull;
@@ -39,7 +39,8 @@ typedef struct xstream {
     const char *src_path, *base_path;
 } xstream;
 
-/* One frame in flight. */
+/* One frame in flight: the model's bytes (hashed into its file's XXH3 when written), the
+ * base's (free after the split: compress_plane's scratch), the planes and their frames. */
 typedef struct xslot {
     uint8_t *in, *base, *planes, *out;
     size_t raw, csize;
@@ -56,6 +57,7 @@ typedef struct extract {
     size_t nside;
     delta_workers w;
     ZSTD_CCtx **cctx;        /* per worker */
+    ZSTD_CCtx **lit_cctx;    /* per worker: frames of literals only (compress_plane) */
     xslot *slots;
     size_t nslots, slot_raw, slot_out;
     size_t *b_stream;        /* the batch: stream and frame of each task */
@@ -276,6 +278,44 @@ static int describe_base(extract *x)
 
 /* ---- compressing ------------------------------------------------------------------------ */
 
+/* Compresses one byte plane of a frame into its own zstd frame at dst (the reader decodes a
+ * frame's planes, concatenated, in one call) and returns its size or a zstd error. Each plane
+ * gets its own entropy tables. The frames that decode fastest win unless a slower one is much
+ * smaller, because a merge of deltas is bound by decoding, not by the disk (bench_delta
+ * --merge): zstd's match finder takes every zero run of an XOR delta's sign/exponent plane as
+ * a short match, and decoding those sequences runs at about 0.6 GB/s, where the same plane as
+ * Huffman-coded literals alone is 8 % larger and decodes at 1.3 GB/s. So a plane is stored as
+ * literals only (no match search), unless matches make it half that size (long runs and
+ * repeats, which also decode fast); and raw where Huffman saves less than an eighth (the low
+ * mantissa bytes of a real fine-tune's delta are close to random), which decodes at memory
+ * speed. The choice is made per plane of each frame from its bytes alone, so the delta's bytes
+ * stay the same for any thread count.
+ * `scratch` holds at least `len` bytes. */
+static size_t compress_plane(extract *x, unsigned worker, const uint8_t *src, size_t len,
+                             uint8_t *dst, size_t cap, uint8_t *scratch)
+{
+    ZSTD_CCtx *lit = x->lit_cctx[worker];
+    size_t literals = ZSTD_compressSequences(lit, dst, cap, NULL, 0, src, len);
+    if (ZSTD_isError(literals))
+        return literals;
+    size_t matched = ZSTD_compress2(x->cctx[worker], scratch, len, src, len);
+    if (!ZSTD_isError(matched) && matched <= literals / 2) {
+        memcpy(dst, scratch, matched);
+        return matched;
+    }
+    if (literals <= len - len / 8)
+        return literals;
+    /* Parameters change between frames only. */
+    size_t rc = ZSTD_CCtx_reset(lit, ZSTD_reset_session_only);
+    if (!ZSTD_isError(rc))
+        rc = ZSTD_CCtx_setParameter(lit, ZSTD_c_literalCompressionMode, ZSTD_ps_disable);
+    size_t raw = ZSTD_isError(rc) ? rc : ZSTD_compressSequences(lit, dst, cap, NULL, 0, src, len);
+    rc = ZSTD_CCtx_reset(lit, ZSTD_reset_session_only);
+    if (!ZSTD_isError(rc))
+        rc = ZSTD_CCtx_setParameter(lit, ZSTD_c_literalCompressionMode, ZSTD_ps_auto);
+    return ZSTD_isError(rc) ? rc : raw;
+}
+
 static void frame_task(void *arg, size_t task, unsigned worker)
 {
     extract *x = arg;
@@ -308,12 +348,17 @@ static void frame_task(void *arg, size_t task, unsigned worker)
     smelt_kernels_get()->delta_split(slot->planes, (size_t)elems, slot->in, (size_t)elems,
                                      e->unit, s->base_fd >= 0 ? slot->base : NULL);
     slot->sum = XXH3_64bits(slot->planes, slot->raw);
-    size_t n = ZSTD_compress2(x->cctx[worker], slot->out, x->slot_out, slot->planes, slot->raw);
-    if (ZSTD_isError(n)) {
-        smelt_fail(ctx, SMELT_E_INTERNAL, "tensor '%s': frame %llu: zstd: %s", e->name, (ull)f,
-                   ZSTD_getErrorName(n));
-        smelt_task_failed(&x->w.err, worker, task);
-        return;
+    size_t n = 0;
+    for (unsigned p = 0; p < e->unit; p++) {
+        size_t got = compress_plane(x, worker, slot->planes + (size_t)p * (size_t)elems,
+                                    (size_t)elems, slot->out + n, x->slot_out - n, slot->base);
+        if (ZSTD_isError(got)) {
+            smelt_fail(ctx, SMELT_E_INTERNAL, "tensor '%s': frame %llu: zstd: %s", e->name,
+                       (ull)f, ZSTD_getErrorName(got));
+            smelt_task_failed(&x->w.err, worker, task);
+            return;
+        }
+        n += got;
     }
     slot->csize = n;
 }
@@ -329,7 +374,8 @@ static int setup(extract *x, uint64_t budget, uint64_t total_frames)
     x->slot_out = ZSTD_compressBound(x->slot_raw);
     size_t per_slot = 3 * x->slot_raw + x->slot_out;
     ZSTD_compressionParameters cp = ZSTD_getCParams(x->level, x->slot_raw, 0);
-    uint64_t cctx_bytes = (uint64_t)ZSTD_estimateCCtxSize_usingCParams(cp) * x->w.n;
+    /* two contexts per worker: compress_plane's */
+    uint64_t cctx_bytes = 2 * (uint64_t)ZSTD_estimateCCtxSize_usingCParams(cp) * x->w.n;
     if (budget < cctx_bytes + per_slot)
         return smelt_fail(x->ctx, SMELT_E_BUDGET, "--max-memory %llu bytes cannot hold one "
                           "frame (%zu bytes) and %u compression contexts (%llu bytes); give at "
@@ -345,7 +391,8 @@ static int setup(extract *x, uint64_t budget, uint64_t total_frames)
     x->b_stream = calloc(x->nslots, sizeof *x->b_stream);
     x->b_frame = calloc(x->nslots, sizeof *x->b_frame);
     x->cctx = calloc(x->w.n, sizeof *x->cctx);
-    if (!x->slots || !x->b_stream || !x->b_frame || !x->cctx)
+    x->lit_cctx = calloc(x->w.n, sizeof *x->lit_cctx);
+    if (!x->slots || !x->b_stream || !x->b_frame || !x->cctx || !x->lit_cctx)
         return smelt_fail(x->ctx, SMELT_E_NOMEM, "out of memory");
     for (size_t i = 0; i < x->nslots; i++) {
         xslot *s = &x->slots[i];
@@ -357,7 +404,11 @@ static int setup(extract *x, uint64_t budget, uint64_t total_frames)
     for (unsigned i = 0; i < x->w.n; i++) {
         if (!(x->cctx[i] = ZSTD_createCCtx()) ||
             ZSTD_isError(ZSTD_CCtx_setParameter(x->cctx[i], ZSTD_c_compressionLevel, x->level)) ||
-            ZSTD_isError(ZSTD_CCtx_setParameter(x->cctx[i], ZSTD_c_checksumFlag, 0)))
+            ZSTD_isError(ZSTD_CCtx_setParameter(x->cctx[i], ZSTD_c_checksumFlag, 0)) ||
+            !(x->lit_cctx[i] = ZSTD_createCCtx()) ||
+            ZSTD_isError(ZSTD_CCtx_setParameter(x->lit_cctx[i], ZSTD_c_compressionLevel,
+                                                x->level)) ||
+            ZSTD_isError(ZSTD_CCtx_setParameter(x->lit_cctx[i], ZSTD_c_checksumFlag, 0)))
             return smelt_fail(x->ctx, SMELT_E_NOMEM, "cannot set up zstd compression");
     }
     return SMELT_OK;
@@ -374,7 +425,10 @@ static void teardown(extract *x)
     free(x->slots);
     for (unsigned i = 0; x->cctx && i < x->w.n; i++)
         ZSTD_freeCCtx(x->cctx[i]);
+    for (unsigned i = 0; x->lit_cctx && i < x->w.n; i++)
+        ZSTD_freeCCtx(x->lit_cctx[i]);
     free(x->cctx);
+    free(x->lit_cctx);
     free(x->b_stream);
     free(x->b_frame);
     delta_workers_free(&x->w);

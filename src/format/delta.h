@@ -34,10 +34,12 @@
  *            table: frame f spans [end(f-1), end(f)) (end(-1) = 0); the last end is the blob
  *            size minus the table;
  *   u64 xxh3 (little-endian) XXH3-64 (seed 0) of the frame's decompressed bytes.
- * Each frame is an independent zstd frame whose decompressed bytes are the frame's elements
- * split into byte planes: plane p (p = 0..unit-1) holds byte unit-1-p of every element (so
- * plane 0 is the most significant byte: sign and exponent for floats), plane after plane. For
- * xor entries the elements are the XOR patterns, for raw entries the bytes themselves.
+ * Each frame is one or more concatenated zstd frames whose decompressed bytes, together, are
+ * the frame's elements split into byte planes: plane p (p = 0..unit-1) holds byte unit-1-p of
+ * every element (so plane 0 is the most significant byte: sign and exponent for floats), plane
+ * after plane. For xor entries the elements are the XOR patterns, for raw entries the bytes
+ * themselves. A reader decodes the concatenation whatever its split; smelt's extract writes one
+ * zstd frame per plane (delta_extract.c's compress_plane says how each is coded).
  *
  * Frames of a tensor line up with the engine's 64Ki-element tasks, so one task can decode
  * exactly one frame and XOR it into the base's bytes. */
