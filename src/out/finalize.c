@@ -1,6 +1,7 @@
 #include "out/finalize.h"
 
 #include "format/lora.h"
+#include "format/side_file.h"
 
 #include "common/util.h"
 #include "integrity/journal.h"
@@ -195,32 +196,20 @@ static int refuse_inputs_in_output(smelt_ctx *ctx, const smelt_plan *plan, const
  * not after the whole merge has run. */
 static int check_side_files(smelt_ctx *ctx, const smelt_plan *plan)
 {
-    const smelt_model *ref = plan->models[plan->ref_model];
-    char *path = ref->dir ? smelt_path_join(ref->dir, "config.json") : NULL;
-    int rc = ref->dir && !path ? smelt_fail(ctx, SMELT_E_NOMEM, "out of memory")
-             : path            ? smelt_check_readable(ctx, path, SMELT_JSON_MAX_BYTES)
-                               : SMELT_OK;
-    free(path);
+    int rc = smelt_side_check(ctx, plan->models[plan->ref_model], "config.json",
+                              SMELT_JSON_MAX_BYTES);
     const smelt_model *tok = plan->tokenizer_model >= 0 ? plan->models[plan->tokenizer_model]
                                                         : NULL;
-    for (size_t i = 0; tok && tok->dir && i < NTOKENIZER_NAMES && rc == SMELT_OK; i++) {
+    for (size_t i = 0; tok && i < NTOKENIZER_NAMES && rc == SMELT_OK; i++) {
         /* tokenizer_config.json is parsed when a chat template is set; the rest is copied */
         int parsed = plan->spec->chat_template && strcmp(tokenizer_names[i],
                                                          "tokenizer_config.json") == 0;
-        if (!(path = smelt_path_join(tok->dir, tokenizer_names[i])))
-            return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-        rc = smelt_check_readable(ctx, path, parsed ? SMELT_JSON_MAX_BYTES : 0);
-        free(path);
+        rc = smelt_side_check(ctx, tok, tokenizer_names[i], parsed ? SMELT_JSON_MAX_BYTES : 0);
     }
     int vote = plan->spec->chat_template && strcmp(plan->spec->chat_template, "auto") == 0;
-    for (size_t m = 0; vote && m < plan->nmodels && rc == SMELT_OK; m++) {
-        if (!plan->models[m]->dir)
-            continue;
-        if (!(path = smelt_path_join(plan->models[m]->dir, "tokenizer_config.json")))
-            return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-        rc = smelt_check_readable(ctx, path, SMELT_JSON_MAX_BYTES);
-        free(path);
-    }
+    for (size_t m = 0; vote && m < plan->nmodels && rc == SMELT_OK; m++)
+        rc = smelt_side_check(ctx, plan->models[m], "tokenizer_config.json",
+                              SMELT_JSON_MAX_BYTES);
     return rc;
 }
 
@@ -342,28 +331,25 @@ out:
     return rc;
 }
 
-/* config.json of the reference model, with torch_dtype set to what was written. */
+/* config.json of the reference model (a BASE+DELTA model's is the fine-tune's, from its delta),
+ * with torch_dtype set to what was written. */
 static int write_config_json(smelt_ctx *ctx, const smelt_plan *plan, const char *out_dir)
 {
     const smelt_model *ref = plan->models[plan->ref_model];
-    if (!ref->dir)
+    if (!ref->dir && !ref->delta)
         return SMELT_OK;
-    char *src = smelt_path_join(ref->dir, "config.json");
-    if (!src)
-        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-    if (access(src, F_OK) != 0) {
+    json_t *config;
+    int rc = smelt_side_load_json(ctx, ref, "config.json", JSON_REJECT_DUPLICATES, &config);
+    if (rc == SMELT_OK && !config) {
         smelt_notice(ctx, SMELT_LOG_NOTICE, "%s has no config.json; the output has none either",
                      ref->ref);
-        free(src);
         return SMELT_OK;
     }
-    json_t *config;
-    int rc = smelt_json_load(ctx, src, JSON_REJECT_DUPLICATES, &config);
     if (rc == SMELT_OK && !json_is_object(config)) {
         json_decref(config);
-        rc = smelt_fail(ctx, SMELT_E_FORMAT, "%s: not a JSON object at the top level", src);
+        rc = smelt_fail(ctx, SMELT_E_FORMAT, "%s: config.json is not a JSON object at the top "
+                        "level", ref->ref);
     }
-    free(src);
     if (rc != SMELT_OK)
         return rc;
     /* The dtype of the largest merged tensor class decides; with a forced dtype all agree. */
@@ -403,15 +389,10 @@ static int copy_tokenizer(smelt_ctx *ctx, const smelt_plan *plan, const char *ou
     if (plan->tokenizer_model < 0)
         return SMELT_OK;
     const smelt_model *ref = plan->models[plan->tokenizer_model];
-    if (!ref->dir)
-        return SMELT_OK;
     for (size_t i = 0; i < NTOKENIZER_NAMES; i++) {
-        char *src = smelt_path_join(ref->dir, names[i]);
         char *dst = smelt_path_join(out_dir, names[i]);
-        int rc = !src || !dst ? smelt_fail(ctx, SMELT_E_NOMEM, "out of memory")
-                 : access(src, F_OK) == 0 ? smelt_copy_file(ctx, src, dst)
-                                          : SMELT_OK;
-        free(src);
+        int rc = dst ? smelt_side_copy(ctx, ref, names[i], dst)
+                     : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
         free(dst);
         if (rc != SMELT_OK)
             return rc;
@@ -425,14 +406,8 @@ static int copy_tokenizer(smelt_ctx *ctx, const smelt_plan *plan, const char *ou
 static int model_chat_template(smelt_ctx *ctx, const smelt_model *m, json_t **out)
 {
     *out = NULL;
-    if (!m->dir)
-        return SMELT_OK;
-    char *path = smelt_path_join(m->dir, "tokenizer_config.json");
-    if (!path)
-        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     json_t *root;
-    int rc = smelt_json_load_if_exists(ctx, path, 0, &root);
-    free(path);
+    int rc = smelt_side_load_json(ctx, m, "tokenizer_config.json", 0, &root);
     json_t *t = root ? json_object_get(root, "chat_template") : NULL;
     if (json_is_string(t) && !(*out = json_string(json_string_value(t))))
         rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");

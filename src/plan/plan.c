@@ -13,6 +13,7 @@
 #include "common/util.h"
 #include "delta/delta_input.h"
 #include "format/lora.h"
+#include "format/side_file.h"
 
 #include <ctype.h>
 #include <jansson.h>
@@ -706,20 +707,14 @@ static int slices_from_spec(smelt_ctx *ctx, smelt_plan *plan)
     return SMELT_OK;
 }
 
-/* The architectures named in a model's config.json, as one string ("" when it has none). A
- * config.json that exists but cannot be read or parsed is an error (smelt_json_load: bounded,
- * regular files only). */
+/* The architectures named in a model's config.json (a BASE+DELTA model's: the fine-tune's), as
+ * one string ("" when it has none). A config.json that exists but cannot be read or parsed is
+ * an error (smelt_json_load: bounded, regular files only). */
 static int model_architecture(smelt_ctx *ctx, const smelt_model *m, char *buf, size_t len)
 {
     buf[0] = '\0';
-    if (!m->dir)
-        return SMELT_OK;
-    char *path = smelt_path_join(m->dir, "config.json");
-    if (!path)
-        return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
     json_t *root;
-    int rc = smelt_json_load_if_exists(ctx, path, 0, &root);
-    free(path);
+    int rc = smelt_side_load_json(ctx, m, "config.json", 0, &root);
     json_t *arch = root ? json_object_get(root, "architectures") : NULL;
     size_t i;
     json_t *v;

@@ -103,6 +103,14 @@ no_model_output "$work/out-other"
 # byte, alone and first next to another delta (whose rows are cut to as many as it has); after
 # a model with more rows its shape is refused by the ordinary shape rule, as the raw one is.
 $SMELT synth "$work/ftv" --size 4M --base-seed 1 --seed 5 --shard-size 1M --vocab 600 >/dev/null
+# its side files differ from the base's too (vocab_size 600; a chat template of its own)
+python3 - "$work/ftv/tokenizer_config.json" <<'PY'
+import json, sys
+path = sys.argv[1]
+doc = json.load(open(path))
+doc["chat_template"] = "{{ the fine-tune's own }}"
+json.dump(doc, open(path, "w"))
+PY
 $SMELT delta extract --base "$work/base" "$work/ftv" "$work/dv" -q
 linear() { # FILE MODEL...
   f=$1; shift
@@ -123,6 +131,15 @@ for v in v1 v2; do
     cmp -s "$work/out-$v/model.safetensors" "$work/out-${v}r/model.safetensors" &&
     pass "$v: a delta with tensors stored whole == the fine-tune itself" ||
     fail "$v: a delta with tensors stored whole differs from the fine-tune"
+  # config.json and the tokenizer are the fine-tune's, from the delta, not the base's
+  same=1
+  for f in config.json tokenizer_config.json generation_config.json; do
+    cmp -s "$work/out-$v/$f" "$work/out-${v}r/$f" || same=0
+  done
+  grep -q '"vocab_size": 600' "$work/out-$v/config.json" &&
+    grep -q "the fine-tune's own" "$work/out-$v/tokenizer_config.json" || same=0
+  [ $same = 1 ] && pass "$v: config.json and tokenizer files are the fine-tune's (from the delta)" ||
+    fail "$v: config.json or tokenizer files are not the fine-tune's"
 done
 expect_error "a delta whose vocabulary is not the others'" "dv': tensor 'model.embed_tokens.weight' has shape [600, 128], but [1536, 128]" \
   $SMELT merge "$work/v3.yml" "$work/out-v3" -q
