@@ -6,11 +6,15 @@
 
 #include "smelt.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,6 +43,82 @@ static inline int bench_run(char *const argv[], struct rusage *ru, const char *i
     if (wait4(pid, &status, 0, ru ? ru : &local) < 0)
         return -1;
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Writes text to a cgroup file; returns 0 or an errno. */
+static inline int bench_cgroup_write(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    ssize_t n = write(fd, text, strlen(text));
+    int err = n < 0 ? errno : 0;
+    close(fd);
+    return err;
+}
+
+/* --read-bps: caps this process's reads (the plain read and every merge, which run in it or in
+ * its children) from the block device holding `dir` at bps bytes per second, as a slower disk
+ * would: the kernel's block I/O throttle, in a cgroup of its own (v2 io.max where the io
+ * controller is on, v1 blkio.throttle.read_bps_device otherwise). Needs root. A merge's figures
+ * then say what it does where the disk, not the CPU, is the bound (a SATA SSD reads about
+ * 500 MB/s, a disk 200 MB/s). Returns 0, or 1 with a message. */
+static inline int bench_throttle_reads(const char *dir, unsigned long long bps)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        perror(dir);
+        return 1;
+    }
+    unsigned maj = major(st.st_dev), min = minor(st.st_dev);
+    char path[256], text[128];
+    /* a partition is throttled through its disk */
+    snprintf(path, sizeof path, "/sys/dev/block/%u:%u/partition", maj, min);
+    if (access(path, F_OK) == 0) {
+        char link[256], target[512];
+        snprintf(link, sizeof link, "/sys/dev/block/%u:%u/..", maj, min);
+        snprintf(target, sizeof target, "%s/dev", link);
+        FILE *f = fopen(target, "r");
+        if (!f || fscanf(f, "%u:%u", &maj, &min) != 2) {
+            fprintf(stderr, "--read-bps: cannot find the disk of device %u:%u\n", maj, min);
+            if (f)
+                fclose(f);
+            return 1;
+        }
+        fclose(f);
+    }
+    snprintf(text, sizeof text, "%d\n", (int)getpid());
+    const char *v2 = "/sys/fs/cgroup/smelt-bench", *v1 = "/sys/fs/cgroup/blkio/smelt-bench";
+    int err;
+    if (access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0) {
+        (void)bench_cgroup_write("/sys/fs/cgroup/cgroup.subtree_control", "+io");
+        if (mkdir(v2, 0755) != 0 && errno != EEXIST) {
+            err = errno;
+        } else {
+            char limit[128];
+            snprintf(path, sizeof path, "%s/io.max", v2);
+            snprintf(limit, sizeof limit, "%u:%u rbps=%llu\n", maj, min, bps);
+            err = bench_cgroup_write(path, limit);
+            snprintf(path, sizeof path, "%s/cgroup.procs", v2);
+            err = err ? err : bench_cgroup_write(path, text);
+        }
+    } else if (mkdir(v1, 0755) != 0 && errno != EEXIST) {
+        err = errno;
+    } else {
+        char limit[128];
+        snprintf(path, sizeof path, "%s/blkio.throttle.read_bps_device", v1);
+        snprintf(limit, sizeof limit, "%u:%u %llu\n", maj, min, bps);
+        err = bench_cgroup_write(path, limit);
+        snprintf(path, sizeof path, "%s/cgroup.procs", v1);
+        err = err ? err : bench_cgroup_write(path, text);
+    }
+    if (err) {
+        fprintf(stderr, "--read-bps: cannot throttle reads of device %u:%u with a cgroup (%s; "
+                "needs root and the io or blkio controller)\n", maj, min, strerror(err));
+        return 1;
+    }
+    printf("reads from device %u:%u throttled to %.0f MB/s (cgroup)\n", maj, min, bps / 1e6);
+    return 0;
 }
 
 /* The last progress report of the in-process merge: its bytes_from_files is the ring's count. */

@@ -3,7 +3,7 @@
  * with --merge, a merge of BASE+DELTA inputs against a plain read and the raw fine-tunes' merge.
  *
  * usage: bench_delta [--size SIZE] [--dtype D] [--max-memory SIZE] [--threads N] [--level N]
- *                    [--dir DIR] [--keep] [--merge [--delta X]]
+ *                    [--dir DIR] [--keep] [--merge [--delta X]] [--read-bps SIZE]
  * Generates with `smelt synth` (unless DIR already has them) a base (seed 1) and two
  * fine-tunes of it:
  *   noise    every weight perturbed by small-magnitude noise (--base-seed 1 --seed 2
@@ -22,7 +22,9 @@
  * and the same merge of the three BASE+DELTA inputs (in-process, in a child: peak RSS and the
  * bytes the engine read, ring and delta frames), checks both merges wrote the same bytes, and
  * prints the delta merge's time as a ratio to the plain read (> 1: faster than reading the
- * fine-tunes) and its bytes read per input byte (per byte of the three fine-tunes' files). */
+ * fine-tunes) and its bytes read per input byte (per byte of the three fine-tunes' files).
+ * --read-bps SIZE: every read from the disk holding DIR capped at SIZE per second (a cgroup's
+ * block I/O throttle; root), to measure where the disk is the bound (bench_common.h). */
 #include "bench_common.h"
 #include "smelt.h"
 
@@ -188,7 +190,7 @@ static int bench_merge_deltas(const char *dir, const char *size, const char *dty
 int main(int argc, char **argv)
 {
     const char *size = "512M", *dtype = "bfloat16", *max_memory = NULL, *threads = NULL,
-               *level = NULL, *dir = NULL;
+               *level = NULL, *dir = NULL, *read_bps = NULL;
     const char *delta_arg = "0.001";
     int keep = 0, merge = 0;
     for (int i = 1; i < argc; i++) {
@@ -211,9 +213,12 @@ int main(int argc, char **argv)
             level = v, i++;
         else if (v && !strcmp(a, "--dir"))
             dir = v, i++;
+        else if (v && !strcmp(a, "--read-bps"))
+            read_bps = v, i++;
         else {
             fprintf(stderr, "usage: bench_delta [--size SIZE] [--dtype D] [--max-memory SIZE] "
-                    "[--threads N] [--level N] [--dir DIR] [--keep] [--merge [--delta X]]\n");
+                    "[--threads N] [--level N] [--dir DIR] [--keep] [--merge [--delta X]] "
+                    "[--read-bps SIZE]\n");
             return 2;
         }
     }
@@ -225,6 +230,17 @@ int main(int argc, char **argv)
             return 1;
         }
         created = 1;
+    }
+    if (read_bps) {
+        uint64_t bps;
+        smelt_ctx *ctx = smelt_ctx_new();
+        int bad = !ctx || smelt_parse_size(ctx, read_bps, &bps) != SMELT_OK;
+        if (bad)
+            fprintf(stderr, "bench_delta: --read-bps %s: %s\n", read_bps,
+                    ctx ? smelt_errmsg(ctx) : "out of memory");
+        smelt_ctx_free(ctx);
+        if (bad || bench_throttle_reads(dir, bps))
+            return 1;
     }
     if (merge) {
         int rc = bench_merge_deltas(dir, size, dtype, delta_arg,

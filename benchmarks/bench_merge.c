@@ -4,7 +4,7 @@
  * usage: bench_merge [--models N] [--size SIZE] [--dtype D] [--max-memory SIZE] [--threads N]
  *                    [--dir DIR] [--keep] [--io pread|uring] [--method M] [--density X]
  *                    [--params 'k: v, ...'] [--shape llama3-70b] [--format gguf]
- *                    [--lora R]
+ *                    [--lora R] [--read-bps SIZE]
  * --method picks the merge method (default linear), or `all`: every method in turn, one table
  * row each. Task-vector methods get weight 1/N and --density (default 0.5); the others get the
  * parameters their row of `methods` below gives them, and --params 'k: v, ...' adds top-level
@@ -17,7 +17,9 @@
  * --format gguf generates llama.cpp GGUF models instead (--dtype is then a GGUF type, e.g. f16
  * or q4_k_m) and merges them into a GGUF output.
  * --lora R benchmarks `smelt lora apply` instead of a merge: the base m0 and a rank-R PEFT
- * adapter for it (smelt synth --lora R), timed against a plain read of the base's files. 
+ * adapter for it (smelt synth --lora R), timed against a plain read of the base's files.
+ * --read-bps SIZE caps every read from the disk holding DIR at SIZE per second (a cgroup's block
+ * I/O throttle, root; bench_common.h): the figures of a disk-bound machine.
  * Generates N models (a base and N-1 fine-tunes) with `smelt synth` unless DIR has them (stamp
  * files mark its own), drops them from the page cache (all of it as root, else each file with
  * POSIX_FADV_DONTNEED), times reading them front to back, drops them again, and times the merge.
@@ -228,7 +230,7 @@ int main(int argc, char **argv)
     int models = 3, keep = 0, shape_70b = 0;
     const char *size = "1G", *dtype = "bfloat16", *max_memory = "512Mi", *threads = NULL;
     const char *dir = "/tmp/smelt-bench", *io = NULL, *method = "linear", *density = "0.5", *params = NULL;
-    const char *lora_rank = NULL;
+    const char *lora_rank = NULL, *read_bps = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--keep")) { keep = 1; continue; }
@@ -244,6 +246,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--density")) density = v;
         else if (!strcmp(a, "--params")) params = v;
         else if (!strcmp(a, "--lora")) lora_rank = v;
+        else if (!strcmp(a, "--read-bps")) read_bps = v;
         else if (!strcmp(a, "--format")) {
             if (strcmp(v, "gguf") != 0 && strcmp(v, "safetensors") != 0) {
                 fprintf(stderr, "bench_merge: --format takes safetensors or gguf\n");
@@ -282,6 +285,17 @@ int main(int argc, char **argv)
         models = 1;
     if (generate(dir, models, size, dtype, shape_70b, lora_rank) != 0)
         return 1;
+    if (read_bps) {
+        uint64_t bps;
+        smelt_ctx *ctx = smelt_ctx_new();
+        int bad = !ctx || smelt_parse_size(ctx, read_bps, &bps) != SMELT_OK;
+        if (bad)
+            fprintf(stderr, "bench_merge: --read-bps %s: %s\n", read_bps,
+                    ctx ? smelt_errmsg(ctx) : "out of memory");
+        smelt_ctx_free(ctx);
+        if (bad || bench_throttle_reads(dir, bps))
+            return 1;
+    }
     int rc = 0;
     if (all) {
         printf("%d x %s %s, --max-memory %s%s%s; GB/s of input bytes, caches dropped before each\n",
