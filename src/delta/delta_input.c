@@ -80,19 +80,16 @@ static int same_tensor(const smelt_delta_entry *e, const smelt_tensor_info *t)
            memcmp(e->shape, t->shape, t->ndim * sizeof *t->shape) == 0;
 }
 
-static int by_file_offset(const void *a, const void *b)
-{
-    const smelt_tensor_info *x = a, *y = b;
-    if (x->file != y->file)
-        return x->file < y->file ? -1 : 1;
-    return x->offset < y->offset ? -1 : x->offset > y->offset;
-}
-
-/* The base model now presents the fine-tune's tensors: a XOR entry keeps the base's tensor
- * (the engine reads it and XORs the frames in); an entry stored whole (the fine-tune's dtype
- * or shape differs from the base's, or the base lacks it) becomes a tensor the engine decodes
- * from its frames alone (placed in the catalog as below; `file` is the delta's); a base tensor
- * the delta has no entry for (the fine-tune lacks it) is gone. */
+/* The base model now presents the fine-tune's tensors, in the fine-tune's order (its files in
+ * order, each file's tensors in data order, as the delta recorded them): the order a merge
+ * processes and writes a model's tensors in, so the output is the one the raw fine-tune would
+ * give, tensors the base lacks included. For a fine-tune laid out like its base (the usual
+ * case) that is also the order that reads the base's files front to back. A XOR entry keeps the
+ * base's tensor (the engine reads it and XORs the frames in); an entry stored whole (the
+ * fine-tune's dtype or shape differs from the base's, or the base lacks it) becomes a tensor
+ * the engine decodes from its frames alone (`file` is the delta's, `offset` its blob: no byte
+ * of it is read from a file, engine/source.h); a base tensor the delta has no entry for (the
+ * fine-tune lacks it) is gone. */
 static int adopt_entries(smelt_ctx *ctx, const smelt_delta *d, smelt_model *base,
                          const char *ref, uint32_t file)
 {
@@ -101,46 +98,61 @@ static int adopt_entries(smelt_ctx *ctx, const smelt_delta *d, smelt_model *base
                           "deltas with frames of %u", ref, (unsigned long long)d->frame_elems,
                           SMELT_DELTA_FRAME_ELEMS);
     smelt_tensor_info *all = calloc(d->nentries + 1, sizeof *all);
-    if (!all)
+    unsigned char *placed = calloc(d->nentries + 1, 1);
+    if (!all || !placed) {
+        free(all);
+        free(placed);
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    }
     size_t n = 0;
     int rc = SMELT_OK;
-    for (size_t i = 0; i < d->nentries && rc == SMELT_OK; i++) {
-        const smelt_delta_entry *e = &d->entries[i];
-        if (!is_tensor_entry(e))
-            continue;
-        const smelt_tensor_info *t = smelt_model_find(base, e->name);
-        if (e->mode == SMELT_DELTA_XOR && (!t || !same_tensor(e, t))) {
-            rc = smelt_fail(ctx, SMELT_E_FORMAT, "%s: tensor '%s' is stored as a XOR against "
-                            "the base, which %s (dtype or shape): the delta is damaged", ref,
-                            e->name, t ? "differs from it" : "has no such tensor");
-            break;
-        }
-        smelt_tensor_info *dst = &all[n];
-        if (e->mode == SMELT_DELTA_XOR) {
-            *dst = *t;
-        } else {
-            /* No byte of it is read from a file (engine/source.h: it has no reader), so its
-             * place only orders it: where the base keeps the tensor it replaces, as a
-             * fine-tune laid out like its base has it (the merge writes tensors in that
-             * order); a tensor the base lacks goes after the base's, at its blob. */
-            *dst = (smelt_tensor_info){.dtype = e->dtype, .ndim = e->ndim, .nbytes = e->nbytes,
-                                       .numel = 1, .offset = t ? t->offset : e->blob_offset,
-                                       .file = t ? t->file : file};
-            memcpy(dst->shape, e->shape, e->ndim * sizeof *e->shape);
-            for (uint32_t k = 0; k < e->ndim; k++)
-                dst->numel *= e->shape[k];
-        }
-        if (!(dst->name = smelt_strdup(e->name)))
-            rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
-        else
+    for (size_t k = 0; k < d->nfiles && rc == SMELT_OK; k++) {
+        const smelt_delta_file *df = &d->files[k];
+        for (size_t j = df->safetensors ? 1 : 0; df->safetensors && j < df->nparts; j++) {
+            size_t i = df->parts[j];
+            const smelt_delta_entry *e = &d->entries[i];
+            if (!is_tensor_entry(e) || placed[i]) {
+                rc = smelt_fail(ctx, SMELT_E_FORMAT, "%s: file '%s' lists '%s' %s: the delta is "
+                                "damaged", ref, df->name, e->name,
+                                placed[i] ? "twice" : "among its tensors");
+                break;
+            }
+            placed[i] = 1;
+            const smelt_tensor_info *t = smelt_model_find(base, e->name);
+            if (e->mode == SMELT_DELTA_XOR && (!t || !same_tensor(e, t))) {
+                rc = smelt_fail(ctx, SMELT_E_FORMAT, "%s: tensor '%s' is stored as a XOR "
+                                "against the base, which %s (dtype or shape): the delta is "
+                                "damaged", ref, e->name,
+                                t ? "differs from it" : "has no such tensor");
+                break;
+            }
+            smelt_tensor_info *dst = &all[n];
+            if (e->mode == SMELT_DELTA_XOR) {
+                *dst = *t;
+            } else {
+                *dst = (smelt_tensor_info){.dtype = e->dtype, .ndim = e->ndim,
+                                           .nbytes = e->nbytes, .numel = 1,
+                                           .offset = e->blob_offset, .file = file};
+                memcpy(dst->shape, e->shape, e->ndim * sizeof *e->shape);
+                for (uint32_t q = 0; q < e->ndim; q++)
+                    dst->numel *= e->shape[q];
+            }
+            if (!(dst->name = smelt_strdup(e->name))) {
+                rc = smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+                break;
+            }
             n++;
+        }
     }
+    for (size_t i = 0; i < d->nentries && rc == SMELT_OK; i++)
+        if (is_tensor_entry(&d->entries[i]) && !placed[i])
+            rc = smelt_fail(ctx, SMELT_E_FORMAT, "%s: tensor '%s' is in none of the fine-tune's "
+                            "files: the delta is damaged", ref, d->entries[i].name);
+    free(placed);
     if (rc != SMELT_OK) {
         smelt_tensors_free(all, n);
         return rc;
     }
-    qsort(all, n, sizeof *all, by_file_offset); /* the order that reads each file front to back */
     smelt_tensors_free(base->tensors, base->ntensors);
     base->tensors = all;
     base->ntensors = n;

@@ -26,6 +26,8 @@ typedef struct smelt_tensor_info {
     uint64_t nbytes;
     uint64_t offset;   /* absolute byte offset of the tensor's data in its file */
     uint32_t file;     /* index into smelt_model.files */
+    uint32_t order;    /* its index in the model's catalog (set when the model is indexed):
+                          a merge processes and writes tensors in input 0's catalog order */
 } smelt_tensor_info;
 
 /* One safetensors file of a model. The descriptor stays open while the model is open. */

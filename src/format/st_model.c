@@ -141,6 +141,8 @@ static int index_model(smelt_ctx *ctx, smelt_model *m)
         free(m->name_index);
         m->name_index = NULL;
     }
+    for (size_t i = 0; i < m->ntensors; i++)
+        m->tensors[i].order = (uint32_t)i;
     smelt_name_index *index = calloc(1, sizeof *index);
     if (!index)
         return smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");

@@ -772,7 +772,9 @@ static int choose_tokenizer(smelt_ctx *ctx, smelt_plan *plan, int copy)
     return SMELT_OK;
 }
 
-/* Reads are fastest in each input file's byte order: sort by where input 0 lives. */
+/* Input 0's catalog order: reads are fastest in each input file's byte order, which a model's
+ * catalog follows (a BASE+DELTA model's follows the fine-tune's layout, which is the base's
+ * where the fine-tune is laid out like it; delta/delta_input.c). */
 static int by_read_order(const void *a, const void *b)
 {
     const smelt_plan_tensor *x = a, *y = b;
@@ -780,6 +782,8 @@ static int by_read_order(const void *a, const void *b)
     if (mx != my)
         return mx < my ? -1 : 1;
     const smelt_tensor_info *tx = x->inputs[0], *ty = y->inputs[0];
+    if (tx->order != ty->order)
+        return tx->order < ty->order ? -1 : 1;
     if (tx->file != ty->file)
         return tx->file < ty->file ? -1 : 1;
     if (tx->offset != ty->offset)

@@ -141,6 +141,47 @@ for v in v1 v2; do
   [ $same = 1 ] && pass "$v: config.json and tokenizer files are the fine-tune's (from the delta)" ||
     fail "$v: config.json or tokenizer files are not the fine-tune's"
 done
+# A fine-tune with a tensor the base lacks, in the middle of its first shard: stored whole, it
+# keeps its place (the merge follows the fine-tune's layout, not the base's with the new tensor
+# at the end), so base+dx merges as the fine-tune itself.
+cp -r "$work/ft2" "$work/ftx"
+python3 - "$work/ftx" <<'PY'
+import json, os, struct, sys
+d = sys.argv[1]
+index_path = os.path.join(d, "model.safetensors.index.json")
+index = json.load(open(index_path))
+shard = sorted(set(index["weight_map"].values()))[0]
+path = os.path.join(d, shard)
+raw = open(path, "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+meta = header.pop("__metadata__", None)
+names = sorted(header, key=lambda k: header[k]["data_offsets"][0])
+blobs = [(k, header[k], raw[8 + n + header[k]["data_offsets"][0]:8 + n + header[k]["data_offsets"][1]])
+         for k in names]
+blobs.insert(3, ("model.layers.0.extra_bias", {"dtype": "BF16", "shape": [128]},
+                 bytes((i * 37) & 0x7f for i in range(256))))
+out, data, at = {}, b"", 0
+if meta is not None:
+    out["__metadata__"] = meta
+for k, info, b in blobs:
+    out[k] = {"dtype": info["dtype"], "shape": info["shape"], "data_offsets": [at, at + len(b)]}
+    data += b
+    at += len(b)
+text = json.dumps(out, separators=(",", ":")).encode()
+text += b" " * (-len(text) % 8)
+open(path, "wb").write(struct.pack("<Q", len(text)) + text + data)
+index["weight_map"]["model.layers.0.extra_bias"] = shard
+index["metadata"]["total_size"] += 256
+json.dump(index, open(index_path, "w"))
+PY
+$SMELT delta extract --base "$work/base" "$work/ftx" "$work/dx" -q
+linear "$work/x1.yml" "$work/base+$work/dx"
+linear "$work/x1r.yml" "$work/ftx"
+$SMELT merge "$work/x1.yml" "$work/out-x1" -q && $SMELT merge "$work/x1r.yml" "$work/out-x1r" -q &&
+  cmp -s "$work/out-x1/model.safetensors" "$work/out-x1r/model.safetensors" &&
+  pass "a tensor the base lacks keeps its place in the fine-tune's order" ||
+  fail "a delta with a new tensor does not merge as the fine-tune (tensor order?)"
 expect_error "a delta whose vocabulary is not the others'" "dv': tensor 'model.embed_tokens.weight' has shape [600, 128], but [1536, 128]" \
   $SMELT merge "$work/v3.yml" "$work/out-v3" -q
 no_model_output "$work/out-v3"
