@@ -27,6 +27,8 @@ typedef struct slot {
     const uint8_t **view;  /* per input, for this chunk: what the tiles see */
     uint8_t **out;         /* per output: its encoded chunk (a COPY chunk is read into
                               out[0] and written to every output from there) */
+    uint8_t *carry;        /* what a resident tensor's statistics passes leave for apply
+                              (smelt_tile.carry); NULL when the plan has none */
 } slot;
 
 typedef struct engine {
@@ -81,6 +83,7 @@ typedef struct compute_job {
     const slot *s;
     unsigned pass;                /* a statistics pass, or tensor_passes: the apply pass */
     size_t output;
+    size_t carry;                 /* the tensor's carry bytes per element (0: none) */
 } compute_job;
 
 static void compute_task(void *arg, size_t task, unsigned worker)
@@ -122,6 +125,7 @@ static void compute_task(void *arg, size_t task, unsigned worker)
         tile.index0 = job->s->start + at;
         for (size_t i = 0; i < ninputs; i++)
             raw[i] = job->s->view[i] + smelt_dtype_span(dtype[i], at);
+        tile.carry = job->carry ? job->s->carry + at * job->carry : NULL;
         if (stats) {
             method->stats(pt->method_state, job->pass, &tile, partial);
             continue;
@@ -449,7 +453,8 @@ static int pass_chunk(engine *e, const slot *s, size_t o, unsigned pass)
     const smelt_method *method = plan->method;
     uint64_t task = tensor_task(plan, pt);
     size_t ntasks = (size_t)((s->count + task - 1) / task);
-    compute_job job = {e, plan, pt, s, pass, o};
+    compute_job job = {e, plan, pt, s, pass, o,
+                       smelt_engine_tensor_carry(e->plans, e->nouts, &e->layout, s->tensor)};
     smelt_pool_run(e->pool, ntasks, compute_task, &job);
     for (size_t t = 0; t < ntasks; t++)
         method->fold(pt->method_state, pass, e->partials + t * e->partial_bytes);
@@ -590,7 +595,8 @@ static void compute_output_chunk(engine *e, const slot *s, size_t o)
     const smelt_plan_tensor *pt = &plan->tensors[s->tensor];
     if (pt->kind != SMELT_TASK_MERGE)
         return;
-    compute_job job = {e, plan, pt, s, tensor_passes(plan, pt), o};
+    compute_job job = {e, plan, pt, s, tensor_passes(plan, pt), o,
+                       smelt_engine_tensor_carry(e->plans, e->nouts, &e->layout, s->tensor)};
     uint64_t task = tensor_task(plan, pt);
     smelt_pool_run(e->pool, (size_t)((s->count + task - 1) / task), compute_task, &job);
 }
@@ -739,6 +745,10 @@ static int alloc_buffers(engine *e)
                  !(s->stage[i] = smelt_aligned_alloc(BUFFER_ALIGN,
                                                      chunk / SPAN_UNIT * e->stage_unit[i]))))
                 return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the chunk buffers");
+        uint64_t carry_unit = smelt_engine_carry_unit(e->plans, e->nouts);
+        if (carry_unit &&
+            !(s->carry = smelt_aligned_alloc(BUFFER_ALIGN, chunk / SPAN_UNIT * carry_unit)))
+            return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the chunk buffers");
     }
     uint64_t most_scratch = 0, scratch;
     for (size_t i = 0; i < plan->ninputs; i++) {
@@ -783,6 +793,7 @@ static void free_buffers(engine *e)
         free(e->slots[d].read);
         free(e->slots[d].view);
         free(e->slots[d].out);
+        free(e->slots[d].carry);
     }
     free(e->slots);
     free(e->scratch);

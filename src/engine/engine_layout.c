@@ -257,6 +257,30 @@ size_t smelt_engine_partial_bytes(const smelt_plan *const *plans, size_t nplans)
     return (most + 63) / 64 * 64; /* each partial on its own cache line */
 }
 
+static size_t method_carry(const smelt_plan *plan, const smelt_plan_tensor *pt)
+{
+    const smelt_method *m = plan->method;
+    return pt->kind == SMELT_TASK_MERGE && m->carry_bytes ? m->carry_bytes(pt->method_state) : 0;
+}
+
+uint64_t smelt_engine_carry_unit(const smelt_plan *const *plans, size_t nplans)
+{
+    size_t most = 0;
+    for (size_t t = 0; nplans == 1 && t < plans[0]->ntensors; t++)
+        if (method_carry(plans[0], &plans[0]->tensors[t]) > most)
+            most = method_carry(plans[0], &plans[0]->tensors[t]);
+    return (uint64_t)most * SPAN_UNIT;
+}
+
+size_t smelt_engine_tensor_carry(const smelt_plan *const *plans, size_t nplans,
+                                 const smelt_engine_layout *layout, size_t t)
+{
+    if (!smelt_engine_carry_unit(plans, nplans) ||
+        !smelt_engine_tensor_resident(plans, nplans, layout, t))
+        return 0;
+    return method_carry(plans[0], &plans[0]->tensors[t]);
+}
+
 size_t smelt_engine_worker_partial_bytes(const smelt_plan *const *plans, size_t nplans)
 {
     size_t most = 0;
@@ -302,6 +326,8 @@ int smelt_engine_layout_group(smelt_ctx *ctx, const smelt_plan *const *plans, si
         per_unit += smelt_engine_out_unit(plans[o]);
     for (size_t i = 0; i < plan->ninputs; i++)
         per_unit += in_unit[i] + stage_unit[i];
+    uint64_t carry_unit = smelt_engine_carry_unit(plans, nplans);
+    per_unit += carry_unit;
     unsigned nthreads = smelt_pool_default_threads(threads);
     /* The partials scale with the chunk (one per task), so they shrink with it on a small
      * budget instead of being reserved for the largest chunk. */
@@ -314,6 +340,8 @@ int smelt_engine_layout_group(smelt_ctx *ctx, const smelt_plan *const *plans, si
     for (size_t i = 0; i < plan->ninputs; i++)
         if (stage_unit[i])
             slot_slack += BUFFER_ALIGN;
+    if (carry_unit)
+        slot_slack += BUFFER_ALIGN;
     uint64_t avail = max_memory > fixed ? max_memory - fixed : 0;
     uint64_t chunk = CHUNK_ELEMS_TARGET;
     uint64_t partials = chunk / TASK_ELEMS * partial;

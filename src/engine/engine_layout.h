@@ -144,6 +144,15 @@ unsigned smelt_engine_apply_read(const smelt_plan *const *plans, size_t nplans,
  * same partials. */
 size_t smelt_engine_partial_bytes(const smelt_plan *const *plans, size_t nplans);
 
+/* Bytes per SPAN_UNIT elements of a slot's carry buffer (smelt_method.carry_bytes, the most any
+ * tensor of the plan asks for); 0 for a merge group, whose outputs' passes would share it. */
+uint64_t smelt_engine_carry_unit(const smelt_plan *const *plans, size_t nplans);
+
+/* The carry bytes per element tensor pt gets in every pass: its method's, when it is resident
+ * and the plan has a carry buffer (smelt_engine_carry_unit); else 0. */
+size_t smelt_engine_tensor_carry(const smelt_plan *const *plans, size_t nplans,
+                                 const smelt_engine_layout *layout, size_t t);
+
 /* The largest per-worker accumulator of any tensor and statistics pass (0 when none). */
 size_t smelt_engine_worker_partial_bytes(const smelt_plan *const *plans, size_t nplans);
 

@@ -82,6 +82,13 @@ typedef struct smelt_tile {
     const void *const *task_raw;
     uint64_t task_index0;
     size_t task_n;
+    /* For a method with carry_bytes: carry_bytes(state) bytes per element of the tile, from
+     * element index0, that its statistics passes may write and its apply pass reads, when the
+     * tensor is resident (all its chunks stay in the buffers through every pass, so the bytes
+     * written in a statistics pass are still there for apply); NULL in every pass of a
+     * streamed tensor (each read has its own buffers). Not zeroed: the pass that writes them
+     * writes every element's bytes. Written only by the thread running the tile. */
+    uint8_t *carry;
 } smelt_tile;
 
 /* Input i as f32: a pointer into the raw data when it is F32, else decoded into scratch tile i.
@@ -182,6 +189,14 @@ typedef struct smelt_method {
     /* For a SMELT_PASS_FALLBACK pass: 1 when it must run after all, asked once every pass
      * before it has ended. Pure: it may be asked more than once. */
     int (*pass_needed)(const void *state, unsigned pass);
+
+    /* Optional: bytes per element (0 for none) a statistics pass leaves for apply in
+     * tile->carry: what apply would otherwise derive again from the same elements (the keep
+     * mask of a random drop, drawn and ranked in the pass that sums the kept entries). The
+     * output must be the same bits whether apply gets them or not (a streamed tensor's, or a
+     * merge group's, apply gets NULL and derives them itself); the engine counts them in the
+     * budget. */
+    size_t (*carry_bytes)(const void *state);
 
     /* Optional: called once when the tensor's last chunk has been written, so a state that
      * grew in its passes (per-column coefficients) gives that memory back at once instead of

@@ -129,6 +129,7 @@ typedef struct tv_state {
     size_t n;          /* models, base excluded; input i + 1 is model i */
     uint64_t numel, ntasks;
     int normalize, rescale, by_density;
+    int carry;           /* 1: SUMS leaves the random masks for apply (tv_carry_bytes) */
     float lambda, tall_lambda, div_const;
     double k, select_topk;
     stage stages[5];
@@ -420,6 +421,13 @@ static int tv_prepare(const variant *v, smelt_ctx *ctx, const smelt_tensor_args 
         l1 |= s->m[i].sparse && random_drop(v->sparsify) && s->rescale && !s->by_density;
     if (l1 || v->weights != WEIGHTS_GIVEN)
         s->stages[s->nstages++] = STAGE_SUMS;
+    /* A random drop's masks, drawn (and for DELLA ranked) by SUMS for its sums of kept
+     * entries, are the ones apply draws again: a resident tensor's apply reads them back from
+     * tile->carry, one bit per model. DELLA dividing by each entry's own keep probability needs
+     * the ranks in apply anyway and does not. */
+    s->carry = random_drop(v->sparsify) && s->nstages > 0 &&
+               s->stages[s->nstages - 1] == STAGE_SUMS && n <= 8 &&
+               !(v->sparsify == SPARSE_MAGPRUNE && s->rescale && s->by_density);
     *state = s;
     return SMELT_OK;
 }
@@ -543,21 +551,34 @@ static void rank_rows(const tv_state *s, const smelt_tile *t, uint8_t *area)
  * with paper-style rescaling also divide each kept entry by its keep probability here. `area`
  * is DELLA's per-task rank area (NULL for the other methods). */
 static void select_tile(const tv_state *s, const smelt_tile *t, const float *var,
-                        uint32_t *running, uint8_t *area)
+                        uint32_t *running, uint8_t *area, int in_apply)
 {
-    uint8_t keep[SMELT_TILE_ELEMS];
+    uint8_t keep[SMELT_TILE_ELEMS], bits[SMELT_TILE_ELEMS];
+    /* SUMS leaves the random masks in carry (tv_carry_bytes); apply reads them back */
+    const int carry_in = in_apply && s->carry && t->carry;
+    const int carry_out = !in_apply && s->carry && t->carry;
     int shared = s->v->sce && s->select_topk < 1;
     if (shared)
         rank_mask(s, &s->channels[s->n], var, t, running, keep);
-    if (s->task && t->index0 == t->task_index0)
+    if (s->task && t->index0 == t->task_index0 && !carry_in)
         rank_rows(s, t, area);
+    if (carry_out)
+        memset(bits, 0, t->n);
     int divide = s->rescale && s->by_density;
     for (size_t i = 0; i < s->n; i++) {
         const tv_model *m = &s->m[i];
         float *d = delta(t, i);
         if (!shared && !m->sparse)
             continue;
-        if (!shared && s->v->sparsify == SPARSE_RANDOM) {
+        if (carry_in) {
+            size_t n = t->n;
+            const uint8_t *carry = t->carry;
+            for (size_t j = 0; j < n; j++)
+                keep[j] = carry[j] >> i & 1;
+            if (divide) /* DARE: the one keep probability (DELLA's divide takes no carry) */
+                for (size_t j = 0; j < n; j++)
+                    d[j] = d[j] / (float)m->density;
+        } else if (!shared && s->v->sparsify == SPARSE_RANDOM) {
             float u[SMELT_TILE_ELEMS], density = (float)m->density;
             t->k->philox_uniform(u, m->key, t->index0, t->n);
             /* (double)u < density for a float u is u < the least float >= density: the same
@@ -597,8 +618,15 @@ static void select_tile(const tv_state *s, const smelt_tile *t, const float *var
             u &= 0u - (uint32_t)keep[j];
             memcpy(&d[j], &u, sizeof u);
         }
+        if (carry_out)
+            for (size_t j = 0; j < n; j++)
+                bits[j] |= (uint8_t)(keep[j] << i);
     }
+    if (carry_out)
+        memcpy(t->carry, bits, t->n);
 }
+
+static size_t tv_carry_bytes(const void *state) { return ((const tv_state *)state)->carry; }
 
 static unsigned tv_passes(const void *state) { return ((const tv_state *)state)->nstages; }
 
@@ -728,7 +756,7 @@ static void tv_stats(const void *state, unsigned pass, const smelt_tile *t, void
     double *sums = (double *)((uint8_t *)partial + sums_offset(s));
     for (size_t i = 0; i < s->n; i++)
         sums[3 * i] += t->k->sum_abs_f64(delta(t, i), t->n);
-    select_tile(s, t, var, partial, rank_area(s, pass, partial));
+    select_tile(s, t, var, partial, rank_area(s, pass, partial), 0);
     for (size_t i = 0; i < s->n; i++) {
         sums[3 * i + 1] += t->k->sum_abs_f64(delta(t, i), t->n);
         sums[3 * i + 2] += t->k->sumsq_f64(delta(t, i), t->n);
@@ -923,7 +951,7 @@ static void tv_apply(const void *state, const smelt_tile *t, float *out)
     size_t n = t->n;
     float var[SMELT_TILE_ELEMS], vote[SMELT_TILE_ELEMS], div[SMELT_TILE_ELEMS];
     const float *base = load_deltas(s, t, v->sce && s->select_topk < 1 ? var : NULL);
-    select_tile(s, t, var, t->task_scratch, rank_area(s, s->nstages, t->task_scratch));
+    select_tile(s, t, var, t->task_scratch, rank_area(s, s->nstages, t->task_scratch), 1);
     for (size_t i = 0; i < s->n; i++) {
         const tv_model *m = &s->m[i];
         float *d = delta(t, i);
@@ -1034,7 +1062,8 @@ static const smelt_param_def sce_params[] = {{"select_topk", SMELT_PARAM_NUMBER,
         .pass_needed = tv_pass_needed,                                                         \
         .partial_size = tv_partial_size, .stats = tv_stats, .fold = tv_fold,                   \
         .worker_partial_size = tv_worker_partial_size, .fold_worker = tv_fold_worker,          \
-        .end_pass = tv_end_pass, .finished = tv_finished, .release = tv_release,               \
+        .end_pass = tv_end_pass, .carry_bytes = tv_carry_bytes, .finished = tv_finished,      \
+        .release = tv_release,                                                                 \
     };
 
 VARIANT(task_arithmetic, SPARSE_NONE, 0, WEIGHTS_GIVEN, 0, 0, ta_params)

@@ -19,6 +19,12 @@ typedef struct setting {
  * resident tensor); and how many fallback passes it found needed and ran. */
 static size_t sample_tasks;
 static unsigned fallbacks_run;
+/* How drive() hands out tile->carry (smelt_method.carry_bytes): 0 never (a streamed tensor);
+ * 1 one buffer for the whole tensor in every pass (a resident one); 2 the same, with bit 0 of
+ * every byte flipped between the last statistics pass and apply. *carry_used says whether the
+ * method asked for any. */
+static int carry_mode;
+static size_t carry_used;
 
 /* Runs `method` on base = 0 and one model with task vector d (weight 1) in rows of `row`
  * elements, the way the engine does (tasks of task_elems, whole-task views, partials zeroed per
@@ -60,6 +66,8 @@ static int drive(const char *method, const float *d, size_t n, uint64_t row,
                        .scratch = scratch, .task_raw = task_raw};
     unsigned passes = m->passes(state);
     fallbacks_run = 0;
+    carry_used = m->carry_bytes ? m->carry_bytes(state) : 0;
+    uint8_t *carry = carry_mode && carry_used ? malloc(n * carry_used) : NULL;
     for (unsigned p = 0; p <= passes; p++) {
         smelt_pass_kind kind = p < passes && m->pass_kind ? m->pass_kind(state, p)
                                                           : SMELT_PASS_READ;
@@ -74,6 +82,9 @@ static int drive(const char *method, const float *d, size_t n, uint64_t row,
         size_t wsize = p < passes && m->worker_partial_size ? m->worker_partial_size(state, p) : 0;
         void *worker = wsize ? calloc(1, wsize) : NULL;
         tile.worker_partial = worker;
+        if (p == passes && carry && carry_mode == 2)
+            for (size_t j = 0; j < n * carry_used; j += carry_used)
+                carry[j] ^= 1;
         for (size_t t0 = 0; t0 < n; t0 += task) {
             if (kind == SMELT_PASS_SAMPLE && sample_tasks && tasks_run++ == sample_tasks)
                 break;
@@ -88,6 +99,7 @@ static int drive(const char *method, const float *d, size_t n, uint64_t row,
                 tile.index0 = at;
                 raw[0] = zero + at;
                 raw[1] = d + at;
+                tile.carry = carry ? carry + at * carry_used : NULL;
                 if (p < passes) {
                     m->stats(state, p, &tile, partial);
                 } else {
@@ -109,6 +121,7 @@ static int drive(const char *method, const float *d, size_t n, uint64_t row,
     smelt_ctx_free(ctx);
     free(zero);
     free(scratch);
+    free(carry);
     return SMELT_OK;
 }
 
@@ -319,6 +332,45 @@ START_TEST(della_one_element_rows_and_1d)
 }
 END_TEST
 
+/* The random drops' masks that SUMS leaves in carry (a resident tensor) give apply the bits it
+ * would draw again: the same output with and without them, and apply reads them (a flipped
+ * mask keeps the complement). Magnitude selection asks for none. */
+START_TEST(carry_masks_reach_apply)
+{
+    size_t row = 500, n = 3 * SMELT_TASK_ELEMS / row * row + 7 * row;
+    float *d = malloc(n * sizeof *d), *plain = malloc(n * sizeof *d), *with = malloc(n * sizeof *d);
+    for (size_t i = 0; i < n; i++)
+        d[i] = (float)((i * 2654435761u) % 100003u) * 1e-5f - 0.5f + 1e-6f;
+    static const char *const random_methods[] = {"dare_linear", "dare_ties", "della",
+                                                 "della_linear"};
+    setting set[1] = {{"density", 0.4}};
+    for (size_t k = 0; k < 4; k++) {
+        const char *method = random_methods[k];
+        carry_mode = 0;
+        ck_assert_int_eq(drive(method, d, n, row, set, 1, plain), SMELT_OK);
+        ck_assert_uint_eq(carry_used, 1);
+        carry_mode = 1;
+        ck_assert_int_eq(drive(method, d, n, row, set, 1, with), SMELT_OK);
+        ck_assert_msg(memcmp(plain, with, n * sizeof *d) == 0, "%s: carry changed the output",
+                      method);
+        carry_mode = 2;
+        ck_assert_int_eq(drive(method, d, n, row, set, 1, with), SMELT_OK);
+        size_t flipped = 0;
+        for (size_t i = 0; i < n; i++)
+            flipped += (plain[i] == 0) != (with[i] == 0);
+        ck_assert_msg(flipped == n, "%s: apply kept %zu of %zu entries of the flipped mask",
+                      method, flipped, n);
+    }
+    carry_mode = 1;
+    ck_assert_int_eq(drive("ties", d, n, row, set, 1, with), SMELT_OK);
+    ck_assert_uint_eq(carry_used, 0);
+    carry_mode = 0;
+    free(d);
+    free(plain);
+    free(with);
+}
+END_TEST
+
 START_TEST(della_refusals)
 {
     float d[4] = {0};
@@ -348,6 +400,7 @@ int main(void)
     tcase_add_test(dl, della_row_ranks);
     tcase_add_test(dl, della_one_element_rows_and_1d);
     tcase_add_test(dl, della_refusals);
+    tcase_add_test(dl, carry_masks_reach_apply);
     suite_add_tcase(s, dl);
     return tu_run_suite(s);
 }
