@@ -504,15 +504,40 @@ static void rank_mask(const tv_state *s, const channel *c, const float *key, con
 }
 
 /* DELLA's per-task area: the sort scratch of one row (its base as f32, two key and two index
- * buffers), then each model's 16-bit ranks for the task's elements. */
+ * buffers), each model's 16-bit ranks for the task's elements, then each model's keep
+ * threshold per rank (keep_thresholds). */
+static size_t thresholds_offset(const tv_state *s)
+{
+    return (size_t)(16 * s->row + 2 * s->n * s->task + 3) / 4 * 4;
+}
+
 static size_t rank_bytes(const tv_state *s)
 {
-    return s->task ? (size_t)(16 * s->row + 2 * s->n * s->task) : 0;
+    return s->task ? thresholds_offset(s) + (size_t)(4 * s->n * s->row) : 0;
 }
 
 static uint16_t *ranks_of(const tv_state *s, uint8_t *area, size_t model)
 {
     return (uint16_t *)(area + 16 * s->row) + model * s->task;
+}
+
+static float *thresholds_of(const tv_state *s, uint8_t *area, size_t model)
+{
+    return (float *)(area + thresholds_offset(s)) + model * s->row;
+}
+
+/* DELLA keeps an entry of rank r when (double)u < p(r), p(r) = p_lo + p_span · r / (row − 1)
+ * in double, for its uniform u = k · 2^-24 (k < 2^24 an integer: philox_uniform). That is
+ * k < p(r) · 2^24 (a power-of-two scale, exact), so k < ceil(p(r) · 2^24) = K, so u < K · 2^-24,
+ * a float (K <= 2^24) compare with the same truth for every u. One table per model and row
+ * length: a division per rank, not per element. */
+static void keep_thresholds(const tv_state *s, const tv_model *m, float *thr)
+{
+    double row_last = s->row > 1 ? (double)(s->row - 1) : 0.0;
+    for (uint64_t r = 0; r < s->row; r++) {
+        double p = m->p_lo + m->p_span * (row_last > 0 ? (double)r / row_last : 0.0);
+        thr[r] = (float)(ceil(p * 0x1p24) * 0x1p-24);
+    }
 }
 
 /* At a task's first tile: every sparsified model's rank of each element within its row, by
@@ -524,6 +549,9 @@ static void rank_rows(const tv_state *s, const smelt_tile *t, uint8_t *area)
     float *base = (float *)area;
     uint32_t *key = (uint32_t *)(base + row), *key2 = key + row;
     uint16_t *idx = (uint16_t *)(key2 + row), *idx2 = idx + row;
+    for (size_t i = 0; i < s->n; i++)
+        if (s->m[i].sparse)
+            keep_thresholds(s, &s->m[i], thresholds_of(s, area, i));
     for (size_t r0 = 0; r0 + row <= t->task_n; r0 += row) {
         smelt_decode(t->k, base,
                      (const uint8_t *)t->task_raw[0] + smelt_dtype_span(t->dtype[0], r0),
@@ -598,14 +626,19 @@ static void select_tile(const tv_state *s, const smelt_tile *t, const float *var
             const uint16_t *rank = ranks_of(s, area, i) + (t->index0 - t->task_index0);
             t->k->philox_uniform(u, m->key, t->index0, t->n);
             size_t n = t->n; /* locals, as above */
-            double p_lo = m->p_lo, p_span = m->p_span;
-            double row_last = s->row > 1 ? (double)(s->row - 1) : 0.0;
-            for (size_t j = 0; j < n; j++) {
-                double r = row_last > 0 ? (double)rank[j] / row_last : 0.0;
-                double p = p_lo + p_span * r;
-                keep[j] = (double)u[j] < p;
-                if (divide)
+            if (divide) { /* each kept entry over its own keep probability */
+                double p_lo = m->p_lo, p_span = m->p_span;
+                double row_last = s->row > 1 ? (double)(s->row - 1) : 0.0;
+                for (size_t j = 0; j < n; j++) {
+                    double r = row_last > 0 ? (double)rank[j] / row_last : 0.0;
+                    double p = p_lo + p_span * r;
+                    keep[j] = (double)u[j] < p;
                     d[j] = d[j] / (float)p;
+                }
+            } else {
+                const float *thr = thresholds_of(s, area, i);
+                for (size_t j = 0; j < n; j++)
+                    keep[j] = u[j] < thr[rank[j]];
             }
         } else if (!shared) {
             rank_mask(s, &s->channels[i], d, t, running, keep);
