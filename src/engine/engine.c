@@ -27,8 +27,6 @@ typedef struct slot {
     const uint8_t **view;  /* per input, for this chunk: what the tiles see */
     uint8_t **out;         /* per output: its encoded chunk (a COPY chunk is read into
                               out[0] and written to every output from there) */
-    uint8_t *carry;        /* what a resident tensor's statistics passes leave for apply
-                              (smelt_tile.carry); NULL when the plan has none */
 } slot;
 
 typedef struct engine {
@@ -56,6 +54,7 @@ typedef struct engine {
     uint8_t *partials;     /* one per task of a chunk, partial_bytes each */
     size_t partial_bytes;
     uint8_t *worker_partials; /* one per worker, worker_partial_bytes each, zero between chunks */
+    uint8_t *carry;           /* layout.carry_bytes: a resident tensor's carry, from element 0 */
     size_t worker_partial_bytes;
     size_t cursor_tensor;  /* next chunk to read */
     unsigned cursor_pass;
@@ -125,7 +124,7 @@ static void compute_task(void *arg, size_t task, unsigned worker)
         tile.index0 = job->s->start + at;
         for (size_t i = 0; i < ninputs; i++)
             raw[i] = job->s->view[i] + smelt_dtype_span(dtype[i], at);
-        tile.carry = job->carry ? job->s->carry + at * job->carry : NULL;
+        tile.carry = job->carry ? e->carry + (job->s->start + at) * job->carry : NULL;
         if (stats) {
             method->stats(pt->method_state, job->pass, &tile, partial);
             continue;
@@ -745,10 +744,6 @@ static int alloc_buffers(engine *e)
                  !(s->stage[i] = smelt_aligned_alloc(BUFFER_ALIGN,
                                                      chunk / SPAN_UNIT * e->stage_unit[i]))))
                 return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the chunk buffers");
-        uint64_t carry_unit = smelt_engine_carry_unit(e->plans, e->nouts);
-        if (carry_unit &&
-            !(s->carry = smelt_aligned_alloc(BUFFER_ALIGN, chunk / SPAN_UNIT * carry_unit)))
-            return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory for the chunk buffers");
     }
     uint64_t most_scratch = 0, scratch;
     for (size_t i = 0; i < plan->ninputs; i++) {
@@ -764,6 +759,8 @@ static int alloc_buffers(engine *e)
     int rc = smelt_delta_sources_new(e->ctx, plan, threads, chunk, &e->deltas);
     if (rc != SMELT_OK)
         return rc;
+    if (e->layout.carry_bytes && !(e->carry = malloc(e->layout.carry_bytes)))
+        return smelt_fail(e->ctx, SMELT_E_NOMEM, "out of memory");
     e->scratch = smelt_aligned_alloc(64, smelt_engine_scratch_bytes(e->plans, e->nouts, threads,
                                                                     chunk));
     if (!e->scratch)
@@ -793,10 +790,10 @@ static void free_buffers(engine *e)
         free(e->slots[d].read);
         free(e->slots[d].view);
         free(e->slots[d].out);
-        free(e->slots[d].carry);
     }
     free(e->slots);
     free(e->scratch);
+    free(e->carry);
     for (size_t i = 0; i < e->plan->ninputs; i++)
         free(e->factors[i]);
     free(e->factor_scratch);

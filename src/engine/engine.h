@@ -42,6 +42,9 @@ typedef struct smelt_engine_layout {
     uint64_t chunk_elements; /* elements of one tensor per chunk */
     unsigned depth;          /* chunks in flight (reading or being computed) */
     uint64_t buffer_bytes;   /* all buffers together: never more than the budget */
+    uint64_t carry_bytes;    /* of them, the carry region (smelt_method.carry_bytes): what the
+                                budget has left over the chunks, for the largest resident tensor
+                                whose carry fits it; 0 when none */
 } smelt_engine_layout;
 
 /* Works out chunk size and read-ahead depth for a plan under a budget. SMELT_E_BUDGET with a

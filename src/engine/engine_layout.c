@@ -263,22 +263,23 @@ static size_t method_carry(const smelt_plan *plan, const smelt_plan_tensor *pt)
     return pt->kind == SMELT_TASK_MERGE && m->carry_bytes ? m->carry_bytes(pt->method_state) : 0;
 }
 
-uint64_t smelt_engine_carry_unit(const smelt_plan *const *plans, size_t nplans)
+/* Bytes of tensor t's carry when the layout keeps it resident (a group keeps none). */
+static uint64_t carry_need(const smelt_plan *const *plans, size_t nplans,
+                           const smelt_engine_layout *layout, size_t t)
 {
-    size_t most = 0;
-    for (size_t t = 0; nplans == 1 && t < plans[0]->ntensors; t++)
-        if (method_carry(plans[0], &plans[0]->tensors[t]) > most)
-            most = method_carry(plans[0], &plans[0]->tensors[t]);
-    return (uint64_t)most * SPAN_UNIT;
+    const smelt_plan_tensor *pt = &plans[0]->tensors[t];
+    size_t per = nplans == 1 ? method_carry(plans[0], pt) : 0;
+    if (!per || !smelt_engine_tensor_resident(plans, nplans, layout, t))
+        return 0;
+    return chunk_units(pt) * per;
 }
 
 size_t smelt_engine_tensor_carry(const smelt_plan *const *plans, size_t nplans,
                                  const smelt_engine_layout *layout, size_t t)
 {
-    if (!smelt_engine_carry_unit(plans, nplans) ||
-        !smelt_engine_tensor_resident(plans, nplans, layout, t))
-        return 0;
-    return method_carry(plans[0], &plans[0]->tensors[t]);
+    uint64_t need = carry_need(plans, nplans, layout, t);
+    return need && need <= layout->carry_bytes ? method_carry(plans[0], &plans[0]->tensors[t])
+                                               : 0;
 }
 
 size_t smelt_engine_worker_partial_bytes(const smelt_plan *const *plans, size_t nplans)
@@ -315,19 +316,72 @@ int smelt_engine_layout_for(smelt_ctx *ctx, const smelt_plan *plan, uint64_t max
     return smelt_engine_layout_group(ctx, &plan, 1, max_memory, threads, layout);
 }
 
+/* Bytes of one slot per SPAN_UNIT elements of chunk, and its alignment slack. */
+static void slot_units(const smelt_plan *const *plans, size_t nplans, uint64_t *per_unit,
+                       uint64_t *slot_slack)
+{
+    const smelt_plan *plan = plans[0];
+    uint64_t in_unit[plan->ninputs + 1], stage_unit[plan->ninputs + 1];
+    smelt_engine_unit_sizes(plan, in_unit, stage_unit);
+    *per_unit = 0;
+    for (size_t o = 0; o < nplans; o++) /* every output stages its own encoded chunk */
+        *per_unit += smelt_engine_out_unit(plans[o]);
+    for (size_t i = 0; i < plan->ninputs; i++)
+        *per_unit += in_unit[i] + stage_unit[i];
+    /* Each slot's buffers may round up to the alignment. */
+    *slot_slack = (plan->ninputs + nplans) * BUFFER_ALIGN;
+    for (size_t i = 0; i < plan->ninputs; i++)
+        if (stage_unit[i])
+            *slot_slack += BUFFER_ALIGN;
+}
+
 int smelt_engine_layout_group(smelt_ctx *ctx, const smelt_plan *const *plans, size_t nplans,
                               uint64_t max_memory, int threads, smelt_engine_layout *layout)
 {
+    int rc = smelt_engine_layout_chunks(ctx, plans, nplans, max_memory, threads, layout);
+    if (rc != SMELT_OK)
+        return rc;
+    /* The carry (one region, shared by the tensors in turn: one tensor's passes run at a time)
+     * never costs a tensor its residency, so never a read: it takes what the chunks leave of
+     * the budget, and slots of read-ahead beyond two past the largest resident tensor's chunks
+     * where that is not enough. Then the largest resident tensor's carry that fits. */
+    const smelt_plan *plan = plans[0];
+    uint64_t most_carry = 0, most_chunks = 0;
+    for (size_t t = 0; t < plan->ntensors; t++) {
+        uint64_t need = carry_need(plans, nplans, layout, t);
+        most_carry = need > most_carry ? need : most_carry;
+        if (smelt_engine_tensor_resident(plans, nplans, layout, t)) {
+            uint64_t c = smelt_engine_tensor_chunks(plan, layout, &plan->tensors[t]);
+            most_chunks = c > most_chunks ? c : most_chunks;
+        }
+    }
+    uint64_t per_unit, slot_slack;
+    slot_units(plans, nplans, &per_unit, &slot_slack);
+    uint64_t per_slot = per_unit * (layout->chunk_elements / SPAN_UNIT) + slot_slack;
+    uint64_t left = max_memory > layout->buffer_bytes ? max_memory - layout->buffer_bytes : 0;
+    if (most_carry > left) {
+        uint64_t spare = layout->depth > most_chunks + 2 ? layout->depth - (most_chunks + 2) : 0;
+        uint64_t give = (most_carry - left + per_slot - 1) / per_slot;
+        give = give < spare ? give : spare;
+        layout->depth -= (unsigned)give;
+        layout->buffer_bytes -= give * per_slot;
+        left += give * per_slot;
+    }
+    for (size_t t = 0; t < plan->ntensors; t++) {
+        uint64_t need = carry_need(plans, nplans, layout, t);
+        if (need <= left && need > layout->carry_bytes)
+            layout->carry_bytes = need;
+    }
+    layout->buffer_bytes += layout->carry_bytes;
+    return SMELT_OK;
+}
+
+int smelt_engine_layout_chunks(smelt_ctx *ctx, const smelt_plan *const *plans, size_t nplans,
+                               uint64_t max_memory, int threads, smelt_engine_layout *layout)
+{
     const smelt_plan *plan = plans[0]; /* the inputs are the same in every plan of a group */
-    uint64_t in_unit[plan->ninputs + 1], stage_unit[plan->ninputs + 1];
-    smelt_engine_unit_sizes(plan, in_unit, stage_unit);
-    uint64_t per_unit = 0; /* bytes of one slot per SPAN_UNIT elements of chunk */
-    for (size_t o = 0; o < nplans; o++) /* every output stages its own encoded chunk */
-        per_unit += smelt_engine_out_unit(plans[o]);
-    for (size_t i = 0; i < plan->ninputs; i++)
-        per_unit += in_unit[i] + stage_unit[i];
-    uint64_t carry_unit = smelt_engine_carry_unit(plans, nplans);
-    per_unit += carry_unit;
+    uint64_t per_unit, slot_slack; /* bytes of one slot per SPAN_UNIT elements of chunk */
+    slot_units(plans, nplans, &per_unit, &slot_slack);
     unsigned nthreads = smelt_pool_default_threads(threads);
     /* The partials scale with the chunk (one per task), so they shrink with it on a small
      * budget instead of being reserved for the largest chunk. */
@@ -335,13 +389,6 @@ int smelt_engine_layout_group(smelt_ctx *ctx, const smelt_plan *const *plans, si
     uint64_t fixed = smelt_engine_scratch_bytes(plans, nplans, nthreads, 0) +
                      all_factor_bytes(plan) +
                      smelt_delta_sources_bytes(plan, nthreads, CHUNK_ELEMS_TARGET);
-    /* Each slot's buffers may round up to the alignment. */
-    uint64_t slot_slack = (plan->ninputs + nplans) * BUFFER_ALIGN;
-    for (size_t i = 0; i < plan->ninputs; i++)
-        if (stage_unit[i])
-            slot_slack += BUFFER_ALIGN;
-    if (carry_unit)
-        slot_slack += BUFFER_ALIGN;
     uint64_t avail = max_memory > fixed ? max_memory - fixed : 0;
     uint64_t chunk = CHUNK_ELEMS_TARGET;
     uint64_t partials = chunk / TASK_ELEMS * partial;
@@ -373,6 +420,7 @@ int smelt_engine_layout_group(smelt_ctx *ctx, const smelt_plan *const *plans, si
     layout->depth = (unsigned)depth;
     layout->buffer_bytes = fixed + depth * (per_unit * (chunk / SPAN_UNIT) + slot_slack) +
                            chunk / TASK_ELEMS * partial;
+    layout->carry_bytes = 0;
     return SMELT_OK;
 }
 

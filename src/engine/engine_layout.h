@@ -144,12 +144,16 @@ unsigned smelt_engine_apply_read(const smelt_plan *const *plans, size_t nplans,
  * same partials. */
 size_t smelt_engine_partial_bytes(const smelt_plan *const *plans, size_t nplans);
 
-/* Bytes per SPAN_UNIT elements of a slot's carry buffer (smelt_method.carry_bytes, the most any
- * tensor of the plan asks for); 0 for a merge group, whose outputs' passes would share it. */
-uint64_t smelt_engine_carry_unit(const smelt_plan *const *plans, size_t nplans);
+/* The chunk size, depth and buffers smelt_engine_layout_group starts from, before it sets the
+ * carry region aside (carry_bytes 0): the carry never makes a tensor resident here streamed
+ * there (unit test_engine checks it). */
+int smelt_engine_layout_chunks(smelt_ctx *ctx, const smelt_plan *const *plans, size_t nplans,
+                               uint64_t max_memory, int threads, smelt_engine_layout *layout);
 
-/* The carry bytes per element tensor pt gets in every pass: its method's, when it is resident
- * and the plan has a carry buffer (smelt_engine_carry_unit); else 0. */
+/* The carry bytes per element tensor t gets in every pass (smelt_method.carry_bytes), from the
+ * start of the layout's carry region: its method's, when the tensor is resident and its carry
+ * fits the region; 0 otherwise, and always for a merge group (whose outputs' passes would
+ * share it). */
 size_t smelt_engine_tensor_carry(const smelt_plan *const *plans, size_t nplans,
                                  const smelt_engine_layout *layout, size_t t);
 

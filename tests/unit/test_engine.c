@@ -1,6 +1,9 @@
 /* The whole merge through the library on hand-made files: integer tensors copied, empty and
  * scalar tensors, mixed dtypes, chunking under tiny budgets, cancellation. */
+#include "config/config.h"
+#include "engine/engine_layout.h"
 #include "format/safetensors.h"
+#include "plan/plan.h"
 #include "kernels/kernels.h"
 #include "testutil.h"
 
@@ -292,6 +295,54 @@ START_TEST(resident_tensors_are_read_once)
 }
 END_TEST
 
+/* DELLA leaves its keep masks in the carry for apply (smelt_method.carry_bytes): the carry takes
+ * only what the chunks leave of the budget, so at every budget each tensor is resident with it
+ * exactly when it is without it (no extra read), the buffers stay inside the budget, and some
+ * budgets do carry. */
+START_TEST(carry_costs_no_residency)
+{
+    char *out_dir, *cfg = setup(&out_dir);
+    char text[2048];
+    char *root = strdup(cfg);
+    *strrchr(root, '/') = 0;
+    snprintf(text, sizeof text,
+             "merge_method: della\nbase_model: %s/m0\nmodels:\n"
+             "  - model: %s/m1\n    parameters: {weight: 0.7, density: 0.4, epsilon: 0.1}\n",
+             root, root);
+    smelt_ctx *ctx = smelt_ctx_new();
+    smelt_merge_spec *spec;
+    ck_assert_int_eq(smelt_config_parse(ctx, cfg, text, strlen(text), &spec), SMELT_OK);
+    smelt_plan_options popts = {.random_seed = 1};
+    smelt_plan *plan;
+    ck_assert_msg(smelt_plan_build(ctx, spec, &popts, &plan) == SMELT_OK, "%s",
+                  smelt_errmsg(ctx));
+    const smelt_plan *const plans[1] = {plan};
+    size_t carried = 0, layouts = 0;
+    for (uint64_t budget = 256u << 10; budget <= (64u << 20); budget += budget / 8) {
+        smelt_engine_layout without, with;
+        int rc = smelt_engine_layout_chunks(ctx, plans, 1, budget, 2, &without);
+        ck_assert_int_eq(smelt_engine_layout_for(ctx, plan, budget, 2, &with), rc);
+        if (rc != SMELT_OK)
+            continue;
+        layouts++;
+        ck_assert_uint_le(with.buffer_bytes, budget);
+        ck_assert_uint_eq(with.chunk_elements, without.chunk_elements);
+        for (size_t t = 0; t < plan->ntensors; t++) {
+            ck_assert_int_eq(smelt_engine_tensor_resident(plans, 1, &with, t),
+                             smelt_engine_tensor_resident(plans, 1, &without, t));
+            carried += smelt_engine_tensor_carry(plans, 1, &with, t) > 0;
+        }
+    }
+    ck_assert_uint_gt(layouts, 10);
+    ck_assert_uint_gt(carried, 0);
+    smelt_plan_free(plan);
+    smelt_ctx_free(ctx);
+    free(root);
+    free(cfg);
+    free(out_dir);
+}
+END_TEST
+
 START_TEST(cancel_leaves_nothing_complete)
 {
     char *out_dir, *cfg = setup(&out_dir);
@@ -351,6 +402,7 @@ int main(void)
     tcase_add_test(tc, merges_every_kind_of_tensor);
     tcase_add_test(tc, budget_and_threads_do_not_change_bytes);
     tcase_add_test(tc, resident_tensors_are_read_once);
+    tcase_add_test(tc, carry_costs_no_residency);
     tcase_add_test(tc, cancel_leaves_nothing_complete);
     tcase_add_test(tc, budget_too_small_is_refused_before_writing);
     suite_add_tcase(s, tc);
