@@ -57,21 +57,43 @@ static inline int bench_cgroup_write(const char *path, const char *text)
     return err;
 }
 
+/* Creates cgroup directory `group` (it may exist), writes `limit` to its file `control` and
+ * moves this process into it; returns 0 or an errno. */
+static inline int bench_cgroup_join(const char *group, const char *control, const char *limit)
+{
+    if (mkdir(group, 0755) != 0 && errno != EEXIST)
+        return errno;
+    char path[512], pid[32];
+    snprintf(path, sizeof path, "%s/%s", group, control);
+    int err = bench_cgroup_write(path, limit);
+    snprintf(path, sizeof path, "%s/cgroup.procs", group);
+    snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+    return err ? err : bench_cgroup_write(path, pid);
+}
+
 /* --read-bps: caps this process's reads (the plain read and every merge, which run in it or in
  * its children) from the block device holding `dir` at bps bytes per second, as a slower disk
  * would: the kernel's block I/O throttle, in a cgroup of its own (v2 io.max where the io
  * controller is on, v1 blkio.throttle.read_bps_device otherwise). Needs root. A merge's figures
  * then say what it does where the disk, not the CPU, is the bound (a SATA SSD reads about
  * 500 MB/s, a disk 200 MB/s). Returns 0, or 1 with a message. */
-static inline int bench_throttle_reads(const char *dir, unsigned long long bps)
+static inline int bench_throttle_reads(const char *dir, const char *bps_text)
 {
+    uint64_t bps;
+    smelt_ctx *ctx = smelt_ctx_new();
+    int bad = !ctx || smelt_parse_size(ctx, bps_text, &bps) != SMELT_OK;
+    if (bad)
+        fprintf(stderr, "--read-bps %s: %s\n", bps_text, ctx ? smelt_errmsg(ctx) : "out of memory");
+    smelt_ctx_free(ctx);
+    if (bad)
+        return 1;
     struct stat st;
     if (stat(dir, &st) != 0) {
         perror(dir);
         return 1;
     }
     unsigned maj = major(st.st_dev), min = minor(st.st_dev);
-    char path[256], text[128];
+    char path[256];
     /* a partition is throttled through its disk */
     snprintf(path, sizeof path, "/sys/dev/block/%u:%u/partition", maj, min);
     if (access(path, F_OK) == 0) {
@@ -87,30 +109,16 @@ static inline int bench_throttle_reads(const char *dir, unsigned long long bps)
         }
         fclose(f);
     }
-    snprintf(text, sizeof text, "%d\n", (int)getpid());
-    const char *v2 = "/sys/fs/cgroup/smelt-bench", *v1 = "/sys/fs/cgroup/blkio/smelt-bench";
+    char limit[128];
     int err;
     if (access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0) {
         (void)bench_cgroup_write("/sys/fs/cgroup/cgroup.subtree_control", "+io");
-        if (mkdir(v2, 0755) != 0 && errno != EEXIST) {
-            err = errno;
-        } else {
-            char limit[128];
-            snprintf(path, sizeof path, "%s/io.max", v2);
-            snprintf(limit, sizeof limit, "%u:%u rbps=%llu\n", maj, min, bps);
-            err = bench_cgroup_write(path, limit);
-            snprintf(path, sizeof path, "%s/cgroup.procs", v2);
-            err = err ? err : bench_cgroup_write(path, text);
-        }
-    } else if (mkdir(v1, 0755) != 0 && errno != EEXIST) {
-        err = errno;
+        snprintf(limit, sizeof limit, "%u:%u rbps=%llu\n", maj, min, (unsigned long long)bps);
+        err = bench_cgroup_join("/sys/fs/cgroup/smelt-bench", "io.max", limit);
     } else {
-        char limit[128];
-        snprintf(path, sizeof path, "%s/blkio.throttle.read_bps_device", v1);
-        snprintf(limit, sizeof limit, "%u:%u %llu\n", maj, min, bps);
-        err = bench_cgroup_write(path, limit);
-        snprintf(path, sizeof path, "%s/cgroup.procs", v1);
-        err = err ? err : bench_cgroup_write(path, text);
+        snprintf(limit, sizeof limit, "%u:%u %llu\n", maj, min, (unsigned long long)bps);
+        err = bench_cgroup_join("/sys/fs/cgroup/blkio/smelt-bench",
+                                "blkio.throttle.read_bps_device", limit);
     }
     if (err) {
         fprintf(stderr, "--read-bps: cannot throttle reads of device %u:%u with a cgroup (%s; "

@@ -231,17 +231,8 @@ int main(int argc, char **argv)
         }
         created = 1;
     }
-    if (read_bps) {
-        uint64_t bps;
-        smelt_ctx *ctx = smelt_ctx_new();
-        int bad = !ctx || smelt_parse_size(ctx, read_bps, &bps) != SMELT_OK;
-        if (bad)
-            fprintf(stderr, "bench_delta: --read-bps %s: %s\n", read_bps,
-                    ctx ? smelt_errmsg(ctx) : "out of memory");
-        smelt_ctx_free(ctx);
-        if (bad || bench_throttle_reads(dir, bps))
-            return 1;
-    }
+    if (read_bps && bench_throttle_reads(dir, read_bps))
+        return 1;
     if (merge) {
         int rc = bench_merge_deltas(dir, size, dtype, delta_arg,
                                     max_memory ? max_memory : "512Mi", threads);

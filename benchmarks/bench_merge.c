@@ -285,17 +285,8 @@ int main(int argc, char **argv)
         models = 1;
     if (generate(dir, models, size, dtype, shape_70b, lora_rank) != 0)
         return 1;
-    if (read_bps) {
-        uint64_t bps;
-        smelt_ctx *ctx = smelt_ctx_new();
-        int bad = !ctx || smelt_parse_size(ctx, read_bps, &bps) != SMELT_OK;
-        if (bad)
-            fprintf(stderr, "bench_merge: --read-bps %s: %s\n", read_bps,
-                    ctx ? smelt_errmsg(ctx) : "out of memory");
-        smelt_ctx_free(ctx);
-        if (bad || bench_throttle_reads(dir, bps))
-            return 1;
-    }
+    if (read_bps && bench_throttle_reads(dir, read_bps))
+        return 1;
     int rc = 0;
     if (all) {
         printf("%d x %s %s, --max-memory %s%s%s; GB/s of input bytes, caches dropped before each\n",

@@ -50,6 +50,15 @@ static int decode_entry(smelt_ctx *ctx, const smelt_delta *d, const smelt_delta_
     return rc;
 }
 
+/* The side file's path in the model's directory (m->dir is set), or NULL after a failure. */
+static char *dir_path(smelt_ctx *ctx, const smelt_model *m, const char *name)
+{
+    char *path = smelt_path_join(m->dir, name);
+    if (!path)
+        smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    return path;
+}
+
 int smelt_side_exists(const smelt_model *m, const char *name)
 {
     if (m->delta)
@@ -74,9 +83,8 @@ int smelt_side_check(smelt_ctx *ctx, const smelt_model *m, const char *name, uin
     }
     if (!m->dir)
         return SMELT_OK;
-    char *path = smelt_path_join(m->dir, name);
-    int rc = path ? smelt_check_readable(ctx, path, max_size)
-                  : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+    char *path = dir_path(ctx, m, name);
+    int rc = path ? smelt_check_readable(ctx, path, max_size) : SMELT_E_NOMEM;
     free(path);
     return rc;
 }
@@ -102,9 +110,8 @@ int smelt_side_load_json(smelt_ctx *ctx, const smelt_model *m, const char *name,
     if (!m->delta) {
         if (!m->dir)
             return SMELT_OK;
-        char *path = smelt_path_join(m->dir, name);
-        int rc = path ? smelt_json_load_if_exists(ctx, path, flags, out)
-                      : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+        char *path = dir_path(ctx, m, name);
+        int rc = path ? smelt_json_load_if_exists(ctx, path, flags, out) : SMELT_E_NOMEM;
         free(path);
         return rc;
     }
@@ -153,9 +160,8 @@ int smelt_side_copy(smelt_ctx *ctx, const smelt_model *m, const char *name, cons
     if (!m->delta) {
         if (!smelt_side_exists(m, name))
             return SMELT_OK;
-        char *src = smelt_path_join(m->dir, name);
-        int rc = src ? smelt_copy_file(ctx, src, dst)
-                     : smelt_fail(ctx, SMELT_E_NOMEM, "out of memory");
+        char *src = dir_path(ctx, m, name);
+        int rc = src ? smelt_copy_file(ctx, src, dst) : SMELT_E_NOMEM;
         free(src);
         return rc;
     }
