@@ -24,6 +24,7 @@ typedef __m256d VD;
 #define VI_IOTA _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
 #define VI_ADD(a, b) _mm256_add_epi32((a), (b))
 #define VI_AND(a, b) _mm256_and_si256((a), (b))
+#define VI_MIN_U(a, b) _mm256_min_epu32((a), (b))
 #define VI_XOR(a, b) _mm256_xor_si256((a), (b))
 #define VI_SRLI(a, k) _mm256_srli_epi32((a), (k))
 #define VI_SLLI(a, k) _mm256_slli_epi32((a), (k))

@@ -24,6 +24,7 @@ typedef __m512d VD;
 #define VI_IOTA _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 #define VI_ADD(a, b) _mm512_add_epi32((a), (b))
 #define VI_AND(a, b) _mm512_and_si512((a), (b))
+#define VI_MIN_U(a, b) _mm512_min_epu32((a), (b))
 #define VI_XOR(a, b) _mm512_xor_si512((a), (b))
 #define VI_SRLI(a, k) _mm512_srli_epi32((a), (k))
 #define VI_SLLI(a, k) _mm512_slli_epi32((a), (k))

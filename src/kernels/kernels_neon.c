@@ -26,6 +26,7 @@ static const uint32_t k_iota[4] = {0, 1, 2, 3};
 #define VI_IOTA vld1q_u32(k_iota)
 #define VI_ADD(a, b) vaddq_u32((a), (b))
 #define VI_AND(a, b) vandq_u32((a), (b))
+#define VI_MIN_U(a, b) vminq_u32((a), (b))
 #define VI_XOR(a, b) veorq_u32((a), (b))
 #define VI_SRLI(a, k) vshrq_n_u32((a), (k))
 #define VI_SLLI(a, k) vshlq_n_u32((a), (k))

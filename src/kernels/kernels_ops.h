@@ -57,6 +57,14 @@ double (*sum_abs_f64)(const float *a, size_t n);             /* sum |a[i]| */
 void (*hist_mag)(uint32_t *hist, const float *x, size_t n, uint32_t prefix,
                  unsigned prefix_shift, unsigned shift, unsigned bits);
 
+/* The mask of a rank range over magnitude patterns m = bits(x[i]) & 0x7FFFFFFF (TIES,
+ * breadcrumbs, sce): keep[i] = 1 when lo <= m <= hi, else 0. The positions i where m == lo_eq or
+ * m == hi_eq go to at[], ascending (at has room for n), and their number is returned: the
+ * elements tied with a bound's key, which the caller numbers by index. An _eq of UINT32_MAX
+ * matches nothing (no magnitude has bit 31 set), for an open end. */
+size_t (*mask_mag_range)(uint8_t *keep, uint32_t *at, const float *x, size_t n, uint32_t lo,
+                         uint32_t hi, uint32_t lo_eq, uint32_t hi_eq);
+
 /* Counter-based uniform numbers in [0, 1): Philox4x32-10 (Salmon et al., SC'11). The element of
  * global index j = index0 + i is output word j & 3 of the block with counter
  * (c0, c1, c2, c3) = (low 32 of j >> 2, high 32 of j >> 2, 0, 0) under key (low 32, high 32 of

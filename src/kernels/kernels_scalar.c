@@ -243,6 +243,19 @@ void smelt_ref_hist_mag(uint32_t *hist, const float *x, size_t n, uint32_t prefi
     }
 }
 
+size_t smelt_ref_mask_mag_range(uint8_t *keep, uint32_t *at, const float *x, size_t n,
+                                uint32_t lo, uint32_t hi, uint32_t lo_eq, uint32_t hi_eq)
+{
+    size_t found = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t m = f32_bits(x[i]) & 0x7FFFFFFFu;
+        keep[i] = (uint8_t)(lo <= m && m <= hi);
+        if (m == lo_eq || m == hi_eq)
+            at[found++] = (uint32_t)i;
+    }
+    return found;
+}
+
 static void mulhilo32(uint32_t a, uint32_t b, uint32_t *hi, uint32_t *lo)
 {
     uint64_t p = (uint64_t)a * b;
@@ -328,6 +341,7 @@ const smelt_kernels smelt_kernels_scalar = {
     .sumsq_f64 = smelt_ref_sumsq_f64,
     .sum_abs_f64 = smelt_ref_sum_abs_f64,
     .hist_mag = smelt_ref_hist_mag,
+    .mask_mag_range = smelt_ref_mask_mag_range,
     .philox_uniform = smelt_ref_philox_uniform,
     .delta_join = smelt_ref_delta_join,
     .delta_split = smelt_ref_delta_split,

@@ -144,6 +144,20 @@ static void p_hist_mag(const smelt_kernels *k, const probe_in *in, probe_buf *o)
     k->hist_mag(o->u32, in->a, PROBE_N, 0, 32, 23, 8); /* exponent histogram, no prefix */
     k->hist_mag(o->u32, in->b, PROBE_N, 0x7F, 23, 15, 8); /* within one exponent */
 }
+static void p_mask_mag_range(const smelt_kernels *k, const probe_in *in, probe_buf *o)
+{
+    /* Around the magnitude of the first finite value, both ends tied; then open ends. */
+    uint32_t m;
+    memcpy(&m, &in->b[PROBE_N / 2], sizeof m);
+    m &= 0x7FFFFFFFu;
+    memset(o->u32, 0, sizeof o->u32);
+    o->u32[0] = (uint32_t)k->mask_mag_range(o->bytes, o->u32 + 2, in->b, PROBE_N, m >> 1, m, m >> 1, m);
+    o->u32[1] = (uint32_t)k->mask_mag_range(o->bytes + PROBE_N, o->u32 + 2 + PROBE_N, in->a,
+                                            PROBE_N, 0x7F800000u, UINT32_MAX, 0x7F800000u,
+                                            UINT32_MAX);
+    for (size_t i = 0; i < 2 * PROBE_N; i++)
+        o->u32[2 + 2 * PROBE_N + i / 4] |= (uint32_t)o->bytes[i] << (8 * (i % 4));
+}
 static void p_philox_uniform(const smelt_kernels *k, const probe_in *in, probe_buf *o)
 {
     (void)in;
@@ -202,6 +216,7 @@ static const probe probes[] = {
     {"masked_accum", OUT_F32_ANY_NAN, p_masked_accum},
     {"dot_f64/sumsq_f64/sum_abs_f64", OUT_F64, p_reductions},
     {"hist_mag", OUT_U32, p_hist_mag},
+    {"mask_mag_range", OUT_U32, p_mask_mag_range},
     {"philox_uniform", OUT_F32, p_philox_uniform},
     {"delta_join", OUT_BYTES, p_delta_join},
     {"delta_split", OUT_BYTES, p_delta_split},

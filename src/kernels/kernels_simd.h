@@ -13,6 +13,7 @@
  *   VH_LOADU VH_STOREU VI_FROM_VH (zero-extend) VH_FROM_VI (narrow; lanes hold <= 0xFFFF)
  *   VF_FROM_F16 (VH of halves to VF) F16_FROM_VF (VF to VH of halves, round to nearest even)
  *   VM_LT VM_GT (ordered) VM_UNORD(a) (a is NaN) VM_AND VM_OR VM_ANDNOT(a, b) (= !a & b)
+ *   VI_MIN_U(a, b) (unsigned u32 minimum per lane)
  *   VM_EQ_I(a, b) (u32 lanes equal) VM_BITS(m) (lane i's truth as bit i of an unsigned)
  *   VF_SELECT(m, a, b) VI_SELECT(m, a, b)   m ? a : b per lane
  *   DL, VD, VD_ZERO VD_LOAD_F32 (DL floats widened) VD_ADD VD_MUL VD_ABS VD_STOREU
@@ -37,6 +38,7 @@
 #endif
 
 #include "kernels/kernels_ref.h"
+#include <string.h> /* memcpy */
 
 #define K_CAT2(a, b) a##b
 #define K_CAT(a, b) K_CAT2(a, b)
@@ -364,6 +366,35 @@ static void k_hist_mag(uint32_t *hist, const float *x, size_t n, uint32_t prefix
         }
     }
     smelt_ref_hist_mag(hist, x + i, n - i, prefix, prefix_shift, shift, bits);
+}
+
+/* Whole vectors of compares; the lane masks become keep bytes eight at a time (each bit
+ * spread to the low bit of its own byte by a multiply, no carries: one bit per byte), and the
+ * rare tied lanes are listed from their mask bits. */
+static size_t k_mask_mag_range(uint8_t *keep, uint32_t *at, const float *x, size_t n,
+                               uint32_t lo, uint32_t hi, uint32_t lo_eq, uint32_t hi_eq)
+{
+    size_t i = 0, found = 0;
+    VI magnitude = VI_SET1(0x7FFFFFFFu), vlo = VI_SET1(lo), vhi = VI_SET1(hi);
+    VI veq_lo = VI_SET1(lo_eq), veq_hi = VI_SET1(hi_eq);
+    for (; i + VL <= n; i += VL) {
+        VI m = VI_AND(VF_AS_VI(VF_LOADU(x + i)), magnitude);
+        /* lo <= m is min(m, lo) == lo; m <= hi is min(m, hi) == m (unsigned) */
+        unsigned in = VM_BITS(VM_AND(VM_EQ_I(VI_MIN_U(m, vlo), vlo), VM_EQ_I(VI_MIN_U(m, vhi), m)));
+        for (unsigned g = 0; g < VL; g += 8) {
+            uint64_t bytes = ((uint64_t)(in >> g & 0xFFu) * 0x0101010101010101ull) &
+                             0x8040201008040201ull;
+            bytes = ((bytes + 0x7F7F7F7F7F7F7F7Full) >> 7) & 0x0101010101010101ull;
+            memcpy(keep + i + g, &bytes, VL - g < 8 ? VL - g : 8); /* little-endian: byte 0 first */
+        }
+        unsigned tied = VM_BITS(VM_OR(VM_EQ_I(m, veq_lo), VM_EQ_I(m, veq_hi)));
+        for (; tied; tied &= tied - 1)
+            at[found++] = (uint32_t)(i + (unsigned)__builtin_ctz(tied));
+    }
+    size_t tail = smelt_ref_mask_mag_range(keep + i, at + found, x + i, n - i, lo, hi, lo_eq, hi_eq);
+    for (size_t e = found; e < found + tail; e++)
+        at[e] += (uint32_t)i;
+    return found + tail;
 }
 
 static void k_philox_uniform(float *dst, uint64_t key, uint64_t index0, size_t n)
@@ -756,6 +787,7 @@ const smelt_kernels K_CAT(smelt_kernels_, KLEVEL) = {
     .sumsq_f64 = k_sumsq_f64,
     .sum_abs_f64 = k_sum_abs_f64,
     .hist_mag = k_hist_mag,
+    .mask_mag_range = k_mask_mag_range,
     .philox_uniform = k_philox_uniform,
     .delta_join = k_delta_join,
     .delta_split = k_delta_split,

@@ -489,34 +489,20 @@ static void rank_mask(const tv_state *s, const channel *c, const float *key, con
     uint64_t task = t->index0 / SMELT_TASK_ELEMS;
     const bound *lo = c->lo >= 0 && s->bounds[c->lo].active ? &s->bounds[c->lo] : NULL;
     const bound *hi = c->hi >= 0 && s->bounds[c->hi].active ? &s->bounds[c->hi] : NULL;
-    /* Elements strictly inside the key range are kept and those outside dropped, in blocks
-     * whose loop the compiler vectorizes, and which also tell whether any element of the block
-     * equals a bound's key. Only those (rare: one key value) need their rank among equals,
-     * counted in index order by a scalar loop over just the blocks that hold one. (A scalar
-     * check of every element was three fifths of this function's time in a ties merge.) */
+    /* The kernel keeps the elements inside the key range and lists those equal to a bound's
+     * key (rare: one key value), whose rank among equals is then counted in index order. */
     uint32_t lo_key = lo ? lo->prefix : 0, hi_key = hi ? hi->prefix : UINT32_MAX;
     /* A key no magnitude pattern has (bit 31 set) stands for an open end. */
     uint32_t lo_eq = lo ? lo_key : UINT32_MAX, hi_eq = hi ? hi_key : UINT32_MAX;
-    enum { BLOCK = 64 };
-    /* n in a local: keep is a char type, so its stores could alias t->n otherwise. */
-    size_t n = t->n;
-    for (size_t j0 = 0; j0 < n; j0 += BLOCK) {
-        size_t end = j0 + BLOCK < n ? j0 + BLOCK : n;
-        uint32_t equal = 0;
-        for (size_t j = j0; j < end; j++) {
-            uint32_t m = mag_bits(key[j]);
-            keep[j] = (uint8_t)((m >= lo_key) & (m <= hi_key));
-            equal |= (uint32_t)(m == lo_eq) | (uint32_t)(m == hi_eq);
-        }
-        if (__builtin_expect(!equal, 1))
-            continue;
-        for (size_t j = j0; j < end; j++) {
-            uint32_t m = mag_bits(key[j]);
-            if (m == lo_eq && lo->before[task] + running[c->lo]++ < lo->rank)
-                keep[j] = 0;
-            if (m == hi_eq && hi->before[task] + running[c->hi]++ >= hi->rank)
-                keep[j] = 0;
-        }
+    uint32_t tied[SMELT_TILE_ELEMS];
+    size_t ntied = t->k->mask_mag_range(keep, tied, key, t->n, lo_key, hi_key, lo_eq, hi_eq);
+    for (size_t e = 0; e < ntied; e++) {
+        size_t j = tied[e];
+        uint32_t m = mag_bits(key[j]);
+        if (m == lo_eq && lo->before[task] + running[c->lo]++ < lo->rank)
+            keep[j] = 0;
+        if (m == hi_eq && hi->before[task] + running[c->hi]++ >= hi->rank)
+            keep[j] = 0;
     }
 }
 

@@ -194,6 +194,21 @@ static inline void keq_levels_once(keq *q, const smelt_kernels *r, const smelt_k
         KEQ_FAIL(q, "%s: reductions differ at n=%zu: dot %a/%a sumsq %a/%a sum_abs %a/%a", lv, n,
                  d2, d1, s2, s1, t2, t1);
 
+    {
+        /* Ends at present magnitudes (ties listed), or open. */
+        uint32_t lo = n ? keq_bits(A[n / 3]) & 0x7FFFFFFFu : 0;
+        uint32_t hi = n ? keq_bits(B[n / 2]) & 0x7FFFFFFFu : UINT32_MAX;
+        uint32_t hi_eq = n % 3 ? hi : UINT32_MAX;
+        uint8_t *k1 = keq_alloc(n), *k2 = keq_alloc(n);
+        uint32_t *t1 = keq_alloc(n * 4), *t2 = keq_alloc(n * 4);
+        size_t c1 = r->mask_mag_range(k1, t1, A, n, lo, hi, lo, hi_eq);
+        size_t c2 = k->mask_mag_range(k2, t2, A, n, lo, hi, lo, hi_eq);
+        q->checks++;
+        if (c1 != c2 || memcmp(k1, k2, n) != 0 || memcmp(t1, t2, c1 * 4) != 0)
+            KEQ_FAIL(q, "%s: mask_mag_range differs at n=%zu (%zu vs %zu ties)", lv, n, c2, c1);
+        free(k1), free(k2), free(t1), free(t2);
+    }
+
     uint64_t key = keq_next(s), index0 = keq_next(s) >> (n % 2 ? 1 : 40);
     r->philox_uniform(O1, key, index0, n), k->philox_uniform(O2, key, index0, n);
     keq_cmp_f32(q, "philox_uniform", lv, O1, O2, n, 0);

@@ -223,6 +223,56 @@ START_TEST(hist_mag_counts)
 }
 END_TEST
 
+/* mask_mag_range against its definition on every level: ranges with both ends, open ends
+ * (UINT32_MAX: no tie listed), an empty range, and ends at present values so ties occur. */
+START_TEST(mask_mag_range_definition)
+{
+    size_t n = 3001;
+    float *x = malloc(n * 4);
+    uint8_t *keep = malloc(n), *want_keep = malloc(n);
+    uint32_t *at = malloc(n * 4), *want_at = malloc(n * 4);
+    uint64_t s = 13;
+    keq_fill_f32(x, n, &s, 0);
+    for (size_t i = 300; i < n; i += 97)
+        x[i] = -x[100]; /* ties with the ends, of either sign */
+    for (size_t i = 301; i < n; i += 89)
+        x[i] = x[200];
+    uint32_t a = keq_bits(x[100]) & 0x7FFFFFFFu, b = keq_bits(x[200]) & 0x7FFFFFFFu;
+    uint32_t lo = a < b ? a : b, hi = a < b ? b : a;
+    const uint32_t ranges[][4] = {
+        {lo, hi, lo, hi}, {lo, UINT32_MAX, lo, UINT32_MAX}, {0, hi, UINT32_MAX, hi},
+        {hi, lo, hi, lo}, {0, UINT32_MAX, UINT32_MAX, UINT32_MAX}, {0x7F800000u, 0x7FFFFFFFu, 0x7F800000u, UINT32_MAX},
+    };
+    const char *names[] = {"scalar", "avx2", "avx512", "neon"};
+    for (int l = 0; l < 4; l++) {
+        const smelt_kernels *k = smelt_kernels_level(names[l]);
+        if (!k)
+            continue;
+        for (size_t r = 0; r < sizeof ranges / sizeof ranges[0]; r++)
+            for (size_t len = 0; len <= n; len += len < 70 ? 1 : 977) {
+                const uint32_t *g = ranges[r];
+                size_t want = 0;
+                for (size_t i = 0; i < len; i++) {
+                    uint32_t m = keq_bits(x[i]) & 0x7FFFFFFFu;
+                    want_keep[i] = m >= g[0] && m <= g[1];
+                    if (m == g[2] || m == g[3])
+                        want_at[want++] = (uint32_t)i;
+                }
+                size_t got = k->mask_mag_range(keep, at, x, len, g[0], g[1], g[2], g[3]);
+                ck_assert_msg(got == want, "%s range %zu n %zu: %zu ties, want %zu", names[l], r,
+                              len, got, want);
+                ck_assert_msg(memcmp(keep, want_keep, len) == 0, "%s range %zu n %zu: keep",
+                              names[l], r, len);
+                ck_assert_msg(memcmp(at, want_at, want * 4) == 0, "%s range %zu n %zu: ties",
+                              names[l], r, len);
+                if (r == 0 && len == n)
+                    ck_assert_uint_gt(want, 40); /* the data does tie with both ends */
+            }
+    }
+    free(x), free(keep), free(want_keep), free(at), free(want_at);
+}
+END_TEST
+
 START_TEST(philox_known_answers)
 {
     /* Random123 tests/kat_vectors, the three philox4x32 10 lines: counter, key, output. */
@@ -390,6 +440,12 @@ static void bad_hist_mag(uint32_t *h, const float *x, size_t n, uint32_t p, unsi
 {
     smelt_kernels_scalar.hist_mag(h, x, n - 1, p, ps, s, b); /* drops the last element */
 }
+static size_t bad_mask_mag_range(uint8_t *keep, uint32_t *at, const float *x, size_t n,
+                                 uint32_t lo, uint32_t hi, uint32_t lo_eq, uint32_t hi_eq)
+{
+    /* An upper end that is not inclusive: the probe's range ends at a present magnitude. */
+    return smelt_kernels_scalar.mask_mag_range(keep, at, x, n, lo, hi - 1, lo_eq, hi_eq);
+}
 BAD_F32(philox_uniform, (float *d, uint64_t k, uint64_t i0, size_t n), (d, k, i0, n), d)
 /* A wrong byte in the last element of every plane transform (unit 4 and unit 1 included). */
 static void bad_delta_join(uint8_t *o, const uint8_t *p, size_t st, size_t n, unsigned u,
@@ -428,7 +484,7 @@ static const struct {
 
 /* A copy of the reference, named "broken", with entry `which` replaced by its wrong twin; *name
  * gets what the self-test must report. Returns 0 past the last entry. */
-#define NBROKEN (22 + (int)NBAD_DQ)
+#define NBROKEN (23 + (int)NBAD_DQ)
 static int broken_table(int which, smelt_kernels *k, const char **name)
 {
     *k = smelt_kernels_scalar;
@@ -461,11 +517,12 @@ static int broken_table(int which, smelt_kernels *k, const char **name)
         CASE(19, lora_delta, "lora_delta")
         CASE(20, delta_join, "delta_join")
         CASE(21, delta_split, "delta_split")
+        CASE(22, mask_mag_range, "mask_mag_range")
 #undef CASE
     }
-    if (which >= 22 && (size_t)(which - 22) < NBAD_DQ) {
-        k->dequant[bad_dq[which - 22].type] = bad_dq[which - 22].bad;
-        *name = bad_dq[which - 22].name;
+    if (which >= 23 && (size_t)(which - 23) < NBAD_DQ) {
+        k->dequant[bad_dq[which - 23].type] = bad_dq[which - 23].bad;
+        *name = bad_dq[which - 23].name;
         return 1;
     }
     return 0;
@@ -547,6 +604,7 @@ int main(void)
     tcase_add_test(tc, masked_accum_rules);
     tcase_add_test(tc, reductions_definition);
     tcase_add_test(tc, hist_mag_counts);
+    tcase_add_test(tc, mask_mag_range_definition);
     tcase_add_test(tc, philox_known_answers);
     tcase_add_test(tc, philox_independent_of_start);
     tcase_add_test(tc, isa_selection);
