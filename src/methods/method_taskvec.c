@@ -745,9 +745,21 @@ static void count_window(const bound *bd, const float *key, size_t n)
     }
 }
 
+/* COUNT numbers the elements equal to a bound's key only up to the bound: once `rank` of them
+ * are behind (the folds of earlier chunks say so), every later one is on the same side of the
+ * bound, which the running counts apply compares with the rank tell just as well. */
+static int count_settled(const bound *bd) { return !bd->active || bd->equal >= bd->rank; }
+
 static void tv_stats(const void *state, unsigned pass, const smelt_tile *t, void *partial)
 {
     const tv_state *s = state;
+    if (s->stages[pass] == STAGE_COUNT) {
+        size_t b = 0;
+        while (b < s->nbounds && count_settled(&s->bounds[b]))
+            b++;
+        if (b == s->nbounds)
+            return; /* nothing left to count: not even a decode */
+    }
     float var[SMELT_TILE_ELEMS];
     int need_var = s->v->sce && s->select_topk < 1;
     load_deltas(s, t, need_var ? var : NULL);
@@ -780,7 +792,7 @@ static void tv_stats(const void *state, unsigned pass, const smelt_tile *t, void
         uint32_t *count = partial;
         for (size_t b = 0; b < s->nbounds; b++) {
             const bound *bd = &s->bounds[b];
-            if (!bd->active)
+            if (count_settled(bd))
                 continue;
             const float *key = bound_key(s, b, t, var);
             /* Locals: count's stores could alias bd->prefix, which kept the loop scalar. */
