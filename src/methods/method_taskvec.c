@@ -732,6 +732,38 @@ static const float *bound_key(const tv_state *s, size_t b, const smelt_tile *t, 
     return var;
 }
 
+/* The channel whose key bound b ranks (n: sce's variance). */
+static size_t bound_channel(const tv_state *s, size_t b)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->channels[i].lo == (int)b || s->channels[i].hi == (int)b)
+            return i;
+    return s->n;
+}
+
+/* The digit a histogram pass counts for bound b: 0 for the first (no prefix), 1 for the second
+ * under the bound's prefix. */
+static unsigned hist_digit(const bound *bd, stage st)
+{
+    return st == STAGE_HIST1 || (st == STAGE_HIST0 && bd->whole_sample);
+}
+
+/* The first bound whose histogram in this pass is bound b's own: the same key and digit, and
+ * the same prefix where there is one (breadcrumbs' two ends of one model, over its first
+ * digit). Its twins are not counted again; the fold adds its counts to each of them. */
+static size_t hist_twin(const tv_state *s, size_t b, stage st)
+{
+    const bound *bd = &s->bounds[b];
+    unsigned digit = hist_digit(bd, st);
+    for (size_t a = 0; a < b; a++) {
+        const bound *ad = &s->bounds[a];
+        if (ad->active && !(st == STAGE_HIST1 && ad->resolved) && hist_digit(ad, st) == digit &&
+            (digit == 0 || ad->prefix == bd->prefix) && bound_channel(s, a) == bound_channel(s, b))
+            return a;
+    }
+    return b;
+}
+
 /* HIST0's second digit for the elements in the bound's window. The window's counts are
  * contiguous (bin wlo's 32768, then the next bin's), so an element's slot is its pattern less
  * wlo << 15. Few elements fall in it, so the atomic adds cost little. */
@@ -766,21 +798,20 @@ static void tv_stats(const void *state, unsigned pass, const smelt_tile *t, void
     stage st = s->stages[pass];
     if (st <= STAGE_HIST1) {
         uint32_t *hist = t->worker_partial;
-        unsigned p = st == STAGE_HIST1;
         for (size_t b = 0; b < s->nbounds; b++) {
             const bound *bd = &s->bounds[b];
-            if (!bd->active || (p == 1 && bd->resolved))
+            if (!bd->active || (st == STAGE_HIST1 && bd->resolved))
                 continue;
             const float *key = bound_key(s, b, t, var);
-            if (st == STAGE_HIST0 && bd->whole_sample)
-                p = 1; /* the first digit is known: count the second under it */
-            t->k->hist_mag(hist + b * RADIX_BINS, key, t->n, bd->prefix,
-                           p == 0 ? 32 : radix_shift[p - 1], radix_shift[p], radix_bits[p]);
-            p = st == STAGE_HIST1;
+            /* HIST0 after a whole sample knows the first digit: it counts the second under it */
+            unsigned p = hist_digit(bd, st);
+            if (hist_twin(s, b, st) == b)
+                t->k->hist_mag(hist + b * RADIX_BINS, key, t->n, bd->prefix,
+                               p == 0 ? 32 : radix_shift[p - 1], radix_shift[p], radix_bits[p]);
             if (st == STAGE_HIST0 && bd->window)
                 count_window(bd, key, t->n);
         }
-        if (p == 0 && need_var) {
+        if (st != STAGE_HIST1 && need_var) {
             uint32_t zeros = 0; /* a local: a store through hist could alias var */
             for (size_t j = 0; j < t->n; j++)
                 zeros += mag_bits(var[j]) == 0;
@@ -858,13 +889,16 @@ static void tv_fold_worker(void *state, unsigned pass, void *worker_partial)
         memset(hist, 0, tv_worker_partial_size(s, pass));
         return;
     }
-    for (size_t b = 0; b < s->nbounds; b++) {
-        uint32_t *h = hist + b * RADIX_BINS;
+    stage st = s->stages[pass];
+    for (size_t b = 0; b < s->nbounds; b++) { /* a twin adds the counts of its first */
+        const bound *bd = &s->bounds[b];
+        int counted = bd->active && !(st == STAGE_HIST1 && bd->resolved);
+        const uint32_t *h = hist + (counted ? hist_twin(s, b, st) : b) * RADIX_BINS;
         uint64_t *into = s->bounds[b].hist;
         for (unsigned j = 0; j < bins; j++)
             into[j] += h[j];
-        memset(h, 0, bins * sizeof *h);
     }
+    memset(hist, 0, s->nbounds * RADIX_BINS * sizeof *hist);
     uint32_t *zeros = hist + s->nbounds * RADIX_BINS;
     if (s->stages[pass] == STAGE_HIST0 && s->v->sce && s->select_topk < 1)
         s->bounds[0].equal += *zeros; /* zero variances */
