@@ -1092,8 +1092,18 @@ static void tv_apply(const void *state, const smelt_tile *t, float *out)
             for (size_t j = 0; j < n; j++)
                 count[j] += fabsf(tau[j]) > s->tall_lambda * fabsf(mixed[j] - tau[j]);
         }
-        for (size_t j = 0; j < n; j++)
-            out[j] = (double)count[j] >= s->k ? base[j] + mixed[j] : base[j];
+        /* count[j] is a whole number <= the models, so (double)count >= k is count >= ceil(k),
+         * clamped past the models (exact in f32): a float compare and a bit-mask select,
+         * which vectorize (the double compare with a branch did not). */
+        float need = (float)(s->k > (double)s->n ? (double)s->n + 1 : ceil(s->k));
+        for (size_t j = 0; j < n; j++) {
+            float merged = base[j] + mixed[j], kept = base[j];
+            uint32_t m = 0u - (uint32_t)(count[j] >= need), a, b;
+            memcpy(&a, &merged, sizeof a);
+            memcpy(&b, &kept, sizeof b);
+            a = (a & m) | (b & ~m);
+            memcpy(&out[j], &a, sizeof a);
+        }
         return;
     }
     for (size_t j = 0; j < n; j++)
