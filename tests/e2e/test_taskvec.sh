@@ -71,6 +71,9 @@ BOUNDS=4 check breadcrumbs_gamma breadcrumbs "0.5:0.6@a 0.3:0.2@b" "gamma: 0.3" 
 BOUNDS=6 check breadcrumbs_ties breadcrumbs_ties "$three" "gamma: 0.05" gamma=0.05
 check metagpt metagpt "1:1@a 1:1@b 1:1@c" ""
 check consensus_ta consensus_ta "$three" ""
+# k between counts and past the models (the agreement test rounds k up and clamps it)
+check consensus_ta_k consensus_ta "$three" "k: 1.5" k=1.5
+check consensus_ta_kbig consensus_ta "$three" "k: 7" k=7
 BOUNDS=3 check consensus_ties consensus_ties "$three" "k: 1
 tall_lambda: 0.7" k=1 tall_lambda=0.7
 BOUNDS=1 check sce sce "1:1@a 1:1@b 1:1@c" "select_topk: 0.4" select_topk=0.4
