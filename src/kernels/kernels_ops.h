@@ -58,11 +58,12 @@ void (*hist_mag)(uint32_t *hist, const float *x, size_t n, uint32_t prefix,
                  unsigned prefix_shift, unsigned shift, unsigned bits);
 
 /* The mask of a rank range over magnitude patterns m = bits(x[i]) & 0x7FFFFFFF (TIES,
- * breadcrumbs, sce): keep[i] = 1 when lo <= m <= hi, else 0. The positions i where m == lo_eq or
+ * breadcrumbs, sce): keep[i] = all ones when lo <= m <= hi, else 0 (a lane mask, to AND with
+ * the element's bits). The positions i where m == lo_eq or
  * m == hi_eq go to at[], ascending (at has room for n), and their number is returned: the
  * elements tied with a bound's key, which the caller numbers by index. An _eq of UINT32_MAX
  * matches nothing (no magnitude has bit 31 set), for an open end. */
-size_t (*mask_mag_range)(uint8_t *keep, uint32_t *at, const float *x, size_t n, uint32_t lo,
+size_t (*mask_mag_range)(uint32_t *keep, uint32_t *at, const float *x, size_t n, uint32_t lo,
                          uint32_t hi, uint32_t lo_eq, uint32_t hi_eq);
 
 /* Counter-based uniform numbers in [0, 1): Philox4x32-10 (Salmon et al., SC'11). The element of

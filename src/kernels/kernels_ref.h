@@ -35,7 +35,7 @@ double smelt_ref_sumsq_f64(const float *a, size_t n);
 double smelt_ref_sum_abs_f64(const float *a, size_t n);
 void smelt_ref_hist_mag(uint32_t *hist, const float *x, size_t n, uint32_t prefix,
                         unsigned prefix_shift, unsigned shift, unsigned bits);
-size_t smelt_ref_mask_mag_range(uint8_t *keep, uint32_t *at, const float *x, size_t n,
+size_t smelt_ref_mask_mag_range(uint32_t *keep, uint32_t *at, const float *x, size_t n,
                                 uint32_t lo, uint32_t hi, uint32_t lo_eq, uint32_t hi_eq);
 void smelt_ref_philox_uniform(float *dst, uint64_t key, uint64_t index0, size_t n);
 

@@ -243,13 +243,13 @@ void smelt_ref_hist_mag(uint32_t *hist, const float *x, size_t n, uint32_t prefi
     }
 }
 
-size_t smelt_ref_mask_mag_range(uint8_t *keep, uint32_t *at, const float *x, size_t n,
+size_t smelt_ref_mask_mag_range(uint32_t *keep, uint32_t *at, const float *x, size_t n,
                                 uint32_t lo, uint32_t hi, uint32_t lo_eq, uint32_t hi_eq)
 {
     size_t found = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t m = f32_bits(x[i]) & 0x7FFFFFFFu;
-        keep[i] = (uint8_t)(lo <= m && m <= hi);
+        keep[i] = lo <= m && m <= hi ? UINT32_MAX : 0;
         if (m == lo_eq || m == hi_eq)
             at[found++] = (uint32_t)i;
     }

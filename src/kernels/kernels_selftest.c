@@ -146,17 +146,19 @@ static void p_hist_mag(const smelt_kernels *k, const probe_in *in, probe_buf *o)
 }
 static void p_mask_mag_range(const smelt_kernels *k, const probe_in *in, probe_buf *o)
 {
-    /* Around the magnitude of the first finite value, both ends tied; then open ends. */
-    uint32_t m;
+    /* Around the magnitude of a finite value, both ends tied; then open ends. Counts and tied
+     * positions in u32[0..136), every keep mask folded into u32[200..256) (a wrong mask
+     * changes its slot by -(i + 1)). */
+    uint32_t m, keep[2 * PROBE_N];
     memcpy(&m, &in->b[PROBE_N / 2], sizeof m);
     m &= 0x7FFFFFFFu;
     memset(o->u32, 0, sizeof o->u32);
-    o->u32[0] = (uint32_t)k->mask_mag_range(o->bytes, o->u32 + 2, in->b, PROBE_N, m >> 1, m, m >> 1, m);
-    o->u32[1] = (uint32_t)k->mask_mag_range(o->bytes + PROBE_N, o->u32 + 2 + PROBE_N, in->a,
+    o->u32[0] = (uint32_t)k->mask_mag_range(keep, o->u32 + 2, in->b, PROBE_N, m >> 1, m, m >> 1, m);
+    o->u32[1] = (uint32_t)k->mask_mag_range(keep + PROBE_N, o->u32 + 2 + o->u32[0], in->a,
                                             PROBE_N, 0x7F800000u, UINT32_MAX, 0x7F800000u,
                                             UINT32_MAX);
-    for (size_t i = 0; i < 2 * PROBE_N; i++)
-        o->u32[2 + 2 * PROBE_N + i / 4] |= (uint32_t)o->bytes[i] << (8 * (i % 4));
+    for (uint32_t i = 0; i < 2 * PROBE_N; i++)
+        o->u32[200 + i % 56] ^= keep[i] * (i + 1);
 }
 static void p_philox_uniform(const smelt_kernels *k, const probe_in *in, probe_buf *o)
 {

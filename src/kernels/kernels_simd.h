@@ -38,7 +38,6 @@
 #endif
 
 #include "kernels/kernels_ref.h"
-#include <string.h> /* memcpy */
 
 #define K_CAT2(a, b) a##b
 #define K_CAT(a, b) K_CAT2(a, b)
@@ -368,25 +367,20 @@ static void k_hist_mag(uint32_t *hist, const float *x, size_t n, uint32_t prefix
     smelt_ref_hist_mag(hist, x + i, n - i, prefix, prefix_shift, shift, bits);
 }
 
-/* Whole vectors of compares; the lane masks become keep bytes eight at a time (each bit
- * spread to the low bit of its own byte by a multiply, no carries: one bit per byte), and the
- * rare tied lanes are listed from their mask bits. */
-static size_t k_mask_mag_range(uint8_t *keep, uint32_t *at, const float *x, size_t n,
+/* Whole vectors of compares stored as lane masks; the rare tied lanes are listed from their
+ * mask bits. */
+static size_t k_mask_mag_range(uint32_t *keep, uint32_t *at, const float *x, size_t n,
                                uint32_t lo, uint32_t hi, uint32_t lo_eq, uint32_t hi_eq)
 {
     size_t i = 0, found = 0;
     VI magnitude = VI_SET1(0x7FFFFFFFu), vlo = VI_SET1(lo), vhi = VI_SET1(hi);
-    VI veq_lo = VI_SET1(lo_eq), veq_hi = VI_SET1(hi_eq);
+    VI veq_lo = VI_SET1(lo_eq), veq_hi = VI_SET1(hi_eq), ones = VI_SET1(UINT32_MAX),
+       zero = VI_SET1(0);
     for (; i + VL <= n; i += VL) {
         VI m = VI_AND(VF_AS_VI(VF_LOADU(x + i)), magnitude);
         /* lo <= m is min(m, lo) == lo; m <= hi is min(m, hi) == m (unsigned) */
-        unsigned in = VM_BITS(VM_AND(VM_EQ_I(VI_MIN_U(m, vlo), vlo), VM_EQ_I(VI_MIN_U(m, vhi), m)));
-        for (unsigned g = 0; g < VL; g += 8) {
-            uint64_t bytes = ((uint64_t)(in >> g & 0xFFu) * 0x0101010101010101ull) &
-                             0x8040201008040201ull;
-            bytes = ((bytes + 0x7F7F7F7F7F7F7F7Full) >> 7) & 0x0101010101010101ull;
-            memcpy(keep + i + g, &bytes, VL - g < 8 ? VL - g : 8); /* little-endian: byte 0 first */
-        }
+        VM in = VM_AND(VM_EQ_I(VI_MIN_U(m, vlo), vlo), VM_EQ_I(VI_MIN_U(m, vhi), m));
+        VF_STOREU((float *)(void *)(keep + i), VI_AS_VF(VI_SELECT(in, ones, zero)));
         unsigned tied = VM_BITS(VM_OR(VM_EQ_I(m, veq_lo), VM_EQ_I(m, veq_hi)));
         for (; tied; tied &= tied - 1)
             at[found++] = (uint32_t)(i + (unsigned)__builtin_ctz(tied));

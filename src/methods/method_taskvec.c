@@ -477,13 +477,13 @@ static float *delta(const smelt_tile *t, size_t model)
     return t->scratch + (model + 1) * SMELT_TILE_ELEMS;
 }
 
-/* keep[j] for channel c over the tile's keys; running[b] counts bound b's equal elements seen
- * earlier in this task (tiles come in index order). */
+/* keep[j] (a lane mask: all ones or 0) for channel c over the tile's keys; running[b] counts
+ * bound b's equal elements seen earlier in this task (tiles come in index order). */
 static void rank_mask(const tv_state *s, const channel *c, const float *key, const smelt_tile *t,
-                      uint32_t *running, uint8_t *keep)
+                      uint32_t *running, uint32_t *keep)
 {
     if (c->none) {
-        memset(keep, 0, t->n);
+        memset(keep, 0, t->n * sizeof *keep);
         return;
     }
     uint64_t task = t->index0 / SMELT_TASK_ELEMS;
@@ -584,7 +584,10 @@ static void rank_rows(const tv_state *s, const smelt_tile *t, uint8_t *area)
 static void select_tile(const tv_state *s, const smelt_tile *t, const float *var,
                         uint32_t *running, uint8_t *area, int in_apply)
 {
-    uint8_t keep[SMELT_TILE_ELEMS], bits[SMELT_TILE_ELEMS];
+    /* keep: lane masks (all ones or 0), 32 bits like the elements they clear, so the loops
+     * that make and apply them never pack or widen bytes */
+    uint32_t keep[SMELT_TILE_ELEMS];
+    uint8_t bits[SMELT_TILE_ELEMS];
     /* SUMS leaves the random masks in carry (tv_carry_bytes); apply reads them back */
     const int carry_in = in_apply && s->carry && t->carry;
     const int carry_out = !in_apply && s->carry && t->carry;
@@ -605,7 +608,7 @@ static void select_tile(const tv_state *s, const smelt_tile *t, const float *var
             size_t n = t->n;
             const uint8_t *carry = t->carry;
             for (size_t j = 0; j < n; j++)
-                keep[j] = carry[j] >> i & 1;
+                keep[j] = 0u - (uint32_t)(carry[j] >> i & 1);
             if (divide) /* DARE: the one keep probability (DELLA's divide takes no carry) */
                 for (size_t j = 0; j < n; j++)
                     d[j] = d[j] / (float)m->density;
@@ -614,13 +617,13 @@ static void select_tile(const tv_state *s, const smelt_tile *t, const float *var
             t->k->philox_uniform(u, m->key, t->index0, t->n);
             /* (double)u < density for a float u is u < the least float >= density: the same
              * truth for every u, in a compare the compiler vectorizes (the widening one it
-             * did not). n in a local: keep is a char type, so its stores could alias t->n. */
+             * did not). n in a local: keep's stores could alias t->n otherwise. */
             float keep_below = (float)m->density;
             if ((double)keep_below < m->density)
                 keep_below = nextafterf(keep_below, INFINITY);
             size_t n = t->n;
             for (size_t j = 0; j < n; j++)
-                keep[j] = u[j] < keep_below;
+                keep[j] = 0u - (uint32_t)(u[j] < keep_below);
             if (divide)
                 for (size_t j = 0; j < t->n; j++)
                     d[j] = d[j] / density;
@@ -635,13 +638,13 @@ static void select_tile(const tv_state *s, const smelt_tile *t, const float *var
                 for (size_t j = 0; j < n; j++) {
                     double r = row_last > 0 ? (double)rank[j] / row_last : 0.0;
                     double p = p_lo + p_span * r;
-                    keep[j] = (double)u[j] < p;
+                    keep[j] = 0u - (uint32_t)((double)u[j] < p);
                     d[j] = d[j] / (float)p;
                 }
             } else {
                 const float *thr = thresholds_of(s, area, i);
                 for (size_t j = 0; j < n; j++)
-                    keep[j] = u[j] < thr[rank[j]];
+                    keep[j] = 0u - (uint32_t)(u[j] < thr[rank[j]]);
             }
         } else if (!shared) {
             rank_mask(s, &s->channels[i], d, t, running, keep);
@@ -651,12 +654,12 @@ static void select_tile(const tv_state *s, const smelt_tile *t, const float *var
         for (size_t j = 0; j < n; j++) {
             uint32_t u;
             memcpy(&u, &d[j], sizeof u);
-            u &= 0u - (uint32_t)keep[j];
+            u &= keep[j];
             memcpy(&d[j], &u, sizeof u);
         }
         if (carry_out)
             for (size_t j = 0; j < n; j++)
-                bits[j] |= (uint8_t)(keep[j] << i);
+                bits[j] |= (uint8_t)((keep[j] & 1u) << i);
     }
     if (carry_out)
         memcpy(t->carry, bits, t->n);

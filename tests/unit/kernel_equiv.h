@@ -199,12 +199,12 @@ static inline void keq_levels_once(keq *q, const smelt_kernels *r, const smelt_k
         uint32_t lo = n ? keq_bits(A[n / 3]) & 0x7FFFFFFFu : 0;
         uint32_t hi = n ? keq_bits(B[n / 2]) & 0x7FFFFFFFu : UINT32_MAX;
         uint32_t hi_eq = n % 3 ? hi : UINT32_MAX;
-        uint8_t *k1 = keq_alloc(n), *k2 = keq_alloc(n);
+        uint32_t *k1 = keq_alloc(n * 4), *k2 = keq_alloc(n * 4);
         uint32_t *t1 = keq_alloc(n * 4), *t2 = keq_alloc(n * 4);
         size_t c1 = r->mask_mag_range(k1, t1, A, n, lo, hi, lo, hi_eq);
         size_t c2 = k->mask_mag_range(k2, t2, A, n, lo, hi, lo, hi_eq);
         q->checks++;
-        if (c1 != c2 || memcmp(k1, k2, n) != 0 || memcmp(t1, t2, c1 * 4) != 0)
+        if (c1 != c2 || memcmp(k1, k2, n * 4) != 0 || memcmp(t1, t2, c1 * 4) != 0)
             KEQ_FAIL(q, "%s: mask_mag_range differs at n=%zu (%zu vs %zu ties)", lv, n, c2, c1);
         free(k1), free(k2), free(t1), free(t2);
     }

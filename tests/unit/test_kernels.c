@@ -229,7 +229,7 @@ START_TEST(mask_mag_range_definition)
 {
     size_t n = 3001;
     float *x = malloc(n * 4);
-    uint8_t *keep = malloc(n), *want_keep = malloc(n);
+    uint32_t *keep = malloc(n * 4), *want_keep = malloc(n * 4);
     uint32_t *at = malloc(n * 4), *want_at = malloc(n * 4);
     uint64_t s = 13;
     keq_fill_f32(x, n, &s, 0);
@@ -254,14 +254,14 @@ START_TEST(mask_mag_range_definition)
                 size_t want = 0;
                 for (size_t i = 0; i < len; i++) {
                     uint32_t m = keq_bits(x[i]) & 0x7FFFFFFFu;
-                    want_keep[i] = m >= g[0] && m <= g[1];
+                    want_keep[i] = m >= g[0] && m <= g[1] ? UINT32_MAX : 0;
                     if (m == g[2] || m == g[3])
                         want_at[want++] = (uint32_t)i;
                 }
                 size_t got = k->mask_mag_range(keep, at, x, len, g[0], g[1], g[2], g[3]);
                 ck_assert_msg(got == want, "%s range %zu n %zu: %zu ties, want %zu", names[l], r,
                               len, got, want);
-                ck_assert_msg(memcmp(keep, want_keep, len) == 0, "%s range %zu n %zu: keep",
+                ck_assert_msg(memcmp(keep, want_keep, len * 4) == 0, "%s range %zu n %zu: keep",
                               names[l], r, len);
                 ck_assert_msg(memcmp(at, want_at, want * 4) == 0, "%s range %zu n %zu: ties",
                               names[l], r, len);
@@ -440,7 +440,7 @@ static void bad_hist_mag(uint32_t *h, const float *x, size_t n, uint32_t p, unsi
 {
     smelt_kernels_scalar.hist_mag(h, x, n - 1, p, ps, s, b); /* drops the last element */
 }
-static size_t bad_mask_mag_range(uint8_t *keep, uint32_t *at, const float *x, size_t n,
+static size_t bad_mask_mag_range(uint32_t *keep, uint32_t *at, const float *x, size_t n,
                                  uint32_t lo, uint32_t hi, uint32_t lo_eq, uint32_t hi_eq)
 {
     /* An upper end that is not inclusive: the probe's range ends at a present magnitude. */
