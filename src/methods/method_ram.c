@@ -128,12 +128,13 @@ static const float *load(const ram_state *s, const smelt_tile *t, uint8_t *c)
     float *base = t->scratch;
     smelt_decode(t->k, base, t->raw[0], t->dtype[0], n);
     memset(c, 0, n);
+    float epsilon = s->epsilon; /* a local: c's stores could alias the state */
     for (size_t i = 1; i <= s->n; i++) {
         float *d = t->scratch + i * SMELT_TILE_ELEMS;
         smelt_decode(t->k, d, t->raw[i], t->dtype[i], n);
         t->k->sub(d, d, base, n);
         for (size_t j = 0; j < n; j++)
-            c[j] = (uint8_t)(c[j] + (fabsf(d[j]) > s->epsilon));
+            c[j] = (uint8_t)(c[j] + (fabsf(d[j]) > epsilon));
     }
     return base;
 }
@@ -205,22 +206,45 @@ static int ram_end_pass(smelt_ctx *ctx, void *state, unsigned pass)
     return SMELT_OK;
 }
 
+/* One model's share of an element: unique entries scaled by λ, overlapping ones averaged.
+ * z = d · (|d| > ε ? 1 : 0), picked by a bit mask between d and d · 0 (the same bits: d · 1 is
+ * d), which the compiler vectorizes where the bool-to-float product became a branch. */
+static inline float ram_term(float d, float unique, float overlap, float count, float lambda,
+                             float epsilon)
+{
+    float zero = d * 0.0f, z;
+    uint32_t m = 0u - (uint32_t)(fabsf(d) > epsilon), a, b;
+    memcpy(&a, &d, sizeof a);
+    memcpy(&b, &zero, sizeof b);
+    a = (a & m) | (b & ~m);
+    memcpy(&z, &a, sizeof z);
+    return (z * unique) * lambda + (z * overlap) / count;
+}
+
 static void ram_apply(const void *state, const smelt_tile *t, float *out)
 {
     const ram_state *s = state;
     uint8_t c[SMELT_TILE_ELEMS];
     const float *base = load(s, t, c);
     size_t n = t->n;
+    /* What depends only on the element's contributor count, once per tile; the model loop then
+     * has no branch and vectorizes (each term is the same f32 expression as before). */
+    float unique[SMELT_TILE_ELEMS], overlap[SMELT_TILE_ELEMS], count[SMELT_TILE_ELEMS];
+    for (size_t j = 0; j < n; j++) {
+        unique[j] = (float)(c[j] == 1);
+        overlap[j] = (float)(c[j] > 1);
+        count[j] = (float)(c[j] | (c[j] == 0)); /* max(c, 1) */
+    }
+    float epsilon = s->epsilon; /* a local: out's stores could alias the state */
     for (size_t i = 0; i < s->n; i++) {
         const float *d = t->scratch + (i + 1) * SMELT_TILE_ELEMS;
         float lambda = s->lambda[i];
-        for (size_t j = 0; j < n; j++) {
-            float z = d[j] * (float)(fabsf(d[j]) > s->epsilon);
-            float unique = (float)(c[j] == 1), overlap = (float)(c[j] > 1);
-            float count = c[j] > 1 ? (float)c[j] : 1.0f;
-            float term = (z * unique) * lambda + (z * overlap) / count;
-            out[j] = i ? out[j] + term : term;
-        }
+        if (i == 0)
+            for (size_t j = 0; j < n; j++)
+                out[j] = ram_term(d[j], unique[j], overlap[j], count[j], lambda, epsilon);
+        else
+            for (size_t j = 0; j < n; j++)
+                out[j] = out[j] + ram_term(d[j], unique[j], overlap[j], count[j], lambda, epsilon);
     }
     for (size_t j = 0; j < n; j++)
         out[j] = base[j] + out[j];
