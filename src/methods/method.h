@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef enum smelt_param_kind { SMELT_PARAM_NUMBER, SMELT_PARAM_BOOL } smelt_param_kind;
 
@@ -51,6 +52,19 @@ typedef struct smelt_tensor_args {
      * models (base excluded, config order) of the model whose output it is; 0 otherwise. */
     size_t output;
 } smelt_tensor_args;
+
+/* c ? x : y for the methods' per-element loops, by bit masks: the same bits as the ternary
+ * (NaN payloads and signed zeros included), but a select the compiler vectorizes, where it
+ * turned float ternaries into branches and left such loops scalar. */
+static inline float smelt_pick_f32(int c, float x, float y)
+{
+    uint32_t m = 0u - (uint32_t)(c != 0), a, b;
+    memcpy(&a, &x, sizeof a);
+    memcpy(&b, &y, sizeof b);
+    a = (a & m) | (b & ~m);
+    memcpy(&x, &a, sizeof x);
+    return x;
+}
 
 /* Elements in one tile: small enough that every input's f32 copy stays in L1. */
 #define SMELT_TILE_ELEMS 1024u

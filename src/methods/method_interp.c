@@ -973,18 +973,6 @@ static void interp_apply(const void *state, const smelt_tile *tile, float *out)
         apply_form(s, tile, s->form, s->coef, s->use, out);
 }
 
-/* c ? x : y by bit masks: written as a ternary, the compiler threaded nearswap's loop into
- * branches (one path per clamp case) and left it scalar. */
-static inline float pick(int c, float x, float y)
-{
-    uint32_t m = 0u - (uint32_t)c, xb, yb;
-    memcpy(&xb, &x, sizeof xb);
-    memcpy(&yb, &y, sizeof yb);
-    xb = (xb & m) | (yb & ~m);
-    memcpy(&x, &xb, sizeof x);
-    return x;
-}
-
 /* nearswap: w = clamp(t / max(|a − b|, 1e-6), 0, 1); out = w·b + (1 − w)·a with a the base.
  * Elementwise, in f32 as mergekit's torch code: no statistics. */
 static void nearswap_apply(const void *state, const smelt_tile *tile, float *out)
@@ -995,9 +983,9 @@ static void nearswap_apply(const void *state, const smelt_tile *tile, float *out
     size_t n = tile->n; /* a local: out's stores could alias tile->n, which kept it scalar */
     for (size_t j = 0; j < n; j++) {
         float d = fabsf(a[j] - b[j]);
-        float w = t / pick(d > 1e-6f, d, 1e-6f);
-        w = pick(0 > w, 0, w); /* clamp to [0, 1]; -0 and NaN stay as they are */
-        w = pick(1 < w, 1, w);
+        float w = t / smelt_pick_f32(d > 1e-6f, d, 1e-6f);
+        w = smelt_pick_f32(0 > w, 0, w); /* clamp to [0, 1]; -0 and NaN stay as they are */
+        w = smelt_pick_f32(1 < w, 1, w);
         out[j] = w * b[j] + (1 - w) * a[j];
     }
 }

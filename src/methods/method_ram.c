@@ -207,17 +207,12 @@ static int ram_end_pass(smelt_ctx *ctx, void *state, unsigned pass)
 }
 
 /* One model's share of an element: unique entries scaled by λ, overlapping ones averaged.
- * z = d · (|d| > ε ? 1 : 0), picked by a bit mask between d and d · 0 (the same bits: d · 1 is
- * d), which the compiler vectorizes where the bool-to-float product became a branch. */
+ * z = d · (|d| > ε ? 1 : 0) is picked between d and d · 0 (the same bits: d · 1 is d), which
+ * the compiler vectorizes where the bool-to-float product became a branch. */
 static inline float ram_term(float d, float unique, float overlap, float count, float lambda,
                              float epsilon)
 {
-    float zero = d * 0.0f, z;
-    uint32_t m = 0u - (uint32_t)(fabsf(d) > epsilon), a, b;
-    memcpy(&a, &d, sizeof a);
-    memcpy(&b, &zero, sizeof b);
-    a = (a & m) | (b & ~m);
-    memcpy(&z, &a, sizeof z);
+    float z = smelt_pick_f32(fabsf(d) > epsilon, d, d * 0.0f);
     return (z * unique) * lambda + (z * overlap) / count;
 }
 

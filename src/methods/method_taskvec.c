@@ -1099,14 +1099,8 @@ static void tv_apply(const void *state, const smelt_tile *t, float *out)
          * clamped past the models (exact in f32): a float compare and a bit-mask select,
          * which vectorize (the double compare with a branch did not). */
         float need = (float)(s->k > (double)s->n ? (double)s->n + 1 : ceil(s->k));
-        for (size_t j = 0; j < n; j++) {
-            float merged = base[j] + mixed[j], kept = base[j];
-            uint32_t m = 0u - (uint32_t)(count[j] >= need), a, b;
-            memcpy(&a, &merged, sizeof a);
-            memcpy(&b, &kept, sizeof b);
-            a = (a & m) | (b & ~m);
-            memcpy(&out[j], &a, sizeof a);
-        }
+        for (size_t j = 0; j < n; j++)
+            out[j] = smelt_pick_f32(count[j] >= need, base[j] + mixed[j], base[j]);
         return;
     }
     for (size_t j = 0; j < n; j++)
