@@ -456,8 +456,16 @@ static float *load_deltas(const tv_state *s, const smelt_tile *t, float *var)
             for (size_t j = 0; j < n; j++)
                 mean[j] += d[j];
         }
-        for (size_t j = 0; j < n; j++)
-            mean[j] /= inv;
+        /* x / 2^k is x * 2^-k, bit for bit (both round the same real number): 2, 4 or 8
+         * models pay a multiply, not a division */
+        int exponent;
+        float recip = frexpf(inv, &exponent) == 0.5f ? ldexpf(1.0f, 1 - exponent) : 0.0f;
+        if (recip != 0.0f)
+            for (size_t j = 0; j < n; j++)
+                mean[j] *= recip;
+        else
+            for (size_t j = 0; j < n; j++)
+                mean[j] /= inv;
         memset(var, 0, n * sizeof *var);
         for (size_t i = 1; i <= s->n; i++) {
             const float *d = t->scratch + i * SMELT_TILE_ELEMS;
@@ -466,8 +474,12 @@ static float *load_deltas(const tv_state *s, const smelt_tile *t, float *var)
                 var[j] += x * x;
             }
         }
-        for (size_t j = 0; j < n; j++)
-            var[j] /= inv;
+        if (recip != 0.0f)
+            for (size_t j = 0; j < n; j++)
+                var[j] *= recip;
+        else
+            for (size_t j = 0; j < n; j++)
+                var[j] /= inv;
     }
     return base;
 }

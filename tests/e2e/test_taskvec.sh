@@ -78,6 +78,9 @@ BOUNDS=3 check consensus_ties consensus_ties "$three" "k: 1
 tall_lambda: 0.7" k=1 tall_lambda=0.7
 BOUNDS=1 check sce sce "1:1@a 1:1@b 1:1@c" "select_topk: 0.4" select_topk=0.4
 check sce_all sce "1:1@a 1:1@b" ""
+# two and four models: the variance's mean divides by a power of two (a multiply)
+BOUNDS=1 check sce_two sce "1:1@a 1:1@b" "select_topk: 0.5" select_topk=0.5
+BOUNDS=1 check sce_four sce "1:1@a 1:1@b 1:1@c 1:1@a" "select_topk: 0.3" select_topk=0.3
 # sce's streamed tensors: a histogram read (its sample guesses the second digit's bins), the
 # SUMS read (which also numbers the tied
 # variances: a prefix pass needs no read of its own), the merge; the ring reads what plan says.
