@@ -432,6 +432,21 @@ static int tv_prepare(const variant *v, smelt_ctx *ctx, const smelt_tensor_args 
     return SMELT_OK;
 }
 
+/* x[j] /= by. x / 2^k is x * 2^-k, bit for bit (both round the same real number), so a
+ * power-of-two divisor (sce's 2, 4 or 8 models) costs a multiply, not a division. */
+static void divide_all(float *x, size_t n, float by)
+{
+    int exponent;
+    if (frexpf(by, &exponent) == 0.5f) {
+        float recip = ldexpf(1.0f, 1 - exponent);
+        for (size_t j = 0; j < n; j++)
+            x[j] *= recip;
+    } else {
+        for (size_t j = 0; j < n; j++)
+            x[j] /= by;
+    }
+}
+
 /* Decodes every input of the tile into the worker's scratch: slot 0 the base, slot i the task
  * vector d_i = θ_i − θ₀; with sce also the population variance of the d_i per element. */
 static float *load_deltas(const tv_state *s, const smelt_tile *t, float *var)
@@ -456,16 +471,7 @@ static float *load_deltas(const tv_state *s, const smelt_tile *t, float *var)
             for (size_t j = 0; j < n; j++)
                 mean[j] += d[j];
         }
-        /* x / 2^k is x * 2^-k, bit for bit (both round the same real number): 2, 4 or 8
-         * models pay a multiply, not a division */
-        int exponent;
-        float recip = frexpf(inv, &exponent) == 0.5f ? ldexpf(1.0f, 1 - exponent) : 0.0f;
-        if (recip != 0.0f)
-            for (size_t j = 0; j < n; j++)
-                mean[j] *= recip;
-        else
-            for (size_t j = 0; j < n; j++)
-                mean[j] /= inv;
+        divide_all(mean, n, inv);
         memset(var, 0, n * sizeof *var);
         for (size_t i = 1; i <= s->n; i++) {
             const float *d = t->scratch + i * SMELT_TILE_ELEMS;
@@ -474,12 +480,7 @@ static float *load_deltas(const tv_state *s, const smelt_tile *t, float *var)
                 var[j] += x * x;
             }
         }
-        if (recip != 0.0f)
-            for (size_t j = 0; j < n; j++)
-                var[j] *= recip;
-        else
-            for (size_t j = 0; j < n; j++)
-                var[j] /= inv;
+        divide_all(var, n, inv);
     }
     return base;
 }
